@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything the build, the local run and the tests need that a fresh
+# machine lacks. Idempotent: each step is skipped when its result is present.
+# Slow builds (worker-build, wasm-bindgen-cli) and the emulator's venv live in a
+# cache outside the checkout (TOOLS_CACHE), keyed by version, so a fresh clone on
+# the same machine reuses them.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/tool-versions.sh
+source "$root/scripts/tool-versions.sh"
+
+step() { printf '==> %s\n' "$*" >&2; }
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  step "installing redis-server (apt)"
+  if [ "$(id -u)" != 0 ]; then
+    echo "redis-server is missing: install it (apt-get install redis-server) or run as root" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  # The package starts a system instance; ours are started on free ports per run.
+  (service redis-server stop || true) >/dev/null 2>&1
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  step "adding rustup target wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+
+mkdir -p "$TOOLS_CACHE"
+if [ ! -x "$WORKER_BUILD_DIR/bin/worker-build" ]; then
+  step "building worker-build $WORKER_BUILD_VERSION into $WORKER_BUILD_DIR (several minutes, once)"
+  cargo install -q worker-build --version "$WORKER_BUILD_VERSION" --locked --root "$WORKER_BUILD_DIR"
+fi
+if [ ! -x "$WASM_BINDGEN_DIR/bin/wasm-bindgen" ]; then
+  step "building wasm-bindgen-cli $WASM_BINDGEN_VERSION into $WASM_BINDGEN_DIR (several minutes, once)"
+  # Not --locked: the CLI's own lockfile names a crate version the registry lacks.
+  cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$WASM_BINDGEN_DIR"
+fi
+
+if [ ! -x "$MINISTACK_VENV/bin/python" ] || ! "$MINISTACK_VENV/bin/python" -c 'import ministack, cbor2' 2>/dev/null; then
+  step "installing ministack $MINISTACK_VERSION into $MINISTACK_VENV"
+  python3 -m venv "$MINISTACK_VENV"
+  "$MINISTACK_VENV/bin/pip" install -q "ministack==$MINISTACK_VERSION" cbor2
+fi
+
+if [ ! -x "$root/node_modules/.bin/wrangler" ] || [ "$root/package-lock.json" -nt "$root/node_modules/.package-lock.json" ]; then
+  step "installing npm packages (wrangler, binaryen)"
+  (cd "$root" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+step "tools ready"

@@ -1,0 +1,173 @@
+//! The JSON bodies the edge answers with (DESIGN §3). Field names are `camelCase` and
+//! are a contract with existing clients.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::ledger::{LedgerItem, MessageStatus};
+
+/// `POST /send` with one recipient: 202.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendAccepted {
+    pub success: bool,
+    pub message_id: String,
+    pub status: MessageStatus,
+    pub queue_position: u64,
+    pub estimated_send_time: String,
+}
+
+/// One recipient's entry in a mass message's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MassEntry {
+    pub recipient_id: String,
+    pub message_id: String,
+    pub queue_position: u64,
+    pub estimated_send_time: String,
+}
+
+/// `POST /send` with `recipientIds`: 202, one entry per recipient in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MassAccepted {
+    pub success: bool,
+    pub status: MessageStatus,
+    pub count: usize,
+    pub messages: Vec<MassEntry>,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub queue: QueueState,
+    pub processing: Processing,
+    pub account: AccountState,
+    pub health: Health,
+    pub timestamp: String,
+}
+
+/// The SQS queue as a whole (approximate, as SQS reports it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueState {
+    pub depth: u64,
+    pub in_flight: u64,
+    pub dlq_count: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Processing {
+    /// Seconds until this account's backlog is sent at its rate.
+    pub estimated_time_seconds: u64,
+    pub rate_limit: String,
+    pub last_processed_at: Option<String>,
+}
+
+/// This account's own counters (from its ledger summary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountState {
+    pub backlog: u64,
+    pub sent: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Healthy,
+    Degraded,
+    Down,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: HealthStatus,
+    pub message: String,
+}
+
+/// `GET /failed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedPage {
+    pub failed_messages: Vec<FailedMessage>,
+    /// This account's failed messages in all (from its summary).
+    pub total: u64,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedMessage {
+    pub id: String,
+    pub recipient_id: String,
+    pub content: String,
+    pub failed_at: Option<String>,
+    pub error: Option<String>,
+    pub attempts: u32,
+}
+
+impl From<LedgerItem> for FailedMessage {
+    fn from(item: LedgerItem) -> Self {
+        let m = item.message;
+        FailedMessage {
+            id: m.id,
+            recipient_id: m.recipient_id,
+            content: m.content,
+            failed_at: item.failed_at,
+            error: item.last_error,
+            attempts: item.attempts,
+        }
+    }
+}
+
+/// `POST /{id}/retry`: 200.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryAccepted {
+    pub success: bool,
+    pub message_id: String,
+    pub status: MessageStatus,
+}
+
+/// `GET /{id}`: one message and where it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    pub id: String,
+    pub recipient_id: String,
+    pub content: String,
+    pub priority: u8,
+    pub media_urls: Vec<String>,
+    pub metadata: Map<String, Value>,
+    pub status: MessageStatus,
+    pub attempts: u32,
+    pub accepted_at: String,
+    pub sent_at: Option<String>,
+    pub failed_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+impl From<LedgerItem> for MessageView {
+    fn from(item: LedgerItem) -> Self {
+        let m = item.message;
+        MessageView {
+            id: m.id,
+            recipient_id: m.recipient_id,
+            content: m.content,
+            priority: m.priority,
+            media_urls: m.media_urls,
+            metadata: m.metadata,
+            status: item.status,
+            attempts: item.attempts,
+            accepted_at: m.accepted_at,
+            sent_at: item.sent_at,
+            failed_at: item.failed_at,
+            last_error: item.last_error,
+        }
+    }
+}

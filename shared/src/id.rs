@@ -1,0 +1,54 @@
+//! Message ids: UUIDv7 (RFC 9562), time-ordered so that ids sort by acceptance.
+
+/// Formats a UUIDv7 from a Unix time in milliseconds and 10 random bytes.
+pub fn uuid_v7(unix_ms: u64, random: [u8; 10]) -> String {
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
+    b[6..].copy_from_slice(&random);
+    b[6] = (b[6] & 0x0f) | 0x70; // version 7
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        s.push(char::from(HEX[usize::from(byte >> 4)]));
+        s.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    s
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Whether `s` has the shape of a message id (a lowercase hyphenated UUID). Anything
+/// else is rejected before it reaches the ledger, whose reserved sort keys are not UUIDs.
+pub fn is_message_id(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => c.is_ascii_digit() || (b'a'..=b'f').contains(&c),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v7_layout_and_order() {
+        let a = uuid_v7(1_700_000_000_000, [0xff; 10]);
+        let b = uuid_v7(1_700_000_000_001, [0x00; 10]);
+        assert!(is_message_id(&a) && is_message_id(&b));
+        assert_eq!(&a[14..15], "7", "version nibble");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "variant");
+        assert!(a < b, "later ids sort after earlier ones");
+        assert_eq!(&a[..13], "018bcfe5-6800");
+    }
+
+    #[test]
+    fn rejects_non_ids() {
+        assert!(!is_message_id("#summary"));
+        assert!(!is_message_id("018BCFE5-6800-7fff-bfff-ffffffffffff"));
+        assert!(!is_message_id("018bcfe5-6800-7fff-bfff-fffffffffff"));
+    }
+}

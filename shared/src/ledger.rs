@@ -1,0 +1,243 @@
+//! The ledger (DESIGN §5): one DynamoDB item per message, keyed by account and message
+//! id, plus one summary item per account. This module fixes the item layout and the
+//! status machine; the edge and the worker do the I/O.
+//!
+//! Items are written in DynamoDB's JSON form (`{"S": ..}`, `{"N": ..}`), the form both
+//! the JSON protocol and `serde_json` speak.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::message::QueueMessage;
+
+/// Partition key: the account.
+pub const PK: &str = "creatorId";
+/// Sort key: the message id, or a reserved key below (never a UUID).
+pub const SK: &str = "messageId";
+/// Sort key of the per-account summary item (atomic counters).
+pub const SUMMARY_SK: &str = "#summary";
+/// Sort-key prefix of idempotency records.
+pub const IDEMPOTENCY_SK_PREFIX: &str = "#idem#";
+/// The sparse global secondary index of failed messages, newest first.
+pub const FAILED_INDEX: &str = "failed-index";
+/// Its sort key: `<failedAt>#<messageId>`, present only while `status` is `failed`.
+pub const FAILED_KEY: &str = "failedKey";
+/// The TTL attribute (epoch seconds).
+pub const TTL_ATTR: &str = "ttl";
+/// How long a message's item is kept by default.
+pub const DEFAULT_TTL_DAYS: u64 = 30;
+
+/// Where a message is in its life. `queued → sending → sent | failed`, and
+/// `failed → queued` on a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Queued,
+    Sending,
+    Sent,
+    Failed,
+}
+
+impl MessageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Queued => "queued",
+            MessageStatus::Sending => "sending",
+            MessageStatus::Sent => "sent",
+            MessageStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => MessageStatus::Queued,
+            "sending" => MessageStatus::Sending,
+            "sent" => MessageStatus::Sent,
+            "failed" => MessageStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A string attribute.
+pub fn s(v: impl Into<String>) -> Value {
+    json!({ "S": v.into() })
+}
+
+/// A number attribute.
+pub fn n(v: impl std::fmt::Display) -> Value {
+    json!({ "N": v.to_string() })
+}
+
+/// The primary key of one item.
+pub fn key(creator_id: &str, sort_key: &str) -> Value {
+    json!({ PK: s(creator_id), SK: s(sort_key) })
+}
+
+/// The sort key of the failed index for a message that failed at `failed_at`.
+pub fn failed_key(failed_at: &str, message_id: &str) -> String {
+    format!("{failed_at}#{message_id}")
+}
+
+/// One message's ledger item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerItem {
+    pub message: QueueMessage,
+    pub status: MessageStatus,
+    pub attempts: u32,
+    pub sent_at: Option<String>,
+    pub failed_at: Option<String>,
+    pub last_error: Option<String>,
+    /// Epoch seconds after which DynamoDB may delete the item.
+    pub expires_at: u64,
+}
+
+impl LedgerItem {
+    /// The item of a message just accepted.
+    pub fn queued(message: QueueMessage, expires_at: u64) -> Self {
+        Self { message, status: MessageStatus::Queued, attempts: 0, sent_at: None, failed_at: None, last_error: None, expires_at }
+    }
+
+    /// The item in DynamoDB JSON; empty optional fields are left out.
+    pub fn to_item(&self) -> Value {
+        let m = &self.message;
+        let mut item = Map::with_capacity(16);
+        item.insert(PK.into(), s(&m.creator_id));
+        item.insert(SK.into(), s(&m.id));
+        item.insert("status".into(), s(self.status.as_str()));
+        item.insert("attempts".into(), n(self.attempts));
+        item.insert("generation".into(), n(m.generation));
+        item.insert("recipientId".into(), s(&m.recipient_id));
+        item.insert("content".into(), s(&m.content));
+        item.insert("priority".into(), n(m.priority));
+        item.insert("acceptedAt".into(), s(&m.accepted_at));
+        item.insert(TTL_ATTR.into(), n(self.expires_at));
+        if !m.media_urls.is_empty() {
+            item.insert("mediaUrls".into(), json!({ "L": m.media_urls.iter().map(s).collect::<Vec<_>>() }));
+        }
+        if !m.metadata.is_empty() {
+            item.insert("metadata".into(), s(Value::Object(m.metadata.clone()).to_string()));
+        }
+        for (name, v) in [("sentAt", &self.sent_at), ("failedAt", &self.failed_at), ("lastError", &self.last_error)] {
+            if let Some(v) = v {
+                item.insert(name.into(), s(v));
+            }
+        }
+        if let (MessageStatus::Failed, Some(at)) = (self.status, &self.failed_at) {
+            item.insert(FAILED_KEY.into(), s(failed_key(at, &m.id)));
+        }
+        Value::Object(item)
+    }
+
+    /// Reads an item back; `None` when it is not a well-formed message item.
+    pub fn from_item(item: &Value) -> Option<Self> {
+        let text = |name: &str| item.get(name)?.get("S")?.as_str().map(str::to_owned);
+        let num = |name: &str| item.get(name)?.get("N")?.as_str()?.parse::<u64>().ok();
+        let media_urls = match item.get("mediaUrls").and_then(|v| v.get("L")) {
+            Some(Value::Array(l)) => l.iter().filter_map(|v| v.get("S")?.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        };
+        let metadata = match text("metadata").map(|m| serde_json::from_str(&m)) {
+            Some(Ok(Value::Object(m))) => m,
+            _ => Map::new(),
+        };
+        let message = QueueMessage {
+            id: text(SK)?,
+            creator_id: text(PK)?,
+            recipient_id: text("recipientId")?,
+            content: text("content")?,
+            media_urls,
+            priority: u8::try_from(num("priority")?).ok()?,
+            metadata,
+            accepted_at: text("acceptedAt")?,
+            generation: num("generation").unwrap_or(0) as u32,
+        };
+        Some(Self {
+            message,
+            status: MessageStatus::parse(&text("status")?)?,
+            attempts: num("attempts").unwrap_or(0) as u32,
+            sent_at: text("sentAt"),
+            failed_at: text("failedAt"),
+            last_error: text("lastError"),
+            expires_at: num(TTL_ATTR).unwrap_or(0),
+        })
+    }
+}
+
+/// An account's summary item: counters kept with atomic `ADD`s. An estimate that may
+/// drift by a message under crashes; it never gates anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Messages accepted and not yet finished (queued or sending).
+    pub queued: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub last_sent_at_ms: Option<u64>,
+}
+
+impl Summary {
+    /// Reads the summary from an item (or its absence); counters never go below zero.
+    pub fn from_item(item: Option<&Value>) -> Self {
+        let Some(item) = item else { return Self::default() };
+        let num = |name: &str| -> Option<i64> { item.get(name)?.get("N")?.as_str()?.parse().ok() };
+        let count = |name: &str| num(name).unwrap_or(0).max(0) as u64;
+        Summary {
+            queued: count("queued"),
+            sent: count("sent"),
+            failed: count("failed"),
+            last_sent_at_ms: num("lastSentAtMs").map(|v| v.max(0) as u64),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> QueueMessage {
+        let mut metadata = Map::new();
+        metadata.insert("campaign".into(), json!("spring"));
+        QueueMessage {
+            id: "018bcfe5-6800-7fff-bfff-ffffffffffff".into(),
+            creator_id: "creator-1".into(),
+            recipient_id: "fan-1".into(),
+            content: "Hello".into(),
+            media_urls: vec!["https://cdn.example.com/a.jpg".into()],
+            priority: 2,
+            metadata,
+            accepted_at: "2026-11-25T06:00:00.000Z".into(),
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn item_round_trips() {
+        let mut item = LedgerItem::queued(message(), 1_800_000_000);
+        assert_eq!(LedgerItem::from_item(&item.to_item()), Some(item.clone()));
+        item.status = MessageStatus::Failed;
+        item.failed_at = Some("2026-11-25T06:01:00.000Z".into());
+        item.last_error = Some("gateway answered 400".into());
+        let json = item.to_item();
+        assert_eq!(json[FAILED_KEY]["S"], "2026-11-25T06:01:00.000Z#018bcfe5-6800-7fff-bfff-ffffffffffff");
+        assert_eq!(json["metadata"]["S"], r#"{"campaign":"spring"}"#);
+        assert_eq!(LedgerItem::from_item(&json), Some(item));
+    }
+
+    #[test]
+    fn failed_key_only_while_failed_and_optional_fields_left_out() {
+        let mut m = message();
+        m.media_urls.clear();
+        m.metadata.clear();
+        let json = LedgerItem::queued(m, 1).to_item();
+        for absent in [FAILED_KEY, "mediaUrls", "metadata", "sentAt", "failedAt", "lastError"] {
+            assert!(json.get(absent).is_none(), "{absent} should be absent");
+        }
+    }
+
+    #[test]
+    fn summary_reads_counters_and_clamps_drift() {
+        let item = json!({"queued": {"N": "-1"}, "sent": {"N": "7"}, "lastSentAtMs": {"N": "1000"}});
+        assert_eq!(Summary::from_item(Some(&item)), Summary { queued: 0, sent: 7, failed: 0, last_sent_at_ms: Some(1000) });
+        assert_eq!(Summary::from_item(None), Summary::default());
+    }
+}

@@ -1,0 +1,21 @@
+//! Types and rules shared by the edge and the native worker.
+//!
+//! Everything here is plain data and pure functions: no I/O, no runtime, so it builds
+//! for `wasm32-unknown-unknown` and the host alike and is tested on the host.
+//!
+//! - [`message`]: the send request, the validated message and the queue message body;
+//! - [`validation`]: the limits of DESIGN §3, every bad field reported at once;
+//! - [`api`]: the JSON shapes the edge answers with;
+//! - [`error`]: the stable error codes and the error JSON;
+//! - [`ledger`]: the DynamoDB ledger item layout and its status machine;
+//! - [`rate`]: the per-account rate and the send-time estimate derived from it;
+//! - [`id`] and [`time`]: UUIDv7 message ids and RFC 3339 timestamps.
+
+pub mod api;
+pub mod error;
+pub mod id;
+pub mod ledger;
+pub mod message;
+pub mod rate;
+pub mod time;
+pub mod validation;

@@ -1,0 +1,81 @@
+//! The message as it travels: the validated send request, and the queue message body
+//! that the edge writes to SQS and the worker reads back (DESIGN §4).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Default priority when a request gives none; 1 is the most urgent, 10 the least.
+pub const DEFAULT_PRIORITY: u8 = 5;
+
+/// Who a send request is for: one fan, or the same content to many (a mass message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Recipients {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            Recipients::One(r) => std::slice::from_ref(r),
+            Recipients::Many(rs) => rs,
+        }
+    }
+
+    pub fn is_mass(&self) -> bool {
+        matches!(self, Recipients::Many(_))
+    }
+}
+
+/// A `POST /send` body that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendRequest {
+    pub recipients: Recipients,
+    pub content: String,
+    pub priority: u8,
+    pub media_urls: Vec<String>,
+    pub metadata: Map<String, Value>,
+}
+
+impl SendRequest {
+    /// The queue message for one recipient of this request.
+    pub fn to_queue_message(&self, id: String, creator_id: &str, recipient_id: &str, accepted_at: &str) -> QueueMessage {
+        QueueMessage {
+            id,
+            creator_id: creator_id.to_owned(),
+            recipient_id: recipient_id.to_owned(),
+            content: self.content.clone(),
+            media_urls: self.media_urls.clone(),
+            priority: self.priority,
+            metadata: self.metadata.clone(),
+            accepted_at: accepted_at.to_owned(),
+            generation: 0,
+        }
+    }
+}
+
+/// The SQS message body: one message to one fan, as accepted by the edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueMessage {
+    /// UUIDv7, also the ledger sort key and the gateway's idempotency key.
+    pub id: String,
+    /// The account (creator) that sends it.
+    pub creator_id: String,
+    pub recipient_id: String,
+    pub content: String,
+    #[serde(default)]
+    pub media_urls: Vec<String>,
+    pub priority: u8,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// RFC 3339 time the edge accepted it.
+    pub accepted_at: String,
+    /// 0 when first sent, +1 on each retry from the edge: a retried message keeps its id,
+    /// so (`id`, `generation`) is what tells a new attempt from a duplicate delivery.
+    #[serde(default)]
+    pub generation: u32,
+}
+
+/// The message attributes set on every SQS message (DESIGN §4).
+pub const MESSAGE_TYPE: &str = "onlyfans";

@@ -1,0 +1,67 @@
+//! The per-account send rate and what follows from it for the client: where a new
+//! message stands in its account's backlog and when it should go out.
+//!
+//! The rule (DESIGN §6): at most `max` sends in any rolling `window`, spaced by
+//! `window / max`. A message behind `backlog` others of its account therefore goes out
+//! `backlog` spacings after the account's next free slot.
+
+/// An account's allowed rate: `max` sends per `window_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub max: u32,
+    pub window_ms: u64,
+}
+
+impl RateLimit {
+    /// OnlyFans' limit: 10 messages a minute.
+    pub const DEFAULT: RateLimit = RateLimit { max: 10, window_ms: 60_000 };
+
+    /// Time between two sends of one account.
+    pub fn spacing_ms(&self) -> u64 {
+        self.window_ms / u64::from(self.max.max(1))
+    }
+
+    /// Human form used by `GET /status`, e.g. `10 messages/minute`.
+    pub fn describe(&self) -> String {
+        match self.window_ms {
+            60_000 => format!("{} messages/minute", self.max),
+            3_600_000 => format!("{} messages/hour", self.max),
+            w if w % 1000 == 0 => format!("{} messages/{} seconds", self.max, w / 1000),
+            w => format!("{} messages/{} ms", self.max, w),
+        }
+    }
+
+    /// When the message at 1-based `position` in its account's backlog should be sent,
+    /// given the time of the account's last send (if any) and now.
+    pub fn estimated_send_ms(&self, position: u64, last_sent_ms: Option<u64>, now_ms: u64) -> u64 {
+        let spacing = self.spacing_ms();
+        let next_free = last_sent_ms.map_or(now_ms, |last| (last + spacing).max(now_ms));
+        next_free + position.saturating_sub(1) * spacing
+    }
+
+    /// Seconds until a backlog of `backlog` messages is drained.
+    pub fn drain_seconds(&self, backlog: u64) -> u64 {
+        (backlog * self.spacing_ms()).div_ceil(1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spacing_and_estimates() {
+        let r = RateLimit::DEFAULT;
+        assert_eq!(r.spacing_ms(), 6000);
+        assert_eq!(r.describe(), "10 messages/minute");
+        // Idle account: the first message goes now, the third two spacings later.
+        assert_eq!(r.estimated_send_ms(1, None, 1000), 1000);
+        assert_eq!(r.estimated_send_ms(3, None, 1000), 13_000);
+        // Just sent: the next slot is one spacing after the last send.
+        assert_eq!(r.estimated_send_ms(1, Some(900), 1000), 6900);
+        // Long idle: a stale last send does not pull the estimate into the past.
+        assert_eq!(r.estimated_send_ms(1, Some(0), 100_000), 100_000);
+        assert_eq!(r.drain_seconds(25), 150);
+        assert_eq!(RateLimit { max: 10, window_ms: 2000 }.describe(), "10 messages/2 seconds");
+    }
+}

@@ -1,0 +1,260 @@
+//! Input limits (DESIGN §3) and the validation of a `POST /send` body.
+//!
+//! Validation walks the whole body and reports every bad field at once, each named
+//! by its JSON path, so a client fixes everything in one round.
+
+use serde_json::{Map, Value};
+
+use crate::error::FieldError;
+use crate::message::{Recipients, SendRequest, DEFAULT_PRIORITY};
+
+/// Characters (Unicode scalar values) allowed in `content`.
+pub const MAX_CONTENT_CHARS: usize = 5000;
+/// Characters allowed in one recipient id.
+pub const MAX_RECIPIENT_CHARS: usize = 128;
+/// Recipients in one mass message.
+pub const MAX_RECIPIENTS: usize = 1000;
+pub const MIN_PRIORITY: u8 = 1;
+pub const MAX_PRIORITY: u8 = 10;
+pub const MAX_MEDIA_URLS: usize = 20;
+pub const MAX_MEDIA_URL_BYTES: usize = 2048;
+/// Serialized size of `metadata`.
+pub const MAX_METADATA_BYTES: usize = 4096;
+/// Size of a request body.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Validates a parsed `POST /send` body.
+pub fn validate_send(body: Value) -> Result<SendRequest, Vec<FieldError>> {
+    let Value::Object(mut obj) = body else {
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
+    };
+    let mut errors = Vec::new();
+
+    let recipients = recipients(obj.remove("recipientId"), obj.remove("recipientIds"), &mut errors);
+    let content = match obj.remove("content") {
+        Some(Value::String(s)) => check_text(s, "content", MAX_CONTENT_CHARS, &mut errors),
+        Some(_) => bad(&mut errors, "content", "must be a string"),
+        None => bad(&mut errors, "content", "is required"),
+    };
+    let priority = match obj.remove("priority") {
+        None | Some(Value::Null) => Some(DEFAULT_PRIORITY),
+        Some(v) => match v.as_u64() {
+            Some(p) if (u64::from(MIN_PRIORITY)..=u64::from(MAX_PRIORITY)).contains(&p) => Some(p as u8),
+            _ => bad(&mut errors, "priority", "must be an integer from 1 (most urgent) to 10"),
+        },
+    };
+    let media_urls = match obj.remove("mediaUrls") {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Array(urls)) => media_urls(urls, &mut errors),
+        Some(_) => bad(&mut errors, "mediaUrls", "must be an array of https URLs"),
+    };
+    let metadata = match obj.remove("metadata") {
+        None | Some(Value::Null) => Some(Map::new()),
+        Some(Value::Object(m)) => metadata(m, &mut errors),
+        Some(_) => bad(&mut errors, "metadata", "must be a JSON object"),
+    };
+
+    match (recipients, content, priority, media_urls, metadata) {
+        (Some(recipients), Some(content), Some(priority), Some(media_urls), Some(metadata)) if errors.is_empty() => {
+            Ok(SendRequest { recipients, content, priority, media_urls, metadata })
+        }
+        _ => Err(errors),
+    }
+}
+
+/// Records an error and yields nothing, so callers can write `x => bad(..)` in a match.
+fn bad<T>(errors: &mut Vec<FieldError>, field: &str, message: &str) -> Option<T> {
+    errors.push(FieldError::new(field, message));
+    None
+}
+
+/// A non-blank string of at most `max` characters.
+fn check_text(s: String, field: &str, max: usize, errors: &mut Vec<FieldError>) -> Option<String> {
+    // Byte length bounds the character count from above: count only when it may matter.
+    let too_long = s.len() > max && s.chars().count() > max;
+    if s.trim().is_empty() {
+        bad(errors, field, &format!("must be 1 to {max} characters, not blank"))
+    } else if too_long {
+        bad(errors, field, &format!("must be at most {max} characters"))
+    } else {
+        Some(s)
+    }
+}
+
+fn recipients(one: Option<Value>, many: Option<Value>, errors: &mut Vec<FieldError>) -> Option<Recipients> {
+    match (one, many) {
+        (Some(_), Some(_)) => bad(errors, "recipientIds", "give either recipientId or recipientIds, not both"),
+        (None, None) => bad(errors, "recipientId", "is required (or recipientIds for a mass message)"),
+        (Some(Value::String(s)), None) => check_text(s, "recipientId", MAX_RECIPIENT_CHARS, errors).map(Recipients::One),
+        (Some(_), None) => bad(errors, "recipientId", "must be a string"),
+        (None, Some(Value::Array(ids))) => {
+            if ids.is_empty() || ids.len() > MAX_RECIPIENTS {
+                return bad(errors, "recipientIds", &format!("must hold 1 to {MAX_RECIPIENTS} recipient ids"));
+            }
+            let before = errors.len();
+            let mut seen = std::collections::HashMap::with_capacity(ids.len());
+            let mut out = Vec::with_capacity(ids.len());
+            for (i, id) in ids.into_iter().enumerate() {
+                let field = format!("recipientIds[{i}]");
+                let Value::String(s) = id else {
+                    bad::<()>(errors, &field, "must be a string");
+                    continue;
+                };
+                let Some(s) = check_text(s, &field, MAX_RECIPIENT_CHARS, errors) else { continue };
+                if let Some(first) = seen.insert(s.clone(), i) {
+                    bad::<()>(errors, &field, &format!("duplicates recipientIds[{first}]"));
+                }
+                out.push(s);
+            }
+            (errors.len() == before).then_some(Recipients::Many(out))
+        }
+        (None, Some(_)) => bad(errors, "recipientIds", "must be an array of recipient ids"),
+    }
+}
+
+fn media_urls(urls: Vec<Value>, errors: &mut Vec<FieldError>) -> Option<Vec<String>> {
+    if urls.len() > MAX_MEDIA_URLS {
+        return bad(errors, "mediaUrls", &format!("must hold at most {MAX_MEDIA_URLS} URLs"));
+    }
+    let before = errors.len();
+    let urls: Vec<String> = urls
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, u)| match u {
+            Value::String(s) if is_https_url(&s) => Some(s),
+            _ => bad(errors, &format!("mediaUrls[{i}]"), "must be an https URL of at most 2048 bytes"),
+        })
+        .collect();
+    (errors.len() == before).then_some(urls)
+}
+
+/// `https://host[:port][/...]` with no whitespace or control characters.
+fn is_https_url(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("https://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') || host.starts_with('[') => {
+            if port.is_empty() || !port.bytes().all(|c| c.is_ascii_digit()) {
+                return false;
+            }
+            h
+        }
+        _ => host,
+    };
+    s.len() <= MAX_MEDIA_URL_BYTES
+        && !host.is_empty()
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn metadata(m: Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<Map<String, Value>> {
+    let before = errors.len();
+    for (k, v) in &m {
+        if v.is_object() || v.is_array() {
+            bad::<()>(errors, &format!("metadata.{k}"), "must be a string, number, boolean or null (metadata is flat)");
+        }
+    }
+    if errors.len() == before {
+        // Cannot fail: a map of scalars always serializes.
+        let size = serde_json::to_vec(&m).map_or(usize::MAX, |v| v.len());
+        if size > MAX_METADATA_BYTES {
+            return bad(errors, "metadata", &format!("must be at most {MAX_METADATA_BYTES} bytes serialized (is {size})"));
+        }
+    }
+    (errors.len() == before).then_some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(body: Value) -> Vec<String> {
+        validate_send(body).unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    fn ok(body: Value) -> SendRequest {
+        validate_send(body).unwrap()
+    }
+
+    #[test]
+    fn minimal_single_message_gets_defaults() {
+        let r = ok(json!({"recipientId": "user-123", "content": "Hello"}));
+        assert_eq!(r.recipients, Recipients::One("user-123".into()));
+        assert_eq!(r.priority, 5);
+        assert!(r.media_urls.is_empty() && r.metadata.is_empty());
+    }
+
+    #[test]
+    fn content_length_edges_count_characters() {
+        ok(json!({"recipientId": "a", "content": "x".repeat(5000)}));
+        // 5000 multi-byte characters are 5000 characters, not 20000.
+        ok(json!({"recipientId": "a", "content": "😀".repeat(5000)}));
+        assert_eq!(fields(json!({"recipientId": "a", "content": "x".repeat(5001)})), ["content"]);
+        assert_eq!(fields(json!({"recipientId": "a", "content": "😀".repeat(5001)})), ["content"]);
+        assert_eq!(fields(json!({"recipientId": "a", "content": ""})), ["content"]);
+        assert_eq!(fields(json!({"recipientId": "a", "content": "   "})), ["content"]);
+        ok(json!({"recipientId": "a", "content": "x"}));
+    }
+
+    #[test]
+    fn recipient_id_length_edges() {
+        ok(json!({"recipientId": "r".repeat(128), "content": "x"}));
+        assert_eq!(fields(json!({"recipientId": "r".repeat(129), "content": "x"})), ["recipientId"]);
+        assert_eq!(fields(json!({"recipientId": "", "content": "x"})), ["recipientId"]);
+        assert_eq!(fields(json!({"recipientId": 7, "content": "x"})), ["recipientId"]);
+    }
+
+    #[test]
+    fn priority_edges() {
+        for p in [1, 10] {
+            assert_eq!(ok(json!({"recipientId": "a", "content": "x", "priority": p})).priority, p as u8);
+        }
+        for p in [json!(0), json!(11), json!(-1), json!(2.5), json!("1")] {
+            assert_eq!(fields(json!({"recipientId": "a", "content": "x", "priority": p})), ["priority"]);
+        }
+    }
+
+    #[test]
+    fn recipient_count_edges() {
+        let ids = |n: usize| (0..n).map(|i| format!("fan-{i}")).collect::<Vec<_>>();
+        let r = ok(json!({"recipientIds": ids(1000), "content": "x"}));
+        assert_eq!(r.recipients.as_slice().len(), 1000);
+        assert!(r.recipients.is_mass());
+        assert_eq!(fields(json!({"recipientIds": ids(1001), "content": "x"})), ["recipientIds"]);
+        assert_eq!(fields(json!({"recipientIds": [], "content": "x"})), ["recipientIds"]);
+        assert_eq!(fields(json!({"recipientIds": ["a", 3, "", "a"], "content": "x"})), ["recipientIds[1]", "recipientIds[2]", "recipientIds[3]"]);
+        assert_eq!(fields(json!({"recipientId": "a", "recipientIds": ["b"], "content": "x"})), ["recipientIds"]);
+        assert_eq!(fields(json!({"content": "x"})), ["recipientId"]);
+    }
+
+    #[test]
+    fn media_url_edges() {
+        let urls = |n: usize| (0..n).map(|i| format!("https://cdn.example.com/{i}.jpg")).collect::<Vec<_>>();
+        assert_eq!(ok(json!({"recipientId": "a", "content": "x", "mediaUrls": urls(20)})).media_urls.len(), 20);
+        assert_eq!(fields(json!({"recipientId": "a", "content": "x", "mediaUrls": urls(21)})), ["mediaUrls"]);
+        let bad = json!(["http://cdn.example.com/a.jpg", "https://", "https://a b.com/x", 5, "https://ok.example.com:8443/p?q=1", "https://x.com:abc/"]);
+        assert_eq!(fields(json!({"recipientId": "a", "content": "x", "mediaUrls": bad})), ["mediaUrls[0]", "mediaUrls[1]", "mediaUrls[2]", "mediaUrls[3]", "mediaUrls[5]"]);
+        let long = format!("https://cdn.example.com/{}", "a".repeat(2048));
+        assert_eq!(fields(json!({"recipientId": "a", "content": "x", "mediaUrls": [long]})), ["mediaUrls[0]"]);
+    }
+
+    #[test]
+    fn metadata_edges() {
+        // {"k":"<v>"} is 8 bytes of framing around the value.
+        let at_limit = json!({"k": "v".repeat(MAX_METADATA_BYTES - 8)});
+        ok(json!({"recipientId": "a", "content": "x", "metadata": at_limit}));
+        let over = json!({"k": "v".repeat(MAX_METADATA_BYTES - 7)});
+        assert_eq!(fields(json!({"recipientId": "a", "content": "x", "metadata": over})), ["metadata"]);
+        let nested = json!({"campaign": "x", "deep": {"a": 1}, "list": [1]});
+        assert_eq!(fields(json!({"recipientId": "a", "content": "x", "metadata": nested})), ["metadata.deep", "metadata.list"]);
+        assert_eq!(fields(json!({"recipientId": "a", "content": "x", "metadata": "no"})), ["metadata"]);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let body = json!({"recipientId": "", "content": 3, "priority": 0, "mediaUrls": ["ftp://x"], "metadata": []});
+        assert_eq!(fields(body), ["recipientId", "content", "priority", "mediaUrls[0]", "metadata"]);
+        assert_eq!(fields(json!([1, 2])), ["body"]);
+    }
+}
