@@ -23,8 +23,13 @@ pub struct SendAccepted {
 pub struct MassEntry {
     pub recipient_id: String,
     pub message_id: String,
+    /// `queued`, or `failed` when this recipient's message could not be queued (it is
+    /// then listed by `GET /failed` and can be retried).
+    pub status: MessageStatus,
     pub queue_position: u64,
     pub estimated_send_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `POST /send` with `recipientIds`: 202, one entry per recipient in request order.

@@ -65,3 +65,33 @@ mod tests {
         assert_eq!(RateLimit { max: 10, window_ms: 2000 }.describe(), "10 messages/2 seconds");
     }
 }
+
+/// Parses a duration setting: `60` (seconds), `60s`, `2000ms`, `1m`.
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (digits, scale) = if let Some(d) = s.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = s.strip_suffix('s') {
+        (d, 1000)
+    } else if let Some(d) = s.strip_suffix('m') {
+        (d, 60_000)
+    } else {
+        (s, 1000)
+    };
+    digits.trim().parse::<u64>().ok()?.checked_mul(scale)
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("60"), Some(60_000));
+        assert_eq!(parse_duration_ms("2s"), Some(2000));
+        assert_eq!(parse_duration_ms("2000ms"), Some(2000));
+        assert_eq!(parse_duration_ms("1m"), Some(60_000));
+        assert_eq!(parse_duration_ms("soon"), None);
+        assert_eq!(parse_duration_ms("-1"), None);
+    }
+}

@@ -1,0 +1,130 @@
+//! Routing of `/api/onlyfans/messaging/*` and what every authenticated route shares:
+//! the bearer token, the per-account API-call limit, the error JSON.
+
+mod failed;
+mod message;
+mod retry;
+mod send;
+mod status;
+
+use shared::error::{ErrorCode, FieldError};
+
+use crate::auth::bearer_token;
+use crate::cors;
+use crate::error::ApiError;
+use crate::http::{ApiRequest, ApiResponse};
+use crate::platform::Platform;
+use crate::services::{Ctx, Edge};
+
+pub const BASE_PATH: &str = "/api/onlyfans/messaging";
+/// Workers rate-limiting bindings: one for calls that queue, one for reads.
+pub const SEND_LIMITER: &str = "SEND_RATE_LIMITER";
+pub const READ_LIMITER: &str = "READ_RATE_LIMITER";
+/// The period of both bindings (Cloudflare allows 10 or 60 s).
+const LIMITER_PERIOD_SECONDS: u64 = 60;
+
+/// Answers one request. `edge` is the isolate state, or the settings that are wrong.
+pub async fn handle<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: ApiRequest) -> ApiResponse {
+    let origins: &[String] = edge.map_or(&[], |e| &e.config.cors_origins);
+    if cors::is_preflight(&request) {
+        return cors::preflight(origins, &request);
+    }
+    let mut response = match route(p, edge, &request).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(detail) = &e.log {
+                p.log_error(&format!("{} {}: {detail}", request.method, request.path));
+            }
+            e.into_response()
+        }
+    };
+    cors::decorate(origins, &request, &mut response);
+    response
+}
+
+async fn route<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+    let Some(rest) = request.path.strip_prefix(BASE_PATH).and_then(|r| r.strip_prefix('/')) else {
+        return Err(ApiError::new(ErrorCode::NotFound));
+    };
+    let rest = rest.trim_end_matches('/');
+    let method = request.method.as_str();
+    if rest == "health" || rest == "test" {
+        allow(method, &["GET", "HEAD"])?;
+        return Ok(ApiResponse::json(200, &serde_json::json!({"status": "ok", "timestamp": shared::time::rfc3339_ms(p.now_ms())})));
+    }
+    let edge = edge.map_err(|bad| ApiError {
+        details: bad.to_vec(),
+        log: Some(format!("settings: {}", bad.iter().map(|f| format!("{} {}", f.field, f.message)).collect::<Vec<_>>().join("; "))),
+        ..ApiError::new(ErrorCode::NotConfigured)
+    })?;
+    let ctx = Ctx { p, edge };
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        ["send"] => {
+            allow(method, &["POST"])?;
+            let account = authenticate(&ctx, request, SEND_LIMITER).await?;
+            send::send(&ctx, request, &account).await
+        }
+        ["status"] => {
+            allow(method, &["GET"])?;
+            let account = authenticate(&ctx, request, READ_LIMITER).await?;
+            status::status(&ctx, &account).await
+        }
+        ["failed"] => {
+            allow(method, &["GET"])?;
+            let account = authenticate(&ctx, request, READ_LIMITER).await?;
+            failed::failed(&ctx, request, &account).await
+        }
+        [id, "retry"] => {
+            allow(method, &["POST"])?;
+            let account = authenticate(&ctx, request, SEND_LIMITER).await?;
+            retry::retry(&ctx, id, &account).await
+        }
+        [id] if !id.is_empty() => {
+            allow(method, &["GET"])?;
+            let account = authenticate(&ctx, request, READ_LIMITER).await?;
+            message::message(&ctx, id, &account).await
+        }
+        _ => Err(ApiError::new(ErrorCode::NotFound)),
+    }
+}
+
+fn allow(method: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if allowed.contains(&method) {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::MethodNotAllowed))
+    }
+}
+
+/// The account the request acts for, once its token is verified and its API-call
+/// budget allows one more call.
+async fn authenticate<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, limiter: &'static str) -> Result<String, ApiError> {
+    let token = bearer_token(request.header("authorization"))?;
+    let account = ctx.authenticate(token).await?;
+    if !ctx.p.allow_api_call(limiter, &account).await {
+        return Err(ApiError { retry_after: Some(LIMITER_PERIOD_SECONDS), ..ApiError::new(ErrorCode::TooManyRequests) });
+    }
+    Ok(account)
+}
+
+/// 503 unless `RATE_LIMITER_ENABLED=true`: nothing is queued while the limiter is off.
+fn require_enabled<P: Platform>(ctx: &Ctx<'_, P>) -> Result<(), ApiError> {
+    if ctx.config().rate_limiter_enabled {
+        Ok(())
+    } else {
+        Err(ApiError::new(ErrorCode::RateLimiterDisabled))
+    }
+}
+
+/// A 404 for ids that cannot be message ids: they never reach the ledger.
+fn message_id(id: &str) -> Result<&str, ApiError> {
+    if shared::id::is_message_id(id) {
+        Ok(id)
+    } else {
+        Err(ApiError::new(ErrorCode::NotFound))
+    }
+}
+
+fn now_rfc3339<P: Platform>(ctx: &Ctx<'_, P>) -> String {
+    shared::time::rfc3339_ms(ctx.p.now_ms())
+}

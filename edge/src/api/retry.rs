@@ -1,0 +1,43 @@
+//! `POST /{id}/retry`: a failed message of this account goes back to the queue, once.
+
+use shared::api::RetryAccepted;
+use shared::error::ErrorCode;
+use shared::ledger::MessageStatus;
+
+use super::{message_id, now_rfc3339, require_enabled};
+use crate::error::ApiError;
+use crate::http::ApiResponse;
+use crate::ledger::{self, RetryRefused};
+use crate::platform::Platform;
+use crate::services::Ctx;
+use crate::queue;
+
+pub async fn retry<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Result<ApiResponse, ApiError> {
+    require_enabled(ctx)?;
+    let id = message_id(id)?;
+    let previous = ledger::get(ctx, account, id).await?;
+    let item = match ledger::requeue_failed(ctx, account, id, &now_rfc3339(ctx)).await {
+        Ok(item) => item,
+        Err(RetryRefused::NotFound) => return Err(ApiError::new(ErrorCode::NotFound)),
+        Err(RetryRefused::NotFailed(status)) => {
+            return Err(ApiError::new(ErrorCode::NotRetryable).with_message(format!("Only a failed message can be retried; this one is {}", status.as_str())))
+        }
+        Err(RetryRefused::Aws(e)) => return Err(e.into()),
+    };
+    if let Some(Err(e)) = queue::enqueue(ctx, std::slice::from_ref(&item.message)).await.pop() {
+        // Put it back as it was, so it stays visible and retryable.
+        let mut failed = item.clone();
+        if let Some(prev) = previous {
+            failed.failed_at = prev.failed_at;
+            failed.attempts = prev.attempts;
+        }
+        if let Err(undo) = ledger::restore_failed(ctx, &failed).await {
+            ctx.p.log_error(&format!("retry of a message not undone after queueing failed: {undo}"));
+        }
+        return Err(e.into());
+    }
+    if let Err(e) = ledger::add_to_summary(ctx, account, 1, -1).await {
+        ctx.p.log_error(&format!("summary not updated after retry: {e}"));
+    }
+    Ok(ApiResponse::json(200, &RetryAccepted { success: true, message_id: item.message.id, status: MessageStatus::Queued }))
+}

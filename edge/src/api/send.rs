@@ -1,0 +1,153 @@
+//! `POST /send`: validate, then write each message to SQS and its ledger item
+//! concurrently, and answer with its place in the account's backlog.
+
+use futures_util::future::join3;
+use shared::api::{MassAccepted, MassEntry, SendAccepted};
+use shared::error::{ErrorCode, FieldError};
+use shared::ledger::{LedgerItem, MessageStatus};
+use shared::message::{QueueMessage, SendRequest};
+use shared::validation::{validate_send, MAX_BODY_BYTES};
+
+use super::{now_rfc3339, require_enabled};
+use crate::error::ApiError;
+use crate::http::{ApiRequest, ApiResponse};
+use crate::idempotency::{self, Claim};
+use crate::platform::Platform;
+use crate::services::Ctx;
+use crate::{ledger, queue};
+
+pub async fn send<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: &str) -> Result<ApiResponse, ApiError> {
+    require_enabled(ctx)?;
+    let content_type = request.header("content-type").unwrap_or_default().to_ascii_lowercase();
+    if content_type.split(';').next().map(str::trim) != Some("application/json") {
+        return Err(ApiError::new(ErrorCode::UnsupportedMediaType));
+    }
+    if request.oversized || request.body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::new(ErrorCode::BodyTooLarge));
+    }
+    let idempotency_key = idempotency::parse_key(request.header("idempotency-key")).map_err(|e| ApiError::invalid(vec![e]))?;
+    let body = serde_json::from_slice(&request.body)
+        .map_err(|_| ApiError { details: vec![FieldError::new("body", "must be valid JSON")], ..ApiError::new(ErrorCode::InvalidJson) })?;
+    let send = validate_send(body).map_err(ApiError::invalid)?;
+
+    let Some(key) = idempotency_key else {
+        return accept(ctx, account, &send).await;
+    };
+    match idempotency::claim(ctx, account, key, &request.body).await? {
+        Claim::New => {}
+        Claim::Replay(status, body) => {
+            let mut replay = ApiResponse::raw_json(status, body);
+            replay.headers.push(("idempotent-replayed", "true".into()));
+            return Ok(replay);
+        }
+        Claim::InProgress => return Err(ApiError::new(ErrorCode::IdempotencyKeyInUse)),
+        Claim::Mismatch => return Err(ApiError::new(ErrorCode::IdempotencyKeyReused)),
+    }
+    let result = accept(ctx, account, &send).await;
+    let bookkeeping = match &result {
+        Ok(response) => idempotency::complete(ctx, account, key, response.status, &response.body).await,
+        Err(_) => idempotency::release(ctx, account, key).await,
+    };
+    if let Err(e) = bookkeeping {
+        ctx.p.log_error(&format!("idempotency record not updated: {e}"));
+    }
+    result
+}
+
+/// Queues the messages of a valid request.
+async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest) -> Result<ApiResponse, ApiError> {
+    let now_ms = ctx.p.now_ms();
+    let accepted_at = shared::time::rfc3339_ms(now_ms);
+    let expires_at = now_ms / 1000 + ctx.config().ledger_ttl_days * 86_400;
+    let recipients = send.recipients.as_slice();
+    let messages: Vec<QueueMessage> = recipients
+        .iter()
+        .map(|recipient| {
+            let mut random = [0u8; 10];
+            ctx.p.fill_random(&mut random);
+            send.to_queue_message(shared::id::uuid_v7(now_ms, random), account, recipient, &accepted_at)
+        })
+        .collect();
+    let items: Vec<LedgerItem> = messages.iter().map(|m| LedgerItem::queued(m.clone(), expires_at)).collect();
+    let count = messages.len() as i64;
+
+    let (queued, written, summary) = join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items), ledger::add_to_summary(ctx, account, count, 0)).await;
+
+    let unqueued: Vec<usize> = (0..messages.len()).filter(|&i| queued[i].is_err()).collect();
+    if let Err(e) = &written {
+        // The worker writes the item again when it takes the message from the queue.
+        ctx.p.log_error(&format!("ledger items not written for {} message(s): {e}", messages.len()));
+    }
+    if unqueued.len() == messages.len() {
+        undo(ctx, account, &messages, written.is_ok(), summary.is_ok()).await;
+        let first_error = queued.into_iter().find_map(Result::err).expect("at least one message");
+        return Err(first_error.into());
+    }
+    if !unqueued.is_empty() {
+        mark_unqueued(ctx, account, &messages, &unqueued, written.is_ok()).await;
+    }
+
+    let (backlog_after, last_sent) = match &summary {
+        Ok(s) => (s.queued.max(count as u64), s.last_sent_at_ms),
+        Err(e) => {
+            ctx.p.log_error(&format!("summary not updated: {e}"));
+            (count as u64, None)
+        }
+    };
+    let first_position = backlog_after - count as u64 + 1;
+    let rate = ctx.config().rate;
+    let mut entries = messages.into_iter().zip(queued).enumerate().map(|(i, (m, outcome))| {
+        let position = first_position + i as u64;
+        MassEntry {
+            recipient_id: m.recipient_id,
+            message_id: m.id,
+            status: if outcome.is_ok() { MessageStatus::Queued } else { MessageStatus::Failed },
+            queue_position: position,
+            estimated_send_time: shared::time::rfc3339_ms(rate.estimated_send_ms(position, last_sent, now_ms)),
+            error: outcome.err().map(|_| "could not be queued: the queue was unavailable".to_owned()),
+        }
+    });
+    Ok(if send.recipients.is_mass() {
+        let messages: Vec<MassEntry> = entries.collect();
+        ApiResponse::json(202, &MassAccepted { success: true, status: MessageStatus::Queued, count: messages.len(), messages })
+    } else {
+        let e = entries.next().expect("one recipient");
+        ApiResponse::json(
+            202,
+            &SendAccepted { success: true, message_id: e.message_id, status: MessageStatus::Queued, queue_position: e.queue_position, estimated_send_time: e.estimated_send_time },
+        )
+    })
+}
+
+/// Nothing was queued: remove what was written so the ledger does not show messages
+/// that will never be sent.
+async fn undo<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[QueueMessage], items_written: bool, summary_added: bool) {
+    let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+    if items_written {
+        if let Err(e) = ledger::delete(ctx, account, &ids).await {
+            ctx.p.log_error(&format!("could not remove ledger items of unqueued messages: {e}"));
+        }
+    }
+    if summary_added {
+        if let Err(e) = ledger::add_to_summary(ctx, account, -(ids.len() as i64), 0).await {
+            ctx.p.log_error(&format!("summary not corrected: {e}"));
+        }
+    }
+}
+
+/// Part of a mass message was queued: the rest is recorded as failed, so the user sees
+/// it in `GET /failed` and can retry it.
+async fn mark_unqueued<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[QueueMessage], unqueued: &[usize], items_written: bool) {
+    let now = now_rfc3339(ctx);
+    if items_written {
+        for &i in unqueued {
+            if let Err(e) = ledger::fail_unqueued(ctx, account, &messages[i].id, &now).await {
+                ctx.p.log_error(&format!("could not mark an unqueued message failed: {e}"));
+            }
+        }
+    }
+    let k = unqueued.len() as i64;
+    if let Err(e) = ledger::add_to_summary(ctx, account, -k, k).await {
+        ctx.p.log_error(&format!("summary not corrected: {e}"));
+    }
+}

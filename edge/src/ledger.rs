@@ -1,0 +1,211 @@
+//! The ledger in DynamoDB, as the edge uses it: writing accepted messages, reading one
+//! message or a page of failed ones, moving a failed message back to `queued` exactly
+//! once, and the per-account summary counters. Item layout: `shared::ledger`.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use shared::ledger::{self, key, n, s, LedgerItem, MessageStatus, Summary, FAILED_INDEX, FAILED_KEY, PK, SK, SUMMARY_SK};
+
+use crate::aws::AwsError;
+use crate::platform::Platform;
+use crate::services::Ctx;
+
+/// Items per `BatchWriteItem` (DynamoDB's maximum).
+const BATCH: usize = 25;
+const BATCH_ROUNDS: usize = 4;
+
+/// Why a retry was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryRefused {
+    #[error("no such message")]
+    NotFound,
+    #[error("message is {0:?}, not failed")]
+    NotFailed(MessageStatus),
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+}
+
+fn table<'a, P: Platform>(ctx: &'a Ctx<'_, P>) -> &'a str {
+    &ctx.config().ledger_table
+}
+
+/// Writes the items of newly accepted messages: one conditional `PutItem`, or
+/// `BatchWriteItem`s (ids are fresh UUIDv7s, so no condition is needed).
+pub async fn put_new<P: Platform>(ctx: &Ctx<'_, P>, items: &[LedgerItem]) -> Result<(), AwsError> {
+    if let [one] = items {
+        let body = json!({"TableName": table(ctx), "Item": one.to_item(), "ConditionExpression": "attribute_not_exists(messageId)"});
+        return ctx.dynamodb("PutItem", &body).await.map(drop);
+    }
+    let requests: Vec<Value> = items.iter().map(|i| json!({"PutRequest": {"Item": i.to_item()}})).collect();
+    batch_write(ctx, requests).await
+}
+
+/// Deletes message items (best effort undo of a send whose queueing failed).
+pub async fn delete<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, ids: &[&str]) -> Result<(), AwsError> {
+    let requests = ids.iter().map(|id| json!({"DeleteRequest": {"Key": key(creator, id)}})).collect();
+    batch_write(ctx, requests).await
+}
+
+async fn batch_write<P: Platform>(ctx: &Ctx<'_, P>, requests: Vec<Value>) -> Result<(), AwsError> {
+    let results = join_all(requests.chunks(BATCH).map(|chunk| async move {
+        let mut pending = chunk.to_vec();
+        for round in 0..BATCH_ROUNDS {
+            let answer = ctx.dynamodb("BatchWriteItem", &json!({"RequestItems": {table(ctx): pending}})).await?;
+            pending = answer.pointer(&format!("/UnprocessedItems/{}", table(ctx))).and_then(Value::as_array).cloned().unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            ctx.p.sleep_ms(25 << round).await;
+        }
+        Err(AwsError::Unavailable { service: "dynamodb", status: 400, kind: "UnprocessedItems".into() })
+    }))
+    .await;
+    results.into_iter().collect()
+}
+
+/// Adds to an account's summary counters and returns the summary after the change.
+pub async fn add_to_summary<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, queued: i64, failed: i64) -> Result<Summary, AwsError> {
+    let body = json!({
+        "TableName": table(ctx),
+        "Key": key(creator, SUMMARY_SK),
+        "UpdateExpression": "ADD queued :q, failed :f",
+        "ExpressionAttributeValues": {":q": n(queued), ":f": n(failed)},
+        "ReturnValues": "ALL_NEW",
+    });
+    let answer = ctx.dynamodb("UpdateItem", &body).await?;
+    Ok(Summary::from_item(answer.get("Attributes")))
+}
+
+pub async fn summary<P: Platform>(ctx: &Ctx<'_, P>, creator: &str) -> Result<Summary, AwsError> {
+    let answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": key(creator, SUMMARY_SK)})).await?;
+    Ok(Summary::from_item(answer.get("Item")))
+}
+
+/// One message of this account; `None` when it does not exist (or is another account's:
+/// the key includes the account, so another account's id simply is not found).
+pub async fn get<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str) -> Result<Option<LedgerItem>, AwsError> {
+    let answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": key(creator, id), "ConsistentRead": true})).await?;
+    Ok(answer.get("Item").and_then(LedgerItem::from_item))
+}
+
+/// Where a page of `GET /failed` ends: the failed index's last evaluated key, minus the
+/// account (which always comes from the token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    message_id: String,
+    failed_key: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        B64.encode(format!("{}\n{}", self.message_id, self.failed_key))
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let raw = String::from_utf8(B64.decode(s).ok()?).ok()?;
+        let (message_id, failed_key) = raw.split_once('\n')?;
+        (shared::id::is_message_id(message_id) && failed_key.ends_with(message_id))
+            .then(|| Cursor { message_id: message_id.to_owned(), failed_key: failed_key.to_owned() })
+    }
+}
+
+/// A page of this account's failed messages, newest first.
+pub async fn failed_page<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, limit: u32, cursor: Option<&Cursor>) -> Result<(Vec<LedgerItem>, Option<Cursor>), AwsError> {
+    let mut body = json!({
+        "TableName": table(ctx),
+        "IndexName": FAILED_INDEX,
+        "KeyConditionExpression": "#pk = :c",
+        "ExpressionAttributeNames": {"#pk": PK},
+        "ExpressionAttributeValues": {":c": s(creator)},
+        "ScanIndexForward": false,
+        "Limit": limit,
+    });
+    if let Some(c) = cursor {
+        body["ExclusiveStartKey"] = json!({PK: s(creator), SK: s(&c.message_id), FAILED_KEY: s(&c.failed_key)});
+    }
+    let answer = ctx.dynamodb("Query", &body).await?;
+    let items = answer.get("Items").and_then(Value::as_array).into_iter().flatten().filter_map(LedgerItem::from_item).collect();
+    let next = answer.get("LastEvaluatedKey").and_then(|k| {
+        let text = |name: &str| k.get(name)?.get("S")?.as_str().map(str::to_owned);
+        Some(Cursor { message_id: text(SK)?, failed_key: text(FAILED_KEY)? })
+    });
+    Ok((items, next))
+}
+
+/// Moves a failed message back to `queued` (attempts reset, generation + 1). The
+/// condition on `status` makes concurrent retries of one message succeed exactly once.
+pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<LedgerItem, RetryRefused> {
+    let body = json!({
+        "TableName": table(ctx),
+        "Key": key(creator, id),
+        "ConditionExpression": "#st = :failed",
+        "UpdateExpression": "SET #st = :queued, attempts = :zero, retriedAt = :now, generation = if_not_exists(generation, :zero) + :one REMOVE failedKey",
+        "ExpressionAttributeNames": {"#st": "status"},
+        "ExpressionAttributeValues": {":failed": s("failed"), ":queued": s("queued"), ":zero": n(0), ":one": n(1), ":now": s(now)},
+        "ReturnValues": "ALL_NEW",
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    });
+    match ctx.dynamodb("UpdateItem", &body).await {
+        Ok(answer) => answer.get("Attributes").and_then(LedgerItem::from_item).ok_or(RetryRefused::NotFound),
+        Err(AwsError::ConditionFailed { item }) => {
+            let existing = match item {
+                Some(item) => LedgerItem::from_item(&item),
+                None => get(ctx, creator, id).await?,
+            };
+            Err(existing.map_or(RetryRefused::NotFound, |i| RetryRefused::NotFailed(i.status)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Puts a message back to `failed` after a retry whose queueing failed, unless
+/// something moved it on meanwhile.
+pub async fn restore_failed<P: Platform>(ctx: &Ctx<'_, P>, item: &LedgerItem) -> Result<(), AwsError> {
+    let m = &item.message;
+    let failed_at = item.failed_at.clone().unwrap_or_else(|| m.accepted_at.clone());
+    let body = json!({
+        "TableName": table(ctx),
+        "Key": key(&m.creator_id, &m.id),
+        "ConditionExpression": "#st = :queued AND generation = :gen",
+        "UpdateExpression": "SET #st = :failed, failedKey = :fk, attempts = :attempts",
+        "ExpressionAttributeNames": {"#st": "status"},
+        "ExpressionAttributeValues": {
+            ":queued": s("queued"), ":failed": s("failed"), ":gen": n(m.generation),
+            ":fk": s(ledger::failed_key(&failed_at, &m.id)), ":attempts": n(item.attempts),
+        },
+    });
+    ctx.dynamodb("UpdateItem", &body).await.map(drop)
+}
+
+/// Marks a just-accepted message as failed because it could not be queued, so that it
+/// shows in `GET /failed` and can be retried.
+pub async fn fail_unqueued<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<(), AwsError> {
+    let body = json!({
+        "TableName": table(ctx),
+        "Key": key(creator, id),
+        "ConditionExpression": "#st = :queued",
+        "UpdateExpression": "SET #st = :failed, failedAt = :now, lastError = :err, failedKey = :fk",
+        "ExpressionAttributeNames": {"#st": "status"},
+        "ExpressionAttributeValues": {
+            ":queued": s("queued"), ":failed": s("failed"), ":now": s(now),
+            ":err": s("could not be queued: the queue was unavailable"), ":fk": s(ledger::failed_key(now, id)),
+        },
+    });
+    ctx.dynamodb("UpdateItem", &body).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trip_and_rejects_garbage() {
+        let id = "018bcfe5-6800-7fff-bfff-ffffffffffff";
+        let c = Cursor { message_id: id.into(), failed_key: format!("2026-11-25T06:00:00.000Z#{id}") };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode("not base64!"), None);
+        assert_eq!(Cursor::decode(&B64.encode("#summary\nx")), None);
+    }
+}

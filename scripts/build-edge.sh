@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the edge Worker (Rust -> wasm + JS shim) into edge/build/ with worker-build,
+# using the pinned tools from scripts/install-tools.sh. wrangler runs this as its
+# [build] command; EDGE_SKIP_BUILD=1 reuses an existing build (tests build once, then
+# start `wrangler dev` without rebuilding).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/tool-versions.sh
+source "$root/scripts/tool-versions.sh"
+if [ "${EDGE_SKIP_BUILD:-}" = 1 ] && [ -f "$root/edge/build/index.js" ]; then
+  exit 0
+fi
+for tool in "$WORKER_BUILD_DIR/bin/worker-build" "$WASM_BINDGEN_BIN" "$WASM_OPT_BIN" "$ESBUILD_BIN"; do
+  if [ ! -x "$tool" ]; then
+    echo "build-edge: $tool is missing; run scripts/install-tools.sh first" >&2
+    exit 1
+  fi
+done
+cd "$root/edge"
+exec worker-build --release
