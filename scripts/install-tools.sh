@@ -39,10 +39,12 @@ if [ ! -x "$WASM_BINDGEN_DIR/bin/wasm-bindgen" ]; then
   cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$WASM_BINDGEN_DIR"
 fi
 
-if [ ! -x "$MINISTACK_VENV/bin/python" ] || ! "$MINISTACK_VENV/bin/python" -c 'import ministack, cbor2' 2>/dev/null; then
-  step "installing ministack $MINISTACK_VERSION into $MINISTACK_VENV"
-  python3 -m venv "$MINISTACK_VENV"
-  "$MINISTACK_VENV/bin/pip" install -q "ministack==$MINISTACK_VERSION" cbor2
+if [ ! -f "$PYTHON_VENV/.complete" ]; then
+  step "installing the AWS emulator and test tools (devstack/requirements.txt) into $PYTHON_VENV"
+  rm -rf "$PYTHON_VENV"
+  python3 -m venv "$PYTHON_VENV"
+  "$PYTHON_VENV/bin/pip" install -q --disable-pip-version-check -r "$root/devstack/requirements.txt"
+  touch "$PYTHON_VENV/.complete"
 fi
 
 if [ ! -x "$root/node_modules/.bin/wrangler" ] || [ "$root/package-lock.json" -nt "$root/node_modules/.package-lock.json" ]; then

@@ -87,8 +87,8 @@ pub async fn complete<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_
     let body = json!({
         "TableName": ctx.config().ledger_table,
         "Key": key(account, &sort_key(idempotency_key)),
-        "UpdateExpression": "SET #state = :done, response = :r, responseStatus = :s",
-        "ExpressionAttributeNames": {"#state": "state"},
+        "UpdateExpression": "SET #state = :done, #response = :r, responseStatus = :s",
+        "ExpressionAttributeNames": {"#state": "state", "#response": "response"},
         "ExpressionAttributeValues": {":done": s("done"), ":r": s(response), ":s": n(status)},
     });
     ctx.dynamodb("UpdateItem", &body).await.map(drop)

@@ -1,11 +1,13 @@
 //! Message ids: UUIDv7 (RFC 9562), time-ordered so that ids sort by acceptance.
 
-/// Formats a UUIDv7 from a Unix time in milliseconds and 10 random bytes.
-pub fn uuid_v7(unix_ms: u64, random: [u8; 10]) -> String {
+/// Formats a UUIDv7 from a Unix time in milliseconds, a sequence number and 8 random
+/// bytes. The 12-bit sequence (RFC 9562 §6.2, method 1) keeps the ids of one mass
+/// message, all accepted in the same millisecond, in request order.
+pub fn uuid_v7(unix_ms: u64, seq: u16, random: [u8; 8]) -> String {
     let mut b = [0u8; 16];
     b[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
-    b[6..].copy_from_slice(&random);
-    b[6] = (b[6] & 0x0f) | 0x70; // version 7
+    b[6..8].copy_from_slice(&(0x7000 | (seq & 0x0fff)).to_be_bytes()); // version 7
+    b[8..].copy_from_slice(&random);
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
     let mut s = String::with_capacity(36);
     for (i, byte) in b.iter().enumerate() {
@@ -36,13 +38,15 @@ mod tests {
 
     #[test]
     fn v7_layout_and_order() {
-        let a = uuid_v7(1_700_000_000_000, [0xff; 10]);
-        let b = uuid_v7(1_700_000_000_001, [0x00; 10]);
+        let a = uuid_v7(1_700_000_000_000, 0xfff, [0xff; 8]);
+        let b = uuid_v7(1_700_000_000_001, 0, [0x00; 8]);
         assert!(is_message_id(&a) && is_message_id(&b));
         assert_eq!(&a[14..15], "7", "version nibble");
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "variant");
         assert!(a < b, "later ids sort after earlier ones");
         assert_eq!(&a[..13], "018bcfe5-6800");
+        let same_ms: Vec<String> = (0..1000).map(|i| uuid_v7(1_700_000_000_000, i, [0xff - (i % 256) as u8; 8])).collect();
+        assert!(same_ms.windows(2).all(|w| w[0] < w[1]), "sequence orders ids within a millisecond");
     }
 
     #[test]

@@ -62,10 +62,11 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
     let recipients = send.recipients.as_slice();
     let messages: Vec<QueueMessage> = recipients
         .iter()
-        .map(|recipient| {
-            let mut random = [0u8; 10];
+        .enumerate()
+        .map(|(seq, recipient)| {
+            let mut random = [0u8; 8];
             ctx.p.fill_random(&mut random);
-            send.to_queue_message(shared::id::uuid_v7(now_ms, random), account, recipient, &accepted_at)
+            send.to_queue_message(shared::id::uuid_v7(now_ms, seq as u16, random), account, recipient, &accepted_at)
         })
         .collect();
     let items: Vec<LedgerItem> = messages.iter().map(|m| LedgerItem::queued(m.clone(), expires_at)).collect();

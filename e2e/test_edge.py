@@ -1,0 +1,333 @@
+"""The edge through the real runtime: every route and error path of DESIGN §3 over HTTP
+against `wrangler dev`, with SQS and the ledger read back from the AWS emulator."""
+
+import concurrent.futures
+import time
+from datetime import datetime
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from conftest import JWT_SECRET, ORIGIN, account, edge_settings, start_edge, token
+
+
+def parse_time(s):
+    return datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def send(edge, creator, body=None, **kw):
+    body = body or {"recipientId": "fan-1", "content": "Hello"}
+    return edge.call("POST", "/send", token(creator), json_body=body, **kw)
+
+
+# ---- health and routing ---------------------------------------------------------
+
+def test_health_and_test_need_no_token(edge):
+    for path in ("/health", "/test"):
+        r = edge.call("GET", path)
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_unknown_route_and_wrong_method(edge):
+    assert edge.call("GET", "/nope/deeper/still", token(account())).json()["code"] == "not_found"
+    r = edge.call("GET", "/send", token(account()))
+    assert (r.status_code, r.json()["code"]) == (405, "method_not_allowed")
+
+
+# ---- authentication -------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "header, code",
+    [
+        (None, "missing_token"),
+        ("Basic dXNlcjpwYXNz", "missing_token"),
+        ("Bearer not.a.token", "invalid_token"),
+        ("Bearer " + token("c", secret="another-secret-0123456789abcdef0123"), "invalid_token"),
+        ("Bearer " + token("c", exp_in=-3600), "token_expired"),
+        ("Bearer " + token("c", exp_in=None), "invalid_token"),
+        ("Bearer " + token("c", nbf=int(time.time()) + 3600), "token_not_yet_valid"),
+        ("Bearer " + jwt.encode({"sub": "c", "exp": int(time.time()) + 600}, None, algorithm="none"), "invalid_token"),
+        ("Bearer " + "a" * 9000, "invalid_token"),
+    ],
+)
+def test_bad_tokens_get_401_with_their_code(edge, header, code):
+    r = edge.call("GET", "/status", headers={"authorization": header} if header else {})
+    assert r.status_code == 401, r.text
+    assert r.json() == {"error": "Not authenticated", "code": code}
+    assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("kid", ["rsa-1", "ec-1", "ed-1"])
+def test_jwks_tokens(edge, jwks, kid):
+    r = edge.call("GET", "/status", jwks.token(kid, account()))
+    assert r.status_code == 200, r.text
+
+
+def test_unknown_kid_refetches_the_jwks(edge, jwks):
+    edge.call("GET", "/status", jwks.token("ec-1", account()))  # the set is loaded
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwks.keys["ec-new"] = ("ES256", key)  # known to the issuer, not yet published
+    unpublished = jwks.token("ec-new", account())
+    assert edge.call("GET", "/status", unpublished).status_code == 401
+    jwks.add("ec-new", "ES256", key)  # the issuer rotates its keys
+    time.sleep(1.2)  # past JWKS_REFRESH_INTERVAL_SECONDS=1
+    assert edge.call("GET", "/status", unpublished).status_code == 200
+
+
+def test_hs256_token_signed_with_a_public_key_is_refused(edge, jwks):
+    public_pem = jwks.keys["rsa-1"][1].public_key().public_bytes(
+        encoding=__import__("cryptography").hazmat.primitives.serialization.Encoding.PEM,
+        format=__import__("cryptography").hazmat.primitives.serialization.PublicFormat.SubjectPublicKeyInfo,
+    )
+    import hmac, hashlib, base64, json as j
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    head = b64(j.dumps({"alg": "HS256", "kid": "rsa-1"}).encode())
+    body = b64(j.dumps({"sub": "c", "exp": int(time.time()) + 600}).encode())
+    sig = b64(hmac.new(public_pem, f"{head}.{body}".encode(), hashlib.sha256).digest())
+    r = edge.call("GET", "/status", f"{head}.{body}.{sig}")
+    assert (r.status_code, r.json()["code"]) == (401, "invalid_token")
+
+
+# ---- POST /send -----------------------------------------------------------------
+
+def test_send_queues_one_message_and_writes_its_ledger_item(edge, emulator):
+    creator = account()
+    body = {"recipientId": "fan-42", "content": "Hello 👋", "priority": 2,
+            "mediaUrls": ["https://cdn.example.com/a.jpg"], "metadata": {"campaign": "spring", "n": 3}}
+    before = time.time()
+    r = send(edge, creator, body)
+    assert r.status_code == 202, r.text
+    a = r.json()
+    assert a["success"] is True and a["status"] == "queued" and a["queuePosition"] == 1
+    assert abs(parse_time(a["estimatedSendTime"]).timestamp() - before) < 10
+
+    [queued] = emulator.queue_messages()[a["messageId"]]
+    m = queued["body"]
+    assert m["creatorId"] == creator and m["recipientId"] == "fan-42" and m["content"] == "Hello 👋"
+    assert m["priority"] == 2 and m["mediaUrls"] == body["mediaUrls"] and m["metadata"] == body["metadata"]
+    assert m["generation"] == 0 and m["id"] == a["messageId"]
+    attrs = queued["attributes"]
+    assert attrs["creatorId"]["StringValue"] == creator
+    assert attrs["priority"]["StringValue"] == "2"
+    assert attrs["messageType"]["StringValue"] == "onlyfans"
+
+    item = emulator.item(creator, a["messageId"])
+    assert item["status"]["S"] == "queued" and item["attempts"]["N"] == "0"
+    assert item["recipientId"]["S"] == "fan-42" and item["acceptedAt"]["S"] == m["acceptedAt"]
+    assert int(item["ttl"]["N"]) > time.time() + 29 * 86400
+    assert "failedKey" not in item
+
+
+def test_queue_position_and_estimate_follow_the_backlog(edge):
+    creator = account()
+    answers = [send(edge, creator).json() for _ in range(3)]
+    assert [a["queuePosition"] for a in answers] == [1, 2, 3]
+    t = [parse_time(a["estimatedSendTime"]).timestamp() for a in answers]
+    # 10 a minute: one spacing (6 s) between consecutive messages of one account.
+    assert 5 <= t[1] - t[0] <= 7 and 5 <= t[2] - t[1] <= 7
+    # Another account is not behind this one.
+    assert send(edge, account()).json()["queuePosition"] == 1
+
+
+def test_mass_message(edge, emulator):
+    creator = account()
+    fans = [f"fan-{i}" for i in range(25)]
+    r = send(edge, creator, {"recipientIds": fans, "content": "News for everyone", "priority": 3})
+    assert r.status_code == 202, r.text
+    a = r.json()
+    assert a["success"] is True and a["status"] == "queued" and a["count"] == 25
+    assert [e["recipientId"] for e in a["messages"]] == fans
+    assert [e["queuePosition"] for e in a["messages"]] == list(range(1, 26))
+    assert all(e["status"] == "queued" for e in a["messages"])
+    assert len({e["messageId"] for e in a["messages"]}) == 25
+    queued = emulator.queue_messages()
+    for e in a["messages"]:
+        [q] = queued[e["messageId"]]
+        assert q["body"]["recipientId"] == e["recipientId"] and q["body"]["content"] == "News for everyone"
+    assert sorted(i["recipientId"]["S"] for i in emulator.items(creator)) == sorted(fans)
+
+
+def test_validation_lists_every_bad_field(edge):
+    r = send(edge, account(), {"recipientId": "", "content": "x" * 5001, "priority": 11,
+                               "mediaUrls": ["http://insecure.example.com/a.jpg"], "metadata": {"nested": {"a": 1}}})
+    assert r.status_code == 400
+    e = r.json()
+    assert e["code"] == "validation_failed"
+    assert [d["field"] for d in e["details"]] == ["recipientId", "content", "priority", "mediaUrls[0]", "metadata.nested"]
+    r = send(edge, account(), {"recipientIds": [f"f{i}" for i in range(1001)], "content": "x"})
+    assert [d["field"] for d in r.json()["details"]] == ["recipientIds"]
+
+
+def test_bad_json_content_type_and_size(edge):
+    creator = account()
+    r = edge.call("POST", "/send", token(creator), data="{not json", headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_json")
+    r = edge.call("POST", "/send", token(creator), data="recipientId=a", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert (r.status_code, r.json()["code"]) == (415, "unsupported_media_type")
+    big = '{"recipientId": "a", "content": "' + "x" * (300 * 1024) + '"}'
+    r = edge.call("POST", "/send", token(creator), data=big, headers={"content-type": "application/json"})
+    assert (r.status_code, r.json()["code"]) == (413, "body_too_large")
+
+
+def test_idempotency_key_replays_the_first_answer(edge, emulator):
+    creator = account()
+    body = {"recipientId": "fan-1", "content": "only once"}
+    first = send(edge, creator, body, headers={"idempotency-key": "order-123"})
+    again = send(edge, creator, body, headers={"idempotency-key": "order-123"})
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert again.headers.get("idempotent-replayed") == "true"
+    queued = emulator.queue_messages()
+    assert len(queued[first.json()["messageId"]]) == 1
+    assert len(emulator.items(creator)) == 1
+    other = send(edge, creator, {"recipientId": "fan-2", "content": "different"}, headers={"idempotency-key": "order-123"})
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
+    # Keys are per account.
+    assert send(edge, account(), body, headers={"idempotency-key": "order-123"}).json()["messageId"] != first.json()["messageId"]
+    r = send(edge, creator, body, headers={"idempotency-key": "has spaces"})
+    assert r.status_code == 400 and r.json()["details"][0]["field"] == "Idempotency-Key"
+
+
+# ---- GET /{id}, GET /failed, POST /{id}/retry --------------------------------------
+
+def test_get_message_is_scoped_to_its_account(edge):
+    creator = account()
+    mid = send(edge, creator, {"recipientId": "fan-7", "content": "look me up", "metadata": {"k": "v"}}).json()["messageId"]
+    r = edge.call("GET", f"/{mid}", token(creator))
+    assert r.status_code == 200
+    v = r.json()
+    assert (v["id"], v["status"], v["attempts"], v["recipientId"], v["content"]) == (mid, "queued", 0, "fan-7", "look me up")
+    assert v["metadata"] == {"k": "v"} and v["sentAt"] is None and v["lastError"] is None
+    for who, mid_ in [(account(), mid), (creator, "018bcfe5-6800-7fff-bfff-ffffffffffff"), (creator, "%23summary"), (creator, "not-an-id")]:
+        r = edge.call("GET", f"/{mid_}", token(who))
+        assert (r.status_code, r.json()["code"]) == (404, "not_found")
+
+
+def failed_messages(edge, emulator, creator, n):
+    ids = []
+    for i in range(n):
+        mid = send(edge, creator, {"recipientId": f"fan-{i}", "content": f"message {i}"}).json()["messageId"]
+        emulator.fail(creator, mid, f"gateway answered 400 for fan-{i}", f"2026-11-25T06:0{i}:00.000Z")
+        ids.append(mid)
+    emulator.queue_messages()
+    return ids
+
+
+def test_failed_lists_newest_first_with_pagination(edge, emulator):
+    creator = account()
+    ids = failed_messages(edge, emulator, creator, 3)
+    send(edge, creator)  # a queued one is not listed
+    page = edge.call("GET", "/failed?limit=2", token(creator)).json()
+    assert [m["id"] for m in page["failedMessages"]] == [ids[2], ids[1]]
+    assert page["total"] == 3 and page["nextCursor"]
+    first = page["failedMessages"][0]
+    assert first == {"id": ids[2], "recipientId": "fan-2", "content": "message 2", "failedAt": "2026-11-25T06:02:00.000Z",
+                     "error": "gateway answered 400 for fan-2", "attempts": 3}
+    rest = edge.call("GET", "/failed", token(creator), params={"limit": 2, "cursor": page["nextCursor"]}).json()
+    assert [m["id"] for m in rest["failedMessages"]] == [ids[0]] and rest["nextCursor"] is None
+    assert edge.call("GET", "/failed", token(account())).json()["failedMessages"] == []
+    bad = edge.call("GET", "/failed?limit=0&cursor=zzz", token(creator))
+    assert bad.status_code == 400 and [d["field"] for d in bad.json()["details"]] == ["limit", "cursor"]
+
+
+def test_retry_requeues_a_failed_message_once(edge, emulator):
+    creator = account()
+    [mid] = failed_messages(edge, emulator, creator, 1)
+    r = edge.call("POST", f"/{mid}/retry", token(creator))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"success": True, "messageId": mid, "status": "queued"}
+    item = emulator.item(creator, mid)
+    assert item["status"]["S"] == "queued" and item["attempts"]["N"] == "0" and item["generation"]["N"] == "1"
+    assert "failedKey" not in item
+    [q] = emulator.queue_messages()[mid][-1:]
+    assert q["body"]["generation"] == 1 and q["body"]["recipientId"] == "fan-0"
+    again = edge.call("POST", f"/{mid}/retry", token(creator))
+    assert (again.status_code, again.json()["code"]) == (409, "not_retryable")
+    assert edge.call("GET", "/failed", token(creator)).json()["failedMessages"] == []
+    other = edge.call("POST", f"/{mid}/retry", token(account()))
+    assert (other.status_code, other.json()["code"]) == (404, "not_found")
+
+
+def test_concurrent_retries_queue_exactly_once(edge, emulator):
+    creator = account()
+    [mid] = failed_messages(edge, emulator, creator, 1)
+    before = len(emulator.queue_messages().get(mid, []))
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        codes = sorted(pool.map(lambda _: edge.call("POST", f"/{mid}/retry", token(creator)).status_code, range(6)))
+    assert codes == [200, 409, 409, 409, 409, 409]
+    assert len(emulator.queue_messages()[mid]) == before + 1
+
+
+# ---- GET /status ----------------------------------------------------------------
+
+def test_status_reports_queue_and_account_backlog(edge):
+    creator = account()
+    for _ in range(4):
+        send(edge, creator)
+    s = edge.call("GET", "/status", token(creator)).json()
+    assert s["queue"]["depth"] >= 4 and s["queue"]["total"] >= s["queue"]["depth"]
+    assert s["account"] == {"backlog": 4, "sent": 0, "failed": 0}
+    assert s["processing"]["rateLimit"] == "10 messages/minute"
+    assert s["processing"]["estimatedTimeSeconds"] == 24 and s["processing"]["lastProcessedAt"] is None
+    assert s["health"]["status"] in ("healthy", "degraded")
+    assert abs(parse_time(s["timestamp"]).timestamp() - time.time()) < 30
+
+
+# ---- CORS and API-call limit --------------------------------------------------------
+
+def test_cors_preflight_and_headers(edge):
+    pre = edge.call("OPTIONS", "/send", headers={"origin": ORIGIN, "access-control-request-method": "POST"})
+    assert pre.status_code == 204
+    assert pre.headers["access-control-allow-origin"] == ORIGIN
+    assert "idempotency-key" in pre.headers["access-control-allow-headers"]
+    denied = edge.call("OPTIONS", "/send", headers={"origin": "https://evil.example.com", "access-control-request-method": "POST"})
+    assert "access-control-allow-origin" not in denied.headers
+    r = edge.call("GET", "/health", headers={"origin": ORIGIN})
+    assert r.headers["access-control-allow-origin"] == ORIGIN
+
+
+def test_api_calls_per_account_are_limited(edge):
+    creator = account()
+    codes = [edge.call("POST", "/send", token(creator), json_body={}).status_code for _ in range(62)]
+    assert codes[:60] == [400] * 60  # counted, then refused by validation
+    r = edge.call("POST", "/send", token(creator), json_body={})
+    assert (r.status_code, r.json()["code"]) == (429, "too_many_requests")
+    assert int(r.headers["retry-after"]) > 0
+    assert send(edge, account()).status_code == 202  # other accounts are not held back
+
+
+# ---- failure modes: separate edges with other settings -------------------------------
+
+def test_wrong_aws_secret_gives_503_and_queues_nothing(aws, emulator):
+    part, bad = start_edge("edge-wrong-secret", edge_settings(aws, AWS_SECRET_ACCESS_KEY="wrong" + aws.secret_access_key[5:]))
+    try:
+        creator = account()
+        r = send(bad, creator)
+        assert r.status_code == 503
+        assert r.json() == {"error": "The queue or the ledger cannot be reached", "code": "upstream_unavailable"}
+        assert aws.secret_access_key[5:] not in r.text and aws.access_key_id not in r.text
+        assert bad.call("GET", "/status", token(creator)).status_code == 503
+        sent_by_creator = [m for ms in emulator.queue_messages().values() for m in ms if m["body"]["creatorId"] == creator]
+        assert sent_by_creator == [] and emulator.items(creator) == []
+    finally:
+        part.stop()
+
+
+def test_rate_limiter_disabled_refuses_to_queue(aws, edge, emulator):
+    creator = account()
+    [mid] = failed_messages(edge, emulator, creator, 1)
+    part, off = start_edge("edge-disabled", edge_settings(aws, RATE_LIMITER_ENABLED="false"))
+    try:
+        r = send(off, creator)
+        assert (r.status_code, r.json()["code"]) == (503, "rate_limiter_disabled")
+        r = off.call("POST", f"/{mid}/retry", token(creator))
+        assert (r.status_code, r.json()["code"]) == (503, "rate_limiter_disabled")
+        s = off.call("GET", "/status", token(creator)).json()
+        assert s["health"]["status"] == "degraded" and "RATE_LIMITER_ENABLED" in s["health"]["message"]
+        assert emulator.item(creator, mid)["status"]["S"] == "failed"
+    finally:
+        part.stop()

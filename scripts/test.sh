@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test: the host unit tests of all crates, then the end-to-end suite against
+# the edge under `wrangler dev` and the AWS emulator (each started on free ports and
+# stopped by process group). Installs what is missing first.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash scripts/install-tools.sh
+# shellcheck source=scripts/tool-versions.sh
+source scripts/tool-versions.sh
+
+echo "==> host tests (cargo test)"
+cargo test --workspace --locked
+
+echo "==> building the edge Worker"
+bash scripts/build-edge.sh
+
+echo "==> end-to-end tests (wrangler dev + AWS emulator)"
+"$PYTHON_VENV/bin/python" -m pytest e2e -q -p no:cacheprovider "$@"
