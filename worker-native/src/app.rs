@@ -1,0 +1,212 @@
+//! Wiring: builds the clients from the configuration, starts ingest, dispatch, the
+//! wake-up listener, the lease reclaimer, the metrics flusher and the health server,
+//! and shuts them down in order on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{watch, Notify};
+
+use crate::config::Config;
+use crate::dispatch::{DispatchConfig, Dispatcher};
+use crate::gateway::{DryRunGateway, Gateway, HttpGateway};
+use crate::ingest::Ingest;
+use crate::ledger::Ledger;
+use crate::metrics::{self, Gauges, Metrics};
+use crate::schedule::{Limits, Schedule};
+use crate::{health, ledger};
+
+/// Connects to Redis lazily: the worker starts (and keeps running) while Redis is down.
+pub fn connect_redis(url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1));
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+}
+
+pub fn schedule(config: &Config) -> anyhow::Result<Schedule> {
+    let limits = Limits { rate: config.rate, burst: config.burst, margin_ms: config.margin_ms };
+    Ok(Schedule::new(connect_redis(&config.redis_url)?, config.redis_prefix.clone(), limits))
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if !config.enabled {
+        anyhow::bail!("RATE_LIMITER_ENABLED is not true: refusing to send without the rate limiter");
+    }
+    let aws = aws_config::load_from_env().await;
+    let sqs = aws_sdk_sqs::Client::new(&aws);
+    let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&aws), config.ledger_table.clone());
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&aws);
+    let schedule = schedule(&config)?;
+    let metrics = Arc::new(Metrics::default());
+    let wake = Arc::new(Notify::new());
+    let (stop_tx, stop) = watch::channel(false);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if config.health_port != 0 {
+        let probes = health::Probes { schedule: schedule.clone(), sqs: sqs.clone(), queue_url: config.queue_url.clone() };
+        let port = config.health_port;
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            if let Err(e) = health::serve(port, probes, stop).await {
+                tracing::error!(error = %e, "health server stopped");
+            }
+        });
+    }
+    tasks.spawn(listen_for_wakeups(config.redis_url.clone(), schedule.wake_channel(), wake.clone(), stop.clone()));
+    tasks.spawn(reclaim_leases(schedule.clone(), stop.clone()));
+    let ingest_done = tokio::spawn(
+        Ingest {
+            sqs: sqs.clone(),
+            queue_url: config.queue_url.clone(),
+            dlq_url: config.dlq_url.clone(),
+            schedule: schedule.clone(),
+            ledger: Some(ledger.clone()),
+            metrics: metrics.clone(),
+            wake: wake.clone(),
+            wait_seconds: 20,
+        }
+        .run(stop.clone()),
+    );
+    let dispatch_config = DispatchConfig {
+        max_in_flight: config.max_in_flight,
+        take_batch: config.take_batch,
+        lease: config.lease,
+        max_attempts: config.max_attempts,
+        retry_base: config.retry_base,
+        retry_max: config.retry_max,
+        shutdown_grace: config.shutdown_grace,
+    };
+    let dispatch_done = match &config.gateway_url {
+        Some(url) => spawn_dispatch(HttpGateway::new(url.clone(), config.gateway_token.clone(), config.gateway_timeout)?, &schedule, &ledger, &metrics, dispatch_config, &wake, &stop),
+        None => {
+            tracing::warn!("GATEWAY_URL not set: dry run, messages are logged and marked sent, not delivered");
+            spawn_dispatch(DryRunGateway, &schedule, &ledger, &metrics, dispatch_config, &wake, &stop)
+        }
+    };
+    let flush = MetricsFlush { client: cloudwatch, config: config.clone(), sqs: sqs.clone(), schedule: schedule.clone(), metrics: metrics.clone() };
+    let flusher = tokio::spawn(flush.clone().run(stop.clone()));
+    tracing::info!(rate = %config.rate.describe(), burst = config.burst, margin_ms = config.margin_ms, "worker started");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new work; finishing what is in flight");
+    let _ = stop_tx.send(true);
+    let _ = ingest_done.await;
+    let _ = dispatch_done.await;
+    let _ = flusher.await;
+    flush.flush().await; // the last counts
+    tasks.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_dispatch<G: Gateway>(
+    gateway: G,
+    schedule: &Schedule,
+    ledger: &ledger::Ledger,
+    metrics: &Arc<Metrics>,
+    config: DispatchConfig,
+    wake: &Arc<Notify>,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let d = Dispatcher { schedule: schedule.clone(), gateway: Arc::new(gateway), ledger: Some(ledger.clone()), metrics: metrics.clone(), config, wake: wake.clone() };
+    tokio::spawn(d.run(stop.clone()))
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Wakes the dispatcher when any worker publishes new work; reconnects on its own.
+async fn listen_for_wakeups(url: String, channel: String, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        let result = async {
+            let mut pubsub = redis::Client::open(url.as_str())?.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            let mut messages = pubsub.on_message();
+            while messages.next().await.is_some() {
+                wake.notify_one();
+            }
+            Ok::<_, redis::RedisError>(())
+        };
+        tokio::select! {
+            _ = result => {}
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Requeues messages whose worker died mid-send, once a second.
+async fn reclaim_leases(schedule: Schedule, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+        match schedule.reclaim(1000).await {
+            Ok(0) | Err(_) => {}
+            Ok(n) => tracing::warn!(count = n, "expired leases: messages back in their queues"),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct MetricsFlush {
+    client: aws_sdk_cloudwatch::Client,
+    config: Config,
+    sqs: aws_sdk_sqs::Client,
+    schedule: Schedule,
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsFlush {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.metrics_interval) => self.flush().await,
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn gauges(&self) -> Gauges {
+        let count = |url: String| {
+            let sqs = self.sqs.clone();
+            async move {
+                let r = sqs.get_queue_attributes().queue_url(url).attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).send().await.ok()?;
+                r.attributes()?.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)?.parse().ok()
+            }
+        };
+        Gauges {
+            queue_depth: count(self.config.queue_url.clone()).await.unwrap_or(0),
+            dlq_count: count(self.config.dlq_url.clone()).await.unwrap_or(0),
+            scheduled_backlog: self.schedule.backlog().await.unwrap_or(0),
+        }
+    }
+
+    async fn flush(&self) {
+        if !self.config.metrics_enabled {
+            return;
+        }
+        let counts = self.metrics.take();
+        let data = metrics::data(&counts, &self.gauges().await, &self.config.environment);
+        if let Err(e) = metrics::put(&self.client, &self.config.namespace, data).await {
+            tracing::error!(error = %e, "metrics not published; kept for the next flush");
+            self.metrics.restore(counts);
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! `gateway-stub`: a local stand-in for the delivery gateway, for tests and the local
+//! run. It serves the HTTP gateway's protocol (any `POST` path; the body names the
+//! message), records every delivery, and can be told to fail.
+//!
+//! - `POST /...` with `{"messageId", "accountId", "recipientId", ...}`: a delivery;
+//!   answers 202, or the status of a matching failure rule;
+//! - `GET /deliveries`: `[{"messageId", "accountId", "recipientId", "receivedAt"}]`
+//!   (`receivedAt` RFC 3339 with milliseconds), in arrival order;
+//! - `POST /_control/failures` `{"recipientPattern", "status", "count", "retryAfter"}`:
+//!   the next `count` deliveries (all when absent) to recipients containing the pattern
+//!   (`*` = any) answer `status`; `DELETE /_control/failures` clears the rules;
+//! - `DELETE /deliveries`: forgets what was recorded.
+//!
+//! Usage: `gateway-stub [--port PORT]` (default 9090; 0 = any free port, printed).
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FailureRule {
+    recipient_pattern: String,
+    status: u16,
+    count: Option<u64>,
+    retry_after: Option<u64>,
+}
+
+#[derive(Default)]
+struct Stub {
+    deliveries: Vec<Value>,
+    /// Deliveries answered with a failure, for inspection.
+    refused: Vec<Value>,
+    rules: Vec<FailureRule>,
+}
+
+type Shared = Arc<Mutex<Stub>>;
+
+fn now_rfc3339() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    shared::time::rfc3339_ms(ms)
+}
+
+async fn deliver(State(stub): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> impl IntoResponse {
+    let received_at = now_rfc3339();
+    let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let (message_id, account_id, recipient_id) = (text("messageId"), text("accountId"), text("recipientId"));
+    if message_id.is_empty() || headers.get("idempotency-key").and_then(|v| v.to_str().ok()) != Some(message_id.as_str()) {
+        return (StatusCode::BAD_REQUEST, HeaderMap::new(), Json(json!({"error": "messageId and a matching Idempotency-Key are required"})));
+    }
+    let record = json!({"messageId": message_id, "accountId": account_id, "recipientId": recipient_id, "receivedAt": received_at});
+    let mut guard = stub.lock().expect("stub lock");
+    let s = &mut *guard;
+    let rule = s.rules.iter_mut().find(|r| (r.recipient_pattern == "*" || recipient_id.contains(&r.recipient_pattern)) && r.count != Some(0));
+    if let Some(rule) = rule {
+        if let Some(c) = rule.count.as_mut() {
+            *c -= 1;
+        }
+        let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut h = HeaderMap::new();
+        if let Some(secs) = rule.retry_after {
+            h.insert("retry-after", secs.into());
+        }
+        s.refused.push(json!({"messageId": record["messageId"], "recipientId": record["recipientId"], "status": rule.status, "receivedAt": record["receivedAt"]}));
+        return (status, h, Json(json!({"error": format!("told to fail with {}", rule.status)})));
+    }
+    s.deliveries.push(record);
+    (StatusCode::ACCEPTED, HeaderMap::new(), Json(json!({"accepted": true})))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut port = 9090u16;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--port" => port = args.next().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow::anyhow!("--port needs a number"))?,
+            "--help" | "-h" => {
+                println!("gateway-stub [--port PORT]: a local stand-in delivery gateway that records deliveries (see the source's doc for the protocol)");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    let stub: Shared = Arc::default();
+    let app = Router::new()
+        .route("/deliveries", get(|State(s): State<Shared>| async move { Json(Value::Array(s.lock().expect("stub lock").deliveries.clone())) }))
+        .route("/deliveries", delete(|State(s): State<Shared>| async move { s.lock().expect("stub lock").deliveries.clear(); StatusCode::NO_CONTENT }))
+        .route("/refused", get(|State(s): State<Shared>| async move { Json(Value::Array(s.lock().expect("stub lock").refused.clone())) }))
+        .route(
+            "/_control/failures",
+            post(|State(s): State<Shared>, Json(rule): Json<FailureRule>| async move {
+                s.lock().expect("stub lock").rules.push(rule);
+                StatusCode::NO_CONTENT
+            })
+            .delete(|State(s): State<Shared>| async move { s.lock().expect("stub lock").rules.clear(); StatusCode::NO_CONTENT }),
+        )
+        .fallback(post(deliver))
+        .with_state(stub);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| anyhow::anyhow!("port {port}: {e}"))?;
+    println!("gateway-stub listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}

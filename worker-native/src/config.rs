@@ -1,0 +1,247 @@
+//! The worker's settings, from environment variables (DESIGN §8). A missing or
+//! malformed setting stops the start with a message that names it; secrets are never
+//! printed.
+
+use std::time::Duration;
+
+use shared::rate::{parse_duration_ms, RateLimit};
+
+/// Every setting: name, default (None = required or optional, see text), meaning.
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    ("RATE_LIMITER_ENABLED", "false", "must be `true` for the worker to send anything"),
+    ("SQS_RATE_LIMITER_QUEUE_URL", "(required)", "the send queue"),
+    ("SQS_RATE_LIMITER_DLQ_URL", "(required)", "its dead-letter queue (unreadable messages go there)"),
+    ("REDIS_URL / REDIS_ENDPOINT", "(required)", "redis://host:port, or host[:port]"),
+    ("REDIS_KEY_PREFIX", "of:", "prefix of every Redis key (one schedule per prefix)"),
+    ("LEDGER_TABLE", "onlyfans-message-ledger", "the DynamoDB ledger table"),
+    ("AWS_REGION", "(required)", "region of the queue, table and metrics"),
+    ("AWS_ENDPOINT_URL", "(AWS)", "one endpoint for every AWS service (a local emulator)"),
+    ("AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY", "(default chain)", "credentials; otherwise the AWS default chain (ECS task role, instance profile)"),
+    ("GATEWAY_URL", "(dry run)", "delivery URL template with {accountId} and {recipientId}; unset = dry run (log only)"),
+    ("GATEWAY_TOKEN", "(none)", "bearer token for the gateway (secret)"),
+    ("GATEWAY_TIMEOUT", "10s", "gateway request timeout"),
+    ("RATE_LIMIT_MAX", "10", "sends per account per window"),
+    ("RATE_LIMIT_WINDOW", "60s", "the rolling window (60, 60s, 2000ms)"),
+    ("RATE_LIMIT_BURST", "1", "sends allowed back to back (1 = evenly spaced); the window rule holds either way"),
+    ("RATE_LIMIT_MARGIN", "2% of the window", "added to the window against delivery jitter"),
+    ("MAX_ATTEMPTS", "3", "delivery attempts before a message fails for good"),
+    ("RETRY_BASE_DELAY", "1s", "first retry delay (doubles each attempt, full jitter)"),
+    ("RETRY_MAX_DELAY", "60s", "longest retry delay"),
+    ("MAX_IN_FLIGHT", "256", "deliveries under way at once per worker"),
+    ("TAKE_BATCH", "128", "messages leased per Redis round trip"),
+    ("LEASE_TIMEOUT", "gateway timeout + 20s", "a worker that dies loses its leases after this"),
+    ("CLOUDWATCH_NAMESPACE", "Huntaze/OnlyFans", "metrics namespace"),
+    ("ENVIRONMENT", "dev", "value of the Environment dimension on every metric"),
+    ("METRICS_INTERVAL", "60s", "how often metrics are flushed"),
+    ("METRICS_ENABLED", "true", "false = no PutMetricData"),
+    ("HEALTH_PORT", "8081", "port of GET /healthz and /readyz (0 = off)"),
+    ("SHUTDOWN_GRACE", "20s", "on SIGTERM, how long in-flight deliveries may take"),
+    ("LOG_FORMAT", "text", "text or json"),
+    ("RUST_LOG", "info", "log filter"),
+];
+
+/// The help text: every variable with its default and meaning.
+pub fn help() -> String {
+    let mut s = String::from(
+        "worker-native: moves messages from SQS into per-account schedules in Redis and sends\n\
+         each account's messages through the delivery gateway at its allowed rate.\n\n\
+         Usage: worker-native [--help]\n\nConfiguration (environment variables):\n",
+    );
+    for (name, default, meaning) in SETTINGS {
+        s.push_str(&format!("  {name:<42} {meaning} [default: {default}]\n"));
+    }
+    s
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub enabled: bool,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub ledger_table: String,
+    pub gateway_url: Option<String>,
+    pub gateway_token: Option<String>,
+    pub gateway_timeout: Duration,
+    pub rate: RateLimit,
+    pub burst: u32,
+    pub margin_ms: u64,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub max_in_flight: usize,
+    pub take_batch: usize,
+    pub lease: Duration,
+    pub namespace: String,
+    pub environment: String,
+    pub metrics_interval: Duration,
+    pub metrics_enabled: bool,
+    pub health_port: u16,
+    pub shutdown_grace: Duration,
+    pub json_logs: bool,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, Vec<String>> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
+        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut bad = Vec::new();
+        let mut required = |k: &str| {
+            get(k).unwrap_or_else(|| {
+                bad.push(format!("{k} is required"));
+                String::new()
+            })
+        };
+        let queue_url = required("SQS_RATE_LIMITER_QUEUE_URL");
+        let dlq_url = required("SQS_RATE_LIMITER_DLQ_URL");
+        if get("AWS_REGION").is_none() {
+            bad.push("AWS_REGION is required".into());
+        }
+        let redis_url = match (get("REDIS_URL"), get("REDIS_ENDPOINT")) {
+            (Some(u), _) => u,
+            (None, Some(e)) if e.contains("://") => e,
+            (None, Some(e)) => format!("redis://{e}"),
+            (None, None) => {
+                bad.push("REDIS_URL (or REDIS_ENDPOINT) is required".into());
+                String::new()
+            }
+        };
+        let mut duration = |k: &str, default_ms: u64| -> Duration {
+            match get(k).map(|v| parse_duration_ms(&v)) {
+                None => Duration::from_millis(default_ms),
+                Some(Some(ms)) if ms > 0 => Duration::from_millis(ms),
+                Some(_) => {
+                    bad.push(format!("{k} must be a duration such as 60, 60s or 2000ms"));
+                    Duration::from_millis(default_ms)
+                }
+            }
+        };
+        let window = duration("RATE_LIMIT_WINDOW", 60_000);
+        let gateway_timeout = duration("GATEWAY_TIMEOUT", 10_000);
+        let retry_base = duration("RETRY_BASE_DELAY", 1000);
+        let retry_max = duration("RETRY_MAX_DELAY", 60_000);
+        let lease = duration("LEASE_TIMEOUT", gateway_timeout.as_millis() as u64 + 20_000);
+        let metrics_interval = duration("METRICS_INTERVAL", 60_000);
+        let shutdown_grace = duration("SHUTDOWN_GRACE", 20_000);
+        let margin_ms = match get("RATE_LIMIT_MARGIN") {
+            None => window.as_millis() as u64 / 50,
+            Some(v) => match v.strip_suffix('%') {
+                Some(p) => match p.trim().parse::<u64>() {
+                    Ok(p) if p <= 100 => window.as_millis() as u64 * p / 100,
+                    _ => {
+                        bad.push("RATE_LIMIT_MARGIN must be a duration or a percentage of the window".into());
+                        0
+                    }
+                },
+                None => match parse_duration_ms(&v) {
+                    Some(ms) => ms,
+                    None => {
+                        bad.push("RATE_LIMIT_MARGIN must be a duration or a percentage of the window".into());
+                        0
+                    }
+                },
+            },
+        };
+        let mut number = |k: &str, default: u64, range: std::ops::RangeInclusive<u64>| -> u64 {
+            match get(k).map(|v| v.parse::<u64>()) {
+                None => default,
+                Some(Ok(v)) if range.contains(&v) => v,
+                Some(_) => {
+                    bad.push(format!("{k} must be a whole number from {} to {}", range.start(), range.end()));
+                    default
+                }
+            }
+        };
+        let max = number("RATE_LIMIT_MAX", 10, 1..=1_000_000);
+        let burst = number("RATE_LIMIT_BURST", 1, 1..=1_000_000);
+        let max_attempts = number("MAX_ATTEMPTS", 3, 1..=100);
+        let max_in_flight = number("MAX_IN_FLIGHT", 256, 1..=100_000);
+        let take_batch = number("TAKE_BATCH", 128, 1..=10_000);
+        let health_port = number("HEALTH_PORT", 8081, 0..=65535);
+        let mut flag = |k: &str, default: bool| match get(k).as_deref() {
+            None => default,
+            Some("true") => true,
+            Some("false") => false,
+            Some(_) => {
+                bad.push(format!("{k} must be true or false"));
+                default
+            }
+        };
+        let enabled = flag("RATE_LIMITER_ENABLED", false);
+        let metrics_enabled = flag("METRICS_ENABLED", true);
+        let json_logs = match get("LOG_FORMAT").as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(_) => {
+                bad.push("LOG_FORMAT must be text or json".into());
+                false
+            }
+        };
+        if !bad.is_empty() {
+            return Err(bad);
+        }
+        Ok(Config {
+            enabled,
+            queue_url,
+            dlq_url,
+            redis_url,
+            redis_prefix: get("REDIS_KEY_PREFIX").unwrap_or_else(|| "of:".into()),
+            ledger_table: get("LEDGER_TABLE").unwrap_or_else(|| "onlyfans-message-ledger".into()),
+            gateway_url: get("GATEWAY_URL"),
+            gateway_token: get("GATEWAY_TOKEN"),
+            gateway_timeout,
+            rate: RateLimit { max: max as u32, window_ms: window.as_millis() as u64 },
+            burst: burst as u32,
+            margin_ms,
+            max_attempts: max_attempts as u32,
+            retry_base,
+            retry_max,
+            max_in_flight: max_in_flight as usize,
+            take_batch: take_batch as usize,
+            lease,
+            namespace: get("CLOUDWATCH_NAMESPACE").unwrap_or_else(|| "Huntaze/OnlyFans".into()),
+            environment: get("ENVIRONMENT").unwrap_or_else(|| "dev".into()),
+            metrics_interval,
+            metrics_enabled,
+            health_port: health_port as u16,
+            shutdown_grace,
+            json_logs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn names_every_bad_setting() {
+        let bad = Config::from_lookup(env(&[("RATE_LIMIT_WINDOW", "soon"), ("MAX_ATTEMPTS", "0"), ("GATEWAY_TOKEN", "s3cret")])).unwrap_err();
+        let text = bad.join("\n");
+        for name in ["SQS_RATE_LIMITER_QUEUE_URL", "SQS_RATE_LIMITER_DLQ_URL", "AWS_REGION", "REDIS_URL", "RATE_LIMIT_WINDOW", "MAX_ATTEMPTS"] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+        assert!(!text.contains("s3cret"));
+    }
+
+    #[test]
+    fn defaults_and_compressed_window() {
+        let base = [("SQS_RATE_LIMITER_QUEUE_URL", "q"), ("SQS_RATE_LIMITER_DLQ_URL", "d"), ("AWS_REGION", "us-east-1"), ("REDIS_ENDPOINT", "127.0.0.1:6379")];
+        let c = Config::from_lookup(env(&base)).unwrap();
+        assert_eq!((c.rate, c.burst, c.margin_ms, c.max_attempts), (RateLimit::DEFAULT, 1, 1200, 3));
+        assert_eq!(c.redis_url, "redis://127.0.0.1:6379");
+        assert!(!c.enabled);
+        let mut fast = base.to_vec();
+        fast.extend([("RATE_LIMIT_WINDOW", "2s"), ("RATE_LIMIT_MARGIN", "100ms"), ("RATE_LIMITER_ENABLED", "true")]);
+        let c = Config::from_lookup(env(&fast)).unwrap();
+        assert_eq!((c.rate.window_ms, c.margin_ms, c.enabled), (2000, 100, true));
+    }
+}

@@ -1,0 +1,256 @@
+//! Dispatch: lease due messages from the schedule, deliver them through the gateway
+//! (at most `max_in_flight` at once), and record each outcome in the ledger and the
+//! schedule, batched. Waits for the next due time or a wake-up, never busy-polls.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::gateway::{Delivery, Gateway};
+use crate::ledger::{Ledger, Outcome, Record};
+use crate::metrics::Metrics;
+use crate::schedule::{Completion, Schedule, Taken};
+
+/// The settings dispatch needs.
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    pub max_in_flight: usize,
+    pub take_batch: usize,
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// Longest sleep without looking at the schedule (a safety net: wake-ups and due
+/// times normally end the wait first).
+const MAX_IDLE: Duration = Duration::from_secs(1);
+
+pub struct Dispatcher<G> {
+    pub schedule: Schedule,
+    pub gateway: Arc<G>,
+    pub ledger: Option<Ledger>,
+    pub metrics: Arc<Metrics>,
+    pub config: DispatchConfig,
+    pub wake: Arc<Notify>,
+}
+
+struct Delivered {
+    taken: Taken,
+    delivery: Delivery,
+    at_ms: u64,
+}
+
+impl<G: Gateway> Dispatcher<G> {
+    /// Runs until `shutdown` turns true; then finishes or releases what is in flight.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let (tx, rx) = mpsc::unbounded_channel::<Delivered>();
+        let completer = tokio::spawn(complete_loop(self.schedule.clone(), self.ledger.clone(), self.metrics.clone(), self.config.clone(), rx));
+        let permits = Arc::new(Semaphore::new(self.config.max_in_flight));
+        let in_flight: Arc<Mutex<HashMap<String, Taken>>> = Arc::default();
+        let mut tasks = JoinSet::new();
+        let mut redis_down_since: Option<Instant> = None;
+
+        while !*shutdown.borrow() {
+            while tasks.try_join_next().is_some() {}
+            let available = permits.available_permits();
+            if available == 0 {
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => drop(p),
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let want = available.min(self.config.take_batch);
+            let result = match self.schedule.take(want, self.config.lease.as_millis() as u64).await {
+                Ok(r) => {
+                    if let Some(since) = redis_down_since.take() {
+                        tracing::info!(down_for_ms = since.elapsed().as_millis() as u64, "Redis is back; dispatch resumes");
+                    }
+                    r
+                }
+                Err(e) => {
+                    // Without Redis the limit cannot be known: send nothing until it is back.
+                    if redis_down_since.is_none() {
+                        tracing::error!(error = %e, "Redis unreachable: sending nothing until it is back");
+                        redis_down_since = Some(Instant::now());
+                    }
+                    sleep_or_shutdown(Duration::from_millis(250), &mut shutdown).await;
+                    continue;
+                }
+            };
+            let got = result.taken.len();
+            for taken in result.taken {
+                let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                let gateway = self.gateway.clone();
+                let tx = tx.clone();
+                let metrics = self.metrics.clone();
+                let in_flight = in_flight.clone();
+                in_flight.lock().expect("in-flight lock").insert(taken.id.clone(), taken.clone());
+                tasks.spawn(async move {
+                    let started = Instant::now();
+                    let delivery = gateway.deliver(&taken.payload.message).await;
+                    metrics.latency(started.elapsed());
+                    in_flight.lock().expect("in-flight lock").remove(&taken.id);
+                    let _ = tx.send(Delivered { taken, delivery, at_ms: now_ms() });
+                    drop(permit);
+                });
+            }
+            if got < want {
+                // Nothing more is due: sleep until the next due time or a wake-up.
+                let wait = match result.next_due_ms {
+                    Some(due) => Duration::from_millis(due.saturating_sub(result.now_ms)).min(MAX_IDLE),
+                    None => MAX_IDLE,
+                };
+                if !wait.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.wake.notified() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+
+        // Shutdown: let deliveries under way finish within the grace period, then give
+        // back what is left unsent.
+        let finished = tokio::time::timeout(self.config.shutdown_grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        let left: Vec<Completion> = in_flight.lock().expect("in-flight lock").drain().map(|(_, t)| Completion::Release(t)).collect();
+        if !left.is_empty() {
+            tracing::warn!(count = left.len(), "grace period over: releasing unfinished deliveries back to their queues");
+            retry_redis("release leases", || self.schedule.complete(&left), Some(Duration::from_secs(10))).await;
+        }
+        drop(tx);
+        let _ = completer.await;
+    }
+}
+
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Exponential backoff with jitter for attempt `attempt` (1-based): uniform between
+/// half and all of `base · 2^(attempt-1)`, capped at `max`.
+pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(max);
+    Duration::from_millis(rand::rng().random_range(ceiling.as_millis() as u64 / 2..=ceiling.as_millis() as u64))
+}
+
+/// Retries a Redis call until it succeeds (Redis outage: keep what we hold), or until
+/// `limit` when given.
+async fn retry_redis<F, Fut, T>(what: &str, mut f: F, limit: Option<Duration>) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let mut logged = false;
+    loop {
+        match f().await {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                if !logged {
+                    tracing::error!(error = %e, "{what}: Redis unreachable, holding on and retrying");
+                    logged = true;
+                }
+                if limit.is_some_and(|l| started.elapsed() > l) {
+                    tracing::error!("{what}: gave up; the leases will expire and the messages return to their queues");
+                    return None;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+/// Turns deliveries into ledger records and schedule completions, in batches.
+async fn complete_loop(schedule: Schedule, ledger: Option<Ledger>, metrics: Arc<Metrics>, config: DispatchConfig, mut rx: mpsc::UnboundedReceiver<Delivered>) {
+    let mut batch = Vec::with_capacity(512);
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        let mut completions = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(batch.len());
+        let (mut sent, mut failed, mut retried) = (0, 0, 0);
+        for Delivered { mut taken, delivery, at_ms } in batch.drain(..) {
+            let attempts = taken.payload.attempts + 1;
+            let at = shared::time::rfc3339_ms(at_ms);
+            let message = taken.payload.message.clone();
+            let (completion, outcome) = match delivery {
+                Delivery::Sent => {
+                    sent += 1;
+                    (Completion::Done(taken), Outcome::Sent { at })
+                }
+                Delivery::Retry { reason, rate_limited, retry_after } if attempts < config.max_attempts => {
+                    retried += 1;
+                    taken.payload.attempts = attempts;
+                    let delay = retry_after.unwrap_or_else(|| backoff(attempts, config.retry_base, config.retry_max));
+                    let delay_ms = delay.as_millis() as u64;
+                    let completion = if rate_limited { Completion::Pause { taken, delay_ms } } else { Completion::Retry { taken, delay_ms } };
+                    (completion, Outcome::Retrying { error: reason })
+                }
+                Delivery::Retry { reason, .. } => {
+                    failed += 1;
+                    (Completion::Done(taken), Outcome::Failed { at, error: format!("{reason} (gave up after {attempts} attempts)") })
+                }
+                Delivery::Failed { reason } => {
+                    failed += 1;
+                    (Completion::Done(taken), Outcome::Failed { at, error: reason })
+                }
+            };
+            completions.push(completion);
+            records.push(Record { message, attempts, outcome });
+        }
+        // The ledger first: if this process dies before the schedule hears of it, the
+        // lease expires and the message is sent again, but its status is never lost.
+        if let Some(ledger) = &ledger {
+            let mut tries = 0;
+            while let Err(e) = ledger.record(&records).await {
+                tries += 1;
+                if tries >= 5 {
+                    tracing::error!(error = %e, count = records.len(), "ledger not updated for these outcomes");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            }
+        }
+        retry_redis("record outcomes", || schedule.complete(&completions), None).await;
+        metrics.processed(sent);
+        metrics.failed(failed);
+        metrics.retried(retried);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_millis(1000);
+        for _ in 0..100 {
+            let b1 = backoff(1, base, max);
+            assert!(b1 >= Duration::from_millis(50) && b1 <= base);
+            let b3 = backoff(3, base, max);
+            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400));
+            assert!(backoff(30, base, max) <= max);
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The delivery gateway: what actually sends a message to OnlyFans. [`HttpGateway`]
+//! speaks the gateway's HTTP protocol; [`DryRunGateway`] only logs, for trying the
+//! worker without any OnlyFans integration (and for benchmarks, as a no-op).
+//!
+//! The protocol: `POST` to a URL template with `{accountId}` and `{recipientId}`, a
+//! bearer token, the message id as `Idempotency-Key`, and the body
+//! `{"messageId", "accountId", "recipientId", "content", "mediaUrls", "metadata"}`.
+//! 2xx = sent; 429, 5xx and timeouts = try again later; any other 4xx = failed for good.
+
+#![allow(async_fn_in_trait)]
+
+use std::time::Duration;
+
+use serde_json::json;
+use shared::message::QueueMessage;
+
+/// What a delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// A passing failure; `retry_after` when the gateway said when (429).
+    Retry { reason: String, rate_limited: bool, retry_after: Option<Duration> },
+    /// Will not succeed by trying again.
+    Failed { reason: String },
+}
+
+pub trait Gateway: Send + Sync + 'static {
+    fn deliver(&self, message: &QueueMessage) -> impl std::future::Future<Output = Delivery> + Send;
+}
+
+/// Logs each message instead of sending it.
+#[derive(Debug, Default, Clone)]
+pub struct DryRunGateway;
+
+impl Gateway for DryRunGateway {
+    async fn deliver(&self, m: &QueueMessage) -> Delivery {
+        tracing::debug!(message_id = %m.id, account = %m.creator_id, recipient = %m.recipient_id, "dry run: not sent");
+        Delivery::Sent
+    }
+}
+
+/// The HTTP gateway.
+#[derive(Debug, Clone)]
+pub struct HttpGateway {
+    client: reqwest::Client,
+    url_template: String,
+    token: Option<String>,
+}
+
+impl HttpGateway {
+    pub fn new(url_template: String, token: Option<String>, timeout: Duration) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(256).build()?;
+        Ok(Self { client, url_template, token })
+    }
+
+    fn url(&self, m: &QueueMessage) -> String {
+        self.url_template.replace("{accountId}", &encode(&m.creator_id)).replace("{recipientId}", &encode(&m.recipient_id))
+    }
+}
+
+/// Percent-encodes a path segment.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Gateway for HttpGateway {
+    async fn deliver(&self, m: &QueueMessage) -> Delivery {
+        let body = json!({
+            "messageId": m.id, "accountId": m.creator_id, "recipientId": m.recipient_id,
+            "content": m.content, "mediaUrls": m.media_urls, "metadata": m.metadata,
+        });
+        let mut request = self.client.post(self.url(m)).header("idempotency-key", &m.id).json(&body);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        match request.send().await {
+            Ok(r) => classify(r.status().as_u16(), r.headers().get("retry-after").and_then(|v| v.to_str().ok())),
+            Err(e) if e.is_timeout() => Delivery::Retry { reason: "gateway timed out".into(), rate_limited: false, retry_after: None },
+            // The error's text may carry the URL; say only what kind of failure it was.
+            Err(e) if e.is_connect() => Delivery::Retry { reason: "gateway unreachable".into(), rate_limited: false, retry_after: None },
+            Err(_) => Delivery::Retry { reason: "gateway request failed".into(), rate_limited: false, retry_after: None },
+        }
+    }
+}
+
+/// The outcome of a gateway answer with this status (and `Retry-After`, in seconds).
+pub fn classify(status: u16, retry_after: Option<&str>) -> Delivery {
+    match status {
+        200..=299 => Delivery::Sent,
+        429 => Delivery::Retry {
+            reason: "gateway answered 429 (rate limited)".into(),
+            rate_limited: true,
+            retry_after: retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs),
+        },
+        500..=599 | 408 => Delivery::Retry { reason: format!("gateway answered {status}"), rate_limited: false, retry_after: None },
+        _ => Delivery::Failed { reason: format!("gateway answered {status}") },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(classify(202, None), Delivery::Sent);
+        assert!(matches!(classify(503, None), Delivery::Retry { rate_limited: false, .. }));
+        assert_eq!(
+            classify(429, Some("7")),
+            Delivery::Retry { reason: "gateway answered 429 (rate limited)".into(), rate_limited: true, retry_after: Some(Duration::from_secs(7)) }
+        );
+        assert_eq!(classify(400, None), Delivery::Failed { reason: "gateway answered 400".into() });
+        assert_eq!(classify(404, None), Delivery::Failed { reason: "gateway answered 404".into() });
+    }
+
+    #[test]
+    fn url_template_encodes_ids() {
+        let g = HttpGateway::new("http://gw/accounts/{accountId}/messages/{recipientId}".into(), None, Duration::from_secs(1)).unwrap();
+        let m: QueueMessage = serde_json::from_value(json!({"id": "x", "creatorId": "a b", "recipientId": "fan/1", "content": "c", "priority": 5, "acceptedAt": "2026-11-25T00:00:00Z"})).unwrap();
+        assert_eq!(g.url(&m), "http://gw/accounts/a%20b/messages/fan%2F1");
+    }
+}

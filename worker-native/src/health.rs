@@ -1,0 +1,38 @@
+//! `GET /healthz` (the process runs) and `GET /readyz` (Redis and SQS answer) for ECS
+//! health checks and load balancers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::schedule::Schedule;
+
+#[derive(Clone)]
+pub struct Probes {
+    pub schedule: Schedule,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+async fn ready(State(p): State<Probes>) -> (StatusCode, Json<Value>) {
+    let redis = p.schedule.ping().await.is_ok();
+    let sqs = p.sqs.get_queue_attributes().queue_url(&p.queue_url).send().await.is_ok();
+    let status = if redis && sqs { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"ready": redis && sqs, "redis": redis, "sqs": sqs})))
+}
+
+/// Serves the probes on all interfaces (ECS checks come from outside the container)
+/// until `shutdown`.
+pub async fn serve(port: u16, probes: Probes, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let app = Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) })).route("/readyz", get(ready)).with_state(probes);
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| anyhow::anyhow!("HEALTH_PORT {port}: {e}"))?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Ingest: long-poll SQS, move each message into its account's schedule in Redis (and
+//! its ledger item, when the edge's write did not land), then delete it from SQS. A
+//! message is always in SQS, or in Redis with its ledger item, or finished: nothing is
+//! deleted before Redis has it. A body that is not a valid message goes to the
+//! dead-letter queue at once instead of being retried forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue};
+use aws_sdk_sqs::Client;
+use shared::message::QueueMessage;
+use tokio::sync::{watch, Notify};
+
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::schedule::Schedule;
+
+pub struct Ingest {
+    pub sqs: Client,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub schedule: Schedule,
+    pub ledger: Option<Ledger>,
+    pub metrics: Arc<Metrics>,
+    /// Wakes this process's dispatcher; other workers hear a Redis publish.
+    pub wake: Arc<Notify>,
+    pub wait_seconds: i32,
+}
+
+/// Why a body was refused.
+fn parse(body: &str) -> Result<QueueMessage, String> {
+    let m: QueueMessage = serde_json::from_str(body).map_err(|e| format!("not a queue message: {e}"))?;
+    if !shared::id::is_message_id(&m.id) {
+        return Err("id is not a message id".into());
+    }
+    if m.creator_id.is_empty() || m.recipient_id.is_empty() || m.content.is_empty() {
+        return Err("creatorId, recipientId and content are required".into());
+    }
+    if !(shared::validation::MIN_PRIORITY..=shared::validation::MAX_PRIORITY).contains(&m.priority) {
+        return Err("priority out of range".into());
+    }
+    Ok(m)
+}
+
+impl Ingest {
+    /// Runs until `shutdown`; a receive under way when it comes is abandoned (its
+    /// messages become visible again after the visibility timeout).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        while !*shutdown.borrow() {
+            let result = tokio::select! {
+                r = self.poll_once() => r,
+                _ = shutdown.changed() => break,
+            };
+            match result {
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 || failures % 30 == 0 {
+                        tracing::error!(error = %e, failures, "ingest failed; messages stay in SQS and are retried");
+                    }
+                    let delay = Duration::from_millis(200 * u64::from(failures.min(10)));
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One receive → schedule → delete cycle; returns how many messages were added.
+    pub async fn poll_once(&self) -> anyhow::Result<u64> {
+        let received = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(self.wait_seconds)
+            .send()
+            .await?;
+        let messages = received.messages();
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let mut valid = Vec::with_capacity(messages.len());
+        let mut done = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            let Some(handle) = m.receipt_handle() else { continue };
+            match parse(m.body().unwrap_or_default()) {
+                Ok(q) => valid.push(q),
+                Err(reason) => self.dead_letter(m.body().unwrap_or_default(), &reason).await?,
+            }
+            done.push(DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build()?);
+        }
+        if let Some(ledger) = &self.ledger {
+            let written = ledger.ensure_items(&valid).await?;
+            if written > 0 {
+                tracing::info!(written, "ledger items written for messages the edge could not record");
+            }
+        }
+        let enqueued = self.schedule.enqueue(&valid).await?;
+        self.metrics.deferred(enqueued.deferred);
+        if enqueued.duplicates > 0 {
+            tracing::info!(duplicates = enqueued.duplicates, "duplicate deliveries dropped");
+        }
+        let deleted = self.sqs.delete_message_batch().queue_url(&self.queue_url).set_entries(Some(done)).send().await?;
+        for f in deleted.failed() {
+            // It will be delivered again and dropped as a duplicate.
+            tracing::warn!(code = f.code(), "SQS did not delete a scheduled message");
+        }
+        if enqueued.added > 0 {
+            self.wake.notify_one();
+            if let Err(e) = self.schedule.wake().await {
+                tracing::debug!(error = %e, "wake-up not published");
+            }
+        }
+        Ok(enqueued.added)
+    }
+
+    async fn dead_letter(&self, body: &str, reason: &str) -> anyhow::Result<()> {
+        tracing::error!(reason, "unreadable queue message moved to the dead-letter queue");
+        self.sqs
+            .send_message()
+            .queue_url(&self.dlq_url)
+            .message_body(body)
+            .message_attributes("rejectedBecause", MessageAttributeValue::builder().data_type("String").string_value(reason).build()?)
+            .send()
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_bodies_that_are_not_messages() {
+        assert!(parse("not json").is_err());
+        assert!(parse(r#"{"id":"x","creatorId":"a","recipientId":"b","content":"c","priority":5,"acceptedAt":"t"}"#).is_err());
+        let ok = r#"{"id":"018bcfe5-6800-7fff-bfff-ffffffffffff","creatorId":"a","recipientId":"b","content":"c","priority":5,"acceptedAt":"2026-11-25T00:00:00.000Z"}"#;
+        assert_eq!(parse(ok).unwrap().generation, 0);
+        assert!(parse(&ok.replace("\"priority\":5", "\"priority\":0")).is_err());
+    }
+}

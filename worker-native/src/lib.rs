@@ -1,0 +1,20 @@
+//! The native worker (DESIGN §6): the only consumer of the send queue. It moves each
+//! message from SQS into its account's schedule in Redis, sends each account's messages
+//! through the delivery gateway at exactly the allowed rate (across any number of
+//! worker processes), records outcomes in the ledger and publishes metrics.
+//!
+//! - [`config`]: settings from the environment, `--help`;
+//! - [`schedule`] (+ `lua/`): the per-account queues and the limit, in Redis;
+//! - [`ingest`]: SQS → schedule; [`dispatch`]: schedule → gateway → outcomes;
+//! - [`gateway`]: HTTP and dry-run delivery; [`ledger`]: DynamoDB writes;
+//! - [`metrics`]: CloudWatch; [`health`]: probes; [`app`]: wiring and shutdown.
+
+pub mod app;
+pub mod config;
+pub mod dispatch;
+pub mod gateway;
+pub mod health;
+pub mod ingest;
+pub mod ledger;
+pub mod metrics;
+pub mod schedule;

@@ -1,0 +1,76 @@
+-- Shared by every schedule script (prepended to each). Keys, all under the prefix P:
+--   P..'ready'        ZSET account -> ms when it may next send (accounts with work)
+--   P..'q:'..acct     ZSET message id -> priority * 1e13 + accepted ms (most urgent, oldest first)
+--   P..'body:'..acct  HASH message id -> payload (the queue message and its attempts)
+--   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until)
+--   P..'win:'..acct   LIST the account's last `max` send times, newest first
+--   P..'limits'       HASH account -> "max window_ms burst" (per-account override)
+--   P..'delayed'      ZSET "acct\nid\nqscore" -> ms when a retry is due
+--   P..'leases'       ZSET "acct\nid\nqscore" -> ms when a worker's lease expires
+--   P..'seen:'..id    STRING generation, to drop duplicate deliveries from SQS
+--
+-- The limit (DESIGN §6): never more than `max` sends in any rolling window of
+-- `window + margin` ms, and sends spaced by (window + margin) / max (GCRA) unless a
+-- burst allows up to `burst` back to back. Time is Redis's own clock.
+
+local P = ARGV[1]
+local DEF_MAX, DEF_WINDOW, DEF_BURST, MARGIN = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local ARG0 = 5 -- script-specific arguments start after these
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function limit_of(acct)
+  local o = redis.call('HGET', P .. 'limits', acct)
+  if o then
+    local m, w, b = string.match(o, '^(%d+) (%d+) (%d+)$')
+    if m then return tonumber(m), tonumber(w) + MARGIN, math.max(1, tonumber(b)) end
+  end
+  return DEF_MAX, DEF_WINDOW + MARGIN, DEF_BURST
+end
+
+-- Earliest time the account may send again.
+local function next_allowed(acct)
+  local max, window, burst = limit_of(acct)
+  local interval = window / max
+  local st = redis.call('HMGET', P .. 'st:' .. acct, 'tat', 'pause')
+  local t = (tonumber(st[1]) or 0) - (burst - 1) * interval
+  local oldest = redis.call('LINDEX', P .. 'win:' .. acct, max - 1)
+  if oldest then t = math.max(t, tonumber(oldest) + window) end
+  return math.max(t, tonumber(st[2]) or 0)
+end
+
+local function record_send(acct, now)
+  local max, window = limit_of(acct)
+  local key = P .. 'st:' .. acct
+  local tat = tonumber(redis.call('HGET', key, 'tat')) or 0
+  redis.call('HSET', key, 'tat', math.max(tat, now) + window / max)
+  redis.call('LPUSH', P .. 'win:' .. acct, now)
+  redis.call('LTRIM', P .. 'win:' .. acct, 0, max - 1)
+end
+
+-- Puts the account in the ready set if it has work and is not there yet; returns the
+-- time it may send.
+local function ensure_ready(acct)
+  local s = redis.call('ZSCORE', P .. 'ready', acct)
+  if s then return tonumber(s) end
+  local t = next_allowed(acct)
+  redis.call('ZADD', P .. 'ready', t, acct)
+  return t
+end
+
+local function requeue(acct, id, qs)
+  if redis.call('HEXISTS', P .. 'body:' .. acct, id) == 1 then
+    redis.call('ZADD', P .. 'q:' .. acct, qs, id)
+    ensure_ready(acct)
+    return 1
+  end
+  return 0
+end
+
+local function split(member)
+  local acct, id, qs = string.match(member, '^(.*)\n([^\n]*)\n([^\n]*)$')
+  return acct, id, qs
+end

@@ -1,0 +1,21 @@
+-- Adds messages to their accounts' queues. ARGV after the common ones: seen_ttl_s, then
+-- per message: account, id, generation, qscore, payload. A message whose id was seen
+-- with the same or a later generation is a duplicate delivery and is dropped.
+-- Returns {added, duplicates, deferred (accounts that must wait for their limit)}.
+local now = now_ms()
+local ttl = tonumber(ARGV[ARG0 + 1])
+local added, dups, deferred = 0, 0, 0
+for i = ARG0 + 2, #ARGV, 5 do
+  local acct, id, gen, qs, payload = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
+  local seen = tonumber(redis.call('GET', P .. 'seen:' .. id))
+  if seen and seen >= gen then
+    dups = dups + 1
+  else
+    redis.call('SET', P .. 'seen:' .. id, gen, 'EX', ttl)
+    redis.call('HSET', P .. 'body:' .. acct, id, payload)
+    redis.call('ZADD', P .. 'q:' .. acct, qs, id)
+    if ensure_ready(acct) > now then deferred = deferred + 1 end
+    added = added + 1
+  end
+end
+return {added, dups, deferred}

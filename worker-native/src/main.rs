@@ -1,0 +1,39 @@
+//! `worker-native`: see `--help`.
+
+use worker_native::{app, config};
+
+fn main() -> std::process::ExitCode {
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        print!("{}", config::help());
+        return std::process::ExitCode::SUCCESS;
+    }
+    let config = match config::Config::from_env() {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("worker-native: {p}");
+            }
+            eprintln!("worker-native: see --help for every setting");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_logs(config.json_logs);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(app::run(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

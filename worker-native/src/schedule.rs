@@ -1,0 +1,233 @@
+//! The per-account schedule in Redis (DESIGN §6): per-account queues ordered by
+//! priority then age, a set of accounts ordered by when each may next send, and the
+//! per-account limit, all changed only by the atomic Lua steps in `lua/`.
+//!
+//! Every call is one round trip, however many messages it carries; [`Schedule`]
+//! counts them so that benchmarks can report round trips per message.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use shared::message::QueueMessage;
+use shared::rate::RateLimit;
+
+const COMMON: &str = include_str!("lua/common.lua");
+
+/// How long a duplicate delivery of a message id is recognised (SQS keeps a message
+/// at most 14 days).
+const SEEN_TTL_SECONDS: u64 = 14 * 24 * 3600;
+
+/// A message as it waits in Redis: the queue message and the attempts made so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    #[serde(rename = "m")]
+    pub message: QueueMessage,
+    #[serde(rename = "a")]
+    pub attempts: u32,
+}
+
+/// A leased message: the caller must [`Schedule::complete`] it before its lease ends.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub account: String,
+    pub id: String,
+    qscore: String,
+    pub payload: Payload,
+}
+
+/// The result of one take: what was leased, Redis's clock, and when the next message
+/// becomes due (`None` when nothing is waiting).
+#[derive(Debug)]
+pub struct TakeResult {
+    pub now_ms: u64,
+    pub next_due_ms: Option<u64>,
+    pub taken: Vec<Taken>,
+}
+
+/// What became of a leased message.
+#[derive(Debug, Clone)]
+pub enum Completion {
+    /// Sent, or failed for good: forget it.
+    Done(Taken),
+    /// Try again after `delay_ms`; the payload carries the new attempt count.
+    Retry { taken: Taken, delay_ms: u64 },
+    /// Gateway said 429: retry after `delay_ms` and pause the whole account as long.
+    Pause { taken: Taken, delay_ms: u64 },
+    /// Not sent (shutdown): straight back to its queue.
+    Release(Taken),
+}
+
+/// What an enqueue did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub added: u64,
+    pub duplicates: u64,
+    /// Messages whose account had to wait for its limit.
+    pub deferred: u64,
+}
+
+/// Rate-limit settings every script needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub rate: RateLimit,
+    pub burst: u32,
+    /// Added to the window, so that jitter between recording a send and the gateway
+    /// receiving it cannot squeeze one more send into a window.
+    pub margin_ms: u64,
+}
+
+struct Scripts {
+    enqueue: Script,
+    take: Script,
+    complete: Script,
+    reclaim: Script,
+}
+
+/// Handle on the schedule; cheap to clone.
+#[derive(Clone)]
+pub struct Schedule {
+    conn: ConnectionManager,
+    prefix: String,
+    limits: Limits,
+    scripts: Arc<Scripts>,
+    round_trips: Arc<AtomicU64>,
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{COMMON}\n{body}"))
+}
+
+/// The queue order: priority first (1 most urgent), then acceptance time.
+pub fn queue_score(m: &QueueMessage) -> u64 {
+    let accepted = shared::time::parse_rfc3339_ms(&m.accepted_at).unwrap_or(0);
+    u64::from(m.priority) * 10_000_000_000_000 + accepted
+}
+
+impl Schedule {
+    pub fn new(conn: ConnectionManager, prefix: impl Into<String>, limits: Limits) -> Self {
+        let scripts = Scripts {
+            enqueue: script(include_str!("lua/enqueue.lua")),
+            take: script(include_str!("lua/take.lua")),
+            complete: script(include_str!("lua/complete.lua")),
+            reclaim: script(include_str!("lua/reclaim.lua")),
+        };
+        Self { conn, prefix: prefix.into(), limits, scripts: Arc::new(scripts), round_trips: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Redis round trips made through this handle (and its clones) so far.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    fn invocation<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut inv = script.prepare_invoke();
+        inv.arg(&self.prefix)
+            .arg(self.limits.rate.max)
+            .arg(self.limits.rate.window_ms)
+            .arg(self.limits.burst.max(1))
+            .arg(self.limits.margin_ms);
+        inv
+    }
+
+    async fn run<T: redis::FromRedisValue>(&self, inv: &redis::ScriptInvocation<'_>) -> redis::RedisResult<T> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.conn.clone();
+        inv.invoke_async(&mut conn).await
+    }
+
+    /// Adds messages to their accounts' queues, dropping duplicate deliveries.
+    pub async fn enqueue(&self, messages: &[QueueMessage]) -> redis::RedisResult<Enqueued> {
+        if messages.is_empty() {
+            return Ok(Enqueued::default());
+        }
+        let mut inv = self.invocation(&self.scripts.enqueue);
+        inv.arg(SEEN_TTL_SECONDS);
+        for m in messages {
+            let payload = serde_json::to_string(&Payload { message: m.clone(), attempts: 0 }).expect("payload serializes");
+            inv.arg(&m.creator_id).arg(&m.id).arg(m.generation).arg(queue_score(m)).arg(payload);
+        }
+        let (added, duplicates, deferred): (u64, u64, u64) = self.run(&inv).await?;
+        Ok(Enqueued { added, duplicates, deferred })
+    }
+
+    /// Leases up to `n` due messages for `lease_ms`.
+    pub async fn take(&self, n: usize, lease_ms: u64) -> redis::RedisResult<TakeResult> {
+        let mut inv = self.invocation(&self.scripts.take);
+        inv.arg(n).arg(lease_ms);
+        let (now_ms, next_due, rest): (u64, i64, Vec<String>) = self.run(&inv).await?;
+        let mut taken = Vec::with_capacity(rest.len() / 4);
+        for chunk in rest.chunks_exact(4) {
+            let payload: Payload = match serde_json::from_str(&chunk[3]) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(account = %chunk[0], id = %chunk[1], error = %e, "unreadable payload in the schedule; dropped");
+                    continue;
+                }
+            };
+            taken.push(Taken { account: chunk[0].clone(), id: chunk[1].clone(), qscore: chunk[2].clone(), payload });
+        }
+        Ok(TakeResult { now_ms, next_due_ms: (next_due >= 0).then_some(next_due as u64), taken })
+    }
+
+    /// Records outcomes of leased messages, in one round trip.
+    pub async fn complete(&self, outcomes: &[Completion]) -> redis::RedisResult<u64> {
+        if outcomes.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.invocation(&self.scripts.complete);
+        for o in outcomes {
+            let (kind, t, delay, payload) = match o {
+                Completion::Done(t) => ("done", t, 0, String::new()),
+                Completion::Release(t) => ("release", t, 0, String::new()),
+                Completion::Retry { taken, delay_ms } => ("retry", taken, *delay_ms, serde_json::to_string(&taken.payload).expect("payload serializes")),
+                Completion::Pause { taken, delay_ms } => ("pause", taken, *delay_ms, serde_json::to_string(&taken.payload).expect("payload serializes")),
+            };
+            inv.arg(kind).arg(&t.account).arg(&t.id).arg(&t.qscore).arg(delay).arg(payload);
+        }
+        self.run(&inv).await
+    }
+
+    /// Requeues messages whose lease expired (their worker died).
+    pub async fn reclaim(&self, max: usize) -> redis::RedisResult<u64> {
+        let mut inv = self.invocation(&self.scripts.reclaim);
+        inv.arg(max);
+        self.run(&inv).await
+    }
+
+    /// Sets one account's own limit (overrides the configured one).
+    pub async fn set_account_limit(&self, account: &str, rate: RateLimit, burst: u32) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HSET").arg(format!("{}limits", self.prefix)).arg(account).arg(format!("{} {} {}", rate.max, rate.window_ms, burst.max(1))).query_async(&mut conn).await
+    }
+
+    /// Messages waiting (queued or delayed, not leased) over all accounts: the
+    /// `ScheduledBacklog` metric. O(accounts), so called once per metrics interval.
+    pub async fn backlog(&self) -> redis::RedisResult<u64> {
+        let script = Script::new(
+            r"local n = redis.call('ZCARD', ARGV[1] .. 'delayed')
+              for _, a in ipairs(redis.call('ZRANGE', ARGV[1] .. 'ready', 0, -1)) do n = n + redis.call('ZCARD', ARGV[1] .. 'q:' .. a) end
+              return n",
+        );
+        let mut conn = self.conn.clone();
+        script.arg(&self.prefix).invoke_async(&mut conn).await
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop)
+    }
+
+    /// Tells every worker that new work arrived.
+    pub async fn wake(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PUBLISH").arg(self.wake_channel()).arg(1).query_async::<i64>(&mut conn).await.map(drop)
+    }
+
+    pub fn wake_channel(&self) -> String {
+        format!("{}wake", self.prefix)
+    }
+}
