@@ -1,0 +1,154 @@
+//! The schedule's rules against a real Redis: priority order, the exact rolling-window
+//! limit with even spacing, fairness between accounts, duplicates, leases, retries and
+//! 429 pauses. Windows are compressed (10 per 2 s) so the same rules run in seconds.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use shared::rate::RateLimit;
+use support::{message, RedisServer};
+use worker_native::schedule::{Completion, Schedule, Taken};
+
+const FAST: RateLimit = RateLimit { max: 10, window_ms: 2000 };
+const UNLIMITED: RateLimit = RateLimit { max: 1_000_000, window_ms: 1000 };
+
+/// Takes everything due until `n` messages were taken, completing each at once, and
+/// returns (Redis time, message) of each take.
+async fn drain(s: &Schedule, n: usize) -> Vec<(u64, Taken)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let r = s.take(64, 30_000).await.unwrap();
+        let done: Vec<Completion> = r.taken.iter().cloned().map(Completion::Done).collect();
+        s.complete(&done).await.unwrap();
+        out.extend(r.taken.into_iter().map(|t| (r.now_ms, t)));
+        if out.len() < n {
+            let wait = r.next_due_ms.map_or(50, |d| d.saturating_sub(r.now_ms)).clamp(1, 50);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    }
+    out
+}
+
+fn max_in_window(times: &[u64], window_ms: u64) -> usize {
+    times.iter().enumerate().map(|(i, &t)| times[i..].iter().take_while(|&&u| u < t + window_ms).count()).max().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn priority_then_age_within_an_account() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(UNLIMITED, 1, 0);
+    let msgs = [message("a", 0, 5), message("a", 1, 10), message("a", 2, 1), message("a", 3, 5), message("a", 4, 1)];
+    s.enqueue(&msgs).await.unwrap();
+    let order: Vec<String> = drain(&s, 5).await.into_iter().map(|(_, t)| t.id).collect();
+    let expect: Vec<String> = [2, 4, 0, 3, 1].iter().map(|&i| msgs[i].id.clone()).collect();
+    assert_eq!(order, expect, "priority 1 before 5 before 10, ties oldest first");
+}
+
+#[tokio::test]
+async fn rolling_window_and_spacing_hold_for_one_account() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 1, 0);
+    s.enqueue(&(0..30).map(|i| message("a", i, 5)).collect::<Vec<_>>()).await.unwrap();
+    let times: Vec<u64> = drain(&s, 30).await.into_iter().map(|(t, _)| t).collect();
+    assert!(max_in_window(&times, 2000) <= 10, "more than 10 in a 2 s window: {times:?}");
+    let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|&g| g >= 200), "spaced by window/max: {gaps:?}");
+    // No idle slots: 29 spacings of 200 ms, give or take polling.
+    let span = times[29] - times[0];
+    assert!((5800..=5800 + 400).contains(&span), "span {span} ms against an ideal of 5800");
+}
+
+#[tokio::test]
+async fn burst_still_holds_the_rolling_window() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 5, 0);
+    s.enqueue(&(0..25).map(|i| message("a", i, 5)).collect::<Vec<_>>()).await.unwrap();
+    let times: Vec<u64> = drain(&s, 25).await.into_iter().map(|(t, _)| t).collect();
+    assert_eq!(times[4], times[0], "a burst of 5 goes at once");
+    assert!(max_in_window(&times, 2000) <= 10, "{times:?}");
+}
+
+#[tokio::test]
+async fn a_busy_account_does_not_delay_another() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 1, 0);
+    s.enqueue(&(0..500).map(|i| message("busy", i, 5)).collect::<Vec<_>>()).await.unwrap();
+    let start = s.take(1, 30_000).await.unwrap();
+    s.complete(&start.taken.into_iter().map(Completion::Done).collect::<Vec<_>>()).await.unwrap();
+    s.enqueue(&[message("quiet", 0, 5)]).await.unwrap();
+    let got = drain(&s, 2).await;
+    let quiet = got.iter().find(|(_, t)| t.account == "quiet").expect("quiet account served");
+    assert!(quiet.0 - start.now_ms <= FAST.spacing_ms(), "waited {} ms", quiet.0 - start.now_ms);
+}
+
+#[tokio::test]
+async fn per_account_override() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 1, 0);
+    s.set_account_limit("slow", RateLimit { max: 2, window_ms: 1000 }, 1).await.unwrap();
+    s.enqueue(&(0..4).map(|i| message("slow", i, 5)).collect::<Vec<_>>()).await.unwrap();
+    let times: Vec<u64> = drain(&s, 4).await.into_iter().map(|(t, _)| t).collect();
+    assert!(times.windows(2).all(|w| w[1] - w[0] >= 500), "{times:?}");
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_are_dropped_and_retries_accepted() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(UNLIMITED, 1, 0);
+    let m = message("a", 0, 5);
+    assert_eq!(s.enqueue(&[m.clone()]).await.unwrap().added, 1);
+    assert_eq!(s.enqueue(&[m.clone()]).await.unwrap().duplicates, 1);
+    drain(&s, 1).await;
+    assert_eq!(s.enqueue(&[m.clone()]).await.unwrap().duplicates, 1, "finished ids stay recognised");
+    let mut retried = m.clone();
+    retried.generation = 1;
+    assert_eq!(s.enqueue(&[retried]).await.unwrap().added, 1, "a retry from the edge is new work");
+}
+
+#[tokio::test]
+async fn expired_leases_return_to_the_queue() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(UNLIMITED, 1, 0);
+    s.enqueue(&[message("a", 0, 5)]).await.unwrap();
+    let first = s.take(10, 100).await.unwrap();
+    assert_eq!(first.taken.len(), 1);
+    assert_eq!(s.take(10, 100).await.unwrap().taken.len(), 0, "leased, not taken twice");
+    assert_eq!(s.reclaim(10).await.unwrap(), 0, "lease still valid");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(s.reclaim(10).await.unwrap(), 1);
+    let again = s.take(10, 100).await.unwrap();
+    assert_eq!(again.taken[0].id, first.taken[0].id);
+    // The first holder's late report of success still finishes the message.
+    s.complete(&[Completion::Done(first.taken[0].clone())]).await.unwrap();
+    // ...and the second holder's lease went with it: its release puts nothing back.
+    assert_eq!(s.complete(&[Completion::Release(again.taken[0].clone())]).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(s.take(10, 100).await.unwrap().taken.is_empty(), "finished messages are not requeued");
+}
+
+#[tokio::test]
+async fn retries_wait_their_backoff_and_429_pauses_the_account() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(UNLIMITED, 1000, 0);
+    s.enqueue(&[message("a", 0, 5), message("a", 1, 5), message("b", 0, 5)]).await.unwrap();
+    let r = s.take(10, 30_000).await.unwrap();
+    let by_account: HashMap<(String, String), Taken> = r.taken.into_iter().map(|t| ((t.account.clone(), t.id.clone()), t)).collect();
+    assert_eq!(by_account.len(), 3);
+    let mut done = Vec::new();
+    for ((account, _), mut t) in by_account {
+        t.payload.attempts += 1;
+        done.push(if account == "a" { Completion::Pause { taken: t, delay_ms: 400 } } else { Completion::Retry { taken: t, delay_ms: 200 } });
+    }
+    s.complete(&done).await.unwrap();
+    let start = s.take(10, 30_000).await.unwrap();
+    assert!(start.taken.is_empty());
+    let got = drain(&s, 3).await;
+    for (t, taken) in &got {
+        let waited = t - start.now_ms;
+        let expected = if taken.account == "a" { 400 } else { 200 };
+        assert!(waited + 5 >= expected, "{} retried after {waited} ms, expected {expected}", taken.account);
+        assert_eq!(taken.payload.attempts, 1, "attempts carried with the message");
+    }
+}

@@ -1,0 +1,69 @@
+//! A real Redis for tests: `redis-server` on a free port, without persistence, killed
+//! when dropped.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shared::message::QueueMessage;
+use shared::rate::RateLimit;
+use worker_native::schedule::{Limits, Schedule};
+
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/install-tools.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn schedule(&self, rate: RateLimit, burst: u32, margin_ms: u64) -> Schedule {
+        let conn = worker_native::app::connect_redis(&self.url()).unwrap();
+        Schedule::new(conn, "t:", Limits { rate, burst, margin_ms })
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A message of `account`; `seq` orders ids and acceptance times.
+pub fn message(account: &str, seq: u16, priority: u8) -> QueueMessage {
+    let accepted_ms = 1_795_586_400_000 + u64::from(seq);
+    // Ids unique across accounts too: the account's bytes fill the random part.
+    let mut random = [0u8; 8];
+    for (i, b) in account.bytes().enumerate() {
+        random[i % 8] ^= b;
+    }
+    QueueMessage {
+        id: shared::id::uuid_v7(accepted_ms, seq, random),
+        creator_id: account.into(),
+        recipient_id: format!("fan-{seq}"),
+        content: "hello".into(),
+        media_urls: vec![],
+        priority,
+        metadata: Default::default(),
+        accepted_at: shared::time::rfc3339_ms(accepted_ms),
+        generation: 0,
+    }
+}
