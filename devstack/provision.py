@@ -25,6 +25,8 @@ class Resources:
     table: str
     access_key_id: str
     secret_access_key: str
+    worker_key_id: str = ""
+    worker_secret: str = ""
 
     def edge_vars(self) -> dict:
         """The edge's AWS settings (names as in the README's configuration table)."""
@@ -33,6 +35,18 @@ class Resources:
             "AWS_REGION": REGION,
             "AWS_ACCESS_KEY_ID": self.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "SQS_RATE_LIMITER_QUEUE_URL": self.queue_url,
+            "SQS_RATE_LIMITER_DLQ_URL": self.dlq_url,
+            "LEDGER_TABLE": self.table,
+        }
+
+    def worker_env(self) -> dict:
+        """The worker's AWS settings."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": self.worker_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.worker_secret,
             "SQS_RATE_LIMITER_QUEUE_URL": self.queue_url,
             "SQS_RATE_LIMITER_DLQ_URL": self.dlq_url,
             "LEDGER_TABLE": self.table,
@@ -98,4 +112,29 @@ def provision(endpoint: str, prefix: str = "onlyfans", user: str = "edge") -> Re
         ],
     }
     iam.put_user_policy(UserName=user, PolicyName=f"{user}-messaging", PolicyDocument=json.dumps(policy))
-    return Resources(endpoint, queue_url, dlq_url, table, key["AccessKeyId"], key["SecretAccessKey"])
+
+    worker = f"{prefix}-worker"
+    iam.create_user(UserName=worker)
+    worker_key = iam.create_access_key(UserName=worker)["AccessKey"]
+    worker_policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteMessageBatch", "sqs:SendMessage",
+                    "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
+                ],
+                "Resource": [queue_arn, dlq_arn],
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"],
+                "Resource": [table_arn, f"{table_arn}/index/*"],
+            },
+            {"Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*"},
+        ],
+    }
+    iam.put_user_policy(UserName=worker, PolicyName=f"{worker}-messaging", PolicyDocument=json.dumps(worker_policy))
+    return Resources(endpoint, queue_url, dlq_url, table, key["AccessKeyId"], key["SecretAccessKey"],
+                     worker_key["AccessKeyId"], worker_key["SecretAccessKey"])

@@ -102,3 +102,41 @@ def start_edge(port: int, vars_file: Path, log: Path, build: bool = False, timeo
     part = Part("wrangler dev", cmd, log, env)
     part.wait_http(f"http://127.0.0.1:{port}/api/onlyfans/messaging/health", timeout=timeout)
     return part
+
+
+def binary(name: str) -> Path:
+    """A binary of the worker-native crate, as `cargo build` left it."""
+    profile = os.environ.get("WORKER_PROFILE", "debug")
+    path = ROOT / "target" / profile / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run cargo build -p worker-native --bins first")
+    return path
+
+
+def start_redis(port: int, log: Path, data_dir: Path | None = None) -> Part:
+    """redis-server on 127.0.0.1:port; with `data_dir`, persistent (AOF, fsync always)."""
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    if data_dir:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        cmd += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always"]
+    else:
+        cmd += ["--appendonly", "no"]
+    part = Part("redis", cmd, log)
+    deadline = time.monotonic() + 10
+    while not port_taken(port):
+        if part.proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server did not start; see {log}")
+        time.sleep(0.05)
+    return part
+
+
+def start_gateway_stub(port: int, log: Path) -> Part:
+    part = Part("gateway-stub", [str(binary("gateway-stub")), "--port", str(port)], log)
+    part.wait_http(f"http://127.0.0.1:{port}/deliveries", timeout=30)
+    return part
+
+
+def start_worker(env: dict, log: Path, health_port: int) -> Part:
+    part = Part("worker-native", [str(binary("worker-native"))], log, {"HEALTH_PORT": str(health_port), **env})
+    part.wait_http(f"http://127.0.0.1:{health_port}/healthz", timeout=60)
+    return part

@@ -61,19 +61,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tasks.spawn(listen_for_wakeups(config.redis_url.clone(), schedule.wake_channel(), wake.clone(), stop.clone()));
     tasks.spawn(reclaim_leases(schedule.clone(), stop.clone()));
-    let ingest_done = tokio::spawn(
-        Ingest {
-            sqs: sqs.clone(),
-            queue_url: config.queue_url.clone(),
-            dlq_url: config.dlq_url.clone(),
-            schedule: schedule.clone(),
-            ledger: Some(ledger.clone()),
-            metrics: metrics.clone(),
-            wake: wake.clone(),
-            wait_seconds: 20,
-        }
-        .run(stop.clone()),
-    );
+    let ingest_done: Vec<_> = (0..config.ingest_tasks)
+        .map(|_| {
+            let ingest = Ingest {
+                sqs: sqs.clone(),
+                queue_url: config.queue_url.clone(),
+                dlq_url: config.dlq_url.clone(),
+                schedule: schedule.clone(),
+                ledger: Some(ledger.clone()),
+                metrics: metrics.clone(),
+                wake: wake.clone(),
+                wait_seconds: config.sqs_wait_seconds,
+            };
+            tokio::spawn(ingest.run(stop.clone()))
+        })
+        .collect();
     let dispatch_config = DispatchConfig {
         max_in_flight: config.max_in_flight,
         take_batch: config.take_batch,
@@ -97,7 +99,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down: no new work; finishing what is in flight");
     let _ = stop_tx.send(true);
-    let _ = ingest_done.await;
+    for ingest in ingest_done {
+        let _ = ingest.await;
+    }
     let _ = dispatch_done.await;
     let _ = flusher.await;
     flush.flush().await; // the last counts

@@ -29,6 +29,8 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("RETRY_MAX_DELAY", "60s", "longest retry delay"),
     ("MAX_IN_FLIGHT", "256", "deliveries under way at once per worker"),
     ("TAKE_BATCH", "128", "messages leased per Redis round trip"),
+    ("INGEST_TASKS", "4", "concurrent SQS long-poll loops per worker"),
+    ("SQS_WAIT_SECONDS", "20", "long-poll wait (1-20); shutdown waits for polls under way"),
     ("LEASE_TIMEOUT", "gateway timeout + 20s", "a worker that dies loses its leases after this"),
     ("CLOUDWATCH_NAMESPACE", "Huntaze/OnlyFans", "metrics namespace"),
     ("ENVIRONMENT", "dev", "value of the Environment dimension on every metric"),
@@ -72,6 +74,8 @@ pub struct Config {
     pub retry_max: Duration,
     pub max_in_flight: usize,
     pub take_batch: usize,
+    pub ingest_tasks: usize,
+    pub sqs_wait_seconds: i32,
     pub lease: Duration,
     pub namespace: String,
     pub environment: String,
@@ -161,6 +165,8 @@ impl Config {
         let max_attempts = number("MAX_ATTEMPTS", 3, 1..=100);
         let max_in_flight = number("MAX_IN_FLIGHT", 256, 1..=100_000);
         let take_batch = number("TAKE_BATCH", 128, 1..=10_000);
+        let ingest_tasks = number("INGEST_TASKS", 4, 1..=64);
+        let sqs_wait_seconds = number("SQS_WAIT_SECONDS", 20, 1..=20);
         let health_port = number("HEALTH_PORT", 8081, 0..=65535);
         let mut flag = |k: &str, default: bool| match get(k).as_deref() {
             None => default,
@@ -202,6 +208,8 @@ impl Config {
             retry_max,
             max_in_flight: max_in_flight as usize,
             take_batch: take_batch as usize,
+            ingest_tasks: ingest_tasks as usize,
+            sqs_wait_seconds: sqs_wait_seconds as i32,
             lease,
             namespace: get("CLOUDWATCH_NAMESPACE").unwrap_or_else(|| "Huntaze/OnlyFans".into()),
             environment: get("ENVIRONMENT").unwrap_or_else(|| "dev".into()),

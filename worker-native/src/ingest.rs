@@ -44,16 +44,13 @@ fn parse(body: &str) -> Result<QueueMessage, String> {
 }
 
 impl Ingest {
-    /// Runs until `shutdown`; a receive under way when it comes is abandoned (its
-    /// messages become visible again after the visibility timeout).
+    /// Runs until `shutdown`. A receive under way then is finished, not abandoned: an
+    /// abandoned long poll can still be handed messages, which would then stay
+    /// invisible until their visibility timeout.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut failures = 0u32;
         while !*shutdown.borrow() {
-            let result = tokio::select! {
-                r = self.poll_once() => r,
-                _ = shutdown.changed() => break,
-            };
-            match result {
+            match self.poll_once().await {
                 Ok(_) => failures = 0,
                 Err(e) => {
                     failures += 1;
