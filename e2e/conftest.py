@@ -27,9 +27,13 @@ ORIGIN = "https://app.example.com"
 LOGS = Path(stack.ROOT) / "target" / "e2e-logs"
 
 
+def pytest_sessionstart(session):
+    shutil.rmtree(LOGS, ignore_errors=True)
+    LOGS.mkdir(parents=True)
+
+
 @pytest.fixture(scope="session")
 def aws():
-    shutil.rmtree(LOGS, ignore_errors=True)
     port = stack.free_port()
     part = stack.start_ministack(port, LOGS / "ministack.log")
     try:

@@ -12,8 +12,13 @@ source scripts/tool-versions.sh
 echo "==> host tests (cargo test)"
 cargo test --workspace --locked
 
-echo "==> building the edge Worker"
+echo "==> building the edge Worker and the native worker"
 bash scripts/build-edge.sh
+cargo build --locked -p worker-native --bins
 
-echo "==> end-to-end tests (wrangler dev + AWS emulator)"
+echo "==> end-to-end tests (wrangler dev, worker processes, Redis, AWS emulator, gateway stub)"
 "$PYTHON_VENV/bin/python" -m pytest e2e -q -p no:cacheprovider "$@"
+if [ -f target/e2e-logs/figures.jsonl ]; then
+  echo "==> measured figures (target/e2e-logs/figures.jsonl)"
+  cat target/e2e-logs/figures.jsonl
+fi
