@@ -1,67 +1,60 @@
-"""The README's run command: starts the AWS emulator (provisioned) and the edge under
-`wrangler dev`, prints how to call it, and stops everything on Ctrl-C.
+"""The README's run command: starts the whole system (Redis, the AWS emulator with the
+queue, dead-letter queue and ledger, the stand-in gateway, one native worker, the edge
+under `wrangler dev`), prints how to use it, and stops everything on Ctrl-C.
 
-    python -m devstack.run [--edge-port 8787] [--aws-port 4566]
+    python -m devstack.run [--real-limit] [--edge-port 8787] ...
 """
 
 import argparse
-import shutil
 import signal
-import sys
 import threading
 
-from devstack import provision as prov
 from devstack import stack
 from devstack.mint_jwt import mint
-
-BASE = "/api/onlyfans/messaging"
+from devstack.system import LocalSystem, Ports
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--edge-port", type=int, default=8787)
-    p.add_argument("--aws-port", type=int, default=4566)
+    p.add_argument("--real-limit", action="store_true", help="10 messages per 60 s per account (default: the fast demo limit, 10 per 2 s)")
     p.add_argument("--account", default="creator-1", help="account of the printed sample token")
+    defaults = Ports()
+    for name, port in vars(defaults).items():
+        p.add_argument(f"--{name.replace('_', '-')}-port", type=int, default=port, dest=name)
     a = p.parse_args()
-    for name, port in (("edge (--edge-port)", a.edge_port), ("AWS emulator (--aws-port)", a.aws_port)):
-        if stack.port_taken(port):
-            sys.exit(f"port {port} for the {name} is already in use: stop what holds it or pick another port")
+    ports = Ports(**{k: getattr(a, k) for k in vars(defaults)})
+    ports.check()
 
-    logs = stack.ROOT / ".run" / "logs"
-    dev_vars = stack.ROOT / ".dev.vars"
-    if not dev_vars.exists():
-        shutil.copy(stack.ROOT / ".dev.vars.example", dev_vars)
-    parts = []
+    system = LocalSystem(ports, stack.ROOT / ".run", fast=not a.real_limit, dev_vars=stack.ROOT / ".dev.vars", worker_env_file=stack.ROOT / ".worker.env")
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
-        print(f"==> AWS emulator on 127.0.0.1:{a.aws_port} (log: {logs / 'ministack.log'})", flush=True)
-        parts.append(stack.start_ministack(a.aws_port, logs / "ministack.log"))
-        resources = prov.provision(f"http://127.0.0.1:{a.aws_port}")
-        settings = {**stack.read_vars(dev_vars), **resources.edge_vars()}
-        stack.write_vars(dev_vars, settings)
-        print(f"==> edge (wrangler dev) on 127.0.0.1:{a.edge_port} (log: {logs / 'edge.log'})", flush=True)
-        parts.append(stack.start_edge(a.edge_port, dev_vars, logs / "edge.log", build=True, timeout=600))
-        token = mint(a.account, settings["JWT_SECRET"], 24 * 3600, settings.get("JWT_USER_CLAIM") or "sub",
-                     settings.get("JWT_ISSUER"), settings.get("JWT_AUDIENCE"))
-        print_usage(f"http://127.0.0.1:{a.edge_port}", f"http://127.0.0.1:{a.aws_port}", a.account, token)
+        system.start(say=lambda m: print(m, flush=True))
+        s = system.edge_settings
+        token = mint(a.account, s["JWT_SECRET"], 24 * 3600, s.get("JWT_USER_CLAIM") or "sub", s.get("JWT_ISSUER"), s.get("JWT_AUDIENCE"))
+        print_usage(system, a.account, token, "10 per 60 s" if a.real_limit else "10 per 2 s (demo; --real-limit for 10 per 60 s)")
         try:
             stopping.wait()
         except KeyboardInterrupt:
             pass
     finally:
-        print("\n==> stopping", flush=True)
-        for part in reversed(parts):
-            part.stop()
+        print("\n==> stopping everything", flush=True)
+        system.stop()
 
 
-def print_usage(edge: str, aws: str, account: str, token: str) -> None:
-    api = edge + BASE
+def print_usage(system: LocalSystem, account: str, token: str, limit: str) -> None:
+    api, p = system.api, system.ports
     print(f"""
-Ready.
-  API:           {api}
-  AWS emulator:  {aws}  (root key test/test)
-  Sample token for account {account!r} (24 h; more with scripts/mint-jwt.sh ACCOUNT):
+Ready. Per-account limit: {limit}.
+  API:            {api}
+  Gateway stub:   {system.gateway}/deliveries  (what was delivered)
+  Worker health:  http://127.0.0.1:{p.worker_health}/readyz
+  AWS emulator:   http://127.0.0.1:{p.aws}  (root key test/test)
+  Redis:          redis://127.0.0.1:{p.redis}
+  Logs:           .run/logs/
+  Settings:       .dev.vars (edge), .worker.env (worker)
+
+A token for account {account!r} (24 h; another account: scripts/mint-jwt.sh ACCOUNT):
 
 export TOKEN={token}
 
@@ -72,6 +65,7 @@ curl -s {api}/status -H "Authorization: Bearer $TOKEN"
 curl -s {api}/failed -H "Authorization: Bearer $TOKEN"
 curl -s {api}/MESSAGE_ID -H "Authorization: Bearer $TOKEN"
 curl -s -X POST {api}/MESSAGE_ID/retry -H "Authorization: Bearer $TOKEN"
+curl -s {system.gateway}/deliveries
 
 Ctrl-C stops everything.""", flush=True)
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the system locally: the AWS emulator (queue, dead-letter queue, ledger table and
-# the edge's IAM user created in it) and the edge under `wrangler dev` on
-# 127.0.0.1:8787, with settings in .dev.vars. Ctrl-C stops everything it started.
+# Runs the whole system locally: Redis, the AWS emulator (queue, dead-letter queue,
+# ledger table, IAM users), the stand-in gateway, one native worker and the edge under
+# `wrangler dev` on 127.0.0.1:8787. Settings: .dev.vars (edge), .worker.env (worker).
+# --real-limit for 10 per 60 s (default: the demo limit, 10 per 2 s); --help for ports.
+# Ctrl-C stops everything it started.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -9,4 +11,5 @@ bash scripts/install-tools.sh
 # shellcheck source=scripts/tool-versions.sh
 source scripts/tool-versions.sh
 bash scripts/build-edge.sh
+cargo build --locked -p worker-native --bins
 exec "$PYTHON_VENV/bin/python" -m devstack.run "$@"
