@@ -13,7 +13,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::Config;
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::gateway::{DryRunGateway, Gateway, HttpGateway};
-use crate::ingest::Ingest;
+use crate::ingest::{Ingest, IngestStats};
 use crate::ledger::Ledger;
 use crate::metrics::{self, Gauges, Metrics};
 use crate::schedule::{Limits, Schedule};
@@ -48,9 +48,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
     let (stop_tx, stop) = watch::channel(false);
 
+    let ingest_stats = Arc::new(IngestStats::default());
     let mut tasks = tokio::task::JoinSet::new();
     if config.health_port != 0 {
-        let probes = health::Probes { schedule: schedule.clone(), sqs: sqs.clone(), queue_url: config.queue_url.clone() };
+        let probes = health::Probes {
+            schedule: schedule.clone(),
+            sqs: sqs.clone(),
+            queue_url: config.queue_url.clone(),
+            ingest: ingest_stats.clone(),
+            ledger: ledger.clone(),
+            metrics: metrics.clone(),
+        };
         let port = config.health_port;
         let stop = stop.clone();
         tasks.spawn(async move {
@@ -72,6 +80,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 metrics: metrics.clone(),
                 wake: wake.clone(),
                 wait_seconds: config.sqs_wait_seconds,
+                stats: ingest_stats.clone(),
             };
             tokio::spawn(ingest.run(stop.clone()))
         })

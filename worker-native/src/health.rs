@@ -1,5 +1,5 @@
 //! `GET /healthz` (the process runs) and `GET /readyz` (Redis and SQS answer) for ECS
-//! health checks and load balancers.
+//! health checks and load balancers; `GET /stats`, the calls made per message.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,6 +8,12 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::ingest::IngestStats;
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
 use crate::schedule::Schedule;
 
 #[derive(Clone)]
@@ -15,6 +21,20 @@ pub struct Probes {
     pub schedule: Schedule,
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
+    pub ingest: Arc<IngestStats>,
+    pub ledger: Ledger,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Calls made per part since start: what the ingest-cost benchmark reads.
+async fn stats(State(p): State<Probes>) -> Json<Value> {
+    Json(json!({
+        "messagesIngested": p.ingest.messages.load(Ordering::Relaxed),
+        "messagesFinished": p.metrics.finished(),
+        "sqsCalls": p.ingest.sqs_calls.load(Ordering::Relaxed),
+        "dynamodbCalls": p.ledger.calls(),
+        "redisRoundTrips": p.schedule.round_trips(),
+    }))
 }
 
 async fn ready(State(p): State<Probes>) -> (StatusCode, Json<Value>) {
@@ -27,7 +47,7 @@ async fn ready(State(p): State<Probes>) -> (StatusCode, Json<Value>) {
 /// Serves the probes on all interfaces (ECS checks come from outside the container)
 /// until `shutdown`.
 pub async fn serve(port: u16, probes: Probes, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let app = Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) })).route("/readyz", get(ready)).with_state(probes);
+    let app = Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) })).route("/readyz", get(ready)).route("/stats", get(stats)).with_state(probes);
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| anyhow::anyhow!("HEALTH_PORT {port}: {e}"))?;
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

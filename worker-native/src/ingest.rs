@@ -4,6 +4,7 @@
 //! deleted before Redis has it. A body that is not a valid message goes to the
 //! dead-letter queue at once instead of being retried forever.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,15 @@ pub struct Ingest {
     /// Wakes this process's dispatcher; other workers hear a Redis publish.
     pub wake: Arc<Notify>,
     pub wait_seconds: i32,
+    /// SQS calls made and messages taken in (for `/stats` and the ingest benchmark).
+    pub stats: Arc<IngestStats>,
+}
+
+/// Counters of the ingest path.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub sqs_calls: AtomicU64,
+    pub messages: AtomicU64,
 }
 
 /// Why a body was refused.
@@ -69,6 +79,7 @@ impl Ingest {
 
     /// One receive → schedule → delete cycle; returns how many messages were added.
     pub async fn poll_once(&self) -> anyhow::Result<u64> {
+        self.stats.sqs_calls.fetch_add(1, Ordering::Relaxed);
         let received = self
             .sqs
             .receive_message()
@@ -102,6 +113,8 @@ impl Ingest {
         if enqueued.duplicates > 0 {
             tracing::info!(duplicates = enqueued.duplicates, "duplicate deliveries dropped");
         }
+        self.stats.sqs_calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
         let deleted = self.sqs.delete_message_batch().queue_url(&self.queue_url).set_entries(Some(done)).send().await?;
         for f in deleted.failed() {
             // It will be delivered again and dropped as a duplicate.
@@ -118,6 +131,7 @@ impl Ingest {
 
     async fn dead_letter(&self, body: &str, reason: &str) -> anyhow::Result<()> {
         tracing::error!(reason, "unreadable queue message moved to the dead-letter queue");
+        self.stats.sqs_calls.fetch_add(1, Ordering::Relaxed);
         self.sqs
             .send_message()
             .queue_url(&self.dlq_url)

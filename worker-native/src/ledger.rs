@@ -3,6 +3,8 @@
 //! a late duplicate can never turn `sent` into anything else. Layout: `shared::ledger`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use aws_sdk_dynamodb::Client;
@@ -33,6 +35,8 @@ pub struct Ledger {
     client: Client,
     table: String,
     ttl_days: u64,
+    /// DynamoDB calls made (for `/stats` and the ingest-cost benchmark).
+    calls: Arc<AtomicU64>,
 }
 
 /// DynamoDB JSON (as `shared::ledger` writes it) to SDK attribute values.
@@ -59,7 +63,16 @@ fn n(v: impl ToString) -> AttributeValue {
 
 impl Ledger {
     pub fn new(client: Client, table: String) -> Self {
-        Self { client, table, ttl_days: ledger::DEFAULT_TTL_DAYS }
+        Self { client, table, ttl_days: ledger::DEFAULT_TTL_DAYS, calls: Arc::default() }
+    }
+
+    /// DynamoDB calls made so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, n: usize) {
+        self.calls.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Writes the items of messages the edge accepted but whose item is missing (its
@@ -75,6 +88,7 @@ impl Ledger {
             let mut request = HashMap::from([(self.table.clone(), keys.build()?)]);
             let mut present = std::collections::HashSet::new();
             for _ in 0..5 {
+                self.count(1);
                 let answer = self.client.batch_get_item().set_request_items(Some(request)).send().await?;
                 for item in answer.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
                     if let (Some(AttributeValue::S(c)), Some(AttributeValue::S(id))) = (item.get(PK), item.get(SK)) {
@@ -87,6 +101,7 @@ impl Ledger {
                 }
             }
             let missing: Vec<&QueueMessage> = chunk.iter().filter(|m| !present.contains(&(m.creator_id.clone(), m.id.clone()))).collect();
+            self.count(missing.len());
             let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + self.ttl_days * 86_400;
             let puts = missing.iter().map(|m| {
                 self.client
@@ -111,6 +126,7 @@ impl Ledger {
     /// update per account). A condition that fails means the item moved on (a late
     /// duplicate, or a newer generation): nothing to do.
     pub async fn record(&self, records: &[Record]) -> anyhow::Result<()> {
+        self.count(records.len());
         let updates = records.iter().map(|r| self.update_one(r));
         for result in join_all(updates).await {
             match result {
@@ -131,7 +147,9 @@ impl Ledger {
                 Outcome::Retrying { .. } => {}
             }
         }
-        let summaries = per_account.into_iter().filter(|(_, (sent, failed, _))| sent + failed > 0).map(|(account, (sent, failed, last))| {
+        let per_account: Vec<_> = per_account.into_iter().filter(|(_, (sent, failed, _))| sent + failed > 0).collect();
+        self.count(per_account.len());
+        let summaries = per_account.into_iter().map(|(account, (sent, failed, last))| {
             let mut u = self
                 .client
                 .update_item()

@@ -29,6 +29,8 @@ pub struct Gauges {
 #[derive(Debug, Default)]
 pub struct Metrics {
     counts: Mutex<Counts>,
+    /// Messages sent or failed for good since start (never reset by a flush).
+    finished: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -37,11 +39,17 @@ impl Metrics {
     }
 
     pub fn processed(&self, n: u64) {
+        self.finished.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         self.with(|c| c.processed += n);
     }
 
     pub fn failed(&self, n: u64) {
+        self.finished.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         self.with(|c| c.failed += n);
+    }
+
+    pub fn finished(&self) -> u64 {
+        self.finished.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn retried(&self, n: u64) {

@@ -2,7 +2,9 @@
 --   P..'ready'        ZSET account -> ms when it may next send (accounts with work)
 --   P..'q:'..acct     ZSET message id -> priority * 1e13 + accepted ms (most urgent, oldest first)
 --   P..'body:'..acct  HASH message id -> payload (the queue message and its attempts)
---   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until)
+--   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until); with
+--                     burst 1, tat is written when the account leaves `ready` (while
+--                     it is in `ready`, its score is its tat)
 --   P..'win:'..acct   LIST the account's last `max` send times, newest first
 --   P..'limits'       HASH account -> "max window_ms burst" (per-account override)
 --   P..'delayed'      ZSET "acct\nid\nqscore" -> ms when a retry is due
@@ -22,33 +24,51 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Per-account limits, read once per script run (and not at all without overrides).
+local limits_cache = {}
+local any_override = redis.call('HLEN', P .. 'limits') > 0
 local function limit_of(acct)
-  local o = redis.call('HGET', P .. 'limits', acct)
+  local l = limits_cache[acct]
+  if l then return l[1], l[2], l[3] end
+  local max, window, burst = DEF_MAX, DEF_WINDOW + MARGIN, DEF_BURST
+  local o = any_override and redis.call('HGET', P .. 'limits', acct)
   if o then
     local m, w, b = string.match(o, '^(%d+) (%d+) (%d+)$')
-    if m then return tonumber(m), tonumber(w) + MARGIN, math.max(1, tonumber(b)) end
+    if m then max, window, burst = tonumber(m), tonumber(w) + MARGIN, math.max(1, tonumber(b)) end
   end
-  return DEF_MAX, DEF_WINDOW + MARGIN, DEF_BURST
+  limits_cache[acct] = {max, window, burst}
+  return max, window, burst
 end
 
--- Earliest time the account may send again.
-local function next_allowed(acct)
+-- Earliest time the account may send again, from its state {tat, pause}. With
+-- burst 1 the spacing alone keeps any `max + 1` sends more than a window apart; with
+-- bursts, the log of its last `max` sends enforces the rolling window.
+local function next_allowed(acct, tat, pause)
   local max, window, burst = limit_of(acct)
-  local interval = window / max
-  local st = redis.call('HMGET', P .. 'st:' .. acct, 'tat', 'pause')
-  local t = (tonumber(st[1]) or 0) - (burst - 1) * interval
-  local oldest = redis.call('LINDEX', P .. 'win:' .. acct, max - 1)
-  if oldest then t = math.max(t, tonumber(oldest) + window) end
-  return math.max(t, tonumber(st[2]) or 0)
+  local t = (tat or 0) - (burst - 1) * window / max
+  if burst > 1 then
+    local oldest = redis.call('LINDEX', P .. 'win:' .. acct, max - 1)
+    if oldest then t = math.max(t, tonumber(oldest) + window) end
+  end
+  return math.max(t, pause or 0)
 end
 
+local function state(acct)
+  local st = redis.call('HMGET', P .. 'st:' .. acct, 'tat', 'pause')
+  return tonumber(st[1]), tonumber(st[2])
+end
+
+-- Records a send at `now`; returns the account's new {tat, pause}.
 local function record_send(acct, now)
-  local max, window = limit_of(acct)
-  local key = P .. 'st:' .. acct
-  local tat = tonumber(redis.call('HGET', key, 'tat')) or 0
-  redis.call('HSET', key, 'tat', math.max(tat, now) + window / max)
-  redis.call('LPUSH', P .. 'win:' .. acct, now)
-  redis.call('LTRIM', P .. 'win:' .. acct, 0, max - 1)
+  local max, window, burst = limit_of(acct)
+  local tat, pause = state(acct)
+  tat = math.max(tat or 0, now) + window / max
+  redis.call('HSET', P .. 'st:' .. acct, 'tat', tat)
+  if burst > 1 then
+    redis.call('LPUSH', P .. 'win:' .. acct, now)
+    redis.call('LTRIM', P .. 'win:' .. acct, 0, max - 1)
+  end
+  return tat, pause
 end
 
 -- Puts the account in the ready set if it has work and is not there yet; returns the
@@ -56,7 +76,7 @@ end
 local function ensure_ready(acct)
   local s = redis.call('ZSCORE', P .. 'ready', acct)
   if s then return tonumber(s) end
-  local t = next_allowed(acct)
+  local t = next_allowed(acct, state(acct))
   redis.call('ZADD', P .. 'ready', t, acct)
   return t
 end

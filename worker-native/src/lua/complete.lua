@@ -15,8 +15,10 @@ for i = ARG0 + 1, #ARGV, 6 do
   if held then released = released + 1 end
   if kind == 'done' then
     redis.call('HDEL', P .. 'body:' .. acct, id)
-    redis.call('ZREM', P .. 'q:' .. acct, id)
-    redis.call('ZREM', P .. 'delayed', member)
+    if not held then -- requeued after its lease expired: take it out again
+      redis.call('ZREM', P .. 'q:' .. acct, id)
+      redis.call('ZREM', P .. 'delayed', member)
+    end
   elseif held and kind == 'release' then
     requeue(acct, id, qs)
   elseif held then
@@ -26,9 +28,8 @@ for i = ARG0 + 1, #ARGV, 6 do
       local key = P .. 'st:' .. acct
       local pause = math.max(tonumber(redis.call('HGET', key, 'pause')) or 0, now + delay)
       redis.call('HSET', key, 'pause', pause)
-      if redis.call('ZSCORE', P .. 'ready', acct) then
-        redis.call('ZADD', P .. 'ready', next_allowed(acct), acct)
-      end
+      -- In `ready`, the score is when it may send: push it back (never forward).
+      redis.call('ZADD', P .. 'ready', 'XX', 'GT', pause, acct)
     end
   end
 end

@@ -7,11 +7,12 @@ local ttl = tonumber(ARGV[ARG0 + 1])
 local added, dups, deferred = 0, 0, 0
 for i = ARG0 + 2, #ARGV, 5 do
   local acct, id, gen, qs, payload = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
-  local seen = tonumber(redis.call('GET', P .. 'seen:' .. id))
+  local key = P .. 'seen:' .. id
+  local seen = tonumber(redis.call('SET', key, gen, 'EX', ttl, 'GET'))
   if seen and seen >= gen then
+    redis.call('SET', key, seen, 'EX', ttl) -- keep the newer generation
     dups = dups + 1
   else
-    redis.call('SET', P .. 'seen:' .. id, gen, 'EX', ttl)
     redis.call('HSET', P .. 'body:' .. acct, id, payload)
     redis.call('ZADD', P .. 'q:' .. acct, qs, id)
     if ensure_ready(acct) > now then deferred = deferred + 1 end

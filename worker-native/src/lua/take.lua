@@ -6,8 +6,8 @@ local now = now_ms()
 local n, lease = tonumber(ARGV[ARG0 + 1]), tonumber(ARGV[ARG0 + 2])
 
 -- Retries whose backoff is over go back to their queues.
-local due = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, 500)
-for _, member in ipairs(due) do
+local due_retries = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, 500)
+for _, member in ipairs(due_retries) do
   redis.call('ZREM', P .. 'delayed', member)
   local acct, id, qs = split(member)
   requeue(acct, id, qs)
@@ -15,26 +15,40 @@ end
 
 local out = {}
 local taken = 0
-while taken < n do
-  local head = redis.call('ZRANGE', P .. 'ready', 0, 0, 'WITHSCORES')
-  if #head == 0 or tonumber(head[2]) > now then break end
-  local acct = head[1]
-  local popped = redis.call('ZPOPMIN', P .. 'q:' .. acct)
-  if #popped == 0 then
-    redis.call('ZREM', P .. 'ready', acct)
-  else
+local due = redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', now, 'LIMIT', 0, n)
+for _, acct in ipairs(due) do
+  if taken >= n then break end
+  local max, window, burst = limit_of(acct)
+  local q = P .. 'q:' .. acct
+  while true do
+    local popped = redis.call('ZPOPMIN', q)
+    if #popped == 0 then
+      redis.call('ZREM', P .. 'ready', acct)
+      break
+    end
     local id, qs = popped[1], popped[2]
     local payload = redis.call('HGET', P .. 'body:' .. acct, id)
+    -- An account is taken only when due, so with burst 1 its pause is over and its
+    -- tat is at most now: the next slot is exactly one interval from now.
+    local next = now
     if payload then
-      record_send(acct, now)
+      if burst == 1 then
+        next = now + window / max
+      else
+        next = next_allowed(acct, record_send(acct, now))
+      end
       redis.call('ZADD', P .. 'leases', now + lease, acct .. '\n' .. id .. '\n' .. qs)
       out[#out + 1] = acct; out[#out + 1] = id; out[#out + 1] = qs; out[#out + 1] = payload
       taken = taken + 1
     end
-    if redis.call('ZCARD', P .. 'q:' .. acct) > 0 then
-      redis.call('ZADD', P .. 'ready', next_allowed(acct), acct)
-    else
+    if redis.call('ZCARD', q) == 0 then
       redis.call('ZREM', P .. 'ready', acct)
+      if burst == 1 and payload then redis.call('HSET', P .. 'st:' .. acct, 'tat', next) end
+      break
+    end
+    if next > now or taken >= n then
+      redis.call('ZADD', P .. 'ready', next, acct)
+      break
     end
   end
 end

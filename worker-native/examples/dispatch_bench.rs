@@ -1,0 +1,109 @@
+//! Benchmark of the dispatch path through one Redis: the worker's own schedule and
+//! dispatcher with a no-op gateway, no SQS and no ledger. 1,000 accounts and a backlog
+//! of 100,000 messages whose limit does not bind; prints messages/s and Redis round
+//! trips per message as one JSON line.
+//!
+//!     cargo run --release -p worker-native --example dispatch_bench -- \
+//!         --redis redis://127.0.0.1:6390 [--accounts 1000] [--messages 100000]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shared::message::QueueMessage;
+use shared::rate::RateLimit;
+use tokio::sync::{watch, Notify};
+use worker_native::dispatch::{DispatchConfig, Dispatcher};
+use worker_native::gateway::DryRunGateway;
+use worker_native::metrics::Metrics;
+use worker_native::schedule::{Limits, Schedule};
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
+}
+
+fn message(account: usize, seq: usize, now_ms: u64) -> QueueMessage {
+    let mut random = [0u8; 8];
+    random[..4].copy_from_slice(&(account as u32).to_be_bytes());
+    random[4..].copy_from_slice(&(seq as u32).to_be_bytes());
+    QueueMessage {
+        id: shared::id::uuid_v7(now_ms, (seq % 4096) as u16, random),
+        creator_id: format!("acct-{account:05}"),
+        recipient_id: format!("fan-{seq}"),
+        content: "x".repeat(100),
+        media_urls: vec![],
+        priority: 5,
+        metadata: Default::default(),
+        accepted_at: shared::time::rfc3339_ms(now_ms),
+        generation: 0,
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let redis = arg("--redis", "redis://127.0.0.1:6390");
+    let accounts: usize = arg("--accounts", "1000").parse()?;
+    let total: usize = arg("--messages", "100000").parse()?;
+    let prefix = format!("bench{}:", std::process::id());
+    // A limit that is enforced but does not bind: a million a second per account.
+    let limits = Limits { rate: RateLimit { max: 1_000_000, window_ms: 1000 }, burst: 1, margin_ms: 0 };
+    let schedule = Schedule::new(worker_native::app::connect_redis(&redis)?, prefix.clone(), limits);
+
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let messages: Vec<QueueMessage> = (0..total).map(|i| message(i % accounts, i / accounts, now_ms)).collect();
+    let started = Instant::now();
+    for chunk in messages.chunks(10) {
+        schedule.enqueue(chunk).await?; // as ingest does: one SQS batch per call
+    }
+    let enqueue_secs = started.elapsed().as_secs_f64();
+    let enqueue_trips = schedule.round_trips();
+
+    let metrics = Arc::new(Metrics::default());
+    let dispatcher = Dispatcher {
+        schedule: schedule.clone(),
+        gateway: Arc::new(DryRunGateway),
+        ledger: None,
+        metrics: metrics.clone(),
+        config: DispatchConfig {
+            max_in_flight: 2048,
+            take_batch: 512,
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(5),
+        },
+        wake: Arc::new(Notify::new()),
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let started = Instant::now();
+    let run = tokio::spawn(dispatcher.run(stop));
+    while metrics.finished() < total as u64 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(300), "dispatch did not finish");
+    }
+    let dispatch_secs = started.elapsed().as_secs_f64();
+    let dispatch_trips = schedule.round_trips() - enqueue_trips;
+    let _ = stop_tx.send(true);
+    run.await?;
+
+    // Clean up what the benchmark left in Redis.
+    let mut conn = worker_native::app::connect_redis(&redis)?;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await?;
+    for chunk in keys.chunks(1000) {
+        redis::cmd("DEL").arg(chunk).query_async::<()>(&mut conn).await?;
+    }
+
+    println!(
+        "{}",
+        serde_json::json!({
+            "scenario": "our-dispatch", "accounts": accounts, "messages": total,
+            "dispatchMessagesPerSec": (total as f64 / dispatch_secs).round(),
+            "dispatchRoundTripsPerMessage": dispatch_trips as f64 / total as f64,
+            "enqueueMessagesPerSec": (total as f64 / enqueue_secs).round(),
+            "enqueueRoundTripsPerMessage": enqueue_trips as f64 / total as f64,
+            "roundTripsPerMessage": schedule.round_trips() as f64 / total as f64,
+        })
+    );
+    Ok(())
+}
