@@ -32,6 +32,8 @@ pub struct Config {
     pub idempotency_ttl_hours: u64,
     /// Origins allowed by CORS; `*` allows any.
     pub cors_origins: Vec<String>,
+    /// Per-account API-call limits (the rate-limiting bindings); off only for load tests.
+    pub api_call_limits: bool,
 }
 
 impl Config {
@@ -88,6 +90,14 @@ impl Config {
                 }
             }
         }
+        let api_call_limits = match get("API_CALL_LIMITS").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(_) => {
+                errors.push(FieldError::new("API_CALL_LIMITS", "must be true or false"));
+                true
+            }
+        };
         let rate_limiter_enabled = match get("RATE_LIMITER_ENABLED").as_deref() {
             Some("true") => true,
             None | Some("false") => false,
@@ -120,6 +130,7 @@ impl Config {
             cors_origins: get("CORS_ALLOWED_ORIGINS")
                 .map(|v| v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect())
                 .unwrap_or_default(),
+            api_call_limits,
         })
     }
 }

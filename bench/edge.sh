@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Edge benchmark: our Rust edge and the JS peer (jose + aws4fetch) through the same
+# harness (the peer's bench.sh: wrangler dev with the inspector off, an nginx AWS stub,
+# wrk), several runs alternating, then the median worker CPU µs per POST /send of each,
+# the ratio, the gzip size of both bundles and the time to the first 202 after start.
+#
+#   bench/edge.sh [RUNS=3] [DURATION=10s]        (env: PEER_DIR, the js-edge peer folder)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+runs=${RUNS:-3}
+duration=${DURATION:-10s}
+peer_src=${PEER_DIR:-$root/../shared/peers/js-edge}
+work=$root/target/bench
+out=$work/edge-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$work" "$out"
+
+bash "$root/scripts/install-tools.sh"
+# shellcheck source=scripts/tool-versions.sh
+source "$root/scripts/tool-versions.sh"
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+# The peer is copied, so nothing is written beside the repository.
+mkdir -p "$work/js-edge" && (cd "$peer_src" && tar --exclude node_modules --exclude results -cf - .) | (cd "$work/js-edge" && tar xf -)
+(cd "$work/js-edge" && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; })
+bash "$root/scripts/build-edge.sh"
+
+for r in $(seq 1 "$runs"); do
+  for who in js rust; do
+    echo "==> run $r/$runs: $who"
+    if [ "$who" = js ]; then
+      (cd "$work/js-edge" && ./bench.sh . --runner api --bundle -d "$duration" --out "$out/js-$r") > "$out/js-$r.txt" 2>&1
+    else
+      (cd "$work/js-edge" && EDGE_SKIP_BUILD=1 ./bench.sh "$root" --vars "$root/bench/edge.vars" --runner api --bundle -d "$duration" --startup-timeout 900 --out "$out/rust-$r") > "$out/rust-$r.txt" 2>&1
+    fi
+  done
+done
+python3 "$root/bench/edge_summary.py" "$out"
