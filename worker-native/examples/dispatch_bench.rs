@@ -5,6 +5,9 @@
 //!
 //!     cargo run --release -p worker-native --example dispatch_bench -- \
 //!         --redis redis://127.0.0.1:6390 [--accounts 1000] [--messages 100000]
+//!
+//! With `--load-only PREFIX` it only fills the schedule under that key prefix (for the
+//! worker benchmarks, which then start real worker processes on it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,18 +47,23 @@ async fn main() -> anyhow::Result<()> {
     let redis = arg("--redis", "redis://127.0.0.1:6390");
     let accounts: usize = arg("--accounts", "1000").parse()?;
     let total: usize = arg("--messages", "100000").parse()?;
-    let prefix = format!("bench{}:", std::process::id());
+    let load_only = std::env::args().any(|a| a == "--load-only");
+    let prefix = if load_only { arg("--load-only", "bench:") } else { format!("bench{}:", std::process::id()) };
     // A limit that is enforced but does not bind: a million a second per account.
     let limits = Limits { rate: RateLimit { max: 1_000_000, window_ms: 1000 }, burst: 1, margin_ms: 0 };
     let schedule = Schedule::new(worker_native::app::connect_redis(&redis)?, prefix.clone(), limits);
 
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
-    let messages: Vec<QueueMessage> = (0..total).map(|i| message(i % accounts, i / accounts, now_ms)).collect();
     let started = Instant::now();
-    for chunk in messages.chunks(10) {
-        schedule.enqueue(chunk).await?; // as ingest does: one SQS batch per call
+    for start in (0..total).step_by(10) {
+        let chunk: Vec<QueueMessage> = (start..(start + 10).min(total)).map(|i| message(i % accounts, i / accounts, now_ms)).collect();
+        schedule.enqueue(&chunk).await?; // as ingest does: one SQS batch per call
     }
     let enqueue_secs = started.elapsed().as_secs_f64();
+    if load_only {
+        println!("{}", serde_json::json!({"loaded": total, "accounts": accounts, "prefix": prefix, "seconds": enqueue_secs}));
+        return Ok(());
+    }
     let enqueue_trips = schedule.round_trips();
 
     let metrics = Arc::new(Metrics::default());

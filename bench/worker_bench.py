@@ -1,0 +1,185 @@
+"""Benchmarks of the native worker with real parts (Redis, the AWS emulator, the gateway
+stub, release worker processes). One subcommand each, printing its figures as JSON:
+
+    ingest     10,000 messages through SQS: SQS and DynamoDB calls per message
+    memory     peak RSS of a worker with 1,000,000 messages in the Redis backlog
+    accuracy   1,000 accounts x 30 messages at 10 per 2 s through 3 workers: worst
+               rolling-window count, span against the ideal, and a PNG of the sends
+
+    python bench/worker_bench.py ingest|memory|accuracy [--out DIR]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("WORKER_PROFILE", "release")
+from devstack import provision as prov  # noqa: E402
+from devstack import stack  # noqa: E402
+
+
+class Parts:
+    def __init__(self, out: Path):
+        self.out, self.parts = out, []
+        self.aws_port, self.redis_port, self.gw_port = stack.free_port(), stack.free_port(), stack.free_port()
+        self.parts.append(stack.start_ministack(self.aws_port, out / "ministack.log"))
+        self.aws = prov.provision(f"http://127.0.0.1:{self.aws_port}", prefix="bench")
+        self.parts.append(stack.start_redis(self.redis_port, out / "redis.log"))
+        self.parts.append(stack.start_gateway_stub(self.gw_port, out / "gateway-stub.log"))
+        self.gw = f"http://127.0.0.1:{self.gw_port}"
+
+    def worker(self, name, prefix, **env):
+        health = stack.free_port()
+        settings = {
+            **self.aws.worker_env(), "RATE_LIMITER_ENABLED": "true", "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}",
+            "REDIS_KEY_PREFIX": prefix, "GATEWAY_URL": f"{self.gw}/accounts/{{accountId}}/messages/{{recipientId}}",
+            "SQS_WAIT_SECONDS": "1", "METRICS_ENABLED": "false", "RUST_LOG": "warn", **env,
+        }
+        part = stack.start_worker(settings, self.out / f"{name}.log", health)
+        part.health = health
+        self.parts.append(part)
+        return part
+
+    def load(self, prefix, accounts, messages):
+        cmd = [str(ROOT / "target/release/examples/dispatch_bench"), "--redis", f"redis://127.0.0.1:{self.redis_port}",
+               "--accounts", str(accounts), "--messages", str(messages), "--load-only", prefix]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+    def stop(self):
+        for p in reversed(self.parts):
+            p.stop()
+
+
+def stats(worker):
+    return requests.get(f"http://127.0.0.1:{worker.health}/stats", timeout=10).json()
+
+
+def wait(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out: {what}")
+        time.sleep(0.25)
+
+
+def ingest(parts: Parts, n=10_000):
+    sqs = prov.client("sqs", parts.aws.endpoint)
+    ddb = prov.client("dynamodb", parts.aws.endpoint)
+    now = datetime.utcnow().isoformat(timespec="milliseconds") + "Z"
+    msgs = [{"id": str(uuid.UUID(int=(int(time.time() * 1000) << 80) | (0x7 << 76) | (2 << 62) | (i << 16) | 1)),
+             "creatorId": f"acct-{i % 100}", "recipientId": f"fan-{i}", "content": "hello", "priority": 5,
+             "mediaUrls": [], "metadata": {}, "acceptedAt": now, "generation": 0} for i in range(n)]
+    # As in production, the edge wrote each ledger item when it accepted the message.
+    for i in range(0, n, 25):
+        ddb.batch_write_item(RequestItems={parts.aws.table: [{"PutRequest": {"Item": {
+            "creatorId": {"S": m["creatorId"]}, "messageId": {"S": m["id"]}, "status": {"S": "queued"}, "attempts": {"N": "0"},
+            "recipientId": {"S": m["recipientId"]}, "content": {"S": m["content"]}, "priority": {"N": "5"}, "acceptedAt": {"S": now}}}}
+            for m in msgs[i:i + 25]]})
+    for i in range(0, n, 10):
+        sqs.send_message_batch(QueueUrl=parts.aws.queue_url, Entries=[{"Id": str(j), "MessageBody": json.dumps(m)} for j, m in enumerate(msgs[i:i + 10])])
+    started = time.monotonic()
+    w = parts.worker("ingest-worker", "ing:", RATE_LIMIT_MAX="100000", RATE_LIMIT_WINDOW="1s")
+    wait(lambda: stats(w)["messagesFinished"] >= n, 300, "ingest of 10,000 messages")
+    s = stats(w)
+    return {"benchmark": "ingest", "messages": n, "seconds": round(time.monotonic() - started, 1),
+            "sqsCallsPerMessage": round(s["sqsCalls"] / n, 3), "dynamodbCallsPerMessage": round(s["dynamodbCalls"] / n, 3),
+            "redisRoundTripsPerMessage": round(s["redisRoundTrips"] / n, 3), "goal": "sqsCallsPerMessage <= 0.3"}
+
+
+def rss_kib(pid):
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status") if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+def memory(parts: Parts, n=1_000_000, accounts=10_000, seconds=20):
+    loaded = parts.load("mem:", accounts, n)
+    w = parts.worker("memory-worker", "mem:")  # the real limit: 10 per 60 s per account
+    samples = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        samples.append(rss_kib(w.proc.pid))
+        time.sleep(0.5)
+    s = stats(w)
+    return {"benchmark": "memory", "backlog": loaded["loaded"], "accounts": accounts, "sampledSeconds": seconds,
+            "sentWhileSampled": s["messagesFinished"], "rssMiB": round(samples[-1][0] / 1024, 1),
+            "peakRssMiB": round(max(h for _, h in samples) / 1024, 1), "goal": "a few tens of MB"}
+
+
+def accuracy(parts: Parts, out: Path, accounts=1000, per=30, workers=3, window=2000, maximum=10, margin=100):
+    parts.load("acc:", accounts, accounts * per)
+    started = time.monotonic()
+    ws = [parts.worker(f"accuracy-worker-{i}", "acc:", RATE_LIMIT_MAX=str(maximum), RATE_LIMIT_WINDOW=f"{window}ms",
+                       RATE_LIMIT_MARGIN=f"{margin}ms") for i in range(workers)]
+    total = accounts * per
+    wait(lambda: sum(stats(w)["messagesFinished"] for w in ws) >= total, 600, "delivery of the backlog")
+    deliveries = requests.get(parts.gw + "/deliveries", timeout=60).json()
+    by_account = {}
+    for d in deliveries:
+        by_account.setdefault(d["accountId"], []).append(datetime.fromisoformat(d["receivedAt"].replace("Z", "+00:00")).timestamp() * 1000)
+    ideal = (per - 1) * window / maximum
+    worst, ratios = 0, []
+    for times in by_account.values():
+        times.sort()
+        j = 0
+        for i in range(len(times)):
+            while times[i] - times[j] >= window:
+                j += 1
+            worst = max(worst, i - j + 1)
+        ratios.append((times[-1] - times[0]) / ideal)
+    ratios.sort()
+    plot(by_account, out / "limit-accuracy.png", window, maximum)
+    return {"benchmark": "accuracy", "accounts": accounts, "perAccount": per, "workers": workers, "delivered": len(deliveries),
+            "distinctDelivered": len({d['messageId'] for d in deliveries}), "seconds": round(time.monotonic() - started, 1),
+            "worstWindowCount": worst, "spanVsIdealMedian": round(ratios[len(ratios) // 2], 4), "spanVsIdealMax": round(ratios[-1], 4),
+            "marginMs": margin, "png": str(out / "limit-accuracy.png"), "goal": "worst <= 10, span <= 1.01x ideal (+ margin)"}
+
+
+def plot(by_account, path, window, maximum, shown=6):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(by_account)[:shown]
+    t0 = min(min(by_account[n]) for n in names)
+    fig, ax = plt.subplots(figsize=(12, 0.9 * shown + 1.5))
+    for row, name in enumerate(names):
+        xs = [(t - t0) / 1000 for t in by_account[name]]
+        ax.vlines(xs, row - 0.35, row + 0.35, color="tab:blue", linewidth=1.2)
+        first = xs[0]
+        # The window after the account's first send: never more than `maximum` ticks in it.
+        ax.axvspan(first, first + window / 1000, ymin=(row + 0.1) / shown, ymax=(row + 0.9) / shown, color="tab:orange", alpha=0.15)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("seconds since the first send")
+    ax.set_title(f"Each tick a send (gateway receive time); shaded: one {window / 1000:g} s window, at most {maximum} sends in any such window")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["ingest", "memory", "accuracy"])
+    p.add_argument("--out", type=Path, default=ROOT / "target" / "bench")
+    a = p.parse_args()
+    out = a.out / f"{a.what}-{datetime.utcnow():%Y%m%dT%H%M%SZ}"
+    out.mkdir(parents=True, exist_ok=True)
+    parts = Parts(out)
+    try:
+        result = {"ingest": lambda: ingest(parts), "memory": lambda: memory(parts), "accuracy": lambda: accuracy(parts, out)}[a.what]()
+    finally:
+        parts.stop()
+    print(json.dumps(result))
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
