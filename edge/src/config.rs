@@ -4,6 +4,7 @@
 
 use shared::error::FieldError;
 use shared::rate::RateLimit;
+use shared::settings::Settings;
 
 use crate::sigv4::Credentials;
 
@@ -39,99 +40,57 @@ pub struct Config {
 impl Config {
     /// Reads the settings through `get` (a var or secret by name).
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let mut required = |name: &str| {
-            get(name).unwrap_or_else(|| {
-                errors.push(FieldError::new(name, "is required"));
-                String::new()
-            })
-        };
-        let queue_url = required("SQS_RATE_LIMITER_QUEUE_URL");
-        let region = required("AWS_REGION");
-        let access_key_id = required("AWS_ACCESS_KEY_ID");
-        let secret_access_key = required("AWS_SECRET_ACCESS_KEY");
-
-        let mut number = |name: &str, default: u64, range: std::ops::RangeInclusive<u64>| -> u64 {
-            match get(name).map(|v| v.parse::<u64>()) {
-                None => default,
-                Some(Ok(v)) if range.contains(&v) => v,
-                Some(_) => {
-                    errors.push(FieldError::new(name, format!("must be a whole number from {} to {}", range.start(), range.end())));
-                    default
-                }
-            }
-        };
-        let rate_max = number("RATE_LIMIT_MAX", u64::from(RateLimit::DEFAULT.max), 1..=10_000);
-        let leeway = number("JWT_LEEWAY_SECONDS", 30, 0..=600);
-        let jwks_refresh_seconds = number("JWKS_REFRESH_INTERVAL_SECONDS", 30, 0..=3600);
-        let ledger_ttl_days = number("LEDGER_TTL_DAYS", shared::ledger::DEFAULT_TTL_DAYS, 1..=3650);
-        let idempotency_ttl_hours = number("IDEMPOTENCY_TTL_HOURS", 24, 24..=24 * 30);
-        let window_ms = match get("RATE_LIMIT_WINDOW").map(|v| shared::rate::parse_duration_ms(&v)) {
-            None => RateLimit::DEFAULT.window_ms,
-            Some(Some(ms)) if ms > 0 => ms,
-            Some(_) => {
-                errors.push(FieldError::new("RATE_LIMIT_WINDOW", "must be a duration such as 60, 60s or 2000ms"));
-                RateLimit::DEFAULT.window_ms
-            }
-        };
-
-        let jwt_secret = get("JWT_SECRET");
-        let jwks_url = get("JWT_JWKS_URL");
+        let mut s = Settings::new(get);
+        let queue_url = s.required("SQS_RATE_LIMITER_QUEUE_URL");
+        let region = s.required("AWS_REGION");
+        let access_key_id = s.required("AWS_ACCESS_KEY_ID");
+        let secret_access_key = s.required("AWS_SECRET_ACCESS_KEY");
+        let rate_max = s.number("RATE_LIMIT_MAX", u64::from(RateLimit::DEFAULT.max), 1..=10_000);
+        let leeway = s.number("JWT_LEEWAY_SECONDS", 30, 0..=600);
+        let jwks_refresh_seconds = s.number("JWKS_REFRESH_INTERVAL_SECONDS", 30, 0..=3600);
+        let ledger_ttl_days = s.number("LEDGER_TTL_DAYS", shared::ledger::DEFAULT_TTL_DAYS, 1..=3650);
+        let idempotency_ttl_hours = s.number("IDEMPOTENCY_TTL_HOURS", 24, 24..=24 * 30);
+        let window_ms = s.duration_ms("RATE_LIMIT_WINDOW", RateLimit::DEFAULT.window_ms);
+        let jwt_secret = s.get("JWT_SECRET");
+        let jwks_url = s.get("JWT_JWKS_URL");
         match (&jwt_secret, &jwks_url) {
-            (None, None) => errors.push(FieldError::new("JWT_SECRET", "is required unless JWT_JWKS_URL is set")),
-            (Some(s), _) if s.len() < 32 => errors.push(FieldError::new("JWT_SECRET", "must be at least 32 bytes")),
+            (None, None) => s.problem("JWT_SECRET", "is required unless JWT_JWKS_URL is set"),
+            (Some(secret), _) if secret.len() < 32 => s.problem("JWT_SECRET", "must be at least 32 bytes"),
             _ => {}
         }
-        for (name, url) in [("JWT_JWKS_URL", &jwks_url), ("AWS_ENDPOINT_URL", &get("AWS_ENDPOINT_URL")), ("SQS_RATE_LIMITER_QUEUE_URL", &Some(queue_url.clone()))] {
-            if let Some(u) = url.as_deref().filter(|u| !u.is_empty()) {
-                if !(u.starts_with("https://") || u.starts_with("http://")) {
-                    errors.push(FieldError::new(name, "must be an http(s) URL"));
-                }
+        let endpoint_url = s.get("AWS_ENDPOINT_URL");
+        for (name, url) in [("JWT_JWKS_URL", jwks_url.clone()), ("AWS_ENDPOINT_URL", endpoint_url.clone()), ("SQS_RATE_LIMITER_QUEUE_URL", Some(queue_url.clone()))] {
+            if url.as_deref().is_some_and(|u| !(u.is_empty() || u.starts_with("https://") || u.starts_with("http://"))) {
+                s.problem(name, "must be an http(s) URL");
             }
         }
-        let api_call_limits = match get("API_CALL_LIMITS").as_deref() {
-            None | Some("true") => true,
-            Some("false") => false,
-            Some(_) => {
-                errors.push(FieldError::new("API_CALL_LIMITS", "must be true or false"));
-                true
-            }
-        };
-        let rate_limiter_enabled = match get("RATE_LIMITER_ENABLED").as_deref() {
-            Some("true") => true,
-            None | Some("false") => false,
-            Some(_) => {
-                errors.push(FieldError::new("RATE_LIMITER_ENABLED", "must be true or false"));
-                false
-            }
-        };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(Config {
+        let rate_limiter_enabled = s.flag("RATE_LIMITER_ENABLED", false);
+        let api_call_limits = s.flag("API_CALL_LIMITS", true);
+        let config = Config {
             rate_limiter_enabled,
             queue_url,
-            dlq_url: get("SQS_RATE_LIMITER_DLQ_URL"),
-            ledger_table: get("LEDGER_TABLE").unwrap_or_else(|| "onlyfans-message-ledger".into()),
+            dlq_url: s.get("SQS_RATE_LIMITER_DLQ_URL"),
+            ledger_table: s.get("LEDGER_TABLE").unwrap_or_else(|| "onlyfans-message-ledger".into()),
             region,
-            endpoint_url: get("AWS_ENDPOINT_URL"),
-            credentials: Credentials { access_key_id, secret_access_key, session_token: get("AWS_SESSION_TOKEN") },
+            endpoint_url,
+            credentials: Credentials { access_key_id, secret_access_key, session_token: s.get("AWS_SESSION_TOKEN") },
             jwt_secret,
             jwks_url,
-            jwt_issuer: get("JWT_ISSUER"),
-            jwt_audience: get("JWT_AUDIENCE"),
-            jwt_account_claim: get("JWT_USER_CLAIM").unwrap_or_else(|| "sub".into()),
+            jwt_issuer: s.get("JWT_ISSUER"),
+            jwt_audience: s.get("JWT_AUDIENCE"),
+            jwt_account_claim: s.get("JWT_USER_CLAIM").unwrap_or_else(|| "sub".into()),
             jwt_leeway_seconds: leeway as u32,
             jwks_refresh_seconds,
             rate: RateLimit { max: rate_max as u32, window_ms },
             ledger_ttl_days,
             idempotency_ttl_hours,
-            cors_origins: get("CORS_ALLOWED_ORIGINS")
+            cors_origins: s
+                .get("CORS_ALLOWED_ORIGINS")
                 .map(|v| v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect())
                 .unwrap_or_default(),
             api_call_limits,
-        })
+        };
+        s.finish(|| config)
     }
 }
 

@@ -9,7 +9,8 @@
 //! - [`error`]: the stable error codes and the error JSON;
 //! - [`ledger`]: the DynamoDB ledger item layout and its status machine;
 //! - [`rate`]: the per-account rate and the send-time estimate derived from it;
-//! - [`id`] and [`time`]: UUIDv7 message ids and RFC 3339 timestamps.
+//! - [`id`] and [`time`]: UUIDv7 message ids and RFC 3339 timestamps;
+//! - [`settings`]: reading configuration, every bad setting reported by name.
 
 pub mod api;
 pub mod error;
@@ -17,5 +18,6 @@ pub mod id;
 pub mod ledger;
 pub mod message;
 pub mod rate;
+pub mod settings;
 pub mod time;
 pub mod validation;

@@ -76,7 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 queue_url: config.queue_url.clone(),
                 dlq_url: config.dlq_url.clone(),
                 schedule: schedule.clone(),
-                ledger: Some(ledger.clone()),
+                ledger: config.ledger_enabled.then(|| ledger.clone()),
                 metrics: metrics.clone(),
                 wake: wake.clone(),
                 wait_seconds: config.sqs_wait_seconds,
@@ -94,11 +94,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         retry_max: config.retry_max,
         shutdown_grace: config.shutdown_grace,
     };
+    if !config.ledger_enabled {
+        tracing::warn!("LEDGER_ENABLED=false: outcomes are not recorded in the ledger");
+    }
+    let ledger_for_dispatch = config.ledger_enabled.then(|| ledger.clone());
     let dispatch_done = match &config.gateway_url {
-        Some(url) => spawn_dispatch(HttpGateway::new(url.clone(), config.gateway_token.clone(), config.gateway_timeout)?, &schedule, &ledger, &metrics, dispatch_config, &wake, &stop),
+        Some(url) => spawn_dispatch(HttpGateway::new(url.clone(), config.gateway_token.clone(), config.gateway_timeout)?, &schedule, ledger_for_dispatch.clone(), &metrics, dispatch_config, &wake, &stop),
         None => {
             tracing::warn!("GATEWAY_URL not set: dry run, messages are logged and marked sent, not delivered");
-            spawn_dispatch(DryRunGateway, &schedule, &ledger, &metrics, dispatch_config, &wake, &stop)
+            spawn_dispatch(DryRunGateway, &schedule, ledger_for_dispatch.clone(), &metrics, dispatch_config, &wake, &stop)
         }
     };
     let flush = MetricsFlush { client: cloudwatch, config: config.clone(), sqs: sqs.clone(), schedule: schedule.clone(), metrics: metrics.clone() };
@@ -122,13 +126,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 fn spawn_dispatch<G: Gateway>(
     gateway: G,
     schedule: &Schedule,
-    ledger: &ledger::Ledger,
+    ledger: Option<ledger::Ledger>,
     metrics: &Arc<Metrics>,
     config: DispatchConfig,
     wake: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let d = Dispatcher { schedule: schedule.clone(), gateway: Arc::new(gateway), ledger: Some(ledger.clone()), metrics: metrics.clone(), config, wake: wake.clone() };
+    let d = Dispatcher { schedule: schedule.clone(), gateway: Arc::new(gateway), ledger, metrics: metrics.clone(), config, wake: wake.clone() };
     tokio::spawn(d.run(stop.clone()))
 }
 

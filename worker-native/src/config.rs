@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use shared::error::FieldError;
 use shared::rate::{parse_duration_ms, RateLimit};
+use shared::settings::Settings;
 
 /// Every setting: name, default (None = required or optional, see text), meaning.
 pub const SETTINGS: &[(&str, &str, &str)] = &[
@@ -14,6 +16,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("REDIS_URL / REDIS_ENDPOINT", "(required)", "redis://host:port, or host[:port]"),
     ("REDIS_KEY_PREFIX", "of:", "prefix of every Redis key (one schedule per prefix)"),
     ("LEDGER_TABLE", "onlyfans-message-ledger", "the DynamoDB ledger table"),
+    ("LEDGER_ENABLED", "true", "false = no ledger writes (benchmarks of the schedule only)"),
     ("AWS_REGION", "(required)", "region of the queue, table and metrics"),
     ("AWS_ENDPOINT_URL", "(AWS)", "one endpoint for every AWS service (a local emulator)"),
     ("AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY", "(default chain)", "credentials; otherwise the AWS default chain (ECS task role, instance profile)"),
@@ -63,6 +66,7 @@ pub struct Config {
     pub redis_url: String,
     pub redis_prefix: String,
     pub ledger_table: String,
+    pub ledger_enabled: bool,
     pub gateway_url: Option<String>,
     pub gateway_token: Option<String>,
     pub gateway_timeout: Duration,
@@ -87,120 +91,76 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, Vec<String>> {
+    pub fn from_env() -> Result<Self, Vec<FieldError>> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<String>> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let mut bad = Vec::new();
-        let mut required = |k: &str| {
-            get(k).unwrap_or_else(|| {
-                bad.push(format!("{k} is required"));
-                String::new()
-            })
-        };
-        let queue_url = required("SQS_RATE_LIMITER_QUEUE_URL");
-        let dlq_url = required("SQS_RATE_LIMITER_DLQ_URL");
-        if get("AWS_REGION").is_none() {
-            bad.push("AWS_REGION is required".into());
-        }
-        let redis_url = match (get("REDIS_URL"), get("REDIS_ENDPOINT")) {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, Vec<FieldError>> {
+        let mut s = Settings::new(get);
+        let queue_url = s.required("SQS_RATE_LIMITER_QUEUE_URL");
+        let dlq_url = s.required("SQS_RATE_LIMITER_DLQ_URL");
+        s.required("AWS_REGION");
+        let redis_url = match (s.get("REDIS_URL"), s.get("REDIS_ENDPOINT")) {
             (Some(u), _) => u,
             (None, Some(e)) if e.contains("://") => e,
             (None, Some(e)) => format!("redis://{e}"),
             (None, None) => {
-                bad.push("REDIS_URL (or REDIS_ENDPOINT) is required".into());
+                s.problem("REDIS_URL", "is required (or REDIS_ENDPOINT)");
                 String::new()
             }
         };
-        let mut duration = |k: &str, default_ms: u64| -> Duration {
-            match get(k).map(|v| parse_duration_ms(&v)) {
-                None => Duration::from_millis(default_ms),
-                Some(Some(ms)) if ms > 0 => Duration::from_millis(ms),
-                Some(_) => {
-                    bad.push(format!("{k} must be a duration such as 60, 60s or 2000ms"));
-                    Duration::from_millis(default_ms)
-                }
+        let ms = Duration::from_millis;
+        let window_ms = s.duration_ms("RATE_LIMIT_WINDOW", 60_000);
+        let gateway_timeout = ms(s.duration_ms("GATEWAY_TIMEOUT", 10_000));
+        let retry_base = ms(s.duration_ms("RETRY_BASE_DELAY", 1000));
+        let retry_max = ms(s.duration_ms("RETRY_MAX_DELAY", 60_000));
+        let lease = ms(s.duration_ms("LEASE_TIMEOUT", gateway_timeout.as_millis() as u64 + 20_000));
+        let metrics_interval = ms(s.duration_ms("METRICS_INTERVAL", 60_000));
+        let shutdown_grace = ms(s.duration_ms("SHUTDOWN_GRACE", 20_000));
+        let margin_ms = match s.get("RATE_LIMIT_MARGIN") {
+            None => window_ms / 50,
+            Some(v) => {
+                let parsed = match v.strip_suffix('%') {
+                    Some(p) => p.trim().parse::<u64>().ok().filter(|p| *p <= 100).map(|p| window_ms * p / 100),
+                    None => parse_duration_ms(&v),
+                };
+                parsed.unwrap_or_else(|| {
+                    s.problem("RATE_LIMIT_MARGIN", "must be a duration (100ms) or a percentage of the window (2%)");
+                    0
+                })
             }
         };
-        let window = duration("RATE_LIMIT_WINDOW", 60_000);
-        let gateway_timeout = duration("GATEWAY_TIMEOUT", 10_000);
-        let retry_base = duration("RETRY_BASE_DELAY", 1000);
-        let retry_max = duration("RETRY_MAX_DELAY", 60_000);
-        let lease = duration("LEASE_TIMEOUT", gateway_timeout.as_millis() as u64 + 20_000);
-        let metrics_interval = duration("METRICS_INTERVAL", 60_000);
-        let shutdown_grace = duration("SHUTDOWN_GRACE", 20_000);
-        let margin_ms = match get("RATE_LIMIT_MARGIN") {
-            None => window.as_millis() as u64 / 50,
-            Some(v) => match v.strip_suffix('%') {
-                Some(p) => match p.trim().parse::<u64>() {
-                    Ok(p) if p <= 100 => window.as_millis() as u64 * p / 100,
-                    _ => {
-                        bad.push("RATE_LIMIT_MARGIN must be a duration or a percentage of the window".into());
-                        0
-                    }
-                },
-                None => match parse_duration_ms(&v) {
-                    Some(ms) => ms,
-                    None => {
-                        bad.push("RATE_LIMIT_MARGIN must be a duration or a percentage of the window".into());
-                        0
-                    }
-                },
-            },
-        };
-        let mut number = |k: &str, default: u64, range: std::ops::RangeInclusive<u64>| -> u64 {
-            match get(k).map(|v| v.parse::<u64>()) {
-                None => default,
-                Some(Ok(v)) if range.contains(&v) => v,
-                Some(_) => {
-                    bad.push(format!("{k} must be a whole number from {} to {}", range.start(), range.end()));
-                    default
-                }
-            }
-        };
-        let max = number("RATE_LIMIT_MAX", 10, 1..=1_000_000);
-        let burst = number("RATE_LIMIT_BURST", 1, 1..=1_000_000);
-        let max_attempts = number("MAX_ATTEMPTS", 3, 1..=100);
-        let max_in_flight = number("MAX_IN_FLIGHT", 256, 1..=100_000);
-        let take_batch = number("TAKE_BATCH", 128, 1..=10_000);
-        let ingest_tasks = number("INGEST_TASKS", 4, 1..=64);
-        let sqs_wait_seconds = number("SQS_WAIT_SECONDS", 20, 1..=20);
-        let health_port = number("HEALTH_PORT", 8081, 0..=65535);
-        let mut flag = |k: &str, default: bool| match get(k).as_deref() {
-            None => default,
-            Some("true") => true,
-            Some("false") => false,
-            Some(_) => {
-                bad.push(format!("{k} must be true or false"));
-                default
-            }
-        };
-        let enabled = flag("RATE_LIMITER_ENABLED", false);
-        let metrics_enabled = flag("METRICS_ENABLED", true);
-        let json_logs = match get("LOG_FORMAT").as_deref() {
+        let max = s.number("RATE_LIMIT_MAX", 10, 1..=1_000_000);
+        let burst = s.number("RATE_LIMIT_BURST", 1, 1..=1_000_000);
+        let max_attempts = s.number("MAX_ATTEMPTS", 3, 1..=100);
+        let max_in_flight = s.number("MAX_IN_FLIGHT", 256, 1..=100_000);
+        let take_batch = s.number("TAKE_BATCH", 128, 1..=10_000);
+        let ingest_tasks = s.number("INGEST_TASKS", 4, 1..=64);
+        let sqs_wait_seconds = s.number("SQS_WAIT_SECONDS", 20, 1..=20);
+        let health_port = s.number("HEALTH_PORT", 8081, 0..=65535);
+        let enabled = s.flag("RATE_LIMITER_ENABLED", false);
+        let metrics_enabled = s.flag("METRICS_ENABLED", true);
+        let ledger_enabled = s.flag("LEDGER_ENABLED", true);
+        let json_logs = match s.get("LOG_FORMAT").as_deref() {
             None | Some("text") => false,
             Some("json") => true,
             Some(_) => {
-                bad.push("LOG_FORMAT must be text or json".into());
+                s.problem("LOG_FORMAT", "must be text or json");
                 false
             }
         };
-        if !bad.is_empty() {
-            return Err(bad);
-        }
-        Ok(Config {
+        let config = Config {
             enabled,
             queue_url,
             dlq_url,
             redis_url,
-            redis_prefix: get("REDIS_KEY_PREFIX").unwrap_or_else(|| "of:".into()),
-            ledger_table: get("LEDGER_TABLE").unwrap_or_else(|| "onlyfans-message-ledger".into()),
-            gateway_url: get("GATEWAY_URL"),
-            gateway_token: get("GATEWAY_TOKEN"),
+            redis_prefix: s.get("REDIS_KEY_PREFIX").unwrap_or_else(|| "of:".into()),
+            ledger_table: s.get("LEDGER_TABLE").unwrap_or_else(|| "onlyfans-message-ledger".into()),
+            ledger_enabled,
+            gateway_url: s.get("GATEWAY_URL"),
+            gateway_token: s.get("GATEWAY_TOKEN"),
             gateway_timeout,
-            rate: RateLimit { max: max as u32, window_ms: window.as_millis() as u64 },
+            rate: RateLimit { max: max as u32, window_ms },
             burst: burst as u32,
             margin_ms,
             max_attempts: max_attempts as u32,
@@ -211,14 +171,15 @@ impl Config {
             ingest_tasks: ingest_tasks as usize,
             sqs_wait_seconds: sqs_wait_seconds as i32,
             lease,
-            namespace: get("CLOUDWATCH_NAMESPACE").unwrap_or_else(|| "Huntaze/OnlyFans".into()),
-            environment: get("ENVIRONMENT").unwrap_or_else(|| "dev".into()),
+            namespace: s.get("CLOUDWATCH_NAMESPACE").unwrap_or_else(|| "Huntaze/OnlyFans".into()),
+            environment: s.get("ENVIRONMENT").unwrap_or_else(|| "dev".into()),
             metrics_interval,
             metrics_enabled,
             health_port: health_port as u16,
             shutdown_grace,
             json_logs,
-        })
+        };
+        s.finish(|| config)
     }
 }
 
@@ -233,7 +194,7 @@ mod tests {
     #[test]
     fn names_every_bad_setting() {
         let bad = Config::from_lookup(env(&[("RATE_LIMIT_WINDOW", "soon"), ("MAX_ATTEMPTS", "0"), ("GATEWAY_TOKEN", "s3cret")])).unwrap_err();
-        let text = bad.join("\n");
+        let text = bad.iter().map(|p| format!("{} {}", p.field, p.message)).collect::<Vec<_>>().join("\n");
         for name in ["SQS_RATE_LIMITER_QUEUE_URL", "SQS_RATE_LIMITER_DLQ_URL", "AWS_REGION", "REDIS_URL", "RATE_LIMIT_WINDOW", "MAX_ATTEMPTS"] {
             assert!(text.contains(name), "{name} missing from {text}");
         }

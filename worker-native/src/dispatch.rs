@@ -49,7 +49,10 @@ struct Delivered {
 impl<G: Gateway> Dispatcher<G> {
     /// Runs until `shutdown` turns true; then finishes or releases what is in flight.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let (tx, rx) = mpsc::unbounded_channel::<Delivered>();
+        // Bounded: a delivery keeps its in-flight permit until its outcome is queued for
+        // recording, so a slow ledger slows dispatch instead of piling up outcomes (and
+        // letting their leases expire, which would send them twice).
+        let (tx, rx) = mpsc::channel::<Delivered>(self.config.max_in_flight);
         let completer = tokio::spawn(complete_loop(self.schedule.clone(), self.ledger.clone(), self.metrics.clone(), self.config.clone(), rx));
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight));
         let in_flight: Arc<Mutex<HashMap<String, Taken>>> = Arc::default();
@@ -97,7 +100,7 @@ impl<G: Gateway> Dispatcher<G> {
                     let delivery = gateway.deliver(&taken.payload.message).await;
                     metrics.latency(started.elapsed());
                     in_flight.lock().expect("in-flight lock").remove(&taken.id);
-                    let _ = tx.send(Delivered { taken, delivery, at_ms: now_ms() });
+                    let _ = tx.send(Delivered { taken, delivery, at_ms: now_ms() }).await;
                     drop(permit);
                 });
             }
@@ -182,7 +185,7 @@ where
 }
 
 /// Turns deliveries into ledger records and schedule completions, in batches.
-async fn complete_loop(schedule: Schedule, ledger: Option<Ledger>, metrics: Arc<Metrics>, config: DispatchConfig, mut rx: mpsc::UnboundedReceiver<Delivered>) {
+async fn complete_loop(schedule: Schedule, ledger: Option<Ledger>, metrics: Arc<Metrics>, config: DispatchConfig, mut rx: mpsc::Receiver<Delivered>) {
     let mut batch = Vec::with_capacity(512);
     while rx.recv_many(&mut batch, 512).await > 0 {
         let mut completions = Vec::with_capacity(batch.len());

@@ -64,7 +64,7 @@ impl Ingest {
                 Ok(_) => failures = 0,
                 Err(e) => {
                     failures += 1;
-                    if failures == 1 || failures % 30 == 0 {
+                    if failures == 1 || failures.is_multiple_of(30) {
                         tracing::error!(error = %e, failures, "ingest failed; messages stay in SQS and are retried");
                     }
                     let delay = Duration::from_millis(200 * u64::from(failures.min(10)));

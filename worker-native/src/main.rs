@@ -11,7 +11,7 @@ fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(problems) => {
             for p in problems {
-                eprintln!("worker-native: {p}");
+                eprintln!("worker-native: {} {}", p.field, p.message);
             }
             eprintln!("worker-native: see --help for every setting");
             return std::process::ExitCode::from(2);
