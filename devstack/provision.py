@@ -28,29 +28,24 @@ class Resources:
     worker_key_id: str = ""
     worker_secret: str = ""
 
-    def edge_vars(self) -> dict:
-        """The edge's AWS settings (names as in the README's configuration table)."""
+    def _settings(self, key_id: str, secret: str) -> dict:
         return {
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": self.access_key_id,
-            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_ACCESS_KEY_ID": key_id,
+            "AWS_SECRET_ACCESS_KEY": secret,
             "SQS_RATE_LIMITER_QUEUE_URL": self.queue_url,
             "SQS_RATE_LIMITER_DLQ_URL": self.dlq_url,
             "LEDGER_TABLE": self.table,
         }
 
+    def edge_vars(self) -> dict:
+        """The edge's AWS settings (names as in the README's configuration tables)."""
+        return self._settings(self.access_key_id, self.secret_access_key)
+
     def worker_env(self) -> dict:
-        """The worker's AWS settings."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": self.worker_key_id,
-            "AWS_SECRET_ACCESS_KEY": self.worker_secret,
-            "SQS_RATE_LIMITER_QUEUE_URL": self.queue_url,
-            "SQS_RATE_LIMITER_DLQ_URL": self.dlq_url,
-            "LEDGER_TABLE": self.table,
-        }
+        """The worker's AWS settings, with its own IAM user."""
+        return self._settings(self.worker_key_id, self.worker_secret)
 
 
 def client(service: str, endpoint: str, **creds):
