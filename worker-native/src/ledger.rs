@@ -183,8 +183,9 @@ impl Ledger {
             .expression_attribute_values(":gen", n(m.generation))
             .expression_attribute_values(":attempts", n(r.attempts))
             .expression_attribute_values(":sent", s("sent"));
-        // Only the current generation, and never once sent.
-        let guard = "(attribute_not_exists(generation) OR generation = :gen) AND (attribute_not_exists(#st) OR #st <> :sent)";
+        // Only an existing item (never a partial one), of the current generation, and
+        // never once sent.
+        let guard = "attribute_exists(messageId) AND (attribute_not_exists(generation) OR generation = :gen) AND #st <> :sent";
         let update = match &r.outcome {
             Outcome::Sent { at } => base
                 .update_expression("SET #st = :sent, sentAt = :at, attempts = :attempts REMOVE failedKey")
