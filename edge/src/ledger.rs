@@ -134,9 +134,17 @@ pub async fn failed_page<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, limit: u3
     Ok((items, next))
 }
 
+/// A failed message just moved back to `queued`: the item as it was, and as it is now.
+#[derive(Debug, Clone)]
+pub struct Requeued {
+    pub before: LedgerItem,
+    pub after: LedgerItem,
+}
+
 /// Moves a failed message back to `queued` (attempts reset, generation + 1). The
 /// condition on `status` makes concurrent retries of one message succeed exactly once.
-pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<LedgerItem, RetryRefused> {
+/// The old item comes back with the answer, so nothing is read beforehand.
+pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<Requeued, RetryRefused> {
     let body = json!({
         "TableName": table(ctx),
         "Key": key(creator, id),
@@ -144,11 +152,18 @@ pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &s
         "UpdateExpression": "SET #st = :queued, attempts = :zero, retriedAt = :now, generation = if_not_exists(generation, :zero) + :one REMOVE failedKey",
         "ExpressionAttributeNames": {"#st": "status"},
         "ExpressionAttributeValues": {":failed": s("failed"), ":queued": s("queued"), ":zero": n(0), ":one": n(1), ":now": s(now)},
-        "ReturnValues": "ALL_NEW",
+        "ReturnValues": "ALL_OLD",
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     });
     match ctx.dynamodb("UpdateItem", &body).await {
-        Ok(answer) => answer.get("Attributes").and_then(LedgerItem::from_item).ok_or(RetryRefused::NotFound),
+        Ok(answer) => {
+            let before = answer.get("Attributes").and_then(LedgerItem::from_item).ok_or(RetryRefused::NotFound)?;
+            let mut after = before.clone();
+            after.status = MessageStatus::Queued;
+            after.attempts = 0;
+            after.message.generation += 1;
+            Ok(Requeued { before, after })
+        }
         Err(AwsError::ConditionFailed { item }) => {
             let existing = match item {
                 Some(item) => LedgerItem::from_item(&item),
@@ -160,38 +175,29 @@ pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &s
     }
 }
 
-/// Puts a message back to `failed` after a retry whose queueing failed, unless
-/// something moved it on meanwhile.
-pub async fn restore_failed<P: Platform>(ctx: &Ctx<'_, P>, item: &LedgerItem) -> Result<(), AwsError> {
-    let m = &item.message;
-    let failed_at = item.failed_at.clone().unwrap_or_else(|| m.accepted_at.clone());
+/// Records `failed` (its `failedAt`, `lastError`, `attempts`) on a message that is
+/// `queued` at `generation`, unless something moved it on meanwhile. Used when a
+/// message could not be queued: a retry whose SQS write failed goes back to failed, a
+/// newly accepted one shows in `GET /failed`; either way it can be retried.
+pub async fn mark_failed<P: Platform>(ctx: &Ctx<'_, P>, failed: &LedgerItem, generation: u32) -> Result<(), AwsError> {
+    let m = &failed.message;
+    let failed_at = failed.failed_at.clone().unwrap_or_else(|| m.accepted_at.clone());
+    let mut values = json!({
+        ":queued": s("queued"), ":failed": s("failed"), ":gen": n(generation), ":at": s(&failed_at),
+        ":fk": s(ledger::failed_key(&failed_at, &m.id)), ":attempts": n(failed.attempts),
+    });
+    let mut update = String::from("SET #st = :failed, failedAt = :at, failedKey = :fk, attempts = :attempts");
+    if let Some(error) = &failed.last_error {
+        values[":err"] = s(error);
+        update.push_str(", lastError = :err");
+    }
     let body = json!({
         "TableName": table(ctx),
         "Key": key(&m.creator_id, &m.id),
         "ConditionExpression": "#st = :queued AND generation = :gen",
-        "UpdateExpression": "SET #st = :failed, failedKey = :fk, attempts = :attempts",
+        "UpdateExpression": update,
         "ExpressionAttributeNames": {"#st": "status"},
-        "ExpressionAttributeValues": {
-            ":queued": s("queued"), ":failed": s("failed"), ":gen": n(m.generation),
-            ":fk": s(ledger::failed_key(&failed_at, &m.id)), ":attempts": n(item.attempts),
-        },
-    });
-    ctx.dynamodb("UpdateItem", &body).await.map(drop)
-}
-
-/// Marks a just-accepted message as failed because it could not be queued, so that it
-/// shows in `GET /failed` and can be retried.
-pub async fn fail_unqueued<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<(), AwsError> {
-    let body = json!({
-        "TableName": table(ctx),
-        "Key": key(creator, id),
-        "ConditionExpression": "#st = :queued",
-        "UpdateExpression": "SET #st = :failed, failedAt = :now, lastError = :err, failedKey = :fk",
-        "ExpressionAttributeNames": {"#st": "status"},
-        "ExpressionAttributeValues": {
-            ":queued": s("queued"), ":failed": s("failed"), ":now": s(now),
-            ":err": s("could not be queued: the queue was unavailable"), ":fk": s(ledger::failed_key(now, id)),
-        },
+        "ExpressionAttributeValues": values,
     });
     ctx.dynamodb("UpdateItem", &body).await.map(drop)
 }

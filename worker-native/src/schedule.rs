@@ -84,6 +84,7 @@ struct Scripts {
     take: Script,
     complete: Script,
     reclaim: Script,
+    backlog: Script,
 }
 
 /// Handle on the schedule; cheap to clone.
@@ -113,6 +114,11 @@ impl Schedule {
             take: script(include_str!("lua/take.lua")),
             complete: script(include_str!("lua/complete.lua")),
             reclaim: script(include_str!("lua/reclaim.lua")),
+            backlog: Script::new(
+                r"local n = redis.call('ZCARD', ARGV[1] .. 'delayed')
+                  for _, a in ipairs(redis.call('ZRANGE', ARGV[1] .. 'ready', 0, -1)) do n = n + redis.call('ZCARD', ARGV[1] .. 'q:' .. a) end
+                  return n",
+            ),
         };
         Self { conn, prefix: prefix.into(), limits, scripts: Arc::new(scripts), round_trips: Arc::new(AtomicU64::new(0)) }
     }
@@ -206,13 +212,8 @@ impl Schedule {
     /// Messages waiting (queued or delayed, not leased) over all accounts: the
     /// `ScheduledBacklog` metric. O(accounts), so called once per metrics interval.
     pub async fn backlog(&self) -> redis::RedisResult<u64> {
-        let script = Script::new(
-            r"local n = redis.call('ZCARD', ARGV[1] .. 'delayed')
-              for _, a in ipairs(redis.call('ZRANGE', ARGV[1] .. 'ready', 0, -1)) do n = n + redis.call('ZCARD', ARGV[1] .. 'q:' .. a) end
-              return n",
-        );
         let mut conn = self.conn.clone();
-        script.arg(&self.prefix).invoke_async(&mut conn).await
+        self.scripts.backlog.arg(&self.prefix).invoke_async(&mut conn).await
     }
 
     /// Whether Redis answers.

@@ -15,8 +15,7 @@ use crate::queue;
 pub async fn retry<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Result<ApiResponse, ApiError> {
     require_enabled(ctx)?;
     let id = message_id(id)?;
-    let previous = ledger::get(ctx, account, id).await?;
-    let item = match ledger::requeue_failed(ctx, account, id, &now_rfc3339(ctx)).await {
+    let requeued = match ledger::requeue_failed(ctx, account, id, &now_rfc3339(ctx)).await {
         Ok(item) => item,
         Err(RetryRefused::NotFound) => return Err(ApiError::new(ErrorCode::NotFound)),
         Err(RetryRefused::NotFailed(status)) => {
@@ -24,14 +23,10 @@ pub async fn retry<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Re
         }
         Err(RetryRefused::Aws(e)) => return Err(e.into()),
     };
+    let item = &requeued.after;
     if let Some(Err(e)) = queue::enqueue(ctx, std::slice::from_ref(&item.message)).await.pop() {
         // Put it back as it was, so it stays visible and retryable.
-        let mut failed = item.clone();
-        if let Some(prev) = previous {
-            failed.failed_at = prev.failed_at;
-            failed.attempts = prev.attempts;
-        }
-        if let Err(undo) = ledger::restore_failed(ctx, &failed).await {
+        if let Err(undo) = ledger::mark_failed(ctx, &requeued.before, item.message.generation).await {
             ctx.p.log_error(&format!("retry of a message not undone after queueing failed: {undo}"));
         }
         return Err(e.into());
@@ -39,5 +34,5 @@ pub async fn retry<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Re
     if let Err(e) = ledger::add_to_summary(ctx, account, 1, -1).await {
         ctx.p.log_error(&format!("summary not updated after retry: {e}"));
     }
-    Ok(ApiResponse::json(200, &RetryAccepted { success: true, message_id: item.message.id, status: MessageStatus::Queued }))
+    Ok(ApiResponse::json(200, &RetryAccepted { success: true, message_id: item.message.id.clone(), status: MessageStatus::Queued }))
 }

@@ -16,6 +16,9 @@ use crate::platform::Platform;
 use crate::services::Ctx;
 use crate::{ledger, queue};
 
+/// `lastError` of a message the queue would not take.
+const UNQUEUED: &str = "could not be queued: the queue was unavailable";
+
 pub async fn send<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: &str) -> Result<ApiResponse, ApiError> {
     require_enabled(ctx)?;
     let content_type = request.header("content-type").unwrap_or_default().to_ascii_lowercase();
@@ -105,7 +108,7 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
             status: if outcome.is_ok() { MessageStatus::Queued } else { MessageStatus::Failed },
             queue_position: position,
             estimated_send_time: shared::time::rfc3339_ms(rate.estimated_send_ms(position, last_sent, now_ms)),
-            error: outcome.err().map(|_| "could not be queued: the queue was unavailable".to_owned()),
+            error: outcome.err().map(|_| UNQUEUED.to_owned()),
         }
     });
     Ok(if send.recipients.is_mass() {
@@ -139,10 +142,13 @@ async fn undo<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[QueueMes
 /// Part of a mass message was queued: the rest is recorded as failed, so the user sees
 /// it in `GET /failed` and can retry it.
 async fn mark_unqueued<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[QueueMessage], unqueued: &[usize], items_written: bool) {
-    let now = now_rfc3339(ctx);
     if items_written {
+        let now = now_rfc3339(ctx);
         for &i in unqueued {
-            if let Err(e) = ledger::fail_unqueued(ctx, account, &messages[i].id, &now).await {
+            let mut failed = LedgerItem::queued(messages[i].clone(), 0);
+            failed.failed_at = Some(now.clone());
+            failed.last_error = Some(UNQUEUED.to_owned());
+            if let Err(e) = ledger::mark_failed(ctx, &failed, 0).await {
                 ctx.p.log_error(&format!("could not mark an unqueued message failed: {e}"));
             }
         }
