@@ -176,6 +176,13 @@ class Emulator:
         r = self.ddb.query(TableName=self.aws.table, KeyConditionExpression="creatorId = :c", ExpressionAttributeValues={":c": {"S": creator}}, ConsistentRead=True)
         return [i for i in r["Items"] if not i["messageId"]["S"].startswith("#")]
 
+    def take_on(self, creator, count):
+        """Adds to the account's backlog counter, as the worker does when it schedules."""
+        self.ddb.update_item(
+            TableName=self.aws.table, Key={"creatorId": {"S": creator}, "messageId": {"S": "#summary"}},
+            UpdateExpression="ADD queued :n", ExpressionAttributeValues={":n": {"N": str(count)}},
+        )
+
     def fail(self, creator, message_id, error, failed_at, attempts=3):
         """Records a message as failed for good, as the worker does."""
         self.ddb.update_item(

@@ -122,7 +122,7 @@ def test_send_queues_one_message_and_writes_its_ledger_item(edge, emulator):
     assert "failedKey" not in item
 
 
-def test_queue_position_and_estimate_follow_the_backlog(edge):
+def test_queue_position_and_estimate_follow_the_backlog(edge, emulator):
     creator = account()
     answers = [send(edge, creator).json() for _ in range(3)]
     assert [a["queuePosition"] for a in answers] == [1, 2, 3]
@@ -131,6 +131,12 @@ def test_queue_position_and_estimate_follow_the_backlog(edge):
     assert 5 <= t[1] - t[0] <= 7 and 5 <= t[2] - t[1] <= 7
     # Another account is not behind this one.
     assert send(edge, account()).json()["queuePosition"] == 1
+    # An account whose backlog the worker holds lines up behind it.
+    busy = account()
+    emulator.take_on(busy, 7)
+    a = send(edge, busy).json()
+    assert a["queuePosition"] == 8
+    assert 40 <= parse_time(a["estimatedSendTime"]).timestamp() - time.time() <= 44
 
 
 def test_mass_message(edge, emulator):
@@ -264,10 +270,11 @@ def test_concurrent_retries_queue_exactly_once(edge, emulator):
 
 # ---- GET /status ----------------------------------------------------------------
 
-def test_status_reports_queue_and_account_backlog(edge):
+def test_status_reports_queue_and_account_backlog(edge, emulator):
     creator = account()
     for _ in range(4):
         send(edge, creator)
+    emulator.take_on(creator, 4)  # the worker's count of what it scheduled
     s = edge.call("GET", "/status", token(creator)).json()
     assert s["queue"]["depth"] >= 4 and s["queue"]["total"] >= s["queue"]["depth"]
     assert s["account"] == {"backlog": 4, "sent": 0, "failed": 0}

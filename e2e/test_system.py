@@ -62,7 +62,8 @@ def test_three_accounts_from_jwt_to_delivery(system):
     prio = {x["messageId"]: p for x, p in zip(a_answers, priorities)}
 
     status = a.get("/status").json()
-    assert status["account"]["backlog"] == 25 and status["processing"]["estimatedTimeSeconds"] > 0
+    # All of it waits in SQS: the account's backlog counts what the worker has taken on.
+    assert status["queue"]["depth"] >= 50 and status["account"]["backlog"] == 0
     assert status["processing"]["lastProcessedAt"] is None
     watched = a_ids[-1]
     assert a.get(f"/{watched}").json()["status"] == "queued"
@@ -94,8 +95,10 @@ def test_three_accounts_from_jwt_to_delivery(system):
 
     assert "sent" in seen_statuses and a.get(f"/{watched}").json()["status"] == "sent"
     backlogs = [d[0] for d in drains]
-    assert backlogs[0] > 0 and backlogs[-1] == 0 and drains[-1][1] == 0
-    assert all(x >= y for x, y in zip(backlogs, backlogs[1:])), f"backlog only falls: {backlogs}"
+    peak = backlogs.index(max(backlogs))
+    assert 0 < backlogs[peak] <= 25 and drains[peak][1] > 0 and backlogs[-1] == 0 and drains[-1][1] == 0, backlogs
+    after = backlogs[peak:]
+    assert all(x >= y for x, y in zip(after, after[1:])), f"once taken on, the backlog only falls: {backlogs}"
     assert len({d[2] for d in drains if d[2]}) > 2, "lastProcessedAt moves"
 
 

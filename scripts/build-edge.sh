@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/scripts/tool-versions.sh"
 out="$root/edge/build/index_bg.wasm"
 if [ -f "$out" ] && [ -f "$root/edge/build/index.js" ]; then
-  if [ "${EDGE_SKIP_BUILD:-}" = 1 ] || [ -z "$(cd "$root" && find edge/src shared/src edge/Cargo.toml shared/Cargo.toml Cargo.toml Cargo.lock -newer "$out" -print -quit)" ]; then
+  if [ "${EDGE_SKIP_BUILD:-}" = 1 ] || [ -z "$(cd "$root" && find edge/src edge/js shared/src edge/Cargo.toml shared/Cargo.toml Cargo.toml Cargo.lock -newer "$out" -print -quit)" ]; then
     exit 0
   fi
 fi

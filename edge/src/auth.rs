@@ -170,9 +170,21 @@ impl JwtVerifier {
 
     /// The `kid` and algorithm a token names, read before any verification so that the
     /// caller can fetch a fresh JWKS for an unknown `kid`.
+    /// Only the header is decoded: the full parse happens once, in [`Self::verify`].
     pub fn peek(token: &str) -> Result<(String, Option<String>), AuthError> {
-        let t = parse(token)?;
-        Ok((t.algorithm().to_owned(), t.header().key_id.clone()))
+        #[derive(Deserialize)]
+        struct Header {
+            alg: String,
+            kid: Option<String>,
+        }
+        use base64::Engine;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
+        let encoded = token.split('.').next().unwrap_or_default();
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).map_err(|_| AuthError::Malformed)?;
+        let header: Header = serde_json::from_slice(&json).map_err(|_| AuthError::Malformed)?;
+        Ok((header.alg, header.kid))
     }
 
     /// Verifies `token` at `now_ms` and returns the account it acts for.

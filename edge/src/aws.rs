@@ -112,13 +112,13 @@ impl AwsClient {
 
     /// Calls `operation` (e.g. `SendMessage`, `PutItem`) with a JSON body and returns
     /// the parsed answer, retrying throttling, 5xx and network failures.
-    pub async fn call<P: Platform>(&self, p: &P, service: Service, operation: &str, body: &Value) -> Result<Value, AwsError> {
+    pub async fn call<P: Platform>(&self, p: &P, service: Service, operation: &str, body: &impl serde::Serialize) -> Result<Value, AwsError> {
         let endpoint = match service {
             Service::Sqs => &self.sqs,
             Service::DynamoDb => &self.dynamodb,
         };
         let target = format!("{}{operation}", service.target_prefix());
-        let body = serde_json::to_vec(body).expect("a serde_json::Value always serializes");
+        let body = serde_json::to_vec(body).expect("request bodies always serialize");
         let mut attempt = 0;
         loop {
             attempt += 1;

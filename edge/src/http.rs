@@ -3,6 +3,10 @@
 
 use serde::Serialize;
 
+/// The request headers the API reads: the Worker entry copies only these across the
+/// JS boundary (a request through Cloudflare carries a dozen more).
+pub const READ_HEADERS: [&str; 6] = ["authorization", "content-type", "content-length", "idempotency-key", "origin", "access-control-request-method"];
+
 /// An API request, as the Worker entry hands it over.
 #[derive(Debug, Clone, Default)]
 pub struct ApiRequest {
@@ -10,7 +14,7 @@ pub struct ApiRequest {
     pub path: String,
     /// The raw query string, without `?`.
     pub query: String,
-    /// Header names in lowercase.
+    /// The [`READ_HEADERS`] present, names in lowercase.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// The declared body size was over the limit, so the body was not read.
@@ -18,7 +22,17 @@ pub struct ApiRequest {
 }
 
 impl ApiRequest {
+    /// The path and the raw query of an absolute URL as the runtime hands it over
+    /// (`https://host/path?query#fragment`), without parsing the whole URL.
+    pub fn split_url(url: &str) -> (&str, &str) {
+        let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let target = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+        let target = target.split_once('#').map_or(target, |(t, _)| t);
+        target.split_once('?').unwrap_or((target, ""))
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
+        debug_assert!(READ_HEADERS.contains(&name), "{name} is not in READ_HEADERS, so the Worker entry does not copy it");
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
@@ -81,6 +95,14 @@ impl ApiResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn splits_urls_into_path_and_query() {
+        assert_eq!(ApiRequest::split_url("https://h.example/api/x?limit=5&cursor=a%3D#frag"), ("/api/x", "limit=5&cursor=a%3D"));
+        assert_eq!(ApiRequest::split_url("http://127.0.0.1:8787/api/onlyfans/messaging/send"), ("/api/onlyfans/messaging/send", ""));
+        assert_eq!(ApiRequest::split_url("https://h.example"), ("/", ""));
+        assert_eq!(ApiRequest::split_url("https://h.example?q=1"), ("/", ""));
+    }
 
     #[test]
     fn query_params() {

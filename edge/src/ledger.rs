@@ -35,7 +35,14 @@ fn table<'a, P: Platform>(ctx: &'a Ctx<'_, P>) -> &'a str {
 /// `BatchWriteItem`s (ids are fresh UUIDv7s, so no condition is needed).
 pub async fn put_new<P: Platform>(ctx: &Ctx<'_, P>, items: &[LedgerItem]) -> Result<(), AwsError> {
     if let [one] = items {
-        let body = json!({"TableName": table(ctx), "Item": one.to_item(), "ConditionExpression": "attribute_not_exists(messageId)"});
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct PutItem<'a> {
+            table_name: &'a str,
+            item: &'a LedgerItem,
+            condition_expression: &'static str,
+        }
+        let body = PutItem { table_name: table(ctx), item: one, condition_expression: "attribute_not_exists(messageId)" };
         return ctx.dynamodb("PutItem", &body).await.map(drop);
     }
     let requests: Vec<Value> = items.iter().map(|i| json!({"PutRequest": {"Item": i.to_item()}})).collect();
@@ -65,17 +72,16 @@ async fn batch_write<P: Platform>(ctx: &Ctx<'_, P>, requests: Vec<Value>) -> Res
     results.into_iter().collect()
 }
 
-/// Adds to an account's summary counters and returns the summary after the change.
-pub async fn add_to_summary<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, queued: i64, failed: i64) -> Result<Summary, AwsError> {
+/// Adds to an account's count of failed messages. (The backlog counter is the
+/// worker's: it adds what it schedules and takes off each outcome.)
+pub async fn add_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, failed: i64) -> Result<(), AwsError> {
     let body = json!({
         "TableName": table(ctx),
         "Key": key(creator, SUMMARY_SK),
-        "UpdateExpression": "ADD queued :q, failed :f",
-        "ExpressionAttributeValues": {":q": n(queued), ":f": n(failed)},
-        "ReturnValues": "ALL_NEW",
+        "UpdateExpression": "ADD failed :f",
+        "ExpressionAttributeValues": {":f": n(failed)},
     });
-    let answer = ctx.dynamodb("UpdateItem", &body).await?;
-    Ok(Summary::from_item(answer.get("Attributes")))
+    ctx.dynamodb("UpdateItem", &body).await.map(drop)
 }
 
 pub async fn summary<P: Platform>(ctx: &Ctx<'_, P>, creator: &str) -> Result<Summary, AwsError> {

@@ -7,7 +7,8 @@
 //! - [`auth`]: JWT verification and JWKS keys;
 //! - [`config`]: settings from the environment;
 //! - [`sigv4`] and [`aws`]: signed AWS JSON-protocol calls with retries;
-//! - [`queue`] (SQS), [`ledger`] (DynamoDB), [`idempotency`];
+//! - [`queue`] (SQS), [`ledger`] (DynamoDB), [`position`] (queue positions),
+//!   [`idempotency`];
 //! - [`error`]: failures into the error JSON, in one place;
 //! - [`http`], [`cors`], [`services`]: request/response data, CORS, per-isolate state.
 
@@ -21,6 +22,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ledger;
 pub mod platform;
+pub mod position;
 pub mod queue;
 pub mod services;
 pub mod sigv4;

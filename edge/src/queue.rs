@@ -2,6 +2,7 @@
 //! chunks of 10, sent concurrently) and reading its depth (`GetQueueAttributes`).
 
 use futures_util::future::join_all;
+use serde::Serialize;
 use serde_json::{json, Value};
 use shared::api::QueueState;
 use shared::message::{QueueMessage, MESSAGE_TYPE};
@@ -15,23 +16,51 @@ const BATCH: usize = 10;
 /// Rounds of re-sending the entries a batch reported as failed for a passing reason.
 const BATCH_ROUNDS: usize = 3;
 
-fn entry(m: &QueueMessage) -> Value {
-    json!({
-        "MessageBody": serde_json::to_string(m).expect("a queue message always serializes"),
-        "MessageAttributes": {
-            "creatorId": {"DataType": "String", "StringValue": m.creator_id},
-            "priority": {"DataType": "Number", "StringValue": m.priority.to_string()},
-            "messageType": {"DataType": "String", "StringValue": MESSAGE_TYPE},
+/// One message as SQS takes it (`SendMessage`'s body, or a `SendMessageBatch` entry).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Entry<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    message_body: String,
+    message_attributes: Attributes<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Attributes<'a> {
+    creator_id: Attribute<'a>,
+    priority: Attribute<'a>,
+    message_type: Attribute<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Attribute<'a> {
+    data_type: &'static str,
+    string_value: std::borrow::Cow<'a, str>,
+}
+
+fn entry(m: &QueueMessage) -> Entry<'_> {
+    Entry {
+        queue_url: None,
+        id: None,
+        message_body: serde_json::to_string(m).expect("a queue message always serializes"),
+        message_attributes: Attributes {
+            creator_id: Attribute { data_type: "String", string_value: m.creator_id.as_str().into() },
+            priority: Attribute { data_type: "Number", string_value: m.priority.to_string().into() },
+            message_type: Attribute { data_type: "String", string_value: MESSAGE_TYPE.into() },
         },
-    })
+    }
 }
 
 /// Sends `messages` to the queue; returns, per message and in order, whether SQS took it.
 pub async fn enqueue<P: Platform>(ctx: &Ctx<'_, P>, messages: &[QueueMessage]) -> Vec<Result<(), AwsError>> {
     let queue_url = &ctx.config().queue_url;
     if let [one] = messages {
-        let mut body = entry(one);
-        body["QueueUrl"] = json!(queue_url);
+        let body = Entry { queue_url: Some(queue_url), ..entry(one) };
         return vec![ctx.sqs("SendMessage", &body).await.map(drop)];
     }
     let chunks = join_all(messages.chunks(BATCH).map(|chunk| send_batch(ctx, queue_url, chunk))).await;
@@ -45,14 +74,7 @@ async fn send_batch<P: Platform>(ctx: &Ctx<'_, P>, queue_url: &str, chunk: &[Que
         if pending.is_empty() {
             break;
         }
-        let entries: Vec<Value> = pending
-            .iter()
-            .map(|&i| {
-                let mut e = entry(&chunk[i]);
-                e["Id"] = json!(i.to_string());
-                e
-            })
-            .collect();
+        let entries: Vec<Entry> = pending.iter().map(|&i| Entry { id: Some(i.to_string()), ..entry(&chunk[i]) }).collect();
         let answer = match ctx.sqs("SendMessageBatch", &json!({"QueueUrl": queue_url, "Entries": entries})).await {
             Ok(a) => a,
             Err(e) => {

@@ -1,6 +1,6 @@
 //! The per-isolate state every request shares (settings, the AWS client, the token
-//! verifier, the JWKS cache) and the per-request handle that pairs it with the
-//! runtime ([`Ctx`]).
+//! verifier, the JWKS cache, remembered queue positions) and the per-request handle
+//! that pairs it with the runtime ([`Ctx`]).
 
 use std::cell::RefCell;
 
@@ -11,6 +11,7 @@ use crate::auth::{AuthError, JwtVerifier, KeySet};
 use crate::aws::{AwsClient, AwsError, Service};
 use crate::config::Config;
 use crate::platform::{HttpRequest, Platform};
+use crate::position::Positions;
 
 /// How long a fetched JWKS is trusted before it is fetched again.
 const JWKS_TTL_MS: u64 = 10 * 60 * 1000;
@@ -21,6 +22,7 @@ pub struct Edge {
     pub config: Config,
     pub aws: AwsClient,
     pub verifier: JwtVerifier,
+    pub positions: Positions,
     jwks: RefCell<Option<(KeySet, u64)>>,
 }
 
@@ -35,7 +37,7 @@ impl Edge {
             config.jwt_account_claim.clone(),
             config.jwt_leeway_seconds,
         );
-        Ok(Self { config, aws, verifier, jwks: RefCell::new(None) })
+        Ok(Self { config, aws, verifier, positions: Positions::default(), jwks: RefCell::new(None) })
     }
 }
 
@@ -50,11 +52,11 @@ impl<P: Platform> Ctx<'_, P> {
         &self.edge.config
     }
 
-    pub async fn sqs(&self, operation: &str, body: &Value) -> Result<Value, AwsError> {
+    pub async fn sqs(&self, operation: &str, body: &impl serde::Serialize) -> Result<Value, AwsError> {
         self.edge.aws.call(self.p, Service::Sqs, operation, body).await
     }
 
-    pub async fn dynamodb(&self, operation: &str, body: &Value) -> Result<Value, AwsError> {
+    pub async fn dynamodb(&self, operation: &str, body: &impl serde::Serialize) -> Result<Value, AwsError> {
         self.edge.aws.call(self.p, Service::DynamoDb, operation, body).await
     }
 

@@ -109,6 +109,12 @@ impl Ingest {
             }
         }
         let enqueued = self.schedule.enqueue(&valid).await?;
+        if let Some(ledger) = &self.ledger {
+            // An estimate for `GET /status` and `queuePosition`: never worth a redelivery.
+            if let Err(e) = ledger.add_to_backlog(&enqueued.added_by_account(&valid)).await {
+                tracing::warn!(error = %e, "backlog counters not updated");
+            }
+        }
         self.metrics.deferred(enqueued.deferred);
         if enqueued.duplicates > 0 {
             tracing::info!(duplicates = enqueued.duplicates, "duplicate deliveries dropped");

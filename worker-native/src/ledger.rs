@@ -122,6 +122,27 @@ impl Ledger {
         Ok(written)
     }
 
+    /// Adds newly scheduled messages to their accounts' backlog counters (one update per
+    /// account): the backlog counts what the worker has taken on, and `record` takes it
+    /// off again, so both ends of the count live in one place.
+    pub async fn add_to_backlog(&self, added: &HashMap<&str, i64>) -> anyhow::Result<()> {
+        self.count(added.len());
+        let updates = added.iter().filter(|(_, &k)| k > 0).map(|(account, k)| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key(PK, s(*account))
+                .key(SK, s(SUMMARY_SK))
+                .update_expression("ADD queued :q")
+                .expression_attribute_values(":q", n(k))
+                .send()
+        });
+        for r in join_all(updates).await {
+            r?;
+        }
+        Ok(())
+    }
+
     /// Records outcomes, concurrently, then the per-account summary counters (one
     /// update per account). A condition that fails means the item moved on (a late
     /// duplicate, or a newer generation): nothing to do.

@@ -5,6 +5,7 @@
 //! Every call is one round trip, however many messages it carries; [`Schedule`]
 //! counts them so that benchmarks can report round trips per message.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -61,12 +62,27 @@ pub enum Completion {
 }
 
 /// What an enqueue did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Enqueued {
     pub added: u64,
     pub duplicates: u64,
     /// Messages whose account had to wait for its limit.
     pub deferred: u64,
+    /// Positions (in the enqueued slice) of the duplicates.
+    pub duplicate_at: Vec<usize>,
+}
+
+impl Enqueued {
+    /// How many of `messages` (the slice that was enqueued) each account got.
+    pub fn added_by_account<'a>(&self, messages: &'a [QueueMessage]) -> HashMap<&'a str, i64> {
+        let mut added = HashMap::new();
+        for (i, m) in messages.iter().enumerate() {
+            if !self.duplicate_at.contains(&i) {
+                *added.entry(m.creator_id.as_str()).or_default() += 1;
+            }
+        }
+        added
+    }
 }
 
 /// Rate-limit settings every script needs.
@@ -155,8 +171,8 @@ impl Schedule {
             let payload = serde_json::to_string(&Payload { message: m.clone(), attempts: 0 }).expect("payload serializes");
             inv.arg(&m.creator_id).arg(&m.id).arg(m.generation).arg(queue_score(m)).arg(payload);
         }
-        let (added, duplicates, deferred): (u64, u64, u64) = self.run(&inv).await?;
-        Ok(Enqueued { added, duplicates, deferred })
+        let (added, duplicates, deferred, duplicate_at): (u64, u64, u64, Vec<usize>) = self.run(&inv).await?;
+        Ok(Enqueued { added, duplicates, deferred, duplicate_at })
     }
 
     /// Leases up to `n` due messages for `lease_ms`.

@@ -105,6 +105,11 @@ async fn duplicate_deliveries_are_dropped_and_retries_accepted() {
     let mut retried = m.clone();
     retried.generation = 1;
     assert_eq!(s.enqueue(&[retried]).await.unwrap().added, 1, "a retry from the edge is new work");
+    // A batch mixing new and duplicate deliveries: only the new ones count per account.
+    let batch = [message("b", 0, 5), m.clone(), message("a", 7, 5), message("b", 0, 5), message("b", 1, 5)];
+    let enqueued = s.enqueue(&batch).await.unwrap();
+    assert_eq!((enqueued.added, enqueued.duplicate_at.clone()), (3, vec![1, 3]));
+    assert_eq!(enqueued.added_by_account(&batch), [("a", 1), ("b", 2)].into_iter().collect());
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ pub async fn retry<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Re
         }
         return Err(e.into());
     }
-    if let Err(e) = ledger::add_to_summary(ctx, account, 1, -1).await {
+    if let Err(e) = ledger::add_failed(ctx, account, -1).await {
         ctx.p.log_error(&format!("summary not updated after retry: {e}"));
     }
     Ok(ApiResponse::json(200, &RetryAccepted { success: true, message_id: item.message.id.clone(), status: MessageStatus::Queued }))

@@ -1,14 +1,15 @@
 //! `POST /send`: validate, then write each message to SQS and its ledger item
-//! concurrently, and answer with its place in the account's backlog.
+//! concurrently, and answer with its place in the account's backlog (see [`crate::position`]).
 
 use futures_util::future::join3;
 use shared::api::{MassAccepted, MassEntry, SendAccepted};
 use shared::error::{ErrorCode, FieldError};
-use shared::ledger::{LedgerItem, MessageStatus};
+use shared::ledger::{LedgerItem, MessageStatus, Summary};
 use shared::message::{QueueMessage, SendRequest};
 use shared::validation::{validate_send, MAX_BODY_BYTES};
 
 use super::{now_rfc3339, require_enabled};
+use crate::aws::AwsError;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::idempotency::{self, Claim};
@@ -73,9 +74,8 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
         })
         .collect();
     let items: Vec<LedgerItem> = messages.iter().map(|m| LedgerItem::queued(m.clone(), expires_at)).collect();
-    let count = messages.len() as i64;
 
-    let (queued, written, summary) = join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items), ledger::add_to_summary(ctx, account, count, 0)).await;
+    let (queued, written, summary) = join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items), backlog(ctx, account, now_ms)).await;
 
     let unqueued: Vec<usize> = (0..messages.len()).filter(|&i| queued[i].is_err()).collect();
     if let Err(e) = &written {
@@ -83,22 +83,25 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
         ctx.p.log_error(&format!("ledger items not written for {} message(s): {e}", messages.len()));
     }
     if unqueued.len() == messages.len() {
-        undo(ctx, account, &messages, written.is_ok(), summary.is_ok()).await;
+        if written.is_ok() {
+            undo(ctx, account, &messages).await;
+        }
         let first_error = queued.into_iter().find_map(Result::err).expect("at least one message");
         return Err(first_error.into());
     }
     if !unqueued.is_empty() {
         mark_unqueued(ctx, account, &messages, &unqueued, written.is_ok()).await;
     }
+    ctx.edge.positions.accepted(account, (messages.len() - unqueued.len()) as u64);
 
-    let (backlog_after, last_sent) = match &summary {
-        Ok(s) => (s.queued.max(count as u64), s.last_sent_at_ms),
+    let (ahead, last_sent) = match summary {
+        Ok(s) => (s.queued, s.last_sent_at_ms),
         Err(e) => {
-            ctx.p.log_error(&format!("summary not updated: {e}"));
-            (count as u64, None)
+            ctx.p.log_error(&format!("summary not read: {e}"));
+            (0, None)
         }
     };
-    let first_position = backlog_after - count as u64 + 1;
+    let first_position = ahead + 1;
     let rate = ctx.config().rate;
     let mut entries = messages.into_iter().zip(queued).enumerate().map(|(i, (m, outcome))| {
         let position = first_position + i as u64;
@@ -123,19 +126,23 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
     })
 }
 
-/// Nothing was queued: remove what was written so the ledger does not show messages
-/// that will never be sent.
-async fn undo<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[QueueMessage], items_written: bool, summary_added: bool) {
-    let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
-    if items_written {
-        if let Err(e) = ledger::delete(ctx, account, &ids).await {
-            ctx.p.log_error(&format!("could not remove ledger items of unqueued messages: {e}"));
-        }
+/// The account's backlog ahead of new messages: remembered by this isolate when fresh,
+/// otherwise read (and remembered).
+async fn backlog<P: Platform>(ctx: &Ctx<'_, P>, account: &str, now_ms: u64) -> Result<Summary, AwsError> {
+    if let Some(s) = ctx.edge.positions.cached(account, now_ms) {
+        return Ok(s);
     }
-    if summary_added {
-        if let Err(e) = ledger::add_to_summary(ctx, account, -(ids.len() as i64), 0).await {
-            ctx.p.log_error(&format!("summary not corrected: {e}"));
-        }
+    let s = ledger::summary(ctx, account).await?;
+    ctx.edge.positions.remember(account, s.clone(), now_ms);
+    Ok(s)
+}
+
+/// Nothing was queued: remove the items written, so the ledger does not show messages
+/// that will never be sent.
+async fn undo<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[QueueMessage]) {
+    let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+    if let Err(e) = ledger::delete(ctx, account, &ids).await {
+        ctx.p.log_error(&format!("could not remove ledger items of unqueued messages: {e}"));
     }
 }
 
@@ -153,8 +160,7 @@ async fn mark_unqueued<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &
             }
         }
     }
-    let k = unqueued.len() as i64;
-    if let Err(e) = ledger::add_to_summary(ctx, account, -k, k).await {
-        ctx.p.log_error(&format!("summary not corrected: {e}"));
+    if let Err(e) = ledger::add_failed(ctx, account, unqueued.len() as i64).await {
+        ctx.p.log_error(&format!("failed count not updated: {e}"));
     }
 }
