@@ -115,10 +115,13 @@ def memory(parts: Parts, n=1_000_000, accounts=10_000, seconds=20):
             "peakRssMiB": round(max(h for _, h in samples) / 1024, 1), "goal": "a few tens of MB"}
 
 
-def accuracy(parts: Parts, out: Path, accounts=1000, per=30, workers=3, window=2000, maximum=10, margin=100):
+def accuracy(parts: Parts, out: Path, accounts=1000, per=30, workers=3, window=2000, maximum=10, margin=50):
     parts.load("acc:", accounts, accounts * per)
     started = time.monotonic()
     # The ledger is not what is measured here (the emulator would be the bottleneck).
+    # The margin is against delivery jitter, which is absolute: this 2-vCPU machine shows
+    # up to ~40 ms between a take and the gateway at 5,000 sends/s, so a compressed 2 s
+    # window needs 2.5% (at the real 60 s window the default 1% is 600 ms).
     ws = [parts.worker(f"accuracy-worker-{i}", "acc:", RATE_LIMIT_MAX=str(maximum), RATE_LIMIT_WINDOW=f"{window}ms",
                        RATE_LIMIT_MARGIN=f"{margin}ms", LEDGER_ENABLED="false") for i in range(workers)]
     total = accounts * per
@@ -128,9 +131,11 @@ def accuracy(parts: Parts, out: Path, accounts=1000, per=30, workers=3, window=2
     for d in deliveries:
         by_account.setdefault(d["accountId"], []).append(datetime.fromisoformat(d["receivedAt"].replace("Z", "+00:00")).timestamp() * 1000)
     ideal = (per - 1) * window / maximum
-    worst, ratios = 0, []
+    worst, ratios, tight = 0, [], []
     for times in by_account.values():
         times.sort()
+        # How far apart any `maximum + 1` consecutive sends are, at the gateway.
+        tight.extend(times[k + maximum] - times[k] for k in range(len(times) - maximum))
         j = 0
         for i in range(len(times)):
             while times[i] - times[j] >= window:
@@ -142,7 +147,8 @@ def accuracy(parts: Parts, out: Path, accounts=1000, per=30, workers=3, window=2
     return {"benchmark": "accuracy", "accounts": accounts, "perAccount": per, "workers": workers, "delivered": len(deliveries),
             "distinctDelivered": len({d['messageId'] for d in deliveries}), "seconds": round(time.monotonic() - started, 1),
             "worstWindowCount": worst, "spanVsIdealMedian": round(ratios[len(ratios) // 2], 4), "spanVsIdealMax": round(ratios[-1], 4),
-            "marginMs": margin, "png": str(out / "limit-accuracy.png"), "goal": "worst <= 10, span <= 1.01x ideal (+ margin)"}
+            "tightestSpanOfMaxPlus1Ms": round(min(tight), 1), "spansOfMaxPlus1UnderWindow": sum(t < window for t in tight),
+            "marginMs": margin, "png": str(out / "limit-accuracy.png"), "goal": "worst <= 10, span <= 1.01x ideal"}
 
 
 def plot(by_account, path, window, maximum, shown=6):

@@ -26,7 +26,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("RATE_LIMIT_MAX", "10", "sends per account per window"),
     ("RATE_LIMIT_WINDOW", "60s", "the rolling window (60, 60s, 2000ms)"),
     ("RATE_LIMIT_BURST", "1", "sends allowed back to back (1 = evenly spaced); the window rule holds either way"),
-    ("RATE_LIMIT_MARGIN", "2% of the window", "added to the window against delivery jitter"),
+    ("RATE_LIMIT_MARGIN", "1% of the window", "added once per RATE_LIMIT_MAX sends against delivery jitter"),
     ("MAX_ATTEMPTS", "3", "delivery attempts before a message fails for good"),
     ("RETRY_BASE_DELAY", "1s", "first retry delay (doubles each attempt, full jitter)"),
     ("RETRY_MAX_DELAY", "60s", "longest retry delay"),
@@ -118,7 +118,7 @@ impl Config {
         let metrics_interval = ms(s.duration_ms("METRICS_INTERVAL", 60_000));
         let shutdown_grace = ms(s.duration_ms("SHUTDOWN_GRACE", 20_000));
         let margin_ms = match s.get("RATE_LIMIT_MARGIN") {
-            None => window_ms / 50,
+            None => window_ms / 100,
             Some(v) => {
                 let parsed = match v.strip_suffix('%') {
                     Some(p) => p.trim().parse::<u64>().ok().filter(|p| *p <= 100).map(|p| window_ms * p / 100),
@@ -205,7 +205,7 @@ mod tests {
     fn defaults_and_compressed_window() {
         let base = [("SQS_RATE_LIMITER_QUEUE_URL", "q"), ("SQS_RATE_LIMITER_DLQ_URL", "d"), ("AWS_REGION", "us-east-1"), ("REDIS_ENDPOINT", "127.0.0.1:6379")];
         let c = Config::from_lookup(env(&base)).unwrap();
-        assert_eq!((c.rate, c.burst, c.margin_ms, c.max_attempts), (RateLimit::DEFAULT, 1, 1200, 3));
+        assert_eq!((c.rate, c.burst, c.margin_ms, c.max_attempts), (RateLimit::DEFAULT, 1, 600, 3));
         assert_eq!(c.redis_url, "redis://127.0.0.1:6379");
         assert!(!c.enabled);
         let mut fast = base.to_vec();

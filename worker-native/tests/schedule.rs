@@ -61,6 +61,23 @@ async fn rolling_window_and_spacing_hold_for_one_account() {
 }
 
 #[tokio::test]
+async fn the_margin_costs_once_per_window_and_lateness_does_not_add_up() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 1, 40);
+    s.enqueue(&(0..30).map(|i| message("a", i, 5)).collect::<Vec<_>>()).await.unwrap();
+    let times: Vec<u64> = drain(&s, 30).await.into_iter().map(|(t, _)| t).collect();
+    // Any 11 sends more than a window and half the margin apart.
+    assert!(max_in_window(&times, 2000 + 20) <= 10, "{times:?}");
+    let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|&g| g >= 180), "spacing less the absorbed lateness: {gaps:?}");
+    assert!(gaps[9] >= 230 && gaps[19] >= 230, "the margin after the 10th and the 20th send: {gaps:?}");
+    // 29 spacings and two margins, not 29 × (window + margin) / max, and the polling
+    // delays of 30 takes are not added to it.
+    let span = times[29] - times[0];
+    assert!((5880..=5880 + 40).contains(&span), "span {span} ms against 5880");
+}
+
+#[tokio::test]
 async fn burst_still_holds_the_rolling_window() {
     let redis = RedisServer::start();
     let s = redis.schedule(FAST, 5, 0);

@@ -1,10 +1,11 @@
 -- Shared by every schedule script (prepended to each). Keys, all under the prefix P:
---   P..'ready'        ZSET account -> ms when it may next send (accounts with work)
+--   P..'ready'        ZSET account -> ms when it may next send (accounts with work, and
+--                     those whose queue ran empty, until they are next due)
 --   P..'q:'..acct     ZSET message id -> priority * 1e13 + accepted ms (most urgent, oldest first)
 --   P..'body:'..acct  HASH message id -> payload (the queue message and its attempts)
---   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until); with
---                     burst 1, tat is written when the account leaves `ready` (while
---                     it is in `ready`, its score is its tat)
+--   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until), n
+--                     (sends so far, burst 1); with burst 1, tat is written when the
+--                     account leaves `ready` (while it is in `ready`, its score is its tat)
 --   P..'win:'..acct   LIST the account's last `max` send times, newest first
 --   P..'limits'       HASH account -> "max window_ms burst" (per-account override)
 --   P..'delayed'      ZSET "acct\nid\nqscore" -> ms when a retry is due
@@ -12,8 +13,11 @@
 --   P..'seen:'..id    STRING generation, to drop duplicate deliveries from SQS
 --
 -- The limit (DESIGN §6): never more than `max` sends in any rolling window of
--- `window + margin` ms, and sends spaced by (window + margin) / max (GCRA) unless a
--- burst allows up to `burst` back to back. Time is Redis's own clock.
+-- `window + margin` ms. With burst 1 (the default) sends are spaced by window / max,
+-- and every `max`-th send waits the margin once more, so that any `max + 1` sends are
+-- `window + margin` apart at a cost of one margin per `max` sends (take.lua). With a
+-- burst, up to `burst` go back to back (GCRA at (window + margin) / max) and a log of
+-- the last `max` sends enforces the rolling window. Time is Redis's own clock.
 
 local P = ARGV[1]
 local DEF_MAX, DEF_WINDOW, DEF_BURST, MARGIN = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])

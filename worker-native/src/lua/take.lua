@@ -15,36 +15,44 @@ end
 
 local out = {}
 local taken = 0
-local due = redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', now, 'LIMIT', 0, n)
-for _, acct in ipairs(due) do
+local due = redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', now, 'WITHSCORES', 'LIMIT', 0, n)
+for i = 1, #due, 2 do
   if taken >= n then break end
+  local acct, slot = due[i], tonumber(due[i + 1])
   local max, window, burst = limit_of(acct)
   local q = P .. 'q:' .. acct
   while true do
     local popped = redis.call('ZPOPMIN', q)
     if #popped == 0 then
+      -- Its queue ran empty at its last send (an account stays in `ready` until it is
+      -- next due, which spares a ZCARD per message): it leaves, keeping its next
+      -- allowed time.
       redis.call('ZREM', P .. 'ready', acct)
+      if burst == 1 then redis.call('HSET', P .. 'st:' .. acct, 'tat', slot) end
       break
     end
     local id, qs = popped[1], popped[2]
     local payload = redis.call('HGET', P .. 'body:' .. acct, id)
-    -- An account is taken only when due, so with burst 1 its pause is over and its
-    -- tat is at most now: the next slot is exactly one interval from now.
     local next = now
     if payload then
       if burst == 1 then
-        next = now + window / max
+        -- Evenly spaced sends (see common.lua): the account is taken only when due, so
+        -- its pause is over and `slot` (its score) is at most now. A send taken a little
+        -- late (up to a twentieth of the spacing, and half the margin) counts at its
+        -- slot, so that dispatch delays do not add up; later than that (an idle
+        -- account, a worker far behind) it counts at now. Every `max`-th send adds the
+        -- margin once: any `max + 1` sends are then a window plus at least half the
+        -- margin apart, at a cost of one margin per `max` sends.
+        local spacing = (window - MARGIN) / max
+        if now - slot > math.min(MARGIN / 2, spacing / 20) then slot = now end
+        next = slot + spacing
+        if MARGIN > 0 and redis.call('HINCRBY', P .. 'st:' .. acct, 'n', 1) % max == 0 then next = next + MARGIN end
       else
         next = next_allowed(acct, record_send(acct, now))
       end
       redis.call('ZADD', P .. 'leases', now + lease, acct .. '\n' .. id .. '\n' .. qs)
       out[#out + 1] = acct; out[#out + 1] = id; out[#out + 1] = qs; out[#out + 1] = payload
       taken = taken + 1
-    end
-    if redis.call('ZCARD', q) == 0 then
-      redis.call('ZREM', P .. 'ready', acct)
-      if burst == 1 and payload then redis.call('HSET', P .. 'st:' .. acct, 'tat', next) end
-      break
     end
     if next > now or taken >= n then
       redis.call('ZADD', P .. 'ready', next, acct)
