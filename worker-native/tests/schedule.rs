@@ -46,14 +46,21 @@ async fn priority_then_age_within_an_account() {
     assert_eq!(order, expect, "priority 1 before 5 before 10, ties oldest first");
 }
 
-#[tokio::test]
-async fn rolling_window_and_spacing_hold_for_one_account() {
+/// Take times of 30 messages of one account at 10 per 2 s with `margin_ms`, and the
+/// gaps between them.
+async fn thirty_sends(margin_ms: u64) -> (Vec<u64>, Vec<u64>) {
     let redis = RedisServer::start();
-    let s = redis.schedule(FAST, 1, 0);
+    let s = redis.schedule(FAST, 1, margin_ms);
     s.enqueue(&(0..30).map(|i| message("a", i, 5)).collect::<Vec<_>>()).await.unwrap();
     let times: Vec<u64> = drain(&s, 30).await.into_iter().map(|(t, _)| t).collect();
+    let gaps = times.windows(2).map(|w| w[1] - w[0]).collect();
+    (times, gaps)
+}
+
+#[tokio::test]
+async fn rolling_window_and_spacing_hold_for_one_account() {
+    let (times, gaps) = thirty_sends(0).await;
     assert!(max_in_window(&times, 2000) <= 10, "more than 10 in a 2 s window: {times:?}");
-    let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.iter().all(|&g| g >= 200), "spaced by window/max: {gaps:?}");
     // No idle slots: 29 spacings of 200 ms, give or take polling.
     let span = times[29] - times[0];
@@ -62,13 +69,9 @@ async fn rolling_window_and_spacing_hold_for_one_account() {
 
 #[tokio::test]
 async fn the_margin_costs_once_per_window_and_lateness_does_not_add_up() {
-    let redis = RedisServer::start();
-    let s = redis.schedule(FAST, 1, 40);
-    s.enqueue(&(0..30).map(|i| message("a", i, 5)).collect::<Vec<_>>()).await.unwrap();
-    let times: Vec<u64> = drain(&s, 30).await.into_iter().map(|(t, _)| t).collect();
+    let (times, gaps) = thirty_sends(40).await;
     // Any 11 sends more than a window and half the margin apart.
     assert!(max_in_window(&times, 2000 + 20) <= 10, "{times:?}");
-    let gaps: Vec<u64> = times.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(gaps.iter().all(|&g| g >= 180), "spacing less the absorbed lateness: {gaps:?}");
     assert!(gaps[9] >= 230 && gaps[19] >= 230, "the margin after the 10th and the 20th send: {gaps:?}");
     // 29 spacings and two margins, not 29 × (window + margin) / max, and the polling
