@@ -15,7 +15,8 @@ from devstack.system import LocalSystem, Ports
 from test_worker import figure, max_in_window
 
 WINDOW_MS, MAX = 2000, 10
-SPACING_MS = (WINDOW_MS + 100) / MAX  # the run command's demo limit has a 100 ms jitter margin
+SPACING_MS = WINDOW_MS / MAX
+MARGIN_MS = 100  # the run command's demo limit: added once per MAX sends against jitter
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +90,9 @@ def test_three_accounts_from_jwt_to_delivery(system):
     assert a_order == sorted(priorities), f"priority order within the account: {a_order}"
     b_first = min(ms(d["receivedAt"]) for d in got["acct-b"]) - started
     c_span = max(ms(d["receivedAt"]) for d in got["acct-c"]) - min(ms(d["receivedAt"]) for d in got["acct-c"])
-    figure("system_three_accounts", b_first_delivery_ms=round(b_first), c_span_ms=round(c_span), c_ideal_ms=round(19 * SPACING_MS))
+    figure("system_three_accounts", b_first_delivery_ms=round(b_first), c_span_ms=round(c_span), c_ideal_ms=round(19 * SPACING_MS + MARGIN_MS))
     assert b_first < 1500, "B is not held back behind A's backlog"
-    assert c_span <= 1.1 * 19 * SPACING_MS, "C's mass message goes at C's own rate"
+    assert c_span <= 1.05 * (19 * SPACING_MS + MARGIN_MS), "C's mass message goes at C's own rate"
 
     assert "sent" in seen_statuses and a.get(f"/{watched}").json()["status"] == "sent"
     backlogs = [d[0] for d in drains]
