@@ -92,7 +92,7 @@ def test_three_accounts_from_jwt_to_delivery(system):
     c_span = max(ms(d["receivedAt"]) for d in got["acct-c"]) - min(ms(d["receivedAt"]) for d in got["acct-c"])
     figure("system_three_accounts", b_first_delivery_ms=round(b_first), c_span_ms=round(c_span), c_ideal_ms=round(19 * SPACING_MS + MARGIN_MS))
     assert b_first < 1500, "B is not held back behind A's backlog"
-    assert c_span <= 1.05 * (19 * SPACING_MS + MARGIN_MS), "C's mass message goes at C's own rate"
+    assert c_span <= 1.1 * (19 * SPACING_MS + MARGIN_MS), "C's mass message goes at C's own rate"
 
     assert "sent" in seen_statuses and a.get(f"/{watched}").json()["status"] == "sent"
     backlogs = [d[0] for d in drains]
