@@ -9,9 +9,9 @@ from pathlib import Path
 from devstack import provision as prov
 from devstack import stack
 
-# The fast demo limit: the same rule as 10 a minute, thirty times faster.
-# The demo limit. Its margin covers delivery jitter, which is absolute: a debug-built
-# worker starting on a loaded 2-core machine has delayed a delivery by ~230 ms.
+# The fast demo limit: the same rule as 10 a minute, thirty times faster. Its margin
+# covers delivery jitter, which does not shrink with the window: a debug-built worker
+# starting on a loaded 2-core machine has delayed a delivery by ~230 ms.
 FAST = {"RATE_LIMIT_MAX": "10", "RATE_LIMIT_WINDOW": "2s", "RATE_LIMIT_MARGIN": "250ms"}
 REAL = {"RATE_LIMIT_MAX": "10", "RATE_LIMIT_WINDOW": "60s"}
 
