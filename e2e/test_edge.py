@@ -131,6 +131,11 @@ def test_queue_position_and_estimate_follow_the_backlog(edge, emulator):
     assert 5 <= t[1] - t[0] <= 7 and 5 <= t[2] - t[1] <= 7
     # Another account is not behind this one.
     assert send(edge, account()).json()["queuePosition"] == 1
+    # Concurrent sends of one account get distinct places, even before a read is back.
+    burst = account()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        places = sorted(pool.map(lambda _: send(edge, burst).json()["queuePosition"], range(6)))
+    assert places == [1, 2, 3, 4, 5, 6], places
     # An account whose backlog the worker holds lines up behind it.
     busy = account()
     emulator.take_on(busy, 7)

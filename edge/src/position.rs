@@ -1,7 +1,8 @@
 //! Queue positions without a counter write per send. The account's backlog counter is
 //! kept by the worker (added to when it schedules a message, taken from at each
 //! outcome); the edge reads it, and each isolate remembers what it read for
-//! [`FRESH_MS`] and counts the messages it accepted since. A burst of sends then reads
+//! [`FRESH_MS`] and counts the places it handed out since (at once, so that concurrent
+//! sends get distinct places, even before the first read is back). A burst of sends reads
 //! the summary about once a second instead of writing it on every send (each DynamoDB
 //! call is a subrequest, the largest part of a send's CPU). A position is an estimate
 //! (DESIGN §5): it may miss what other isolates accepted within the last second.
@@ -24,36 +25,60 @@ pub struct Positions {
 
 #[derive(Debug)]
 struct Seen {
-    summary: Summary,
+    /// `None` while the first read is under way.
+    summary: Option<Summary>,
     read_at_ms: u64,
+    /// Places taken by this isolate since the read.
     accepted_since: u64,
 }
 
-impl Positions {
-    /// The account's summary as last read, if fresh, with `queued` counting the messages
-    /// this isolate accepted since: the backlog a new message lines up behind.
-    pub fn cached(&self, account: &str, now_ms: u64) -> Option<Summary> {
-        let accounts = self.accounts.borrow();
-        let seen = accounts.get(account).filter(|s| now_ms.saturating_sub(s.read_at_ms) < FRESH_MS)?;
-        Some(Summary { queued: seen.summary.queued + seen.accepted_since, ..seen.summary.clone() })
-    }
+/// Places taken in an account's backlog: they come after `offset` others this isolate
+/// took since its read, behind the backlog of `known` (or of a summary still to read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub offset: u64,
+    pub known: Option<Summary>,
+}
 
-    /// Keeps a summary just read.
-    pub fn remember(&self, account: &str, summary: Summary, now_ms: u64) {
+impl Reservation {
+    /// The backlog ahead of the reserved places, given the summary.
+    pub fn ahead(&self, summary: &Summary) -> Summary {
+        Summary { queued: summary.queued + self.offset, ..summary.clone() }
+    }
+}
+
+impl Positions {
+    /// Takes `count` places in the account's backlog at once, so that concurrent sends
+    /// get distinct places; `known` is `None` when the caller must read the summary
+    /// (then [`Self::remember`] it).
+    pub fn reserve(&self, account: &str, count: u64, now_ms: u64) -> Reservation {
         let mut accounts = self.accounts.borrow_mut();
+        if let Some(seen) = accounts.get_mut(account).filter(|s| now_ms.saturating_sub(s.read_at_ms) < FRESH_MS) {
+            let r = Reservation { offset: seen.accepted_since, known: seen.summary.clone() };
+            seen.accepted_since += count;
+            return r;
+        }
         if accounts.len() >= MAX_ACCOUNTS && !accounts.contains_key(account) {
             accounts.retain(|_, s| now_ms.saturating_sub(s.read_at_ms) < FRESH_MS);
             if accounts.len() >= MAX_ACCOUNTS {
                 accounts.clear();
             }
         }
-        accounts.insert(account.to_owned(), Seen { summary, read_at_ms: now_ms, accepted_since: 0 });
+        accounts.insert(account.to_owned(), Seen { summary: None, read_at_ms: now_ms, accepted_since: count });
+        Reservation { offset: 0, known: None }
     }
 
-    /// Counts messages accepted for the account after its summary was read.
-    pub fn accepted(&self, account: &str, count: u64) {
+    /// Keeps a summary read for a reservation, unless another read got there first.
+    pub fn remember(&self, account: &str, summary: &Summary) {
         if let Some(seen) = self.accounts.borrow_mut().get_mut(account) {
-            seen.accepted_since += count;
+            seen.summary.get_or_insert_with(|| summary.clone());
+        }
+    }
+
+    /// Gives back places of messages that were not queued after all.
+    pub fn release(&self, account: &str, count: u64) {
+        if let Some(seen) = self.accounts.borrow_mut().get_mut(account) {
+            seen.accepted_since = seen.accepted_since.saturating_sub(count);
         }
     }
 }
@@ -67,32 +92,34 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_read_plus_what_was_accepted_since() {
+    fn places_follow_a_fresh_read_and_are_never_shared() {
         let p = Positions::default();
-        assert_eq!(p.cached("a", 0), None, "never read");
-        p.accepted("a", 3); // before any read: nothing to add to
-        p.remember("a", backlog(4), 1_000);
-        assert_eq!(p.cached("a", 1_000), Some(backlog(4)));
-        p.accepted("a", 1);
-        p.accepted("a", 25);
-        assert_eq!(p.cached("a", 1_999), Some(backlog(30)));
-        assert_eq!(p.cached("b", 1_999), None, "accounts are apart");
-        assert_eq!(p.cached("a", 2_000), None, "read again after FRESH_MS");
-        p.remember("a", backlog(28), 2_000);
-        assert_eq!(p.cached("a", 2_000), Some(backlog(28)), "a new read starts the count again");
+        let first = p.reserve("a", 1, 1_000);
+        assert_eq!(first, Reservation { offset: 0, known: None }, "never read: read first");
+        // A second send before the read is back: it reads too, but takes the next place.
+        let second = p.reserve("a", 1, 1_001);
+        assert_eq!(second, Reservation { offset: 1, known: None });
+        p.remember("a", &backlog(4));
+        p.remember("a", &backlog(5)); // the slower read does not replace the first
+        assert_eq!((first.ahead(&backlog(4)), second.ahead(&backlog(4))), (backlog(4), backlog(5)));
+        assert_eq!(p.reserve("a", 25, 1_500), Reservation { offset: 2, known: Some(backlog(4)) }, "a mass message takes 25 places");
+        p.release("a", 1); // one of them was not queued
+        assert_eq!(p.reserve("a", 1, 1_999).offset, 26);
+        assert_eq!(p.reserve("b", 1, 1_999).known, None, "accounts are apart");
+        assert_eq!(p.reserve("a", 1, 2_000), Reservation { offset: 0, known: None }, "read again after FRESH_MS");
     }
 
     #[test]
     fn memory_stays_bounded() {
         let p = Positions::default();
         for i in 0..MAX_ACCOUNTS as u64 {
-            p.remember(&format!("acct-{i}"), backlog(1), i);
+            p.reserve(&format!("acct-{i}"), 1, i);
         }
         let now = MAX_ACCOUNTS as u64;
-        p.remember("newcomer", backlog(2), now);
+        p.reserve("newcomer", 1, now);
         let kept = p.accounts.borrow().len();
         assert!(kept < MAX_ACCOUNTS / 5, "stale entries dropped, {kept} kept");
-        assert_eq!(p.cached("newcomer", now), Some(backlog(2)));
-        assert_eq!(p.cached(&format!("acct-{}", MAX_ACCOUNTS - 1), now), Some(backlog(1)), "fresh ones kept");
+        assert_eq!(p.reserve("newcomer", 1, now).offset, 1);
+        assert_eq!(p.reserve(&format!("acct-{}", MAX_ACCOUNTS - 1), 1, now).offset, 1, "fresh ones kept");
     }
 }

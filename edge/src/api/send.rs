@@ -75,13 +75,14 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
         .collect();
     let items: Vec<LedgerItem> = messages.iter().map(|m| LedgerItem::queued(m.clone(), expires_at)).collect();
 
-    let (queued, written, summary) = join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items), backlog(ctx, account, now_ms)).await;
+    let (queued, written, summary) = join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items), backlog(ctx, account, messages.len() as u64, now_ms)).await;
 
     let unqueued: Vec<usize> = (0..messages.len()).filter(|&i| queued[i].is_err()).collect();
     if let Err(e) = &written {
         // The worker writes the item again when it takes the message from the queue.
         ctx.p.log_error(&format!("ledger items not written for {} message(s): {e}", messages.len()));
     }
+    ctx.edge.positions.release(account, unqueued.len() as u64);
     if unqueued.len() == messages.len() {
         if written.is_ok() {
             undo(ctx, account, &messages).await;
@@ -92,7 +93,6 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
     if !unqueued.is_empty() {
         mark_unqueued(ctx, account, &messages, &unqueued, written.is_ok()).await;
     }
-    ctx.edge.positions.accepted(account, (messages.len() - unqueued.len()) as u64);
 
     let (ahead, last_sent) = match summary {
         Ok(s) => (s.queued, s.last_sent_at_ms),
@@ -126,15 +126,19 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
     })
 }
 
-/// The account's backlog ahead of new messages: remembered by this isolate when fresh,
-/// otherwise read (and remembered).
-async fn backlog<P: Platform>(ctx: &Ctx<'_, P>, account: &str, now_ms: u64) -> Result<Summary, AwsError> {
-    if let Some(s) = ctx.edge.positions.cached(account, now_ms) {
-        return Ok(s);
-    }
-    let s = ledger::summary(ctx, account).await?;
-    ctx.edge.positions.remember(account, s.clone(), now_ms);
-    Ok(s)
+/// The account's backlog ahead of `count` new messages, whose places it takes: from
+/// the summary this isolate read within the last second, otherwise read (and kept).
+async fn backlog<P: Platform>(ctx: &Ctx<'_, P>, account: &str, count: u64, now_ms: u64) -> Result<Summary, AwsError> {
+    let reservation = ctx.edge.positions.reserve(account, count, now_ms);
+    let summary = match &reservation.known {
+        Some(s) => s.clone(),
+        None => {
+            let s = ledger::summary(ctx, account).await?;
+            ctx.edge.positions.remember(account, &s);
+            s
+        }
+    };
+    Ok(reservation.ahead(&summary))
 }
 
 /// Nothing was queued: remove the items written, so the ledger does not show messages
