@@ -169,8 +169,8 @@ impl JwtVerifier {
     }
 
     /// The `kid` and algorithm a token names, read before any verification so that the
-    /// caller can fetch a fresh JWKS for an unknown `kid`.
-    /// Only the header is decoded: the full parse happens once, in [`Self::verify`].
+    /// caller can fetch a fresh JWKS for an unknown `kid`. Only the header is decoded:
+    /// the full parse happens once, in [`Self::verify`].
     pub fn peek(token: &str) -> Result<(String, Option<String>), AuthError> {
         #[derive(Deserialize)]
         struct Header {

@@ -57,7 +57,7 @@ fn entry(m: &QueueMessage) -> Entry<'_> {
 }
 
 /// Sends `messages` to the queue; returns, per message and in order, whether SQS took it.
-pub async fn enqueue<P: Platform>(ctx: &Ctx<'_, P>, messages: &[QueueMessage]) -> Vec<Result<(), AwsError>> {
+pub async fn enqueue<P: Platform>(ctx: &Ctx<'_, P>, messages: &[&QueueMessage]) -> Vec<Result<(), AwsError>> {
     let queue_url = &ctx.config().queue_url;
     if let [one] = messages {
         let body = Entry { queue_url: Some(queue_url), ..entry(one) };
@@ -67,14 +67,14 @@ pub async fn enqueue<P: Platform>(ctx: &Ctx<'_, P>, messages: &[QueueMessage]) -
     chunks.into_iter().flatten().collect()
 }
 
-async fn send_batch<P: Platform>(ctx: &Ctx<'_, P>, queue_url: &str, chunk: &[QueueMessage]) -> Vec<Result<(), AwsError>> {
+async fn send_batch<P: Platform>(ctx: &Ctx<'_, P>, queue_url: &str, chunk: &[&QueueMessage]) -> Vec<Result<(), AwsError>> {
     let mut outcome: Vec<Option<Result<(), AwsError>>> = (0..chunk.len()).map(|_| None).collect();
     for _ in 0..BATCH_ROUNDS {
         let pending: Vec<usize> = (0..chunk.len()).filter(|&i| outcome[i].is_none()).collect();
         if pending.is_empty() {
             break;
         }
-        let entries: Vec<Entry> = pending.iter().map(|&i| Entry { id: Some(i.to_string()), ..entry(&chunk[i]) }).collect();
+        let entries: Vec<Entry> = pending.iter().map(|&i| Entry { id: Some(i.to_string()), ..entry(chunk[i]) }).collect();
         let answer = match ctx.sqs("SendMessageBatch", &json!({"QueueUrl": queue_url, "Entries": entries})).await {
             Ok(a) => a,
             Err(e) => {

@@ -17,6 +17,8 @@ use crate::platform::{FetchError, HttpRequest, HttpResponse, Platform};
 use crate::services::Edge;
 
 thread_local! {
+    /// [`READ_HEADERS`] as `js/glue.js` takes them, joined once.
+    static READ_HEADER_NAMES: String = READ_HEADERS.join("\n");
     /// Built on the first request of the isolate and kept for its life, so keys and
     /// parsed settings are reused across requests.
     static EDGE: std::cell::OnceCell<&'static Result<Edge, Vec<FieldError>>> = const { std::cell::OnceCell::new() };
@@ -43,7 +45,7 @@ fn edge(env: &Env) -> &'static Result<Edge, Vec<FieldError>> {
 async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys::Response> {
     let url = req.url();
     let (path, query) = ApiRequest::split_url(&url);
-    let lines = request_headers(&req, &READ_HEADERS.join("\n"));
+    let lines = READ_HEADER_NAMES.with(|names| request_headers(&req, names));
     let mut parts = lines.split_terminator('\n');
     let mut headers = Vec::with_capacity(READ_HEADERS.len());
     while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
@@ -78,7 +80,7 @@ async fn rate_limit(env: &Env, binding: &str, key: &str) -> std::result::Result<
     let limit: Function = Reflect::get(&limiter, &JsValue::from_str("limit"))?.dyn_into()?;
     let options = Object::new();
     Reflect::set(&options, &JsValue::from_str("key"), &JsValue::from_str(key))?;
-    let outcome = wasm_bindgen_futures::JsFuture::from(limit.call1(&limiter, &options)?.dyn_into::<Promise>()?).await?;
+    let outcome = JsFuture::from(limit.call1(&limiter, &options)?.dyn_into::<Promise>()?).await?;
     Ok(Reflect::get(&outcome, &JsValue::from_str("success"))?.as_bool().unwrap_or(true))
 }
 
@@ -104,7 +106,7 @@ fn header_lines<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) -> String
     lines
 }
 
-/// One outbound request, through `js/fetch.js`.
+/// One outbound request, through `js/glue.js`.
 async fn outbound_fetch(request: HttpRequest) -> std::result::Result<HttpResponse, JsValue> {
     let lines = header_lines(request.headers.iter().map(|(k, v)| (*k, v.as_str())));
     let answer: js_sys::Array = JsFuture::from(fetch_bytes(&request.url, request.method, &lines, &request.body)?).await?.unchecked_into();

@@ -127,7 +127,7 @@ impl Ledger {
     /// off again, so both ends of the count live in one place.
     pub async fn add_to_backlog(&self, added: &HashMap<&str, i64>) -> anyhow::Result<()> {
         self.count(added.len());
-        let updates = added.iter().filter(|(_, &k)| k > 0).map(|(account, k)| {
+        let updates = added.iter().map(|(account, k)| {
             self.client
                 .update_item()
                 .table_name(&self.table)

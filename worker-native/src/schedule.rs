@@ -171,8 +171,8 @@ impl Schedule {
             let payload = serde_json::to_string(&Payload { message: m.clone(), attempts: 0 }).expect("payload serializes");
             inv.arg(&m.creator_id).arg(&m.id).arg(m.generation).arg(queue_score(m)).arg(payload);
         }
-        let (added, duplicates, deferred, duplicate_at): (u64, u64, u64, Vec<usize>) = self.run(&inv).await?;
-        Ok(Enqueued { added, duplicates, deferred, duplicate_at })
+        let (added, deferred, duplicate_at): (u64, u64, Vec<usize>) = self.run(&inv).await?;
+        Ok(Enqueued { added, duplicates: duplicate_at.len() as u64, deferred, duplicate_at })
     }
 
     /// Leases up to `n` due messages for `lease_ms`.

@@ -64,18 +64,19 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
     let accepted_at = shared::time::rfc3339_ms(now_ms);
     let expires_at = now_ms / 1000 + ctx.config().ledger_ttl_days * 86_400;
     let recipients = send.recipients.as_slice();
-    let messages: Vec<QueueMessage> = recipients
+    // Each message lives in its ledger item; the queue is sent the same messages.
+    let items: Vec<LedgerItem> = recipients
         .iter()
         .enumerate()
         .map(|(seq, recipient)| {
             let mut random = [0u8; 8];
             ctx.p.fill_random(&mut random);
-            send.to_queue_message(shared::id::uuid_v7(now_ms, seq as u16, random), account, recipient, &accepted_at)
+            LedgerItem::queued(send.to_queue_message(shared::id::uuid_v7(now_ms, seq as u16, random), account, recipient, &accepted_at), expires_at)
         })
         .collect();
-    let items: Vec<LedgerItem> = messages.iter().map(|m| LedgerItem::queued(m.clone(), expires_at)).collect();
+    let messages: Vec<&QueueMessage> = items.iter().map(|i| &i.message).collect();
 
-    let (queued, written, summary) = join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items), backlog(ctx, account, messages.len() as u64, now_ms)).await;
+    let (queued, written, summary) = join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items), backlog(ctx, account, items.len() as u64, now_ms)).await;
 
     let unqueued: Vec<usize> = (0..messages.len()).filter(|&i| queued[i].is_err()).collect();
     if let Err(e) = &written {
@@ -91,7 +92,7 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
         return Err(first_error.into());
     }
     if !unqueued.is_empty() {
-        mark_unqueued(ctx, account, &messages, &unqueued, written.is_ok()).await;
+        mark_unqueued(ctx, account, &items, &unqueued, written.is_ok()).await;
     }
 
     let (ahead, last_sent) = match summary {
@@ -103,11 +104,11 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
     };
     let first_position = ahead + 1;
     let rate = ctx.config().rate;
-    let mut entries = messages.into_iter().zip(queued).enumerate().map(|(i, (m, outcome))| {
+    let mut entries = items.into_iter().zip(queued).enumerate().map(|(i, (item, outcome))| {
         let position = first_position + i as u64;
         MassEntry {
-            recipient_id: m.recipient_id,
-            message_id: m.id,
+            recipient_id: item.message.recipient_id,
+            message_id: item.message.id,
             status: if outcome.is_ok() { MessageStatus::Queued } else { MessageStatus::Failed },
             queue_position: position,
             estimated_send_time: shared::time::rfc3339_ms(rate.estimated_send_ms(position, last_sent, now_ms)),
@@ -143,7 +144,7 @@ async fn backlog<P: Platform>(ctx: &Ctx<'_, P>, account: &str, count: u64, now_m
 
 /// Nothing was queued: remove the items written, so the ledger does not show messages
 /// that will never be sent.
-async fn undo<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[QueueMessage]) {
+async fn undo<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[&QueueMessage]) {
     let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
     if let Err(e) = ledger::delete(ctx, account, &ids).await {
         ctx.p.log_error(&format!("could not remove ledger items of unqueued messages: {e}"));
@@ -152,11 +153,11 @@ async fn undo<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[QueueMes
 
 /// Part of a mass message was queued: the rest is recorded as failed, so the user sees
 /// it in `GET /failed` and can retry it.
-async fn mark_unqueued<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[QueueMessage], unqueued: &[usize], items_written: bool) {
+async fn mark_unqueued<P: Platform>(ctx: &Ctx<'_, P>, account: &str, items: &[LedgerItem], unqueued: &[usize], items_written: bool) {
     if items_written {
         let now = now_rfc3339(ctx);
         for &i in unqueued {
-            let mut failed = LedgerItem::queued(messages[i].clone(), 0);
+            let mut failed = items[i].clone();
             failed.failed_at = Some(now.clone());
             failed.last_error = Some(UNQUEUED.to_owned());
             if let Err(e) = ledger::mark_failed(ctx, &failed, 0).await {

@@ -15,7 +15,8 @@
 -- The limit (DESIGN §6): never more than `max` sends in any rolling window of
 -- `window + margin` ms. With burst 1 (the default) sends are spaced by window / max,
 -- and every `max`-th send waits the margin once more, so that any `max + 1` sends are
--- `window + margin` apart at a cost of one margin per `max` sends (take.lua). With a
+-- a window and at least half the margin apart (take.lua says why half) at a cost of
+-- one margin per `max` sends. With a
 -- burst, up to `burst` go back to back (GCRA at (window + margin) / max) and a log of
 -- the last `max` sends enforces the rolling window. Time is Redis's own clock.
 
@@ -34,21 +35,22 @@ local any_override = redis.call('HLEN', P .. 'limits') > 0
 local function limit_of(acct)
   local l = limits_cache[acct]
   if l then return l[1], l[2], l[3] end
-  local max, window, burst = DEF_MAX, DEF_WINDOW + MARGIN, DEF_BURST
+  local max, window, burst = DEF_MAX, DEF_WINDOW, DEF_BURST
   local o = any_override and redis.call('HGET', P .. 'limits', acct)
   if o then
     local m, w, b = string.match(o, '^(%d+) (%d+) (%d+)$')
-    if m then max, window, burst = tonumber(m), tonumber(w) + MARGIN, math.max(1, tonumber(b)) end
+    if m then max, window, burst = tonumber(m), tonumber(w), math.max(1, tonumber(b)) end
   end
   limits_cache[acct] = {max, window, burst}
   return max, window, burst
 end
 
 -- Earliest time the account may send again, from its state {tat, pause}. With
--- burst 1 the spacing alone keeps any `max + 1` sends more than a window apart; with
--- bursts, the log of its last `max` sends enforces the rolling window.
+-- burst 1 the spacing alone keeps any `max + 1` sends apart (take.lua); with bursts,
+-- the log of its last `max` sends enforces the rolling window (plus the margin).
 local function next_allowed(acct, tat, pause)
   local max, window, burst = limit_of(acct)
+  window = window + MARGIN
   local t = (tat or 0) - (burst - 1) * window / max
   if burst > 1 then
     local oldest = redis.call('LINDEX', P .. 'win:' .. acct, max - 1)
@@ -62,11 +64,11 @@ local function state(acct)
   return tonumber(st[1]), tonumber(st[2])
 end
 
--- Records a send at `now`; returns the account's new {tat, pause}.
+-- Records a send at `now` (with a burst); returns the account's new {tat, pause}.
 local function record_send(acct, now)
   local max, window, burst = limit_of(acct)
   local tat, pause = state(acct)
-  tat = math.max(tat or 0, now) + window / max
+  tat = math.max(tat or 0, now) + (window + MARGIN) / max
   redis.call('HSET', P .. 'st:' .. acct, 'tat', tat)
   if burst > 1 then
     redis.call('LPUSH', P .. 'win:' .. acct, now)

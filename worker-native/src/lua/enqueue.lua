@@ -1,18 +1,17 @@
 -- Adds messages to their accounts' queues. ARGV after the common ones: seen_ttl_s, then
 -- per message: account, id, generation, qscore, payload. A message whose id was seen
 -- with the same or a later generation is a duplicate delivery and is dropped.
--- Returns {added, duplicates, deferred (accounts that must wait for their limit),
--- {0-based positions of the duplicates}}.
+-- Returns {added, deferred (accounts that must wait for their limit), {0-based
+-- positions of the duplicates}}.
 local now = now_ms()
 local ttl = tonumber(ARGV[ARG0 + 1])
-local added, dups, deferred, dup_at = 0, 0, 0, {}
+local added, deferred, dup_at = 0, 0, {}
 for i = ARG0 + 2, #ARGV, 5 do
   local acct, id, gen, qs, payload = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
   local key = P .. 'seen:' .. id
   local seen = tonumber(redis.call('SET', key, gen, 'EX', ttl, 'GET'))
   if seen and seen >= gen then
     redis.call('SET', key, seen, 'EX', ttl) -- keep the newer generation
-    dups = dups + 1
     dup_at[#dup_at + 1] = (i - ARG0 - 2) / 5
   else
     redis.call('HSET', P .. 'body:' .. acct, id, payload)
@@ -21,4 +20,4 @@ for i = ARG0 + 2, #ARGV, 5 do
     added = added + 1
   end
 end
-return {added, dups, deferred, dup_at}
+return {added, deferred, dup_at}

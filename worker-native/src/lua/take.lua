@@ -43,7 +43,7 @@ for i = 1, #due, 2 do
         -- account, a worker far behind) it counts at now. Every `max`-th send adds the
         -- margin once: any `max + 1` sends are then a window plus at least half the
         -- margin apart, at a cost of one margin per `max` sends.
-        local spacing = (window - MARGIN) / max
+        local spacing = window / max
         if now - slot > math.min(MARGIN / 2, spacing / 20) then slot = now end
         next = slot + spacing
         if MARGIN > 0 and redis.call('HINCRBY', P .. 'st:' .. acct, 'n', 1) % max == 0 then next = next + MARGIN end
