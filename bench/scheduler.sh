@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
 # Scheduler benchmark: our dispatch path (the worker's own schedule and dispatcher,
 # no-op gateway, no SQS) with 1,000 accounts and a backlog of 100,000 messages whose
-# limit is enforced but does not bind, back to back with the BullMQ peer's raw scenario
-# (no per-account limit at all) on the same Redis. Prints each run as JSON, then the
-# medians: messages/s, Redis round trips per message, and the ratio to BullMQ.
+# limit is enforced (with the default 1% margin) but does not bind, back to back with
+# the BullMQ peer's raw scenario (no per-account limit at all) on the same Redis. Prints
+# each run as JSON, then the medians: messages/s, Redis round trips per message, and
+# the ratio to BullMQ.
 #
 #   bench/scheduler.sh [RUNS=3]               (env: PEER_DIR, the bullmq peer folder)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${RUNS:-3}
-peer_src=${PEER_DIR:-$root/../shared/peers/bullmq}
 work=$root/target/bench
-mkdir -p "$work/bullmq"
 bash "$root/scripts/install-tools.sh"
-(cd "$peer_src" && tar --exclude node_modules --exclude results --exclude logs -cf - .) | (cd "$work/bullmq" && tar xf -)
-(cd "$work/bullmq" && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; })
+peer=$(bash "$root/bench/bullmq-peer.sh")
 cargo build --release --locked -q -p worker-native --example dispatch_bench
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -27,6 +25,6 @@ results=$work/scheduler-$(date -u +%Y%m%dT%H%M%SZ).jsonl
 for r in $(seq 1 "$runs"); do
   echo "==> run $r/$runs" >&2
   "$root/target/release/examples/dispatch_bench" --redis "redis://127.0.0.1:$port" --accounts 1000 --messages 100000 | tee -a "$results"
-  (cd "$work/bullmq" && node bench.mjs --scenario=raw --concurrency=16 --port="$port" --n=100000 --accounts=1000) | tail -1 | tee -a "$results"
+  (cd "$peer" && node bench.mjs --scenario=raw --concurrency=16 --port="$port" --n=100000 --accounts=1000) | tail -1 | tee -a "$results"
 done
 python3 "$root/bench/scheduler_summary.py" "$results"

@@ -16,7 +16,8 @@ def main(path: str) -> None:
     rate = statistics.median(r["dispatchMessagesPerSec"] for r in ours)
     trips = statistics.median(r["dispatchRoundTripsPerMessage"] for r in ours)
     all_trips = statistics.median(r["roundTripsPerMessage"] for r in ours)
-    print(f"ours:   {rate:.0f} messages/s dispatched (per-account limit enforced), "
+    margin = ours[0].get("marginMs", 0)
+    print(f"ours:   {rate:.0f} messages/s dispatched (per-account limit enforced, {margin} ms margin), "
           f"{trips:.4f} Redis round trips per message dispatched, {all_trips:.3f} with enqueue (batches of 10)")
     if bull:
         keys = [k for k in ("jobsPerSec", "throughput", "rate", "jobs_per_sec") if k in bull[0]]
