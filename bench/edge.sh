@@ -10,6 +10,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${RUNS:-3}
 duration=${DURATION:-10s}
 peer_src=${PEER_DIR:-$root/../shared/peers/js-edge}
+[ -f "$peer_src/bench.sh" ] || { echo "bench: no JS edge peer at $peer_src (set PEER_DIR to the peers/js-edge folder)" >&2; exit 2; }
 work=$root/target/bench
 out=$work/edge-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$work" "$out"
