@@ -9,8 +9,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${RUNS:-3}
 duration=${DURATION:-10s}
-peer_src=${PEER_DIR:-$root/../shared/peers/js-edge}
-[ -f "$peer_src/bench.sh" ] || { echo "bench: no JS edge peer at $peer_src (set PEER_DIR to the peers/js-edge folder)" >&2; exit 2; }
 work=$root/target/bench
 out=$work/edge-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$work" "$out"
@@ -21,18 +19,16 @@ source "$root/scripts/tool-versions.sh"
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
 fi
-# The peer is copied, so nothing is written beside the repository.
-mkdir -p "$work/js-edge" && (cd "$peer_src" && tar --exclude node_modules --exclude results -cf - .) | (cd "$work/js-edge" && tar xf -)
-(cd "$work/js-edge" && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; })
+peer=$(bash "$root/bench/peer.sh" js-edge)
 bash "$root/scripts/build-edge.sh"
 
 for r in $(seq 1 "$runs"); do
   for who in js rust; do
     echo "==> run $r/$runs: $who"
     if [ "$who" = js ]; then
-      (cd "$work/js-edge" && ./bench.sh . --runner api --bundle -d "$duration" --out "$out/js-$r") > "$out/js-$r.txt" 2>&1
+      (cd "$peer" && ./bench.sh . --runner api --bundle -d "$duration" --out "$out/js-$r") > "$out/js-$r.txt" 2>&1
     else
-      (cd "$work/js-edge" && EDGE_SKIP_BUILD=1 ./bench.sh "$root" --vars "$root/bench/edge.vars" --runner api --bundle -d "$duration" --startup-timeout 900 --out "$out/rust-$r") > "$out/rust-$r.txt" 2>&1
+      (cd "$peer" && EDGE_SKIP_BUILD=1 ./bench.sh "$root" --vars "$root/bench/edge.vars" --runner api --bundle -d "$duration" --startup-timeout 900 --out "$out/rust-$r") > "$out/rust-$r.txt" 2>&1
     fi
   done
 done

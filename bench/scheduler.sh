@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 runs=${RUNS:-3}
 work=$root/target/bench
 bash "$root/scripts/install-tools.sh"
-peer=$(bash "$root/bench/bullmq-peer.sh")
+peer=$(bash "$root/bench/peer.sh" bullmq)
 cargo build --release --locked -q -p worker-native --example dispatch_bench
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -2,6 +2,7 @@
 # Worker benchmarks (see bench/worker_bench.py): ingest cost, memory under a 1M backlog,
 # limit accuracy at scale with a picture, beside the BullMQ peer's workaround.
 #   bench/worker.sh ingest|memory|accuracy|all [--window-ms N --margin-ms N]
+#   (env: PEER_DIR, the bullmq peer folder)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/scripts/install-tools.sh"
@@ -9,8 +10,6 @@ bash "$root/scripts/install-tools.sh"
 source "$root/scripts/tool-versions.sh"
 cargo build --release --locked -q -p worker-native --bins --example dispatch_bench
 what=${1:-all}
-# The accuracy benchmark runs the BullMQ peer's per-account workaround for comparison.
-case $what in accuracy|all) BULLMQ_PEER=$(bash "$root/bench/bullmq-peer.sh"); export BULLMQ_PEER ;; esac
 for w in $([ "$what" = all ] && echo ingest memory accuracy || echo "$what"); do
   "$PYTHON_VENV/bin/python" "$root/bench/worker_bench.py" "$w" "${@:2}"
 done

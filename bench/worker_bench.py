@@ -116,7 +116,12 @@ def memory(parts: Parts, n=1_000_000, accounts=10_000, seconds=20):
             "peakRssMiB": round(max(h for _, h in samples) / 1024, 1), "goal": "a few tens of MB"}
 
 
-def accuracy(parts: Parts, out: Path, accounts=1000, per=30, workers=3, window=2000, maximum=10, margin=75):
+def accuracy(parts: Parts, out: Path, window, margin, accounts=1000, per=30, workers=3, maximum=10):
+    # The peer is ready before anything runs, so that a missing one stops at once.
+    got = subprocess.run(["bash", str(ROOT / "bench/peer.sh"), "bullmq"], stdout=subprocess.PIPE, text=True)
+    if got.returncode != 0:
+        raise SystemExit(2)  # peer.sh said why
+    peer = got.stdout.strip()
     parts.load("acc:", accounts, accounts * per)
     started = time.monotonic()
     # The ledger is not what is measured here (the emulator would be the bottleneck).
@@ -154,17 +159,14 @@ def accuracy(parts: Parts, out: Path, accounts=1000, per=30, workers=3, window=2
             "tightestSpanOfMaxPlus1Ms": round(min(tight), 1), "spansOfMaxPlus1UnderWindow": sum(t < window for t in tight),
             "finishAfterStartVsIdealMedian": round(finish[len(finish) // 2] / ideal, 4),
             "marginMs": margin, "png": str(out / "limit-accuracy.png"), "goal": "worst <= 10, span <= 1.01x ideal",
-            "bullmqWorkaround": bullmq_workaround(parts, accounts, per, window, maximum, ideal)}
+            "bullmqWorkaround": bullmq_workaround(parts, peer, accounts, per, window, maximum, ideal)}
 
 
-def bullmq_workaround(parts: Parts, accounts, per, window, maximum, ideal):
+def bullmq_workaround(parts: Parts, peer, accounts, per, window, maximum, ideal):
     """The BullMQ peer's per-account workaround (a sliding-log limiter checked by each job,
     over-limit jobs moved to delayed) with the same load on the same Redis. Its worker
     does not record per-account spans, so its figure is each account's finish after the
     worker started, as ours is beside it."""
-    peer = os.environ.get("BULLMQ_PEER")
-    if not peer:
-        return "skipped: BULLMQ_PEER is not set (bench/worker.sh sets it)"
     cmd = ["node", "bench.mjs", "--scenario=peraccount", f"--accounts={accounts}", f"--jobs-per-account={per}",
            f"--acct-max={maximum}", f"--acct-window-ms={window}", "--order=interleaved", "--no-baseline",
            f"--port={parts.redis_port}"]

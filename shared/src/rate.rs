@@ -16,6 +16,12 @@ impl RateLimit {
     /// OnlyFans' limit: 10 messages a minute.
     pub const DEFAULT: RateLimit = RateLimit { max: 10, window_ms: 60_000 };
 
+    /// The safety margin when none is configured: 1% of the window, against delivery
+    /// jitter between our clock and the provider's.
+    pub fn default_margin_ms(&self) -> u64 {
+        self.window_ms / 100
+    }
+
     /// Time between two sends of one account.
     pub fn spacing_ms(&self) -> u64 {
         self.window_ms / u64::from(self.max.max(1))

@@ -4,7 +4,7 @@
 //! trips per message as one JSON line.
 //!
 //!     cargo run --release -p worker-native --example dispatch_bench -- \
-//!         --redis redis://127.0.0.1:6390 [--accounts 1000] [--messages 100000] [--margin-ms 10]
+//!         --redis redis://127.0.0.1:6390 [--accounts 1000] [--messages 100000] [--margin-ms N]
 //!
 //! With `--load-only PREFIX` it only fills the schedule under that key prefix (for the
 //! worker benchmarks, which then start real worker processes on it).
@@ -50,9 +50,10 @@ async fn main() -> anyhow::Result<()> {
     let load_only = std::env::args().any(|a| a == "--load-only");
     let prefix = if load_only { arg("--load-only", "bench:") } else { format!("bench{}:", std::process::id()) };
     // A limit that is enforced but does not bind: a million a second per account, with
-    // the default margin (1% of the window), which costs one more command per message.
-    let margin_ms: u64 = arg("--margin-ms", "10").parse()?;
-    let limits = Limits { rate: RateLimit { max: 1_000_000, window_ms: 1000 }, burst: 1, margin_ms };
+    // the default margin unless told (the margin costs one more command per message).
+    let rate = RateLimit { max: 1_000_000, window_ms: 1000 };
+    let margin_ms: u64 = arg("--margin-ms", &rate.default_margin_ms().to_string()).parse()?;
+    let limits = Limits { rate, burst: 1, margin_ms };
     let schedule = Schedule::new(worker_native::app::connect_redis(&redis)?, prefix.clone(), limits);
 
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;

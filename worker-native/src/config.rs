@@ -110,7 +110,7 @@ impl Config {
             }
         };
         let ms = Duration::from_millis;
-        let window_ms = s.duration_ms("RATE_LIMIT_WINDOW", 60_000);
+        let rate = RateLimit { max: s.number("RATE_LIMIT_MAX", 10, 1..=1_000_000) as u32, window_ms: s.duration_ms("RATE_LIMIT_WINDOW", 60_000) };
         let gateway_timeout = ms(s.duration_ms("GATEWAY_TIMEOUT", 10_000));
         let retry_base = ms(s.duration_ms("RETRY_BASE_DELAY", 1000));
         let retry_max = ms(s.duration_ms("RETRY_MAX_DELAY", 60_000));
@@ -118,10 +118,10 @@ impl Config {
         let metrics_interval = ms(s.duration_ms("METRICS_INTERVAL", 60_000));
         let shutdown_grace = ms(s.duration_ms("SHUTDOWN_GRACE", 20_000));
         let margin_ms = match s.get("RATE_LIMIT_MARGIN") {
-            None => window_ms / 100,
+            None => rate.default_margin_ms(),
             Some(v) => {
                 let parsed = match v.strip_suffix('%') {
-                    Some(p) => p.trim().parse::<u64>().ok().filter(|p| *p <= 100).map(|p| window_ms * p / 100),
+                    Some(p) => p.trim().parse::<u64>().ok().filter(|p| *p <= 100).map(|p| rate.window_ms * p / 100),
                     None => parse_duration_ms(&v),
                 };
                 parsed.unwrap_or_else(|| {
@@ -130,7 +130,6 @@ impl Config {
                 })
             }
         };
-        let max = s.number("RATE_LIMIT_MAX", 10, 1..=1_000_000);
         let burst = s.number("RATE_LIMIT_BURST", 1, 1..=1_000_000);
         let max_attempts = s.number("MAX_ATTEMPTS", 3, 1..=100);
         let max_in_flight = s.number("MAX_IN_FLIGHT", 256, 1..=100_000);
@@ -160,7 +159,7 @@ impl Config {
             gateway_url: s.get("GATEWAY_URL"),
             gateway_token: s.get("GATEWAY_TOKEN"),
             gateway_timeout,
-            rate: RateLimit { max: max as u32, window_ms },
+            rate,
             burst: burst as u32,
             margin_ms,
             max_attempts: max_attempts as u32,

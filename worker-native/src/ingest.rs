@@ -116,8 +116,8 @@ impl Ingest {
             }
         }
         self.metrics.deferred(enqueued.deferred);
-        if enqueued.duplicates > 0 {
-            tracing::info!(duplicates = enqueued.duplicates, "duplicate deliveries dropped");
+        if enqueued.duplicates() > 0 {
+            tracing::info!(duplicates = enqueued.duplicates(), "duplicate deliveries dropped");
         }
         self.stats.sqs_calls.fetch_add(1, Ordering::Relaxed);
         self.stats.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);

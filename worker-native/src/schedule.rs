@@ -65,7 +65,6 @@ pub enum Completion {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Enqueued {
     pub added: u64,
-    pub duplicates: u64,
     /// Messages whose account had to wait for its limit.
     pub deferred: u64,
     /// Positions (in the enqueued slice) of the duplicates.
@@ -73,6 +72,11 @@ pub struct Enqueued {
 }
 
 impl Enqueued {
+    /// How many were duplicate deliveries, dropped.
+    pub fn duplicates(&self) -> usize {
+        self.duplicate_at.len()
+    }
+
     /// How many of `messages` (the slice that was enqueued) each account got.
     pub fn added_by_account<'a>(&self, messages: &'a [QueueMessage]) -> HashMap<&'a str, i64> {
         let mut added = HashMap::new();
@@ -172,7 +176,7 @@ impl Schedule {
             inv.arg(&m.creator_id).arg(&m.id).arg(m.generation).arg(queue_score(m)).arg(payload);
         }
         let (added, deferred, duplicate_at): (u64, u64, Vec<usize>) = self.run(&inv).await?;
-        Ok(Enqueued { added, duplicates: duplicate_at.len() as u64, deferred, duplicate_at })
+        Ok(Enqueued { added, deferred, duplicate_at })
     }
 
     /// Leases up to `n` due messages for `lease_ms`.

@@ -119,9 +119,9 @@ async fn duplicate_deliveries_are_dropped_and_retries_accepted() {
     let s = redis.schedule(UNLIMITED, 1, 0);
     let m = message("a", 0, 5);
     assert_eq!(s.enqueue(std::slice::from_ref(&m)).await.unwrap().added, 1);
-    assert_eq!(s.enqueue(std::slice::from_ref(&m)).await.unwrap().duplicates, 1);
+    assert_eq!(s.enqueue(std::slice::from_ref(&m)).await.unwrap().duplicates(), 1);
     drain(&s, 1).await;
-    assert_eq!(s.enqueue(std::slice::from_ref(&m)).await.unwrap().duplicates, 1, "finished ids stay recognised");
+    assert_eq!(s.enqueue(std::slice::from_ref(&m)).await.unwrap().duplicates(), 1, "finished ids stay recognised");
     let mut retried = m.clone();
     retried.generation = 1;
     assert_eq!(s.enqueue(&[retried]).await.unwrap().added, 1, "a retry from the edge is new work");

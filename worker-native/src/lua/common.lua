@@ -16,9 +16,9 @@
 -- `window + margin` ms. With burst 1 (the default) sends are spaced by window / max,
 -- and every `max`-th send waits the margin once more, so that any `max + 1` sends are
 -- a window and at least half the margin apart (take.lua says why half) at a cost of
--- one margin per `max` sends. With a
--- burst, up to `burst` go back to back (GCRA at (window + margin) / max) and a log of
--- the last `max` sends enforces the rolling window. Time is Redis's own clock.
+-- one margin per `max` sends. With a burst, up to `burst` go back to back (GCRA at
+-- (window + margin) / max) and a log of the last `max` sends enforces the rolling
+-- window. Time is Redis's own clock.
 
 local P = ARGV[1]
 local DEF_MAX, DEF_WINDOW, DEF_BURST, MARGIN = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
