@@ -190,35 +190,12 @@ async fn complete_loop(schedule: Schedule, ledger: Option<Ledger>, metrics: Arc<
     while rx.recv_many(&mut batch, 512).await > 0 {
         let mut completions = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
-        let (mut sent, mut failed, mut retried) = (0, 0, 0);
-        for Delivered { mut taken, delivery, at_ms } in batch.drain(..) {
-            let attempts = taken.payload.attempts + 1;
-            let at = shared::time::rfc3339_ms(at_ms);
-            let message = taken.payload.message.clone();
-            let (completion, outcome) = match delivery {
-                Delivery::Sent => {
-                    sent += 1;
-                    (Completion::Done(taken), Outcome::Sent { at })
-                }
-                Delivery::Retry { reason, rate_limited, retry_after } if attempts < config.max_attempts => {
-                    retried += 1;
-                    taken.payload.attempts = attempts;
-                    let delay = retry_after.unwrap_or_else(|| backoff(attempts, config.retry_base, config.retry_max));
-                    let delay_ms = delay.as_millis() as u64;
-                    let completion = if rate_limited { Completion::Pause { taken, delay_ms } } else { Completion::Retry { taken, delay_ms } };
-                    (completion, Outcome::Retrying { error: reason })
-                }
-                Delivery::Retry { reason, .. } => {
-                    failed += 1;
-                    (Completion::Done(taken), Outcome::Failed { at, error: format!("{reason} (gave up after {attempts} attempts)") })
-                }
-                Delivery::Failed { reason } => {
-                    failed += 1;
-                    (Completion::Done(taken), Outcome::Failed { at, error: reason })
-                }
-            };
+        let mut tally = Tally::default();
+        for Delivered { taken, delivery, at_ms } in batch.drain(..) {
+            let (completion, record) = settle(taken, delivery, at_ms, &config);
+            tally.count(&record.outcome, &completion);
             completions.push(completion);
-            records.push(Record { message, attempts, outcome });
+            records.push(record);
         }
         // The ledger first: if this process dies before the schedule hears of it, the
         // lease expires and the message is sent again, but its status is never lost.
@@ -234,15 +211,100 @@ async fn complete_loop(schedule: Schedule, ledger: Option<Ledger>, metrics: Arc<
             }
         }
         retry_redis("record outcomes", || schedule.complete(&completions), None).await;
-        metrics.processed(sent);
-        metrics.failed(failed);
-        metrics.retried(retried);
+        metrics.processed(tally.sent);
+        metrics.failed(tally.failed);
+        metrics.retried(tally.retried);
+        metrics.deferred(tally.paused);
     }
+}
+
+/// Outcomes of one batch, for the metrics.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: u64,
+    failed: u64,
+    retried: u64,
+    paused: u64,
+}
+
+impl Tally {
+    fn count(&mut self, outcome: &Outcome, completion: &Completion) {
+        match (outcome, completion) {
+            (Outcome::Sent { .. }, _) => self.sent += 1,
+            (Outcome::Failed { .. }, _) => self.failed += 1,
+            (Outcome::Retrying { .. }, Completion::Pause { .. }) => {
+                self.retried += 1;
+                self.paused += 1;
+            }
+            (Outcome::Retrying { .. }, _) => self.retried += 1,
+        }
+    }
+}
+
+/// What a delivery means for the schedule and the ledger.
+fn settle(mut taken: Taken, delivery: Delivery, at_ms: u64, config: &DispatchConfig) -> (Completion, Record) {
+    let mut attempts = taken.payload.attempts + 1;
+    let at = shared::time::rfc3339_ms(at_ms);
+    let message = taken.payload.message.clone();
+    let (completion, outcome) = match delivery {
+        Delivery::Sent => (Completion::Done(taken), Outcome::Sent { at }),
+        // A rate limit is the account's state, not the message's fault: the account
+        // pauses for as long as the gateway asks, and the message uses up no attempt,
+        // however often it meets a 429.
+        Delivery::Retry { reason, rate_limited: true, retry_after } => {
+            attempts = taken.payload.attempts;
+            let delay = retry_after.unwrap_or_else(|| backoff(attempts + 1, config.retry_base, config.retry_max));
+            (Completion::Pause { taken, delay_ms: delay.as_millis() as u64 }, Outcome::Retrying { error: reason })
+        }
+        Delivery::Retry { reason, .. } if attempts < config.max_attempts => {
+            taken.payload.attempts = attempts;
+            let delay_ms = backoff(attempts, config.retry_base, config.retry_max).as_millis() as u64;
+            (Completion::Retry { taken, delay_ms }, Outcome::Retrying { error: reason })
+        }
+        Delivery::Retry { reason, .. } => (Completion::Done(taken), Outcome::Failed { at, error: format!("{reason} (gave up after {attempts} attempts)") }),
+        Delivery::Failed { reason } => (Completion::Done(taken), Outcome::Failed { at, error: reason }),
+    };
+    (completion, Record { message, attempts, outcome })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn config() -> DispatchConfig {
+        DispatchConfig {
+            max_in_flight: 8,
+            take_batch: 8,
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
+
+    fn taken(attempts: u32) -> Taken {
+        let m: shared::message::QueueMessage = serde_json::from_value(serde_json::json!({
+            "id": "018bcfe5-6800-7fff-bfff-ffffffffffff", "creatorId": "a", "recipientId": "fan",
+            "content": "hi", "priority": 5, "acceptedAt": "2026-11-25T00:00:00.000Z"
+        }))
+        .unwrap();
+        Taken::leased(crate::schedule::Payload::new(m, attempts))
+    }
+
+    /// Review defect 7: a 429 on the last attempt failed the message for good and never
+    /// paused the account.
+    #[test]
+    fn a_429_pauses_the_account_and_uses_up_no_attempt() {
+        let limited = Delivery::Retry { reason: "429".into(), rate_limited: true, retry_after: Some(Duration::from_secs(2)) };
+        let (completion, record) = settle(taken(2), limited, 0, &config());
+        assert!(matches!(completion, Completion::Pause { delay_ms: 2000, ref taken } if taken.payload.attempts == 2), "{completion:?}");
+        assert!(matches!(record.outcome, Outcome::Retrying { .. }) && record.attempts == 2, "{record:?}");
+        // A passing failure on the last attempt still gives up.
+        let busy = Delivery::Retry { reason: "503".into(), rate_limited: false, retry_after: None };
+        let (completion, record) = settle(taken(2), busy, 0, &config());
+        assert!(matches!(completion, Completion::Done(_)) && matches!(record.outcome, Outcome::Failed { .. }) && record.attempts == 3);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

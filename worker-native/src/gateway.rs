@@ -6,10 +6,12 @@
 //! bearer token, the message id as `Idempotency-Key`, and the body
 //! `{"messageId", "accountId", "recipientId", "content", "mediaUrls", "metadata"}`.
 //! 2xx = sent; 429, 5xx and timeouts = try again later; any other 4xx = failed for good.
+//! A 429's `Retry-After` (seconds or an HTTP date) pauses the account; it is capped at
+//! [`MAX_RETRY_AFTER`] so that a gateway's typo cannot park an account for days.
 
 #![allow(async_fn_in_trait)]
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use shared::message::QueueMessage;
@@ -82,7 +84,7 @@ impl Gateway for HttpGateway {
             request = request.bearer_auth(token);
         }
         match request.send().await {
-            Ok(r) => classify(r.status().as_u16(), r.headers().get("retry-after").and_then(|v| v.to_str().ok())),
+            Ok(r) => classify(r.status().as_u16(), r.headers().get("retry-after").and_then(|v| v.to_str().ok()), SystemTime::now()),
             Err(e) if e.is_timeout() => Delivery::Retry { reason: "gateway timed out".into(), rate_limited: false, retry_after: None },
             // The error's text may carry the URL; say only what kind of failure it was.
             Err(e) if e.is_connect() => Delivery::Retry { reason: "gateway unreachable".into(), rate_limited: false, retry_after: None },
@@ -91,14 +93,28 @@ impl Gateway for HttpGateway {
     }
 }
 
-/// The outcome of a gateway answer with this status (and `Retry-After`, in seconds).
-pub fn classify(status: u16, retry_after: Option<&str>) -> Delivery {
+/// The longest pause a 429's `Retry-After` may ask for.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): delay seconds or an HTTP date, seen at
+/// `now`; capped at [`MAX_RETRY_AFTER`]; a date in the past means no wait.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// The outcome of a gateway answer with this status (and `Retry-After`), seen at `now`.
+pub fn classify(status: u16, retry_after: Option<&str>, now: SystemTime) -> Delivery {
     match status {
         200..=299 => Delivery::Sent,
         429 => Delivery::Retry {
             reason: "gateway answered 429 (rate limited)".into(),
             rate_limited: true,
-            retry_after: retry_after.and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs),
+            retry_after: retry_after.and_then(|v| parse_retry_after(v, now)),
         },
         500..=599 | 408 => Delivery::Retry { reason: format!("gateway answered {status}"), rate_limited: false, retry_after: None },
         _ => Delivery::Failed { reason: format!("gateway answered {status}") },
@@ -111,14 +127,31 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(classify(202, None), Delivery::Sent);
-        assert!(matches!(classify(503, None), Delivery::Retry { rate_limited: false, .. }));
+        let now = SystemTime::now();
+        assert_eq!(classify(202, None, now), Delivery::Sent);
+        assert!(matches!(classify(503, None, now), Delivery::Retry { rate_limited: false, .. }));
         assert_eq!(
-            classify(429, Some("7")),
+            classify(429, Some("7"), now),
             Delivery::Retry { reason: "gateway answered 429 (rate limited)".into(), rate_limited: true, retry_after: Some(Duration::from_secs(7)) }
         );
-        assert_eq!(classify(400, None), Delivery::Failed { reason: "gateway answered 400".into() });
-        assert_eq!(classify(404, None), Delivery::Failed { reason: "gateway answered 404".into() });
+        assert_eq!(classify(400, None, now), Delivery::Failed { reason: "gateway answered 400".into() });
+        assert_eq!(classify(404, None, now), Delivery::Failed { reason: "gateway answered 404".into() });
+    }
+
+    /// Review defect 7: an HTTP-date `Retry-After` was ignored, and huge values were
+    /// taken as they came.
+    #[test]
+    fn retry_after_as_a_date_and_capped() {
+        let now = httpdate::parse_http_date("Tue, 01 Dec 2026 22:00:00 GMT").unwrap();
+        let after = |v: &str| match classify(429, Some(v), now) {
+            Delivery::Retry { retry_after, rate_limited: true, .. } => retry_after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(after("Tue, 01 Dec 2026 22:00:02 GMT"), Some(Duration::from_secs(2)));
+        assert_eq!(after("Tue, 01 Dec 2026 21:59:00 GMT"), Some(Duration::ZERO), "a date in the past: no wait");
+        assert_eq!(after("99999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(after("Fri, 01 Jan 2100 00:00:00 GMT"), Some(MAX_RETRY_AFTER));
+        assert_eq!(after("soon"), None);
     }
 
     #[test]

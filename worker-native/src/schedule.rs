@@ -22,12 +22,22 @@ const COMMON: &str = include_str!("lua/common.lua");
 const SEEN_TTL_SECONDS: u64 = 14 * 24 * 3600;
 
 /// A message as it waits in Redis: the queue message and the attempts made so far.
+/// Serialized with its generation first (`{"g":N,...`), so that the Lua steps can
+/// tell which generation a stored body is without decoding the JSON (complete.lua).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Payload {
+    #[serde(rename = "g", default)]
+    generation: u32,
     #[serde(rename = "m")]
     pub message: QueueMessage,
     #[serde(rename = "a")]
     pub attempts: u32,
+}
+
+impl Payload {
+    pub fn new(message: QueueMessage, attempts: u32) -> Self {
+        Self { generation: message.generation, message, attempts }
+    }
 }
 
 /// A leased message: the caller must [`Schedule::complete`] it before its lease ends.
@@ -37,6 +47,14 @@ pub struct Taken {
     pub id: String,
     qscore: String,
     pub payload: Payload,
+}
+
+impl Taken {
+    /// A message as `take` would lease it (for tests of what happens after a take).
+    pub fn leased(payload: Payload) -> Self {
+        let m = &payload.message;
+        Self { account: m.creator_id.clone(), id: m.id.clone(), qscore: queue_score(m).to_string(), payload }
+    }
 }
 
 /// The result of one take: what was leased, Redis's clock, and when the next message
@@ -172,7 +190,7 @@ impl Schedule {
         let mut inv = self.invocation(&self.scripts.enqueue);
         inv.arg(SEEN_TTL_SECONDS);
         for m in messages {
-            let payload = serde_json::to_string(&Payload { message: m.clone(), attempts: 0 }).expect("payload serializes");
+            let payload = serde_json::to_string(&Payload::new(m.clone(), 0)).expect("payload serializes");
             inv.arg(&m.creator_id).arg(&m.id).arg(m.generation).arg(queue_score(m)).arg(payload);
         }
         let (added, deferred, duplicate_at): (u64, u64, Vec<usize>) = self.run(&inv).await?;
@@ -211,7 +229,7 @@ impl Schedule {
                 Completion::Retry { taken, delay_ms } => ("retry", taken, *delay_ms, serde_json::to_string(&taken.payload).expect("payload serializes")),
                 Completion::Pause { taken, delay_ms } => ("pause", taken, *delay_ms, serde_json::to_string(&taken.payload).expect("payload serializes")),
             };
-            inv.arg(kind).arg(&t.account).arg(&t.id).arg(&t.qscore).arg(delay).arg(payload);
+            inv.arg(kind).arg(&t.account).arg(&t.id).arg(&t.qscore).arg(t.payload.message.generation).arg(delay).arg(payload);
         }
         self.run(&inv).await
     }

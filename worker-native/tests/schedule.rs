@@ -177,3 +177,32 @@ async fn retries_wait_their_backoff_and_429_pauses_the_account() {
         assert_eq!(taken.payload.attempts, 1, "attempts carried with the message");
     }
 }
+
+/// Review defect 3: generation 0's outcome is recorded in the ledger (`failed`), the
+/// user retries at once, generation 1 is scheduled, and only then does generation 0's
+/// `done` reach Redis. It must not delete generation 1.
+#[tokio::test]
+async fn an_old_generations_completion_leaves_the_retried_message_alone() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(UNLIMITED, 1, 0);
+    let m = message("a", 0, 5);
+    s.enqueue(std::slice::from_ref(&m)).await.unwrap();
+    let first = s.take(10, 30_000).await.unwrap().taken.pop().expect("generation 0 taken");
+    let mut retried = m.clone();
+    retried.generation = 1;
+    assert_eq!(s.enqueue(&[retried]).await.unwrap().added, 1);
+    s.complete(&[Completion::Done(first)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await; // the account's next slot, a millisecond on
+    let again = s.take(10, 30_000).await.unwrap().taken;
+    assert_eq!(again.iter().map(|t| (t.id.as_str(), t.payload.message.generation)).collect::<Vec<_>>(), [(m.id.as_str(), 1)], "generation 1 is still scheduled");
+    // A late retry of generation 0 does not touch its successor either.
+    let mut m2 = message("b", 0, 5);
+    s.enqueue(std::slice::from_ref(&m2)).await.unwrap();
+    let old = s.take(10, 30_000).await.unwrap().taken.pop().unwrap();
+    m2.generation = 1;
+    s.enqueue(&[m2]).await.unwrap();
+    s.complete(&[Completion::Retry { taken: old, delay_ms: 0 }]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let b = s.take(10, 30_000).await.unwrap().taken;
+    assert_eq!(b.iter().map(|t| t.payload.message.generation).collect::<Vec<_>>(), [1], "generation 1 once, not the old retry");
+}

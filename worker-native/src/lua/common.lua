@@ -2,7 +2,8 @@
 --   P..'ready'        ZSET account -> ms when it may next send (accounts with work, and
 --                     those whose queue ran empty, until they are next due)
 --   P..'q:'..acct     ZSET message id -> priority * 1e13 + accepted ms (most urgent, oldest first)
---   P..'body:'..acct  HASH message id -> payload (the queue message and its attempts)
+--   P..'body:'..acct  HASH message id -> payload ({"g": generation, "m": the queue
+--                     message, "a": attempts so far})
 --   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until), n
 --                     (sends so far, burst 1); with burst 1, tat is written when the
 --                     account leaves `ready` (while it is in `ready`, its score is its tat)
@@ -94,6 +95,11 @@ local function requeue(acct, id, qs)
     return 1
   end
   return 0
+end
+
+-- The generation of a stored payload, which serializes it first: {"g":N,...}.
+local function generation_of(payload)
+  return tonumber(string.match(payload, '^{"g":(%d+)')) or 0
 end
 
 local function split(member)

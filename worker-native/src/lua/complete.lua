@@ -1,35 +1,42 @@
 -- Records what became of leased messages. ARGV after the common ones, per message:
--- kind, account, id, qscore, delay_ms, payload, where kind is
+-- kind, account, id, qscore, generation, delay_ms, payload, where kind is
 --   done    finished (sent or failed for good): forgotten everywhere;
 --   retry   back to its queue after delay_ms, with the new payload (attempts + 1);
 --   pause   as retry, and the account sends nothing for delay_ms (gateway 429);
 --   release given back unsent (shutdown): straight back to its queue.
 -- A message whose lease is gone (expired and reclaimed) is left to its new holder,
--- except `done`, which always forgets it. Returns the number of leases released.
+-- except `done`, which always forgets it. A completion of an older generation than
+-- the one stored (the user retried the message while this attempt was being recorded,
+-- and the retry is already scheduled) touches nothing: the body, queue entry and
+-- lease now belong to the newer generation. Returns the number of leases released.
 local now = now_ms()
 local released = 0
-for i = ARG0 + 1, #ARGV, 6 do
-  local kind, acct, id, qs, delay, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), ARGV[i + 5]
-  local member = acct .. '\n' .. id .. '\n' .. qs
-  local held = redis.call('ZREM', P .. 'leases', member) == 1
-  if held then released = released + 1 end
-  if kind == 'done' then
-    redis.call('HDEL', P .. 'body:' .. acct, id)
-    if not held then -- requeued after its lease expired: take it out again
-      redis.call('ZREM', P .. 'q:' .. acct, id)
-      redis.call('ZREM', P .. 'delayed', member)
-    end
-  elseif held and kind == 'release' then
-    requeue(acct, id, qs)
-  elseif held then
-    redis.call('HSET', P .. 'body:' .. acct, id, payload)
-    redis.call('ZADD', P .. 'delayed', now + delay, member)
-    if kind == 'pause' then
-      local key = P .. 'st:' .. acct
-      local pause = math.max(tonumber(redis.call('HGET', key, 'pause')) or 0, now + delay)
-      redis.call('HSET', key, 'pause', pause)
-      -- In `ready`, the score is when it may send: push it back (never forward).
-      redis.call('ZADD', P .. 'ready', 'XX', 'GT', pause, acct)
+for i = ARG0 + 1, #ARGV, 7 do
+  local kind, acct, id, qs, gen, delay, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]
+  local body_key = P .. 'body:' .. acct
+  local stored = redis.call('HGET', body_key, id)
+  if not stored or generation_of(stored) == gen then
+    local member = acct .. '\n' .. id .. '\n' .. qs
+    local held = redis.call('ZREM', P .. 'leases', member) == 1
+    if held then released = released + 1 end
+    if kind == 'done' then
+      redis.call('HDEL', body_key, id)
+      if not held then -- requeued after its lease expired: take it out again
+        redis.call('ZREM', P .. 'q:' .. acct, id)
+        redis.call('ZREM', P .. 'delayed', member)
+      end
+    elseif held and kind == 'release' then
+      requeue(acct, id, qs)
+    elseif held then
+      redis.call('HSET', body_key, id, payload)
+      redis.call('ZADD', P .. 'delayed', now + delay, member)
+      if kind == 'pause' then
+        local key = P .. 'st:' .. acct
+        local pause = math.max(tonumber(redis.call('HGET', key, 'pause')) or 0, now + delay)
+        redis.call('HSET', key, 'pause', pause)
+        -- In `ready`, the score is when it may send: push it back (never forward).
+        redis.call('ZADD', P .. 'ready', 'XX', 'GT', pause, acct)
+      end
     end
   end
 end
