@@ -17,6 +17,7 @@ import requests
 from conftest import LOGS, Edge, Emulator, token
 from devstack import provision as prov
 from devstack import stack
+from devstack.faultproxy import FaultProxy
 
 WINDOW_MS = 2000
 MAX = 10
@@ -99,7 +100,7 @@ class System:
     def start_workers(self, prefix, n=1, **extra):
         return [stack.start_worker(self.worker_env(prefix, **extra), LOGS / f"worker-{prefix}-{i}.log", stack.free_port()) for i in range(n)]
 
-    def put(self, messages):
+    def put(self, messages, queue_url=None):
         """Sends queue messages as the edge does (10 per SendMessageBatch)."""
         for i in range(0, len(messages), 10):
             entries = [{
@@ -110,7 +111,7 @@ class System:
                     "messageType": {"DataType": "String", "StringValue": "onlyfans"},
                 },
             } for j, m in enumerate(messages[i:i + 10])]
-            r = self.sqs.send_message_batch(QueueUrl=self.aws.queue_url, Entries=entries)
+            r = self.sqs.send_message_batch(QueueUrl=queue_url or self.aws.queue_url, Entries=entries)
             assert not r.get("Failed"), r
 
     def deliveries(self, accounts=None):
@@ -379,3 +380,101 @@ def test_help_and_bad_settings(system):
                          env={"PATH": os.environ["PATH"], "RATE_LIMIT_WINDOW": "soon", "GATEWAY_TOKEN": "s3cret"})
     assert bad.returncode == 2
     assert "RATE_LIMIT_WINDOW" in bad.stderr and "SQS_RATE_LIMITER_QUEUE_URL" in bad.stderr and "s3cret" not in bad.stderr
+
+
+def summary(system, account):
+    """The account's summary counters as stored (not clamped at 0 as the API reads them)."""
+    item = system.emulator.item(account, "#summary") or {}
+    return {k: int(item[k]["N"]) for k in ("queued", "sent", "failed") if k in item}
+
+
+def wait_statuses(system, account, count, status="sent", timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        items = system.emulator.items(account)
+        if len(items) == count and all(i["status"]["S"] == status for i in items):
+            return items
+        time.sleep(0.2)
+    raise AssertionError(f"ledger of {account}: {sorted(i['status']['S'] for i in system.emulator.items(account))}, want {count} {status}")
+
+
+@pytest.fixture
+def proxy(system):
+    p = FaultProxy(system.aws.endpoint)
+    yield p
+    p.stop()
+
+
+def test_a_redis_outage_sends_nothing_to_the_dead_letter_queue(system):
+    """Review defect 2: ingest kept receiving while it could not schedule, and every
+    receive counts towards the DLQ. A queue of its own with a 1 s visibility timeout and
+    2 receives before the DLQ, so that an ingest that keeps receiving dead-letters its
+    messages within seconds of the outage."""
+    tag = uuid.uuid4().hex[:8]
+    sqs = system.sqs  # the emulator's root key: the worker's own user may use only the main queues
+    dlq = sqs.create_queue(QueueName=f"outage-dlq-{tag}")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue = sqs.create_queue(QueueName=f"outage-{tag}", Attributes={
+        "VisibilityTimeout": "1", "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"})})["QueueUrl"]
+    account = f"outage-{tag}"
+    batch = messages(account, 5)
+    system.redis.stop()
+    workers = []
+    try:
+        workers = system.start_workers("outage", SQS_RATE_LIMITER_QUEUE_URL=queue, SQS_RATE_LIMITER_DLQ_URL=dlq,
+                                       AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", SQS_WAIT_SECONDS="1")
+        system.put(batch, queue_url=queue)
+        time.sleep(6)  # six visibility timeouts
+        dead = int(sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+        assert dead == 0, f"{dead} valid messages dead-lettered during a Redis outage"
+        assert not system.deliveries({account}), "nothing is sent without Redis"
+    finally:
+        system.redis = stack.start_redis(system.redis_port, LOGS / "redis.log", system.redis_dir)
+    try:
+        system.wait_delivered([m["id"] for m in batch], timeout=30)
+        wait_statuses(system, account, 5)
+    finally:
+        stop_all(workers)
+    assert summary(system, account) == {"queued": 0, "sent": 5, "failed": 0}
+
+
+def test_a_ledger_outage_loses_no_outcome_and_sends_nothing_twice(system, proxy):
+    """Review defect 4: after five failed ledger writes the outcomes were dropped (items
+    stayed `queued` for ever). Outcome writes fail for 8 s, longer than the 3 s lease:
+    the leases must be renewed meanwhile, or other takes would send the messages again."""
+    account = f"ledger-{uuid.uuid4().hex[:8]}"
+    batch = messages(account, 3)
+    workers = system.start_workers("ledgerdown", AWS_ENDPOINT_URL=proxy.url)
+    try:
+        proxy.fail("sentAt", seconds=8)  # only an outcome's write names sentAt
+        system.put(batch)
+        system.wait_delivered([m["id"] for m in batch], timeout=20)
+        wait_statuses(system, account, 3, timeout=40)
+    finally:
+        stop_all(workers)
+    assert proxy.hits, "the outcome writes were failed"
+    ids = [d["messageId"] for d in system.deliveries({account})]
+    assert sorted(ids) == sorted(m["id"] for m in batch), "each delivered once, none again after its lease"
+    assert summary(system, account) == {"queued": 0, "sent": 3, "failed": 0}
+
+
+def test_counters_follow_the_items_under_duplicates_and_lost_answers(system, proxy):
+    """Review defect 6: counters moved with every try, not with the transitions. The
+    answers of the first two counter-bearing writes are lost (committed, then a 500:
+    the SDK tries again), and SQS delivers two of the messages twice."""
+    account = f"count-{uuid.uuid4().hex[:8]}"
+    batch = messages(account, 4)
+    workers = system.start_workers("counters", AWS_ENDPOINT_URL=proxy.url)
+    try:
+        proxy.fail(":q", mode="lose", count=2)  # every write that moves a counter names :q
+        system.put(batch)
+        system.put(batch[:2])
+        system.wait_delivered([m["id"] for m in batch], timeout=20)
+        wait_statuses(system, account, 4)
+        time.sleep(1.5)  # the duplicates are received and dropped
+    finally:
+        stop_all(workers)
+    assert len(proxy.hits) == 2
+    ids = [d["messageId"] for d in system.deliveries({account})]
+    assert sorted(ids) == sorted(m["id"] for m in batch)
+    assert summary(system, account) == {"queued": 0, "sent": 4, "failed": 0}

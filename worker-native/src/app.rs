@@ -13,7 +13,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::Config;
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::gateway::{DryRunGateway, Gateway, HttpGateway};
-use crate::ingest::{Ingest, IngestStats};
+use crate::ingest::{Ingest, IngestGate, IngestStats};
 use crate::ledger::Ledger;
 use crate::metrics::{self, Gauges, Metrics};
 use crate::schedule::{Limits, Schedule};
@@ -49,6 +49,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop) = watch::channel(false);
 
     let ingest_stats = Arc::new(IngestStats::default());
+    let ingest_gate = Arc::new(IngestGate::default());
     let mut tasks = tokio::task::JoinSet::new();
     if config.health_port != 0 {
         let probes = health::Probes {
@@ -81,6 +82,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 wake: wake.clone(),
                 wait_seconds: config.sqs_wait_seconds,
                 stats: ingest_stats.clone(),
+                gate: ingest_gate.clone(),
             };
             tokio::spawn(ingest.run(stop.clone()))
         })

@@ -1,6 +1,10 @@
 //! Dispatch: lease due messages from the schedule, deliver them through the gateway
 //! (at most `max_in_flight` at once), and record each outcome in the ledger and the
 //! schedule, batched. Waits for the next due time or a wake-up, never busy-polls.
+//!
+//! An outcome is never dropped: the ledger is tried until it answers, and meanwhile
+//! the leases of every message this worker holds are renewed, so that none is taken
+//! and sent again by another worker. Backpressure stops new sends while it waits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,9 +57,12 @@ impl<G: Gateway> Dispatcher<G> {
         // recording, so a slow ledger slows dispatch instead of piling up outcomes (and
         // letting their leases expire, which would send them twice).
         let (tx, rx) = mpsc::channel::<Delivered>(self.config.max_in_flight);
-        let completer = tokio::spawn(complete_loop(self.schedule.clone(), self.ledger.clone(), self.metrics.clone(), self.config.clone(), rx));
+        // Every message taken and not yet completed in Redis, and when it was taken.
+        let in_flight: Held = Arc::default();
+        let completer = tokio::spawn(complete_loop(self.schedule.clone(), self.ledger.clone(), self.metrics.clone(), self.config.clone(), rx, in_flight.clone()));
+        let (renew_stop, renew_stopped) = watch::channel(false);
+        let renewer = tokio::spawn(renew_leases(self.schedule.clone(), in_flight.clone(), self.config.lease, renew_stopped));
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight));
-        let in_flight: Arc<Mutex<HashMap<String, Taken>>> = Arc::default();
         let mut tasks = JoinSet::new();
         let mut redis_down_since: Option<Instant> = None;
 
@@ -94,12 +101,14 @@ impl<G: Gateway> Dispatcher<G> {
                 let tx = tx.clone();
                 let metrics = self.metrics.clone();
                 let in_flight = in_flight.clone();
-                in_flight.lock().expect("in-flight lock").insert(taken.id.clone(), taken.clone());
+                in_flight.lock().expect("in-flight lock").insert(taken.id.clone(), (taken.clone(), Instant::now(), false));
                 tasks.spawn(async move {
                     let started = Instant::now();
                     let delivery = gateway.deliver(&taken.payload.message).await;
                     metrics.latency(started.elapsed());
-                    in_flight.lock().expect("in-flight lock").remove(&taken.id);
+                    if let Some(entry) = in_flight.lock().expect("in-flight lock").get_mut(&taken.id) {
+                        entry.2 = true; // delivered: its outcome is on its way
+                    }
                     let _ = tx.send(Delivered { taken, delivery, at_ms: now_ms() }).await;
                     drop(permit);
                 });
@@ -127,13 +136,37 @@ impl<G: Gateway> Dispatcher<G> {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
-        let left: Vec<Completion> = in_flight.lock().expect("in-flight lock").drain().map(|(_, t)| Completion::Release(t)).collect();
+        // Outcomes of what was delivered are recorded; what was not is given back.
+        drop(tx);
+        let _ = completer.await;
+        let _ = renew_stop.send(true);
+        let _ = renewer.await;
+        let left: Vec<Completion> = in_flight.lock().expect("in-flight lock").drain().map(|(_, (t, _, _))| Completion::Release(t)).collect();
         if !left.is_empty() {
             tracing::warn!(count = left.len(), "grace period over: releasing unfinished deliveries back to their queues");
             retry_redis("release leases", || self.schedule.complete(&left), Some(Duration::from_secs(10))).await;
         }
-        drop(tx);
-        let _ = completer.await;
+    }
+}
+
+/// Messages taken and not yet completed in Redis: when each was taken, and whether it
+/// was delivered (its outcome queued for recording).
+type Held = Arc<Mutex<HashMap<String, (Taken, Instant, bool)>>>;
+
+/// Renews the leases of messages held for more than a third of the lease (normally
+/// none: an outcome is recorded within milliseconds; a slow or down ledger holds them).
+async fn renew_leases(schedule: Schedule, held: Held, lease: Duration, mut stop: watch::Receiver<bool>) {
+    let every = lease / 3;
+    while !*stop.borrow() {
+        sleep_or_shutdown(every, &mut stop).await;
+        let old: Vec<Taken> = held.lock().expect("in-flight lock").values().filter(|(_, at, _)| at.elapsed() >= every).map(|(t, _, _)| t.clone()).collect();
+        if old.is_empty() {
+            continue;
+        }
+        match schedule.renew(&old.iter().collect::<Vec<_>>(), lease.as_millis() as u64).await {
+            Ok(n) => tracing::warn!(held = old.len(), renewed = n, "outcomes still being recorded: leases renewed"),
+            Err(e) => tracing::error!(error = %e, "leases not renewed"),
+        }
     }
 }
 
@@ -185,7 +218,7 @@ where
 }
 
 /// Turns deliveries into ledger records and schedule completions, in batches.
-async fn complete_loop(schedule: Schedule, ledger: Option<Ledger>, metrics: Arc<Metrics>, config: DispatchConfig, mut rx: mpsc::Receiver<Delivered>) {
+async fn complete_loop(schedule: Schedule, ledger: Option<Ledger>, metrics: Arc<Metrics>, config: DispatchConfig, mut rx: mpsc::Receiver<Delivered>, held: Held) {
     let mut batch = Vec::with_capacity(512);
     while rx.recv_many(&mut batch, 512).await > 0 {
         let mut completions = Vec::with_capacity(batch.len());
@@ -199,18 +232,27 @@ async fn complete_loop(schedule: Schedule, ledger: Option<Ledger>, metrics: Arc<
         }
         // The ledger first: if this process dies before the schedule hears of it, the
         // lease expires and the message is sent again, but its status is never lost.
+        // Until it answers: `record` is safe to repeat, and the leases are renewed
+        // meanwhile (`renew_leases`).
         if let Some(ledger) = &ledger {
-            let mut tries = 0;
+            let mut delay = Duration::from_millis(100);
+            let mut tries = 0u32;
             while let Err(e) = ledger.record(&records).await {
                 tries += 1;
-                if tries >= 5 {
-                    tracing::error!(error = %e, count = records.len(), "ledger not updated for these outcomes");
-                    break;
+                if tries == 1 || tries.is_multiple_of(20) {
+                    tracing::error!(error = %format!("{e:#}"), count = records.len(), tries, "ledger not updated: holding these outcomes and trying again");
                 }
-                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
         retry_redis("record outcomes", || schedule.complete(&completions), None).await;
+        {
+            let mut held = held.lock().expect("in-flight lock");
+            for c in &completions {
+                held.remove(&c.taken().id);
+            }
+        }
         metrics.processed(tally.sent);
         metrics.failed(tally.failed);
         metrics.retried(tally.retried);

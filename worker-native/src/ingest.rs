@@ -3,12 +3,21 @@
 //! message is always in SQS, or in Redis with its ledger item, or finished: nothing is
 //! deleted before Redis has it. A body that is not a valid message goes to the
 //! dead-letter queue at once instead of being retried forever.
+//!
+//! Every receive counts towards the queue's `maxReceiveCount`, after which SQS moves a
+//! message to the dead-letter queue. So when a received batch cannot be scheduled
+//! (Redis or the ledger is down), every ingest task of this process stops receiving
+//! ([`IngestGate`]) until both answer again, and the batch is put back as fresh copies
+//! (their receive count starts again at 0) before the originals are deleted: however
+//! long or often Redis or the ledger is down, a valid message never becomes a dead
+//! letter. A copy that meets its original later is a duplicate delivery, dropped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue};
+use anyhow::Context;
 use aws_sdk_sqs::Client;
 use shared::message::QueueMessage;
 use tokio::sync::{watch, Notify};
@@ -29,7 +38,29 @@ pub struct Ingest {
     pub wait_seconds: i32,
     /// SQS calls made and messages taken in (for `/stats` and the ingest benchmark).
     pub stats: Arc<IngestStats>,
+    /// Shared by the ingest tasks of this process: closed while scheduling fails.
+    pub gate: Arc<IngestGate>,
 }
+
+/// Closed while what ingest writes to (Redis, the ledger) does not answer, so that no
+/// task receives messages it cannot schedule.
+#[derive(Debug, Default)]
+pub struct IngestGate {
+    closed: AtomicBool,
+}
+
+impl IngestGate {
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    fn set_closed(&self, closed: bool) {
+        self.closed.store(closed, Ordering::Relaxed);
+    }
+}
+
+/// How often a closed gate checks whether Redis and the ledger answer again.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Counters of the ingest path.
 #[derive(Debug, Default)]
@@ -60,12 +91,16 @@ impl Ingest {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut failures = 0u32;
         while !*shutdown.borrow() {
+            if self.gate.is_closed() {
+                self.wait_until_writable(&mut shutdown).await;
+                continue;
+            }
             match self.poll_once().await {
                 Ok(_) => failures = 0,
                 Err(e) => {
                     failures += 1;
                     if failures == 1 || failures.is_multiple_of(30) {
-                        tracing::error!(error = %e, failures, "ingest failed; messages stay in SQS and are retried");
+                        tracing::error!(error = %format!("{e:#}"), failures, "ingest failed; messages stay in SQS and are retried");
                     }
                     let delay = Duration::from_millis(200 * u64::from(failures.min(10)));
                     tokio::select! {
@@ -73,6 +108,29 @@ impl Ingest {
                         _ = shutdown.changed() => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// Waits (receiving nothing) until Redis and the ledger answer, then opens the gate.
+    async fn wait_until_writable(&self, shutdown: &mut watch::Receiver<bool>) {
+        let started = std::time::Instant::now();
+        while !*shutdown.borrow() {
+            let redis = self.schedule.ping().await;
+            let ledger = match &self.ledger {
+                Some(l) => l.ping().await,
+                None => Ok(()),
+            };
+            if redis.is_ok() && ledger.is_ok() {
+                if self.gate.is_closed() {
+                    self.gate.set_closed(false);
+                    tracing::info!(paused_ms = started.elapsed().as_millis() as u64, "Redis and the ledger answer: ingest resumes");
+                }
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                _ = shutdown.changed() => {}
             }
         }
     }
@@ -85,6 +143,7 @@ impl Ingest {
             .receive_message()
             .queue_url(&self.queue_url)
             .max_number_of_messages(10)
+            .message_attribute_names("All")
             .wait_time_seconds(self.wait_seconds)
             .send()
             .await?;
@@ -102,19 +161,16 @@ impl Ingest {
             }
             done.push(DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build()?);
         }
-        if let Some(ledger) = &self.ledger {
-            let written = ledger.ensure_items(&valid).await?;
-            if written > 0 {
-                tracing::info!(written, "ledger items written for messages the edge could not record");
+        let enqueued = match self.schedule_batch(&valid).await {
+            Ok(e) => e,
+            Err(e) => {
+                // Not the messages' fault: receive nothing more until Redis and the
+                // ledger answer, and put these back with their receive count reset.
+                self.gate.set_closed(true);
+                self.requeue_fresh(messages).await;
+                return Err(e.context("could not schedule received messages; ingest pauses until Redis and the ledger answer"));
             }
-        }
-        let enqueued = self.schedule.enqueue(&valid).await?;
-        if let Some(ledger) = &self.ledger {
-            // An estimate for `GET /status` and `queuePosition`: never worth a redelivery.
-            if let Err(e) = ledger.add_to_backlog(&enqueued.added_by_account(&valid)).await {
-                tracing::warn!(error = %e, "backlog counters not updated");
-            }
-        }
+        };
         self.metrics.deferred(enqueued.deferred);
         if enqueued.duplicates() > 0 {
             tracing::info!(duplicates = enqueued.duplicates(), "duplicate deliveries dropped");
@@ -133,6 +189,38 @@ impl Ingest {
             }
         }
         Ok(enqueued.added)
+    }
+
+    /// The ledger item of each message (when the edge's write is missing), its count
+    /// in the account's backlog, then its place in the schedule. Each step is safe to
+    /// repeat when the batch is received again.
+    async fn schedule_batch(&self, valid: &[QueueMessage]) -> anyhow::Result<crate::schedule::Enqueued> {
+        if let Some(ledger) = &self.ledger {
+            let written = ledger.ensure_items(valid).await.context("ledger")?;
+            if written > 0 {
+                tracing::info!(written, "ledger items written for messages the edge could not record");
+            }
+            ledger.count_scheduled(valid).await.context("ledger")?;
+        }
+        Ok(self.schedule.enqueue(valid).await.context("Redis")?)
+    }
+
+    /// Sends copies of received messages to the queue, then deletes the originals
+    /// (best effort: a message not copied stays, and returns after its visibility
+    /// timeout with one receive more).
+    async fn requeue_fresh(&self, messages: &[aws_sdk_sqs::types::Message]) {
+        for m in messages {
+            let (Some(body), Some(handle)) = (m.body(), m.receipt_handle()) else { continue };
+            self.stats.sqs_calls.fetch_add(2, Ordering::Relaxed);
+            let copied = self.sqs.send_message().queue_url(&self.queue_url).message_body(body).set_message_attributes(m.message_attributes().cloned()).send().await;
+            let result = match copied {
+                Ok(_) => self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await.map(drop).map_err(anyhow::Error::from),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %format!("{e:#}"), "received message not put back; it returns after its visibility timeout");
+            }
+        }
     }
 
     async fn dead_letter(&self, body: &str, reason: &str) -> anyhow::Result<()> {

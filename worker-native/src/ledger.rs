@@ -1,12 +1,17 @@
 //! The ledger (DESIGN §5) as the worker writes it: the item of a message it takes from
 //! SQS (when the edge's write did not land), and each outcome, with conditions so that
 //! a late duplicate can never turn `sent` into anything else. Layout: `shared::ledger`.
+//!
+//! The per-account summary counters move only in the same transaction as the item
+//! transition they count (`queued` + 1 when a message is first scheduled, - 1 and
+//! `sent` or `failed` + 1 at its outcome), so they cannot drift from the items.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use futures::future::join_all;
 use serde_json::Value;
@@ -122,109 +127,171 @@ impl Ledger {
         Ok(written)
     }
 
-    /// Adds newly scheduled messages to their accounts' backlog counters (one update per
-    /// account): the backlog counts what the worker has taken on, and `record` takes it
-    /// off again, so both ends of the count live in one place.
-    pub async fn add_to_backlog(&self, added: &HashMap<&str, i64>) -> anyhow::Result<()> {
-        self.count(added.len());
-        let updates = added.iter().map(|(account, k)| {
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key(PK, s(*account))
-                .key(SK, s(SUMMARY_SK))
-                .update_expression("ADD queued :q")
-                .expression_attribute_values(":q", n(k))
-                .send()
-        });
-        for r in join_all(updates).await {
-            r?;
-        }
+    /// Whether the table answers (a read of a key that never exists).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.count(1);
+        self.client.get_item().table_name(&self.table).key(PK, s("#ping")).key(SK, s(SUMMARY_SK)).send().await?;
         Ok(())
     }
 
-    /// Records outcomes, concurrently, then the per-account summary counters (one
-    /// update per account). A condition that fails means the item moved on (a late
-    /// duplicate, or a newer generation): nothing to do.
-    pub async fn record(&self, records: &[Record]) -> anyhow::Result<()> {
-        self.count(records.len());
-        let updates = records.iter().map(|r| self.update_one(r));
-        for result in join_all(updates).await {
-            match result {
-                Ok(_) => {}
-                Err(e) if is_condition_failure(&e) => {}
-                Err(e) => return Err(e.into()),
-            }
+    /// Counts messages into their accounts' backlog (the summary's `queued`), once per
+    /// message and generation: each item is marked `countedGen` in the same
+    /// transaction that adds to the counter, so a redelivery, a retry of this call or
+    /// a duplicate after a lease expiry never counts twice. Returns how many counted.
+    pub async fn count_scheduled(&self, messages: &[QueueMessage]) -> anyhow::Result<usize> {
+        let mut by_account: HashMap<&str, Vec<(Update, Delta)>> = HashMap::new();
+        for m in messages {
+            let update = self
+                .item_update(m)
+                .update_expression("SET countedGen = :gen")
+                .condition_expression("attribute_exists(messageId) AND (attribute_not_exists(countedGen) OR countedGen < :gen)")
+                .build()?;
+            by_account.entry(&m.creator_id).or_default().push((update, Delta { queued: 1, ..Delta::default() }));
         }
-        let mut per_account: HashMap<&str, (i64, i64, Option<u64>)> = HashMap::new();
+        let mut counted = 0;
+        for (account, changes) in by_account {
+            counted += self.apply_with_summary(account, changes).await?;
+        }
+        Ok(counted)
+    }
+
+    /// Records outcomes: each item's transition and the summary counters it moves, in
+    /// one transaction per account, so that the counters change only with transitions
+    /// that really happened. A condition that fails means the item moved on (a late
+    /// duplicate, or a newer generation): that record is dropped and the others go
+    /// through. Safe to call again with the same records after an error: what was
+    /// applied is refused by its condition the second time, so it is counted once.
+    pub async fn record(&self, records: &[Record]) -> anyhow::Result<usize> {
+        let mut by_account: HashMap<&str, Vec<(Update, Delta)>> = HashMap::new();
         for r in records {
-            let e = per_account.entry(r.message.creator_id.as_str()).or_default();
-            match &r.outcome {
-                Outcome::Sent { at } => {
-                    e.0 += 1;
-                    e.2 = e.2.max(shared::time::parse_rfc3339_ms(at));
-                }
-                Outcome::Failed { .. } => e.1 += 1,
-                Outcome::Retrying { .. } => {}
-            }
+            by_account.entry(&r.message.creator_id).or_default().push(self.outcome_update(r)?);
         }
-        let per_account: Vec<_> = per_account.into_iter().filter(|(_, (sent, failed, _))| sent + failed > 0).collect();
-        self.count(per_account.len());
-        let summaries = per_account.into_iter().map(|(account, (sent, failed, last))| {
-            let mut u = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key(PK, s(account))
-                .key(SK, s(SUMMARY_SK))
-                .expression_attribute_values(":q", n(-(sent + failed)))
-                .expression_attribute_values(":s", n(sent))
-                .expression_attribute_values(":f", n(failed));
-            u = match last {
-                Some(t) => u.update_expression("ADD queued :q, sent :s, failed :f SET lastSentAtMs = :t").expression_attribute_values(":t", n(t)),
-                None => u.update_expression("ADD queued :q, sent :s, failed :f"),
-            };
-            u.send()
-        });
-        for r in join_all(summaries).await {
-            r?;
+        let mut applied = 0;
+        for (account, changes) in by_account {
+            applied += self.apply_with_summary(account, changes).await?;
         }
-        Ok(())
+        Ok(applied)
     }
 
-    async fn update_one(&self, r: &Record) -> Result<(), aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>> {
+    fn item_update(&self, m: &QueueMessage) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
+        Update::builder().table_name(&self.table).key(PK, s(&m.creator_id)).key(SK, s(&m.id)).expression_attribute_values(":gen", n(m.generation))
+    }
+
+    fn outcome_update(&self, r: &Record) -> anyhow::Result<(Update, Delta)> {
         let m = &r.message;
         let base = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PK, s(&m.creator_id))
-            .key(SK, s(&m.id))
+            .item_update(m)
             .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":gen", n(m.generation))
             .expression_attribute_values(":attempts", n(r.attempts))
-            .expression_attribute_values(":sent", s("sent"));
-        // Only an existing item (never a partial one), of the current generation, and
-        // never once sent.
-        let guard = "attribute_exists(messageId) AND (attribute_not_exists(generation) OR generation = :gen) AND #st <> :sent";
-        let update = match &r.outcome {
-            Outcome::Sent { at } => base
-                .update_expression("SET #st = :sent, sentAt = :at, attempts = :attempts REMOVE failedKey")
-                .expression_attribute_values(":at", s(at))
-                .condition_expression(guard),
-            Outcome::Retrying { error } => base
-                .update_expression("SET attempts = :attempts, lastError = :err")
-                .expression_attribute_values(":err", s(error))
-                .condition_expression(guard),
-            Outcome::Failed { at, error } => base
-                .update_expression("SET #st = :failed, failedAt = :at, lastError = :err, attempts = :attempts, failedKey = :fk")
-                .expression_attribute_values(":failed", s("failed"))
-                .expression_attribute_values(":at", s(at))
-                .expression_attribute_values(":err", s(error))
-                .expression_attribute_values(":fk", s(ledger::failed_key(at, &m.id)))
-                .condition_expression(guard),
+            .expression_attribute_values(":queued", s("queued"))
+            // Only an existing item (never a partial one), of the current generation,
+            // still waiting: an outcome moves it once.
+            .condition_expression("attribute_exists(messageId) AND (attribute_not_exists(generation) OR generation = :gen) AND #st = :queued");
+        let (update, delta) = match &r.outcome {
+            Outcome::Sent { at } => (
+                base.update_expression("SET #st = :sent, sentAt = :at, attempts = :attempts REMOVE failedKey")
+                    .expression_attribute_values(":sent", s("sent"))
+                    .expression_attribute_values(":at", s(at)),
+                Delta { queued: -1, sent: 1, failed: 0, last_sent_ms: shared::time::parse_rfc3339_ms(at) },
+            ),
+            Outcome::Retrying { error } => {
+                (base.update_expression("SET attempts = :attempts, lastError = :err").expression_attribute_values(":err", s(error)), Delta::default())
+            }
+            Outcome::Failed { at, error } => (
+                base.update_expression("SET #st = :failed, failedAt = :at, lastError = :err, attempts = :attempts, failedKey = :fk")
+                    .expression_attribute_values(":failed", s("failed"))
+                    .expression_attribute_values(":at", s(at))
+                    .expression_attribute_values(":err", s(error))
+                    .expression_attribute_values(":fk", s(ledger::failed_key(at, &m.id))),
+                Delta { queued: -1, sent: 0, failed: 1, last_sent_ms: None },
+            ),
         };
-        update.send().await.map(drop)
+        Ok((update.build()?, delta))
+    }
+
+    /// Applies item changes of one account together with the change of its summary
+    /// counters they add up to, as transactions of at most 100 writes. An item whose
+    /// condition fails is dropped (with its delta) and the rest applied again; a
+    /// transaction that conflicts with another is tried again. Returns how many items
+    /// changed.
+    async fn apply_with_summary(&self, account: &str, changes: Vec<(Update, Delta)>) -> anyhow::Result<usize> {
+        let mut applied = 0;
+        let mut changes = changes.into_iter().peekable();
+        while changes.peek().is_some() {
+            let mut live: Vec<(Update, Delta)> = changes.by_ref().take(MAX_TRANSACTION_WRITES - 1).collect();
+            let mut conflicts = 0u32;
+            while !live.is_empty() {
+                let total = live.iter().fold(Delta::default(), |acc, (_, d)| acc.plus(d));
+                let mut items: Vec<TransactWriteItem> = live.iter().map(|(u, _)| TransactWriteItem::builder().update(u.clone()).build()).collect();
+                if let Some(summary) = self.summary_update(account, &total)? {
+                    items.push(TransactWriteItem::builder().update(summary).build());
+                }
+                self.count(1);
+                match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+                    Ok(_) => {
+                        applied += live.len();
+                        break;
+                    }
+                    Err(e) => {
+                        let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else { return Err(e.into()) };
+                        let refused: Vec<usize> = c
+                            .cancellation_reasons()
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, r)| *i < live.len() && r.code() == Some("ConditionalCheckFailed"))
+                            .map(|(i, _)| i)
+                            .collect();
+                        if refused.is_empty() {
+                            // Nothing was refused: another transaction on the summary
+                            // item got in the way (or DynamoDB throttled). Again, shortly.
+                            conflicts += 1;
+                            anyhow::ensure!(conflicts <= 10, "ledger transactions kept conflicting for account {account}");
+                            tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(10..50) * u64::from(conflicts))).await;
+                        }
+                        for i in refused.into_iter().rev() {
+                            live.remove(i);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(applied)
+    }
+
+    fn summary_update(&self, account: &str, d: &Delta) -> anyhow::Result<Option<Update>> {
+        if d.queued == 0 && d.sent == 0 && d.failed == 0 {
+            return Ok(None);
+        }
+        let u = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(account))
+            .key(SK, s(SUMMARY_SK))
+            .expression_attribute_values(":q", n(d.queued))
+            .expression_attribute_values(":s", n(d.sent))
+            .expression_attribute_values(":f", n(d.failed));
+        let u = match d.last_sent_ms {
+            Some(t) => u.update_expression("ADD queued :q, sent :s, failed :f SET lastSentAtMs = :t").expression_attribute_values(":t", n(t)),
+            None => u.update_expression("ADD queued :q, sent :s, failed :f"),
+        };
+        Ok(Some(u.build()?))
+    }
+}
+
+/// DynamoDB's limit of writes in one transaction.
+const MAX_TRANSACTION_WRITES: usize = 100;
+
+/// What an item change does to its account's summary counters.
+#[derive(Debug, Default, Clone, Copy)]
+struct Delta {
+    queued: i64,
+    sent: i64,
+    failed: i64,
+    last_sent_ms: Option<u64>,
+}
+
+impl Delta {
+    fn plus(self, o: &Delta) -> Delta {
+        Delta { queued: self.queued + o.queued, sent: self.sent + o.sent, failed: self.failed + o.failed, last_sent_ms: self.last_sent_ms.max(o.last_sent_ms) }
     }
 }
 

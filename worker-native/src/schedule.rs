@@ -79,6 +79,14 @@ pub enum Completion {
     Release(Taken),
 }
 
+impl Completion {
+    pub fn taken(&self) -> &Taken {
+        match self {
+            Completion::Done(t) | Completion::Release(t) | Completion::Retry { taken: t, .. } | Completion::Pause { taken: t, .. } => t,
+        }
+    }
+}
+
 /// What an enqueue did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Enqueued {
@@ -122,6 +130,7 @@ struct Scripts {
     take: Script,
     complete: Script,
     reclaim: Script,
+    renew: Script,
     backlog: Script,
 }
 
@@ -152,6 +161,7 @@ impl Schedule {
             take: script(include_str!("lua/take.lua")),
             complete: script(include_str!("lua/complete.lua")),
             reclaim: script(include_str!("lua/reclaim.lua")),
+            renew: script(include_str!("lua/renew.lua")),
             backlog: Script::new(
                 r"local n = redis.call('ZCARD', ARGV[1] .. 'delayed')
                   for _, a in ipairs(redis.call('ZRANGE', ARGV[1] .. 'ready', 0, -1)) do n = n + redis.call('ZCARD', ARGV[1] .. 'q:' .. a) end
@@ -238,6 +248,16 @@ impl Schedule {
     pub async fn reclaim(&self, max: usize) -> redis::RedisResult<u64> {
         let mut inv = self.invocation(&self.scripts.reclaim);
         inv.arg(max);
+        self.run(&inv).await
+    }
+
+    /// Extends the leases of messages still held, by `lease_ms` from now.
+    pub async fn renew(&self, held: &[&Taken], lease_ms: u64) -> redis::RedisResult<u64> {
+        let mut inv = self.invocation(&self.scripts.renew);
+        inv.arg(lease_ms);
+        for t in held {
+            inv.arg(&t.account).arg(&t.id).arg(&t.qscore);
+        }
         self.run(&inv).await
     }
 

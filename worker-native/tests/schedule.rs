@@ -206,3 +206,17 @@ async fn an_old_generations_completion_leaves_the_retried_message_alone() {
     let b = s.take(10, 30_000).await.unwrap().taken;
     assert_eq!(b.iter().map(|t| t.payload.message.generation).collect::<Vec<_>>(), [1], "generation 1 once, not the old retry");
 }
+
+#[tokio::test]
+async fn a_renewed_lease_is_not_reclaimed_and_a_reclaimed_one_is_not_renewed() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(UNLIMITED, 1, 0);
+    s.enqueue(&[message("a", 0, 5), message("b", 0, 5)]).await.unwrap();
+    let taken = s.take(10, 100).await.unwrap().taken;
+    assert_eq!(taken.len(), 2);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(s.renew(&[&taken[0]], 1000).await.unwrap(), 1);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(s.reclaim(10).await.unwrap(), 1, "only the lease not renewed expired");
+    assert_eq!(s.renew(&[&taken[1]], 1000).await.unwrap(), 0, "a reclaimed lease stays reclaimed");
+}

@@ -1,0 +1,92 @@
+"""A fault-injecting HTTP proxy for the tests: it forwards each request unchanged to
+an upstream (the AWS emulator), Host header included, so SigV4 signatures still check,
+and fails the requests that match a rule:
+
+- `error`: answers 500 without forwarding (the call never happened);
+- `lose`: forwards, then answers 500 (the call happened, its answer was lost).
+
+A rule matches when its `match` string is in the request's X-Amz-Target header or
+body; it applies `count` times (None: until removed) or until `until` (monotonic time).
+"""
+
+import http.client
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+FAILED = b'{"__type":"com.amazonaws#InternalFailure","message":"injected by the fault proxy"}'
+
+
+class FaultProxy:
+    def __init__(self, upstream: str):
+        u = urlsplit(upstream)
+        self.upstream = (u.hostname, u.port)
+        self.rules = []
+        self.hits = []  # (mode, match) of each request a rule failed
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self):
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                mode = proxy._match(self.headers.get("x-amz-target", ""), body)
+                if mode == "error":
+                    return self._answer(500, FAILED, "application/x-amz-json-1.0")
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "transfer-encoding")}
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    r = conn.getresponse()
+                    data = r.read()
+                    if mode == "lose":
+                        return self._answer(500, FAILED, "application/x-amz-json-1.0")
+                    self._answer(r.status, data, r.getheader("content-type", "application/json"))
+                finally:
+                    conn.close()
+
+            def _answer(self, status, data, content_type):
+                self.send_response(status)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _any
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def fail(self, match: str, mode: str = "error", count: int | None = None, seconds: float | None = None):
+        """Fails requests containing `match` (see the module's doc)."""
+        assert mode in ("error", "lose")
+        until = time.monotonic() + seconds if seconds is not None else None
+        with self.lock:
+            self.rules.append({"match": match, "mode": mode, "count": count, "until": until})
+
+    def clear(self):
+        with self.lock:
+            self.rules.clear()
+            self.hits.clear()
+
+    def _match(self, target: str, body: bytes):
+        now = time.monotonic()
+        with self.lock:
+            for rule in self.rules:
+                live = (rule["count"] is None or rule["count"] > 0) and (rule["until"] is None or now < rule["until"])
+                if live and (rule["match"] in target or rule["match"].encode() in body):
+                    if rule["count"] is not None:
+                        rule["count"] -= 1
+                    self.hits.append((rule["mode"], rule["match"]))
+                    return rule["mode"]
+        return None
+
+    def stop(self):
+        self.server.shutdown()
