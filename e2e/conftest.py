@@ -52,10 +52,18 @@ class Jwks:
             "ed-1": ("EdDSA", ed25519.Ed25519PrivateKey.generate()),
         }
         self.published = set(self.keys)
+        self.fetches = 0  # GETs served, failed ones included
+        self.failing = False  # answer 503 instead of the keys
         jwks = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
+                jwks.fetches += 1
+                if jwks.failing:
+                    self.send_response(503)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 body = json.dumps(jwks.document()).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import JWT_SECRET, ORIGIN, account, edge_settings, start_edge, token
+from devstack.faultproxy import FaultProxy
 
 
 def parse_time(s):
@@ -343,3 +344,64 @@ def test_rate_limiter_disabled_refuses_to_queue(aws, edge, emulator):
         assert emulator.item(creator, mid)["status"]["S"] == "failed"
     finally:
         part.stop()
+
+
+def test_jwks_refetches_stay_throttled_after_a_failed_fetch(edge, jwks):
+    """Review defect 8: after one failed fetch every token with an unknown kid (which
+    needs no valid signature) fetched the JWKS again; concurrent ones fetched at once."""
+    _, key = jwks.keys["ec-1"]
+    forged = lambda i: jwt.encode({"sub": "x", "exp": int(time.time()) + 600}, key, algorithm="ES256", headers={"kid": f"nope-{i}"})
+    time.sleep(1.1)  # the refresh interval is 1 s here: let any earlier fetch age out
+    jwks.failing = True
+    try:
+        start, t0 = jwks.fetches, time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            codes = list(pool.map(lambda i: edge.call("GET", "/status", forged(i)).status_code, range(10)))
+        codes += [edge.call("GET", "/status", forged(100 + i)).status_code for i in range(10)]
+        elapsed = time.monotonic() - t0
+        fetched = jwks.fetches - start
+        assert set(codes) == {401}
+        assert 1 <= fetched <= int(elapsed / 1.0) + 1, f"{fetched} JWKS fetches for 20 unknown kids in {elapsed:.2f}s (interval 1 s)"
+        # The outage keeps the keys it knew: a token of a known key still passes, as its account.
+        r = edge.call("GET", "/status", jwks.token("rsa-1", "creator-known"))
+        assert r.status_code == 200, r.text
+    finally:
+        jwks.failing = False
+
+
+@pytest.fixture(scope="module")
+def faulty(aws):
+    """An edge whose AWS calls go through a fault proxy."""
+    proxy = FaultProxy(aws.endpoint)
+    part, e = start_edge("edge-faults", edge_settings(aws, AWS_ENDPOINT_URL=proxy.url))
+    yield e, proxy
+    part.stop()
+    proxy.stop()
+
+
+def test_a_retry_whose_ledger_answer_was_lost_still_queues(faulty, emulator):
+    """Review defect 5: the retry's update committed, its answer was lost, the repeated
+    call was refused by its own write, and the route answered 409 without queueing."""
+    edge, proxy = faulty
+    creator = account()
+    [mid] = failed_messages(edge, emulator, creator, 1)
+    proxy.fail("retriedAt", mode="lose", count=1)
+    r = edge.call("POST", f"/{mid}/retry", token(creator))
+    assert proxy.hits, "the answer was lost"
+    assert r.status_code == 200, r.text
+    assert [q["body"]["generation"] for q in emulator.queue_messages()[mid]][-1:] == [1]
+    assert emulator.item(creator, mid)["status"]["S"] == "queued"
+
+
+def test_an_idempotency_claim_whose_answer_was_lost_is_still_ours(faulty, emulator):
+    """Review defect 5: the claim's put committed, its answer was lost, and the repeated
+    put saw its own claim as another request in progress (409 for the key's whole TTL)."""
+    edge, proxy = faulty
+    creator = account()
+    body = {"recipientId": "fan-1", "content": "hello"}
+    proxy.fail('"pending"', mode="lose", count=1)
+    r = edge.call("POST", "/send", token(creator), body, headers={"Idempotency-Key": "lost-answer-1"})
+    assert proxy.hits, "the answer was lost"
+    assert r.status_code == 202, r.text
+    replay = edge.call("POST", "/send", token(creator), body, headers={"Idempotency-Key": "lost-answer-1"})
+    assert (replay.status_code, replay.json()["messageId"]) == (202, r.json()["messageId"])

@@ -47,8 +47,11 @@ fn sort_key(idempotency_key: &str) -> String {
 pub async fn claim<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_key: &str, body: &[u8]) -> Result<Claim, AwsError> {
     let hash = hex::encode(Sha256::digest(body));
     let expires = ctx.p.now_ms() / 1000 + ctx.config().idempotency_ttl_hours * 3600;
+    // Tells our own claim apart when the put's answer is lost and it is tried again.
+    let token = crate::ledger::request_token(ctx);
     let mut item = key(account, &sort_key(idempotency_key));
     item["state"] = s("pending");
+    item["claimToken"] = s(&token);
     item["requestHash"] = s(&hash);
     item["ttl"] = n(expires);
     let put = json!({
@@ -73,6 +76,9 @@ pub async fn claim<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_key
         Err(e) => return Err(e),
     };
     let text = |name: &str| existing.get(name).and_then(|v| v.get("S")).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    if text("claimToken") == token {
+        return Ok(Claim::New);
+    }
     if text("requestHash") != hash {
         return Ok(Claim::Mismatch);
     }

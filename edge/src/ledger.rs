@@ -49,10 +49,26 @@ pub async fn put_new<P: Platform>(ctx: &Ctx<'_, P>, items: &[LedgerItem]) -> Res
     batch_write(ctx, requests).await
 }
 
-/// Deletes message items (best effort undo of a send whose queueing failed).
-pub async fn delete<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, ids: &[&str]) -> Result<(), AwsError> {
-    let requests = ids.iter().map(|id| json!({"DeleteRequest": {"Key": key(creator, id)}})).collect();
-    batch_write(ctx, requests).await
+/// Deletes the items of new messages whose queueing failed (best effort), each only
+/// while it is still `queued` at generation 0: an edge write never moves an item that
+/// the worker has moved on (an SQS answer can be lost after the message was queued).
+pub async fn delete_unqueued<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, ids: &[&str]) -> Result<(), AwsError> {
+    let deletes = ids.iter().map(|id| {
+        let body = json!({
+            "TableName": table(ctx),
+            "Key": key(creator, id),
+            "ConditionExpression": "#st = :queued AND generation = :zero",
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": {":queued": s("queued"), ":zero": n(0)},
+        });
+        async move {
+            match ctx.dynamodb("DeleteItem", &body).await {
+                Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+    });
+    join_all(deletes).await.into_iter().collect()
 }
 
 async fn batch_write<P: Platform>(ctx: &Ctx<'_, P>, requests: Vec<Value>) -> Result<(), AwsError> {
@@ -149,15 +165,19 @@ pub struct Requeued {
 
 /// Moves a failed message back to `queued` (attempts reset, generation + 1). The
 /// condition on `status` makes concurrent retries of one message succeed exactly once.
-/// The old item comes back with the answer, so nothing is read beforehand.
+/// The old item comes back with the answer, so nothing is read beforehand. The write
+/// stores a token of this request: when its answer is lost and the call is tried
+/// again, the refusal that follows shows our own token, so the retry goes on instead
+/// of answering 409 with the message queued in the ledger and never in SQS.
 pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<Requeued, RetryRefused> {
+    let token = request_token(ctx);
     let body = json!({
         "TableName": table(ctx),
         "Key": key(creator, id),
         "ConditionExpression": "#st = :failed",
-        "UpdateExpression": "SET #st = :queued, attempts = :zero, retriedAt = :now, generation = if_not_exists(generation, :zero) + :one REMOVE failedKey",
+        "UpdateExpression": "SET #st = :queued, attempts = :zero, retriedAt = :now, retryToken = :token, previousAttempts = attempts, generation = if_not_exists(generation, :zero) + :one REMOVE failedKey",
         "ExpressionAttributeNames": {"#st": "status"},
-        "ExpressionAttributeValues": {":failed": s("failed"), ":queued": s("queued"), ":zero": n(0), ":one": n(1), ":now": s(now)},
+        "ExpressionAttributeValues": {":failed": s("failed"), ":queued": s("queued"), ":zero": n(0), ":one": n(1), ":now": s(now), ":token": s(&token)},
         "ReturnValues": "ALL_OLD",
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     });
@@ -170,6 +190,15 @@ pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &s
             after.message.generation += 1;
             Ok(Requeued { before, after })
         }
+        Err(AwsError::ConditionFailed { item: Some(item) }) if text_of(&item, "retryToken") == Some(token.as_str()) => {
+            // Our own write, committed the first time: the item as it is now is `after`.
+            let after = LedgerItem::from_item(&item).ok_or(RetryRefused::NotFound)?;
+            let mut before = after.clone();
+            before.status = MessageStatus::Failed;
+            before.attempts = item.get("previousAttempts").and_then(|v| v.get("N")?.as_str()?.parse().ok()).unwrap_or(0);
+            before.message.generation = after.message.generation.saturating_sub(1);
+            Ok(Requeued { before, after })
+        }
         Err(AwsError::ConditionFailed { item }) => {
             let existing = match item {
                 Some(item) => LedgerItem::from_item(&item),
@@ -179,6 +208,18 @@ pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &s
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A random token that marks a conditional write as this request's.
+pub fn request_token<P: Platform>(ctx: &Ctx<'_, P>) -> String {
+    let mut random = [0u8; 16];
+    ctx.p.fill_random(&mut random);
+    hex::encode(random)
+}
+
+/// A string attribute of an item in DynamoDB JSON.
+pub fn text_of<'a>(item: &'a Value, name: &str) -> Option<&'a str> {
+    item.get(name)?.get("S")?.as_str()
 }
 
 /// Records `failed` (its `failedAt`, `lastError`, `attempts`) on a message that is

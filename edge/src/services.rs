@@ -2,7 +2,7 @@
 //! verifier, the JWKS cache, remembered queue positions) and the per-request handle
 //! that pairs it with the runtime ([`Ctx`]).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use serde_json::Value;
 use shared::error::FieldError;
@@ -23,7 +23,13 @@ pub struct Edge {
     pub aws: AwsClient,
     pub verifier: JwtVerifier,
     pub positions: Positions,
+    /// The keys last fetched, and when.
     jwks: RefCell<Option<(KeySet, u64)>>,
+    /// When the JWKS was last asked for, successfully or not: refetches are throttled
+    /// on this, so a failing JWKS URL is not asked once per request.
+    jwks_attempt: Cell<Option<u64>>,
+    /// A fetch is under way: concurrent requests wait for it instead of fetching too.
+    jwks_fetching: Cell<bool>,
 }
 
 impl Edge {
@@ -37,7 +43,7 @@ impl Edge {
             config.jwt_account_claim.clone(),
             config.jwt_leeway_seconds,
         );
-        Ok(Self { config, aws, verifier, positions: Positions::default(), jwks: RefCell::new(None) })
+        Ok(Self { config, aws, verifier, positions: Positions::default(), jwks: RefCell::new(None), jwks_attempt: Cell::new(None), jwks_fetching: Cell::new(false) })
     }
 }
 
@@ -71,19 +77,15 @@ impl<P: Platform> Ctx<'_, P> {
         if !fresh {
             self.refresh_jwks().await;
         }
-        let first = self.verify_with_cached(token);
-        match first {
-            // At most one refetch per interval: an attacker can send any `kid`.
-            Err(AuthError::UnknownKey(_)) if self.jwks_age_ms() >= self.config().jwks_refresh_seconds * 1000 => {
+        match self.verify_with_cached(token) {
+            // A token naming a key we lack: the keys may have rotated. Refetched at most
+            // once per interval, since anyone can send any `kid`.
+            Err(AuthError::UnknownKey(_)) => {
                 self.refresh_jwks().await;
                 self.verify_with_cached(token)
             }
             other => other,
         }
-    }
-
-    fn jwks_age_ms(&self) -> u64 {
-        self.edge.jwks.borrow().as_ref().map_or(u64::MAX, |(_, at)| self.p.now_ms().saturating_sub(*at))
     }
 
     fn verify_with_cached(&self, token: &str) -> Result<String, AuthError> {
@@ -93,27 +95,49 @@ impl<P: Platform> Ctx<'_, P> {
         self.edge.verifier.verify(token, keys, self.p.now_ms())
     }
 
-    /// Fetches the JWKS; on failure keeps the keys it had (and logs), so a JWKS outage
-    /// does not lock out tokens signed by known keys.
+    /// Fetches the JWKS, unless it was asked for less than the refresh interval ago
+    /// (successfully or not), or another request is fetching it now, in which case this
+    /// waits for that fetch. On failure the keys it had are kept (and the failure
+    /// logged), so a JWKS outage does not lock out tokens signed by known keys.
     async fn refresh_jwks(&self) {
         let Some(url) = self.config().jwks_url.clone() else { return };
+        let edge = self.edge;
+        if edge.jwks_fetching.get() {
+            // Bounded: a fetch under way ends (or fails) well within this.
+            for _ in 0..250 {
+                if !edge.jwks_fetching.get() {
+                    break;
+                }
+                self.p.sleep_ms(20).await;
+            }
+            return;
+        }
+        let now = self.p.now_ms();
+        let interval_ms = self.config().jwks_refresh_seconds * 1000;
+        if edge.jwks_attempt.get().is_some_and(|at| now.saturating_sub(at) < interval_ms) {
+            return;
+        }
+        edge.jwks_attempt.set(Some(now));
+        edge.jwks_fetching.set(true);
+        // Cleared however this ends: a request cancelled mid-fetch must not leave it set.
+        let _fetching = ClearOnDrop(&edge.jwks_fetching);
         let request = HttpRequest { method: "GET", url, headers: vec![("accept", "application/json".into())], body: Vec::new() };
         let result = match self.p.fetch(request).await {
             Ok(r) if r.status == 200 => KeySet::from_jwks(&r.body),
             Ok(r) => Err(format!("JWKS answered {}", r.status)),
             Err(e) => Err(e.to_string()),
         };
-        let now = self.p.now_ms();
-        let mut jwks = self.edge.jwks.borrow_mut();
         match result {
-            Ok(keys) => *jwks = Some((keys, now)),
-            Err(e) => {
-                self.p.log_error(&format!("JWKS refresh failed: {e}"));
-                // Keep the old keys, but note the attempt so refetches stay throttled.
-                let keys = jwks.take().map(|(k, _)| k).unwrap_or_default();
-                let retry_in = (self.config().jwks_refresh_seconds * 1000).min(JWKS_TTL_MS);
-                *jwks = Some((keys, now.saturating_sub(JWKS_TTL_MS - retry_in)));
-            }
+            Ok(keys) => *edge.jwks.borrow_mut() = Some((keys, self.p.now_ms())),
+            Err(e) => self.p.log_error(&format!("JWKS refresh failed: {e}")),
         }
+    }
+}
+
+struct ClearOnDrop<'a>(&'a Cell<bool>);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }

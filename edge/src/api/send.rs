@@ -1,7 +1,7 @@
 //! `POST /send`: validate, then write each message to SQS and its ledger item
 //! concurrently, and answer with its place in the account's backlog (see [`crate::position`]).
 
-use futures_util::future::join3;
+use futures_util::future::{join, join3};
 use shared::api::{MassAccepted, MassEntry, SendAccepted};
 use shared::error::{ErrorCode, FieldError};
 use shared::ledger::{LedgerItem, MessageStatus, Summary};
@@ -76,7 +76,17 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
         .collect();
     let messages: Vec<&QueueMessage> = items.iter().map(|i| &i.message).collect();
 
-    let (queued, written, summary) = join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items), backlog(ctx, account, items.len() as u64, now_ms)).await;
+    let (queued, written, summary) = if let [_] = items.as_slice() {
+        // One message: its item is a conditional put, which never overwrites what the
+        // worker wrote, so both writes go at once.
+        join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items), backlog(ctx, account, 1, now_ms)).await
+    } else {
+        // Batch writes carry no condition: written after the worker took a message,
+        // recorded its outcome and wrote it, they would move it back to `queued`. So the
+        // items go first, and a message reaches the queue only once its item is there.
+        let (written, summary) = join(ledger::put_new(ctx, &items), backlog(ctx, account, items.len() as u64, now_ms)).await;
+        (queue::enqueue(ctx, &messages).await, written, summary)
+    };
 
     let unqueued: Vec<usize> = (0..messages.len()).filter(|&i| queued[i].is_err()).collect();
     if let Err(e) = &written {
@@ -146,7 +156,7 @@ async fn backlog<P: Platform>(ctx: &Ctx<'_, P>, account: &str, count: u64, now_m
 /// that will never be sent.
 async fn undo<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[&QueueMessage]) {
     let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
-    if let Err(e) = ledger::delete(ctx, account, &ids).await {
+    if let Err(e) = ledger::delete_unqueued(ctx, account, &ids).await {
         ctx.p.log_error(&format!("could not remove ledger items of unqueued messages: {e}"));
     }
 }
