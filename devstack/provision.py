@@ -117,8 +117,10 @@ def provision(endpoint: str, prefix: str = "onlyfans", user: str = "edge") -> Re
             {
                 "Effect": "Allow",
                 "Action": [
+                    # SendMessageBatch: AWS authorizes it as sqs:SendMessage, the emulator
+                    # by its own name (as for the edge above).
                     "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteMessageBatch", "sqs:SendMessage",
-                    "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
+                    "sqs:SendMessageBatch", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
                 ],
                 "Resource": [queue_arn, dlq_arn],
             },

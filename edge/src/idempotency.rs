@@ -75,15 +75,15 @@ pub async fn claim<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_key
         }
         Err(e) => return Err(e),
     };
-    let text = |name: &str| existing.get(name).and_then(|v| v.get("S")).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let text = |name: &str| shared::ledger::text(&existing, name).unwrap_or_default();
     if text("claimToken") == token {
         return Ok(Claim::New);
     }
     if text("requestHash") != hash {
         return Ok(Claim::Mismatch);
     }
-    match (text("state").as_str(), existing.get("responseStatus").and_then(|v| v.get("N")).and_then(|v| v.as_str()).and_then(|v| v.parse().ok())) {
-        ("done", Some(status)) => Ok(Claim::Replay(status, text("response"))),
+    match (text("state"), existing.get("responseStatus").and_then(|v| v.get("N")).and_then(|v| v.as_str()).and_then(|v| v.parse().ok())) {
+        ("done", Some(status)) => Ok(Claim::Replay(status, text("response").to_owned())),
         _ => Ok(Claim::InProgress),
     }
 }

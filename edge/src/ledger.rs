@@ -190,7 +190,7 @@ pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &s
             after.message.generation += 1;
             Ok(Requeued { before, after })
         }
-        Err(AwsError::ConditionFailed { item: Some(item) }) if text_of(&item, "retryToken") == Some(token.as_str()) => {
+        Err(AwsError::ConditionFailed { item: Some(item) }) if ledger::text(&item, "retryToken") == Some(token.as_str()) => {
             // Our own write, committed the first time: the item as it is now is `after`.
             let after = LedgerItem::from_item(&item).ok_or(RetryRefused::NotFound)?;
             let mut before = after.clone();
@@ -215,11 +215,6 @@ pub fn request_token<P: Platform>(ctx: &Ctx<'_, P>) -> String {
     let mut random = [0u8; 16];
     ctx.p.fill_random(&mut random);
     hex::encode(random)
-}
-
-/// A string attribute of an item in DynamoDB JSON.
-pub fn text_of<'a>(item: &'a Value, name: &str) -> Option<&'a str> {
-    item.get(name)?.get("S")?.as_str()
 }
 
 /// Records `failed` (its `failedAt`, `lastError`, `attempts`) on a message that is

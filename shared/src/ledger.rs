@@ -70,6 +70,11 @@ pub fn n(v: impl std::fmt::Display) -> Value {
     json!({ "N": v.to_string() })
 }
 
+/// A string attribute of an item, if present.
+pub fn text<'a>(item: &'a Value, name: &str) -> Option<&'a str> {
+    item.get(name)?.get("S")?.as_str()
+}
+
 /// The primary key of one item.
 pub fn key(creator_id: &str, sort_key: &str) -> Value {
     json!({ PK: s(creator_id), SK: s(sort_key) })
@@ -107,7 +112,7 @@ impl LedgerItem {
 
     /// Reads an item back; `None` when it is not a well-formed message item.
     pub fn from_item(item: &Value) -> Option<Self> {
-        let text = |name: &str| item.get(name)?.get("S")?.as_str().map(str::to_owned);
+        let text = |name: &str| text(item, name).map(str::to_owned);
         let num = |name: &str| item.get(name)?.get("N")?.as_str()?.parse::<u64>().ok();
         let media_urls = match item.get("mediaUrls").and_then(|v| v.get("L")) {
             Some(Value::Array(l)) => l.iter().filter_map(|v| v.get("S")?.as_str().map(str::to_owned)).collect(),

@@ -100,15 +100,11 @@ impl<G: Gateway> Dispatcher<G> {
                 let gateway = self.gateway.clone();
                 let tx = tx.clone();
                 let metrics = self.metrics.clone();
-                let in_flight = in_flight.clone();
-                in_flight.lock().expect("in-flight lock").insert(taken.id.clone(), (taken.clone(), Instant::now(), false));
+                in_flight.lock().expect("in-flight lock").insert(taken.id.clone(), (taken.clone(), Instant::now()));
                 tasks.spawn(async move {
                     let started = Instant::now();
                     let delivery = gateway.deliver(&taken.payload.message).await;
                     metrics.latency(started.elapsed());
-                    if let Some(entry) = in_flight.lock().expect("in-flight lock").get_mut(&taken.id) {
-                        entry.2 = true; // delivered: its outcome is on its way
-                    }
                     let _ = tx.send(Delivered { taken, delivery, at_ms: now_ms() }).await;
                     drop(permit);
                 });
@@ -136,12 +132,13 @@ impl<G: Gateway> Dispatcher<G> {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
         }
-        // Outcomes of what was delivered are recorded; what was not is given back.
+        // Outcomes of what was delivered are recorded (and leave `in_flight`); what is
+        // left was not delivered, and is given back.
         drop(tx);
         let _ = completer.await;
         let _ = renew_stop.send(true);
         let _ = renewer.await;
-        let left: Vec<Completion> = in_flight.lock().expect("in-flight lock").drain().map(|(_, (t, _, _))| Completion::Release(t)).collect();
+        let left: Vec<Completion> = in_flight.lock().expect("in-flight lock").drain().map(|(_, (t, _))| Completion::Release(t)).collect();
         if !left.is_empty() {
             tracing::warn!(count = left.len(), "grace period over: releasing unfinished deliveries back to their queues");
             retry_redis("release leases", || self.schedule.complete(&left), Some(Duration::from_secs(10))).await;
@@ -149,9 +146,8 @@ impl<G: Gateway> Dispatcher<G> {
     }
 }
 
-/// Messages taken and not yet completed in Redis: when each was taken, and whether it
-/// was delivered (its outcome queued for recording).
-type Held = Arc<Mutex<HashMap<String, (Taken, Instant, bool)>>>;
+/// Messages taken and not yet completed in Redis, and when each was taken.
+type Held = Arc<Mutex<HashMap<String, (Taken, Instant)>>>;
 
 /// Renews the leases of messages held for more than a third of the lease (normally
 /// none: an outcome is recorded within milliseconds; a slow or down ledger holds them).
@@ -159,11 +155,11 @@ async fn renew_leases(schedule: Schedule, held: Held, lease: Duration, mut stop:
     let every = lease / 3;
     while !*stop.borrow() {
         sleep_or_shutdown(every, &mut stop).await;
-        let old: Vec<Taken> = held.lock().expect("in-flight lock").values().filter(|(_, at, _)| at.elapsed() >= every).map(|(t, _, _)| t.clone()).collect();
+        let old: Vec<Taken> = held.lock().expect("in-flight lock").values().filter(|(_, at)| at.elapsed() >= every).map(|(t, _)| t.clone()).collect();
         if old.is_empty() {
             continue;
         }
-        match schedule.renew(&old.iter().collect::<Vec<_>>(), lease.as_millis() as u64).await {
+        match schedule.renew(&old, lease.as_millis() as u64).await {
             Ok(n) => tracing::warn!(held = old.len(), renewed = n, "outcomes still being recorded: leases renewed"),
             Err(e) => tracing::error!(error = %e, "leases not renewed"),
         }
@@ -331,7 +327,7 @@ mod tests {
             "content": "hi", "priority": 5, "acceptedAt": "2026-11-25T00:00:00.000Z"
         }))
         .unwrap();
-        Taken::leased(crate::schedule::Payload::new(m, attempts))
+        Taken::leased(crate::schedule::Payload { message: m, attempts })
     }
 
     /// Review defect 7: a 429 on the last attempt failed the message for good and never

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry};
 use anyhow::Context;
 use aws_sdk_sqs::Client;
 use shared::message::QueueMessage;
@@ -152,36 +152,35 @@ impl Ingest {
             return Ok(0);
         }
         let mut valid = Vec::with_capacity(messages.len());
+        let mut valid_received = Vec::with_capacity(messages.len());
         let mut done = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let Some(handle) = m.receipt_handle() else { continue };
             match parse(m.body().unwrap_or_default()) {
-                Ok(q) => valid.push(q),
+                Ok(q) => {
+                    valid.push(q);
+                    valid_received.push((i.to_string(), m));
+                }
                 Err(reason) => self.dead_letter(m.body().unwrap_or_default(), &reason).await?,
             }
             done.push(DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build()?);
         }
-        let enqueued = match self.schedule_batch(&valid).await {
-            Ok(e) => e,
-            Err(e) => {
-                // Not the messages' fault: receive nothing more until Redis and the
-                // ledger answer, and put these back with their receive count reset.
-                self.gate.set_closed(true);
-                self.requeue_fresh(messages).await;
-                return Err(e.context("could not schedule received messages; ingest pauses until Redis and the ledger answer"));
-            }
-        };
+        let scheduled = self.schedule_batch(&valid).await;
+        if scheduled.is_err() {
+            // Not the messages' fault: receive nothing more until Redis and the ledger
+            // answer, and put these back as copies whose receive count starts at 0. An
+            // original whose copy was not made is not deleted.
+            self.gate.set_closed(true);
+            let not_copied = self.copy_back(&valid_received).await;
+            done.retain(|d| !not_copied.iter().any(|id| id == d.id()));
+        }
+        self.delete(done).await?;
+        let enqueued = scheduled.context("could not schedule received messages; ingest pauses until Redis and the ledger answer")?;
         self.metrics.deferred(enqueued.deferred);
         if enqueued.duplicates() > 0 {
             tracing::info!(duplicates = enqueued.duplicates(), "duplicate deliveries dropped");
         }
-        self.stats.sqs_calls.fetch_add(1, Ordering::Relaxed);
         self.stats.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
-        let deleted = self.sqs.delete_message_batch().queue_url(&self.queue_url).set_entries(Some(done)).send().await?;
-        for f in deleted.failed() {
-            // It will be delivered again and dropped as a duplicate.
-            tracing::warn!(code = f.code(), "SQS did not delete a scheduled message");
-        }
         if enqueued.added > 0 {
             self.wake.notify_one();
             if let Err(e) = self.schedule.wake().await {
@@ -205,22 +204,42 @@ impl Ingest {
         Ok(self.schedule.enqueue(valid).await.context("Redis")?)
     }
 
-    /// Sends copies of received messages to the queue, then deletes the originals
-    /// (best effort: a message not copied stays, and returns after its visibility
-    /// timeout with one receive more).
-    async fn requeue_fresh(&self, messages: &[aws_sdk_sqs::types::Message]) {
-        for m in messages {
-            let (Some(body), Some(handle)) = (m.body(), m.receipt_handle()) else { continue };
-            self.stats.sqs_calls.fetch_add(2, Ordering::Relaxed);
-            let copied = self.sqs.send_message().queue_url(&self.queue_url).message_body(body).set_message_attributes(m.message_attributes().cloned()).send().await;
-            let result = match copied {
-                Ok(_) => self.sqs.delete_message().queue_url(&self.queue_url).receipt_handle(handle).send().await.map(drop).map_err(anyhow::Error::from),
-                Err(e) => Err(e.into()),
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %format!("{e:#}"), "received message not put back; it returns after its visibility timeout");
-            }
+    /// Deletes received messages that are scheduled, dead-lettered or copied back.
+    async fn delete(&self, entries: Vec<DeleteMessageBatchRequestEntry>) -> anyhow::Result<()> {
+        if entries.is_empty() {
+            return Ok(());
         }
+        self.stats.sqs_calls.fetch_add(1, Ordering::Relaxed);
+        let deleted = self.sqs.delete_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await?;
+        for f in deleted.failed() {
+            // It will be delivered again and dropped as a duplicate.
+            tracing::warn!(code = f.code(), "SQS did not delete a received message");
+        }
+        Ok(())
+    }
+
+    /// Sends copies of received messages (batch entry id, message) to the queue, in one
+    /// call; returns the ids of those not copied, which stay as they are and return
+    /// after their visibility timeout with one receive more.
+    async fn copy_back(&self, received: &[(String, &aws_sdk_sqs::types::Message)]) -> Vec<String> {
+        let entries: Vec<_> = received
+            .iter()
+            .filter_map(|(id, m)| {
+                SendMessageBatchRequestEntry::builder().id(id).message_body(m.body()?).set_message_attributes(m.message_attributes().cloned()).build().ok()
+            })
+            .collect();
+        self.stats.sqs_calls.fetch_add(1, Ordering::Relaxed);
+        let not_copied: Vec<String> = match self.sqs.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await {
+            Ok(r) => r.failed().iter().map(|f| f.id().to_owned()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "received messages not copied back");
+                received.iter().map(|(id, _)| id.clone()).collect()
+            }
+        };
+        if !not_copied.is_empty() {
+            tracing::warn!(count = not_copied.len(), "received messages not put back; they return after their visibility timeout");
+        }
+        not_copied
     }
 
     async fn dead_letter(&self, body: &str, reason: &str) -> anyhow::Result<()> {

@@ -139,20 +139,16 @@ impl Ledger {
     /// transaction that adds to the counter, so a redelivery, a retry of this call or
     /// a duplicate after a lease expiry never counts twice. Returns how many counted.
     pub async fn count_scheduled(&self, messages: &[QueueMessage]) -> anyhow::Result<usize> {
-        let mut by_account: HashMap<&str, Vec<(Update, Delta)>> = HashMap::new();
+        let mut changes = Vec::with_capacity(messages.len());
         for m in messages {
             let update = self
                 .item_update(m)
                 .update_expression("SET countedGen = :gen")
                 .condition_expression("attribute_exists(messageId) AND (attribute_not_exists(countedGen) OR countedGen < :gen)")
                 .build()?;
-            by_account.entry(&m.creator_id).or_default().push((update, Delta { queued: 1, ..Delta::default() }));
+            changes.push((m.creator_id.as_str(), update, Delta { queued: 1, ..Delta::default() }));
         }
-        let mut counted = 0;
-        for (account, changes) in by_account {
-            counted += self.apply_with_summary(account, changes).await?;
-        }
-        Ok(counted)
+        self.apply_by_account(changes).await
     }
 
     /// Records outcomes: each item's transition and the summary counters it moves, in
@@ -162,15 +158,24 @@ impl Ledger {
     /// through. Safe to call again with the same records after an error: what was
     /// applied is refused by its condition the second time, so it is counted once.
     pub async fn record(&self, records: &[Record]) -> anyhow::Result<usize> {
-        let mut by_account: HashMap<&str, Vec<(Update, Delta)>> = HashMap::new();
+        let mut changes = Vec::with_capacity(records.len());
         for r in records {
-            by_account.entry(&r.message.creator_id).or_default().push(self.outcome_update(r)?);
+            let (update, delta) = self.outcome_update(r)?;
+            changes.push((r.message.creator_id.as_str(), update, delta));
         }
-        let mut applied = 0;
-        for (account, changes) in by_account {
-            applied += self.apply_with_summary(account, changes).await?;
+        self.apply_by_account(changes).await
+    }
+
+    /// Applies (account, item change, delta) in one transaction per account, all
+    /// accounts at once: transactions of different accounts never touch the same
+    /// summary item, so they do not conflict. Returns how many items changed.
+    async fn apply_by_account(&self, changes: Vec<(&str, Update, Delta)>) -> anyhow::Result<usize> {
+        let mut by_account: HashMap<&str, Vec<(Update, Delta)>> = HashMap::new();
+        for (account, update, delta) in changes {
+            by_account.entry(account).or_default().push((update, delta));
         }
-        Ok(applied)
+        let applied = join_all(by_account.into_iter().map(|(account, changes)| self.apply_with_summary(account, changes))).await;
+        applied.into_iter().sum()
     }
 
     fn item_update(&self, m: &QueueMessage) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {

@@ -22,22 +22,12 @@ const COMMON: &str = include_str!("lua/common.lua");
 const SEEN_TTL_SECONDS: u64 = 14 * 24 * 3600;
 
 /// A message as it waits in Redis: the queue message and the attempts made so far.
-/// Serialized with its generation first (`{"g":N,...`), so that the Lua steps can
-/// tell which generation a stored body is without decoding the JSON (complete.lua).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Payload {
-    #[serde(rename = "g", default)]
-    generation: u32,
     #[serde(rename = "m")]
     pub message: QueueMessage,
     #[serde(rename = "a")]
     pub attempts: u32,
-}
-
-impl Payload {
-    pub fn new(message: QueueMessage, attempts: u32) -> Self {
-        Self { generation: message.generation, message, attempts }
-    }
 }
 
 /// A leased message: the caller must [`Schedule::complete`] it before its lease ends.
@@ -200,7 +190,7 @@ impl Schedule {
         let mut inv = self.invocation(&self.scripts.enqueue);
         inv.arg(SEEN_TTL_SECONDS);
         for m in messages {
-            let payload = serde_json::to_string(&Payload::new(m.clone(), 0)).expect("payload serializes");
+            let payload = serde_json::to_string(&Payload { message: m.clone(), attempts: 0 }).expect("payload serializes");
             inv.arg(&m.creator_id).arg(&m.id).arg(m.generation).arg(queue_score(m)).arg(payload);
         }
         let (added, deferred, duplicate_at): (u64, u64, Vec<usize>) = self.run(&inv).await?;
@@ -252,7 +242,7 @@ impl Schedule {
     }
 
     /// Extends the leases of messages still held, by `lease_ms` from now.
-    pub async fn renew(&self, held: &[&Taken], lease_ms: u64) -> redis::RedisResult<u64> {
+    pub async fn renew(&self, held: &[Taken], lease_ms: u64) -> redis::RedisResult<u64> {
         let mut inv = self.invocation(&self.scripts.renew);
         inv.arg(lease_ms);
         for t in held {

@@ -215,8 +215,8 @@ async fn a_renewed_lease_is_not_reclaimed_and_a_reclaimed_one_is_not_renewed() {
     let taken = s.take(10, 100).await.unwrap().taken;
     assert_eq!(taken.len(), 2);
     tokio::time::sleep(Duration::from_millis(60)).await;
-    assert_eq!(s.renew(&[&taken[0]], 1000).await.unwrap(), 1);
+    assert_eq!(s.renew(&taken[..1], 1000).await.unwrap(), 1);
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(s.reclaim(10).await.unwrap(), 1, "only the lease not renewed expired");
-    assert_eq!(s.renew(&[&taken[1]], 1000).await.unwrap(), 0, "a reclaimed lease stays reclaimed");
+    assert_eq!(s.renew(&taken[1..], 1000).await.unwrap(), 0, "a reclaimed lease stays reclaimed");
 }

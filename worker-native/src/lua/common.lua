@@ -2,8 +2,7 @@
 --   P..'ready'        ZSET account -> ms when it may next send (accounts with work, and
 --                     those whose queue ran empty, until they are next due)
 --   P..'q:'..acct     ZSET message id -> priority * 1e13 + accepted ms (most urgent, oldest first)
---   P..'body:'..acct  HASH message id -> payload ({"g": generation, "m": the queue
---                     message, "a": attempts so far})
+--   P..'body:'..acct  HASH message id -> payload (the queue message and its attempts)
 --   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until), n
 --                     (sends so far, burst 1); with burst 1, tat is written when the
 --                     account leaves `ready` (while it is in `ready`, its score is its tat)
@@ -11,7 +10,8 @@
 --   P..'limits'       HASH account -> "max window_ms burst" (per-account override)
 --   P..'delayed'      ZSET "acct\nid\nqscore" -> ms when a retry is due
 --   P..'leases'       ZSET "acct\nid\nqscore" -> ms when a worker's lease expires
---   P..'seen:'..id    STRING generation, to drop duplicate deliveries from SQS
+--   P..'seen:'..id    STRING the newest generation enqueued, to drop duplicate deliveries
+--                     from SQS and completions of an older generation
 --
 -- The limit (DESIGN §6): never more than `max` sends in any rolling window of
 -- `window + margin` ms. With burst 1 (the default) sends are spaced by window / max,
@@ -95,11 +95,6 @@ local function requeue(acct, id, qs)
     return 1
   end
   return 0
-end
-
--- The generation of a stored payload, which serializes it first: {"g":N,...}.
-local function generation_of(payload)
-  return tonumber(string.match(payload, '^{"g":(%d+)')) or 0
 end
 
 local function split(member)

@@ -5,17 +5,17 @@
 --   pause   as retry, and the account sends nothing for delay_ms (gateway 429);
 --   release given back unsent (shutdown): straight back to its queue.
 -- A message whose lease is gone (expired and reclaimed) is left to its new holder,
--- except `done`, which always forgets it. A completion of an older generation than
--- the one stored (the user retried the message while this attempt was being recorded,
--- and the retry is already scheduled) touches nothing: the body, queue entry and
--- lease now belong to the newer generation. Returns the number of leases released.
+-- except `done`, which always forgets it. A completion of an older generation than the
+-- newest enqueued (the user retried the message while this attempt was being
+-- recorded, and the retry is already scheduled) touches nothing: the body, queue
+-- entry and lease now belong to the newer generation. Returns the number of leases
+-- released.
 local now = now_ms()
 local released = 0
 for i = ARG0 + 1, #ARGV, 7 do
   local kind, acct, id, qs, gen, delay, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]
   local body_key = P .. 'body:' .. acct
-  local stored = redis.call('HGET', body_key, id)
-  if not stored or generation_of(stored) == gen then
+  if (tonumber(redis.call('GET', P .. 'seen:' .. id)) or gen) <= gen then
     local member = acct .. '\n' .. id .. '\n' .. qs
     local held = redis.call('ZREM', P .. 'leases', member) == 1
     if held then released = released + 1 end
