@@ -478,3 +478,23 @@ def test_counters_follow_the_items_under_duplicates_and_lost_answers(system, pro
     ids = [d["messageId"] for d in system.deliveries({account})]
     assert sorted(ids) == sorted(m["id"] for m in batch)
     assert summary(system, account) == {"queued": 0, "sent": 4, "failed": 0}
+
+
+def test_a_message_twice_in_one_receive_is_sent_and_counted_once(system):
+    """SQS may hand over one message twice in one receive. Both copies go in one
+    SendMessageBatch, so they arrive together; the batch read of the ledger and the
+    counting transaction refuse a list that names one item twice, so the repeat must be
+    dropped before them, or the batch fails for ever."""
+    account = f"twice-{uuid.uuid4().hex[:8]}"
+    [m] = messages(account, 1)
+    workers = system.start_workers("twice")
+    try:
+        body = json.dumps(m)
+        r = system.sqs.send_message_batch(QueueUrl=system.aws.queue_url, Entries=[{"Id": "a", "MessageBody": body}, {"Id": "b", "MessageBody": body}])
+        assert not r.get("Failed"), r
+        system.wait_delivered([m["id"]], timeout=20)
+        wait_statuses(system, account, 1)
+    finally:
+        stop_all(workers)
+    assert [d["messageId"] for d in system.deliveries({account})] == [m["id"]]
+    assert summary(system, account) == {"queued": 0, "sent": 1, "failed": 0}

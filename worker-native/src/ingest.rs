@@ -157,6 +157,10 @@ impl Ingest {
         for (i, m) in messages.iter().enumerate() {
             let Some(handle) = m.receipt_handle() else { continue };
             match parse(m.body().unwrap_or_default()) {
+                // SQS can hand over one message twice in one receive: the repeat is a
+                // duplicate delivery, deleted with the rest (a batch read or transaction
+                // naming one item twice would be refused whole).
+                Ok(q) if valid.iter().any(|v: &QueueMessage| v.id == q.id && v.generation == q.generation) => {}
                 Ok(q) => {
                     valid.push(q);
                     valid_received.push((i.to_string(), m));
