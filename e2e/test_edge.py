@@ -9,7 +9,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import JWT_SECRET, ORIGIN, account, edge_settings, start_edge, token
+from conftest import BASE, JWT_SECRET, ORIGIN, account, edge_settings, start_edge, token
 from devstack.faultproxy import FaultProxy
 
 
@@ -405,3 +405,31 @@ def test_an_idempotency_claim_whose_answer_was_lost_is_still_ours(faulty, emulat
     assert r.status_code == 202, r.text
     replay = edge.call("POST", "/send", token(creator), body, headers={"Idempotency-Key": "lost-answer-1"})
     assert (replay.status_code, replay.json()["messageId"]) == (202, r.json()["messageId"])
+
+
+def chunked_upload(edge, headers, chunks):
+    """POSTs /send with a chunked body (no Content-Length, as a streamed upload or
+    HTTP/2 sends it) and returns the status. `wrangler dev` answers only once the upload
+    has ended, so this checks the answers; tests/body.rs and js/glue.test.mjs check that
+    the body is read after the token and no further than the limit."""
+    import socket
+    from urllib.parse import urlsplit
+    u = urlsplit(edge.url)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as sock:
+        head = f"POST {BASE}/send HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        sock.sendall(head.encode())
+        for c in chunks:
+            sock.sendall(f"{len(c):x}\r\n".encode() + c + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+        return int(sock.recv(64).split(b" ")[1])
+
+
+def test_a_chunked_body_without_a_token_or_past_the_limit_is_refused(edge):
+    """Review defect 10, as seen from outside."""
+    assert chunked_upload(edge, {}, [b"{" + b" " * 1000]) == 401
+    creator = account()
+    over = [b"{" + b" " * (64 * 1024 - 1)] * 5  # 320 KiB, past the 256 KiB limit
+    assert chunked_upload(edge, {"Authorization": f"Bearer {token(creator)}"}, over) == 413
+    within = [b'{"recipientId": "fan-1", ', b'"content": "hello"}']
+    assert chunked_upload(edge, {"Authorization": f"Bearer {token(creator)}"}, within) == 202

@@ -12,6 +12,9 @@ source scripts/tool-versions.sh
 echo "==> host tests (cargo test)"
 cargo test --workspace --locked
 
+echo "==> the edge's JS glue (node --test)"
+node --test edge/js/
+
 echo "==> building the edge Worker and the native worker"
 bash scripts/build-edge.sh
 cargo build --locked -p worker-native --bins

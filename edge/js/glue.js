@@ -29,6 +29,33 @@ export function fetchBytes(url, method, headerLines, body) {
   return fetch(url, init).then((r) => r.arrayBuffer().then((b) => [r.status, new Uint8Array(b)]));
 }
 
+// The request body, read only as far as `limit` bytes: null when it is longer, and the
+// rest is never read. Whatever Content-Length says (or when there is none: chunked
+// uploads, HTTP/2), at most limit + one chunk is held in memory.
+export async function readBody(request, limit) {
+  if (request.body === null) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      reader.cancel().catch(() => {});
+      return null;
+    }
+    chunks.push(value);
+  }
+  const body = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    body.set(c, at);
+    at += c.byteLength;
+  }
+  return body;
+}
+
 // The API's answer.
 export function respond(status, headerLines, body) {
   return new Response(body.length > 0 ? body : null, { status, headers: headerObject(headerLines) });

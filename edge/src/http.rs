@@ -14,11 +14,9 @@ pub struct ApiRequest {
     pub path: String,
     /// The raw query string, without `?`.
     pub query: String,
-    /// The [`READ_HEADERS`] present, names in lowercase.
+    /// The [`READ_HEADERS`] present, names in lowercase. The body is not here: a
+    /// handler reads it through the platform once the caller is authenticated.
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// The declared body size was over the limit, so the body was not read.
-    pub oversized: bool,
 }
 
 impl ApiRequest {
@@ -29,6 +27,11 @@ impl ApiRequest {
         let target = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
         let target = target.split_once('#').map_or(target, |(t, _)| t);
         target.split_once('?').unwrap_or((target, ""))
+    }
+
+    /// Whether the declared body size (`Content-Length`) is over `limit`.
+    pub fn declares_more_than(&self, limit: usize) -> bool {
+        self.header("content-length").and_then(|v| v.trim().parse::<usize>().ok()).is_some_and(|n| n > limit)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

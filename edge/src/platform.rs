@@ -35,6 +35,9 @@ pub trait Platform {
     /// Whether this account may make one more API call now, by the Workers
     /// rate-limiting binding named `limiter`; `true` when no such binding exists.
     async fn allow_api_call(&self, limiter: &'static str, account: &str) -> bool;
+    /// The request's body, read from its stream only after the caller decided to: at
+    /// most `limit` bytes (`None` when it is longer; the rest is not read).
+    async fn read_body(&self, limit: usize) -> Result<Option<Vec<u8>>, FetchError>;
     /// An operator-facing log line. Callers never pass secrets or message content.
     fn log_error(&self, message: &str);
 }

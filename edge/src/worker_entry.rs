@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use shared::error::FieldError;
-use shared::validation::MAX_BODY_BYTES;
 use wasm_bindgen::JsValue;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -51,17 +50,10 @@ async fn fetch(req: web_sys::Request, env: Env, _ctx: Context) -> Result<web_sys
     while let (Some(k), Some(v)) = (parts.next(), parts.next()) {
         headers.push((k.to_owned(), v.to_owned()));
     }
-    let declared = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse::<usize>().ok());
-    let method = req.method();
-    // An oversized body is refused without reading it; the handler sees only its size.
-    let body = if method == "POST" && declared.is_none_or(|n| n <= MAX_BODY_BYTES) {
-        js_sys::Uint8Array::new(&JsFuture::from(req.array_buffer()?).await?).to_vec()
-    } else {
-        Vec::new()
-    };
-    let oversized = declared.is_some_and(|n| n > MAX_BODY_BYTES);
-    let request = ApiRequest { method, path: path.to_owned(), query: query.to_owned(), headers, body, oversized };
-    let platform = WorkerPlatform { env: &env };
+    // The body stays in its stream: a handler reads it (`Platform::read_body`) only
+    // after the token is checked, and only up to the limit.
+    let request = ApiRequest { method: req.method(), path: path.to_owned(), query: query.to_owned(), headers };
+    let platform = WorkerPlatform { env: &env, request: &req };
     let edge = edge(&env).as_ref().map_err(Vec::as_slice);
     Ok(into_response(api::handle(&platform, edge, request).await)?)
 }
@@ -90,6 +82,8 @@ extern "C" {
     fn request_headers(request: &web_sys::Request, names: &str) -> String;
     #[wasm_bindgen(catch, js_name = fetchBytes)]
     fn fetch_bytes(url: &str, method: &str, header_lines: &str, body: &[u8]) -> std::result::Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(catch, js_name = readBody)]
+    fn read_body(request: &web_sys::Request, limit: u32) -> std::result::Result<js_sys::Promise, JsValue>;
     #[wasm_bindgen(catch)]
     fn respond(status: u16, header_lines: &str, body: &str) -> std::result::Result<web_sys::Response, JsValue>;
 }
@@ -117,6 +111,7 @@ async fn outbound_fetch(request: HttpRequest) -> std::result::Result<HttpRespons
 
 struct WorkerPlatform<'a> {
     env: &'a Env,
+    request: &'a web_sys::Request,
 }
 
 impl Platform for WorkerPlatform<'_> {
@@ -145,6 +140,15 @@ impl Platform for WorkerPlatform<'_> {
                 console_error!("rate limiter {limiter} unavailable, call allowed: {e:?}");
                 true
             }
+        }
+    }
+
+    async fn read_body(&self, limit: usize) -> std::result::Result<Option<Vec<u8>>, FetchError> {
+        let read = async { JsFuture::from(read_body(self.request, limit as u32)?).await };
+        match read.await {
+            Ok(v) if v.is_null() => Ok(None),
+            Ok(v) => Ok(Some(v.unchecked_into::<js_sys::Uint8Array>().to_vec())),
+            Err(e) => Err(FetchError(format!("{e:?}"))),
         }
     }
 

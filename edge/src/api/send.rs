@@ -26,18 +26,25 @@ pub async fn send<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: 
     if content_type.split(';').next().map(str::trim) != Some("application/json") {
         return Err(ApiError::new(ErrorCode::UnsupportedMediaType));
     }
-    if request.oversized || request.body.len() > MAX_BODY_BYTES {
+    // Read only now, after the token was checked, and only up to the limit.
+    if request.declares_more_than(MAX_BODY_BYTES) {
         return Err(ApiError::new(ErrorCode::BodyTooLarge));
     }
+    let raw = ctx
+        .p
+        .read_body(MAX_BODY_BYTES)
+        .await
+        .map_err(|e| ApiError { log: Some(format!("request body not read: {e}")), ..ApiError::new(ErrorCode::InvalidJson) })?
+        .ok_or_else(|| ApiError::new(ErrorCode::BodyTooLarge))?;
     let idempotency_key = idempotency::parse_key(request.header("idempotency-key")).map_err(|e| ApiError::invalid(vec![e]))?;
-    let body = serde_json::from_slice(&request.body)
+    let body = serde_json::from_slice(&raw)
         .map_err(|_| ApiError { details: vec![FieldError::new("body", "must be valid JSON")], ..ApiError::new(ErrorCode::InvalidJson) })?;
     let send = validate_send(body).map_err(ApiError::invalid)?;
 
     let Some(key) = idempotency_key else {
         return accept(ctx, account, &send).await;
     };
-    match idempotency::claim(ctx, account, key, &request.body).await? {
+    match idempotency::claim(ctx, account, key, &raw).await? {
         Claim::New => {}
         Claim::Replay(status, body) => {
             let mut replay = ApiResponse::raw_json(status, body);
