@@ -373,7 +373,7 @@ def test_jwks_refetches_stay_throttled_after_a_failed_fetch(edge, jwks):
 def faulty(aws):
     """An edge whose AWS calls go through a fault proxy."""
     proxy = FaultProxy(aws.endpoint)
-    part, e = start_edge("edge-faults", edge_settings(aws, AWS_ENDPOINT_URL=proxy.url))
+    part, e = start_edge("edge-faults", edge_settings(aws, AWS_ENDPOINT_URL=proxy.url, IDEMPOTENCY_LEASE_SECONDS="2"))
     yield e, proxy
     part.stop()
     proxy.stop()
@@ -383,6 +383,7 @@ def test_a_retry_whose_ledger_answer_was_lost_still_queues(faulty, emulator):
     """Review defect 5: the retry's update committed, its answer was lost, the repeated
     call was refused by its own write, and the route answered 409 without queueing."""
     edge, proxy = faulty
+    proxy.clear()
     creator = account()
     [mid] = failed_messages(edge, emulator, creator, 1)
     proxy.fail("retriedAt", mode="lose", count=1)
@@ -397,6 +398,7 @@ def test_an_idempotency_claim_whose_answer_was_lost_is_still_ours(faulty, emulat
     """Review defect 5: the claim's put committed, its answer was lost, and the repeated
     put saw its own claim as another request in progress (409 for the key's whole TTL)."""
     edge, proxy = faulty
+    proxy.clear()
     creator = account()
     body = {"recipientId": "fan-1", "content": "hello"}
     proxy.fail('"pending"', mode="lose", count=1)
@@ -425,11 +427,45 @@ def chunked_upload(edge, headers, chunks):
         return int(sock.recv(64).split(b" ")[1])
 
 
-def test_a_chunked_body_without_a_token_or_past_the_limit_is_refused(edge):
-    """Review defect 10, as seen from outside."""
-    assert chunked_upload(edge, {}, [b"{" + b" " * 1000]) == 401
+def test_a_chunked_body_without_a_token_or_past_the_limit_is_refused(aws):
+    """Review defect 10, as seen from outside. An edge of its own: once the edge stops
+    reading an upload part way (past the limit), `wrangler dev`'s proxy fails the next
+    request on that connection ("Your worker restarted mid-request"), so the over-limit
+    upload is this edge's last request."""
+    part, edge = start_edge("edge-bodies", edge_settings(aws))
+    try:
+        creator = account()
+        within = [b'{"recipientId": "fan-1", ', b'"content": "hello"}']
+        assert chunked_upload(edge, {"Authorization": f"Bearer {token(creator)}"}, within) == 202
+        assert chunked_upload(edge, {}, [b"{" + b" " * 1000]) == 401
+        over = [b"{" + b" " * (64 * 1024 - 1)] * 5  # 320 KiB, past the 256 KiB limit
+        assert chunked_upload(edge, {"Authorization": f"Bearer {token(creator)}"}, over) == 413
+    finally:
+        part.stop()
+
+
+def test_a_pending_claim_is_taken_over_after_its_lease_with_the_same_ids(faulty, emulator):
+    """Review defect 9: when storing the answer failed (or the request was cancelled),
+    the claim stayed pending for the key's whole TTL: 409 for every try, and the client
+    never learned what was queued. Here storing the answer fails all three tries."""
+    edge, proxy = faulty
+    proxy.clear()
     creator = account()
-    over = [b"{" + b" " * (64 * 1024 - 1)] * 5  # 320 KiB, past the 256 KiB limit
-    assert chunked_upload(edge, {"Authorization": f"Bearer {token(creator)}"}, over) == 413
-    within = [b'{"recipientId": "fan-1", ', b'"content": "hello"}']
-    assert chunked_upload(edge, {"Authorization": f"Bearer {token(creator)}"}, within) == 202
+    body = {"recipientIds": ["fan-1", "fan-2"], "content": "hello"}
+    key = {"Idempotency-Key": "stuck-1"}
+    proxy.fail('":done"', count=3)
+    first = edge.call("POST", "/send", token(creator), body, headers=key)
+    assert first.status_code == 202, first.text
+    assert len(proxy.hits) == 3, "the answer was not stored"
+    ids = [m["messageId"] for m in first.json()["messages"]]
+    busy = edge.call("POST", "/send", token(creator), body, headers=key)
+    assert (busy.status_code, busy.json()["code"]) == (409, "idempotency_key_in_use"), "within the lease"
+    time.sleep(2.2)  # the lease (IDEMPOTENCY_LEASE_SECONDS=2 here)
+    resumed = edge.call("POST", "/send", token(creator), body, headers=key)
+    assert resumed.status_code == 202, resumed.text
+    assert [m["messageId"] for m in resumed.json()["messages"]] == ids, "the same messages, not new ones"
+    replay = edge.call("POST", "/send", token(creator), body, headers=key)
+    assert replay.headers.get("idempotent-replayed") == "true" and replay.json() == resumed.json()
+    assert sorted(i["messageId"]["S"] for i in emulator.items(creator)) == sorted(ids)
+    queued = emulator.queue_messages()
+    assert all(len(queued[i]) == 2 for i in ids), "queued again under the same ids (the worker drops the repeat)"

@@ -31,6 +31,9 @@ pub struct Config {
     pub rate: RateLimit,
     pub ledger_ttl_days: u64,
     pub idempotency_ttl_hours: u64,
+    /// How long a pending idempotency claim holds its key before another request with
+    /// the same key and body may take it over (its first request died or lost track).
+    pub idempotency_lease_seconds: u64,
     /// Origins allowed by CORS; `*` allows any.
     pub cors_origins: Vec<String>,
     /// Per-account API-call limits (the rate-limiting bindings); off only for load tests.
@@ -50,6 +53,7 @@ impl Config {
         let jwks_refresh_seconds = s.number("JWKS_REFRESH_INTERVAL_SECONDS", 30, 0..=3600);
         let ledger_ttl_days = s.number("LEDGER_TTL_DAYS", shared::ledger::DEFAULT_TTL_DAYS, 1..=3650);
         let idempotency_ttl_hours = s.number("IDEMPOTENCY_TTL_HOURS", 24, 24..=24 * 30);
+        let idempotency_lease_seconds = s.number("IDEMPOTENCY_LEASE_SECONDS", 60, 1..=3600);
         let window_ms = s.duration_ms("RATE_LIMIT_WINDOW", RateLimit::DEFAULT.window_ms);
         let jwt_secret = s.get("JWT_SECRET");
         let jwks_url = s.get("JWT_JWKS_URL");
@@ -84,6 +88,7 @@ impl Config {
             rate: RateLimit { max: rate_max as u32, window_ms },
             ledger_ttl_days,
             idempotency_ttl_hours,
+            idempotency_lease_seconds,
             cors_origins: s
                 .get("CORS_ALLOWED_ORIGINS")
                 .map(|v| v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect())

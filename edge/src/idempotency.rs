@@ -5,6 +5,12 @@
 //! partition (sort key `#idem#<key>`), so two concurrent requests cannot both queue;
 //! the winner stores its answer on the claim when done, or drops the claim when it
 //! queued nothing, so the client may try again.
+//!
+//! A claim left pending (its request was cancelled, or storing the answer failed) holds
+//! the key for `IDEMPOTENCY_LEASE_SECONDS`; after that, a request with the same key and
+//! body takes it over. It cannot know what the first one queued, so the messages of a
+//! keyed request are derived from the claim ([`Origin`]): a takeover queues the very
+//! same ids, which the worker drops as duplicates where they were already queued.
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -17,11 +23,21 @@ use crate::services::Ctx;
 
 const MAX_KEY_BYTES: usize = 255;
 
+/// What the messages of a keyed request are derived from: the time of the first claim
+/// and a seed of (account, key), so every attempt of the request gets the same ids.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub at_ms: u64,
+    pub seed: [u8; 8],
+    /// Taken over from an earlier attempt, which may have written some of its messages.
+    pub resumed: bool,
+}
+
 /// What a claim found.
 #[derive(Debug)]
 pub enum Claim {
-    /// The key is ours: go on and queue.
-    New,
+    /// The key is ours: go on and queue, with message ids from this origin.
+    New(Origin),
     /// A request with this key finished before: answer this (status, JSON body).
     Replay(u16, String),
     /// A request with this key is still being processed.
@@ -46,7 +62,11 @@ fn sort_key(idempotency_key: &str) -> String {
 /// Claims `idempotency_key` for a request whose body is `body`.
 pub async fn claim<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_key: &str, body: &[u8]) -> Result<Claim, AwsError> {
     let hash = hex::encode(Sha256::digest(body));
-    let expires = ctx.p.now_ms() / 1000 + ctx.config().idempotency_ttl_hours * 3600;
+    let now = ctx.p.now_ms();
+    let expires = now / 1000 + ctx.config().idempotency_ttl_hours * 3600;
+    let lease_until = now + ctx.config().idempotency_lease_seconds * 1000;
+    let digest = Sha256::digest(format!("{account}\n{idempotency_key}"));
+    let seed: [u8; 8] = std::array::from_fn(|i| digest[i]);
     // Tells our own claim apart when the put's answer is lost and it is tried again.
     let token = crate::ledger::request_token(ctx);
     let mut item = key(account, &sort_key(idempotency_key));
@@ -54,6 +74,8 @@ pub async fn claim<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_key
     item["claimToken"] = s(&token);
     item["requestHash"] = s(&hash);
     item["ttl"] = n(expires);
+    item["claimedAtMs"] = n(now);
+    item["leaseUntilMs"] = n(lease_until);
     let put = json!({
         "TableName": ctx.config().ledger_table,
         "Item": item,
@@ -64,7 +86,7 @@ pub async fn claim<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_key
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     });
     let existing = match ctx.dynamodb("PutItem", &put).await {
-        Ok(_) => return Ok(Claim::New),
+        Ok(_) => return Ok(Claim::New(Origin { at_ms: now, seed, resumed: false })),
         Err(AwsError::ConditionFailed { item: Some(item) }) => item,
         Err(AwsError::ConditionFailed { item: None }) => {
             let get = json!({"TableName": ctx.config().ledger_table, "Key": key(account, &sort_key(idempotency_key)), "ConsistentRead": true});
@@ -76,15 +98,40 @@ pub async fn claim<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_key
         Err(e) => return Err(e),
     };
     let text = |name: &str| shared::ledger::text(&existing, name).unwrap_or_default();
+    let number = |name: &str| existing.get(name).and_then(|v| v.get("N")?.as_str()?.parse::<u64>().ok());
+    let origin = |resumed| Origin { at_ms: number("claimedAtMs").unwrap_or(now), seed, resumed };
     if text("claimToken") == token {
-        return Ok(Claim::New);
+        return Ok(Claim::New(origin(false)));
     }
     if text("requestHash") != hash {
         return Ok(Claim::Mismatch);
     }
-    match (text("state"), existing.get("responseStatus").and_then(|v| v.get("N")).and_then(|v| v.as_str()).and_then(|v| v.parse().ok())) {
-        ("done", Some(status)) => Ok(Claim::Replay(status, text("response").to_owned())),
+    match (text("state"), number("responseStatus")) {
+        ("done", Some(status)) => Ok(Claim::Replay(status as u16, text("response").to_owned())),
+        // A claim from before leases, or one whose lease ran out: its request is gone.
+        ("pending", _) if number("leaseUntilMs").is_none_or(|until| until < now) => {
+            let taken = take_over(ctx, account, idempotency_key, text("claimToken"), &token, lease_until).await?;
+            Ok(if taken { Claim::New(origin(true)) } else { Claim::InProgress })
+        }
         _ => Ok(Claim::InProgress),
+    }
+}
+
+/// Takes over a pending claim whose lease ran out, unless another request just did
+/// (the claim's token is compared). A lost answer shows our own token on the retry.
+async fn take_over<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_key: &str, old_token: &str, token: &str, lease_until: u64) -> Result<bool, AwsError> {
+    let update = json!({
+        "TableName": ctx.config().ledger_table,
+        "Key": key(account, &sort_key(idempotency_key)),
+        "ConditionExpression": "claimToken = :old",
+        "UpdateExpression": "SET claimToken = :token, leaseUntilMs = :lease",
+        "ExpressionAttributeValues": {":old": s(old_token), ":token": s(token), ":lease": n(lease_until)},
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    });
+    match ctx.dynamodb("UpdateItem", &update).await {
+        Ok(_) => Ok(true),
+        Err(AwsError::ConditionFailed { item }) => Ok(item.as_ref().and_then(|i| shared::ledger::text(i, "claimToken")) == Some(token)),
+        Err(e) => Err(e),
     }
 }
 

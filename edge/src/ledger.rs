@@ -31,22 +31,32 @@ fn table<'a, P: Platform>(ctx: &'a Ctx<'_, P>) -> &'a str {
     &ctx.config().ledger_table
 }
 
-/// Writes the items of newly accepted messages: one conditional `PutItem`, or
-/// `BatchWriteItem`s (ids are fresh UUIDv7s, so no condition is needed).
-pub async fn put_new<P: Platform>(ctx: &Ctx<'_, P>, items: &[LedgerItem]) -> Result<(), AwsError> {
-    if let [one] = items {
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct PutItem<'a> {
-            table_name: &'a str,
-            item: &'a LedgerItem,
-            condition_expression: &'static str,
-        }
-        let body = PutItem { table_name: table(ctx), item: one, condition_expression: "attribute_not_exists(messageId)" };
-        return ctx.dynamodb("PutItem", &body).await.map(drop);
+/// Writes the items of newly accepted messages: `BatchWriteItem`s when the ids are
+/// fresh (no condition needed), otherwise a `PutItem` of each where it is absent: a
+/// single message (one call either way), or a `resumed` request, whose earlier attempt
+/// may have written them, and the worker moved them on since.
+pub async fn put_new<P: Platform>(ctx: &Ctx<'_, P>, items: &[LedgerItem], resumed: bool) -> Result<(), AwsError> {
+    if items.len() == 1 || resumed {
+        return join_all(items.iter().map(|i| put_if_absent(ctx, i))).await.into_iter().collect();
     }
     let requests: Vec<Value> = items.iter().map(|i| json!({"PutRequest": {"Item": i.to_item()}})).collect();
     batch_write(ctx, requests).await
+}
+
+/// Puts an item unless one with its key exists (then it is written already).
+async fn put_if_absent<P: Platform>(ctx: &Ctx<'_, P>, item: &LedgerItem) -> Result<(), AwsError> {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct PutItem<'a> {
+        table_name: &'a str,
+        item: &'a LedgerItem,
+        condition_expression: &'static str,
+    }
+    let body = PutItem { table_name: table(ctx), item, condition_expression: "attribute_not_exists(messageId)" };
+    match ctx.dynamodb("PutItem", &body).await {
+        Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Deletes the items of new messages whose queueing failed (best effort), each only

@@ -205,7 +205,7 @@ impl Ingest {
             }
             ledger.count_scheduled(valid).await.context("ledger")?;
         }
-        Ok(self.schedule.enqueue(valid).await.context("Redis")?)
+        self.schedule.enqueue(valid).await.context("Redis")
     }
 
     /// Deletes received messages that are scheduled, dead-lettered or copied back.

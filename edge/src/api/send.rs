@@ -12,7 +12,7 @@ use super::{now_rfc3339, require_enabled};
 use crate::aws::AwsError;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::idempotency::{self, Claim};
+use crate::idempotency::{self, Claim, Origin};
 use crate::platform::Platform;
 use crate::services::Ctx;
 use crate::{ledger, queue};
@@ -42,10 +42,10 @@ pub async fn send<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: 
     let send = validate_send(body).map_err(ApiError::invalid)?;
 
     let Some(key) = idempotency_key else {
-        return accept(ctx, account, &send).await;
+        return accept(ctx, account, &send, None).await;
     };
-    match idempotency::claim(ctx, account, key, &raw).await? {
-        Claim::New => {}
+    let origin = match idempotency::claim(ctx, account, key, &raw).await? {
+        Claim::New(origin) => origin,
         Claim::Replay(status, body) => {
             let mut replay = ApiResponse::raw_json(status, body);
             replay.headers.push(("idempotent-replayed", "true".into()));
@@ -53,8 +53,8 @@ pub async fn send<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: 
         }
         Claim::InProgress => return Err(ApiError::new(ErrorCode::IdempotencyKeyInUse)),
         Claim::Mismatch => return Err(ApiError::new(ErrorCode::IdempotencyKeyReused)),
-    }
-    let result = accept(ctx, account, &send).await;
+    };
+    let result = accept(ctx, account, &send, Some(origin)).await;
     let bookkeeping = match &result {
         Ok(response) => idempotency::complete(ctx, account, key, response.status, &response.body).await,
         Err(_) => idempotency::release(ctx, account, key).await,
@@ -65,10 +65,12 @@ pub async fn send<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: 
     result
 }
 
-/// Queues the messages of a valid request.
-async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest) -> Result<ApiResponse, ApiError> {
+/// Queues the messages of a valid request; a keyed request's ids and acceptance time
+/// come from its claim (`origin`), so that every attempt of it queues the same ids.
+async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest, origin: Option<Origin>) -> Result<ApiResponse, ApiError> {
     let now_ms = ctx.p.now_ms();
-    let accepted_at = shared::time::rfc3339_ms(now_ms);
+    let accepted_ms = origin.map_or(now_ms, |o| o.at_ms);
+    let accepted_at = shared::time::rfc3339_ms(accepted_ms);
     let expires_at = now_ms / 1000 + ctx.config().ledger_ttl_days * 86_400;
     let recipients = send.recipients.as_slice();
     // Each message lives in its ledger item; the queue is sent the same messages.
@@ -76,22 +78,29 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
         .iter()
         .enumerate()
         .map(|(seq, recipient)| {
-            let mut random = [0u8; 8];
-            ctx.p.fill_random(&mut random);
-            LedgerItem::queued(send.to_queue_message(shared::id::uuid_v7(now_ms, seq as u16, random), account, recipient, &accepted_at), expires_at)
+            let random = origin.map_or_else(
+                || {
+                    let mut random = [0u8; 8];
+                    ctx.p.fill_random(&mut random);
+                    random
+                },
+                |o| o.seed,
+            );
+            LedgerItem::queued(send.to_queue_message(shared::id::uuid_v7(accepted_ms, seq as u16, random), account, recipient, &accepted_at), expires_at)
         })
         .collect();
     let messages: Vec<&QueueMessage> = items.iter().map(|i| &i.message).collect();
 
+    let resumed = origin.is_some_and(|o| o.resumed);
     let (queued, written, summary) = if let [_] = items.as_slice() {
         // One message: its item is a conditional put, which never overwrites what the
         // worker wrote, so both writes go at once.
-        join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items), backlog(ctx, account, 1, now_ms)).await
+        join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items, resumed), backlog(ctx, account, 1, now_ms)).await
     } else {
         // Batch writes carry no condition: written after the worker took a message,
         // recorded its outcome and wrote it, they would move it back to `queued`. So the
         // items go first, and a message reaches the queue only once its item is there.
-        let (written, summary) = join(ledger::put_new(ctx, &items), backlog(ctx, account, items.len() as u64, now_ms)).await;
+        let (written, summary) = join(ledger::put_new(ctx, &items, resumed), backlog(ctx, account, items.len() as u64, now_ms)).await;
         (queue::enqueue(ctx, &messages).await, written, summary)
     };
 
