@@ -3,7 +3,9 @@ an upstream (the AWS emulator), Host header included, so SigV4 signatures still 
 and fails the requests that match a rule:
 
 - `error`: answers 500 without forwarding (the call never happened);
-- `lose`: forwards, then answers 500 (the call happened, its answer was lost).
+- `lose`: forwards, then answers 500 (the call happened, its answer was lost);
+- `delay`: waits `delay` seconds, then forwards (a slow call, e.g. behind the
+  Workers' limit of 6 connections).
 
 A rule matches when its `match` string is in the request's X-Amz-Target header or
 body; it applies `count` times (None: until removed) or until `until` (monotonic time).
@@ -32,7 +34,9 @@ class FaultProxy:
 
             def _any(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                mode = proxy._match(self.headers.get("x-amz-target", ""), body)
+                mode, delay = proxy._match(self.headers.get("x-amz-target", ""), body)
+                if mode == "delay":
+                    time.sleep(delay)
                 if mode == "error":
                     return self._answer(500, FAILED, "application/x-amz-json-1.0")
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
@@ -64,12 +68,13 @@ class FaultProxy:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def fail(self, match: str, mode: str = "error", count: int | None = None, seconds: float | None = None):
-        """Fails requests containing `match` (see the module's doc)."""
-        assert mode in ("error", "lose")
+    def fail(self, match: str, mode: str = "error", count: int | None = None, seconds: float | None = None, delay: float = 0):
+        """Fails (or, with mode `delay`, slows) requests containing `match` (see the
+        module's doc)."""
+        assert mode in ("error", "lose", "delay")
         until = time.monotonic() + seconds if seconds is not None else None
         with self.lock:
-            self.rules.append({"match": match, "mode": mode, "count": count, "until": until})
+            self.rules.append({"match": match, "mode": mode, "count": count, "until": until, "delay": delay})
 
     def clear(self):
         with self.lock:
@@ -85,8 +90,8 @@ class FaultProxy:
                     if rule["count"] is not None:
                         rule["count"] -= 1
                     self.hits.append((rule["mode"], rule["match"]))
-                    return rule["mode"]
-        return None
+                    return rule["mode"], rule["delay"]
+        return None, 0
 
     def stop(self):
         self.server.shutdown()

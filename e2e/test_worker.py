@@ -14,7 +14,7 @@ from datetime import datetime
 import pytest
 import requests
 
-from conftest import LOGS, Edge, Emulator, token
+from conftest import LOGS, Edge, Emulator, edge_settings, start_edge, token
 from devstack import provision as prov
 from devstack import stack
 from devstack.faultproxy import FaultProxy
@@ -498,3 +498,26 @@ def test_a_message_twice_in_one_receive_is_sent_and_counted_once(system):
         stop_all(workers)
     assert [d["messageId"] for d in system.deliveries({account})] == [m["id"]]
     assert summary(system, account) == {"queued": 0, "sent": 1, "failed": 0}
+
+
+def test_a_slow_ledger_write_of_a_mass_send_never_undoes_an_outcome(system, proxy):
+    """Review defect 1: the edge wrote a mass message's items (unconditional batch
+    writes) at the same time as its queue messages; when the batch write was slow, the
+    worker took, sent and recorded the messages first, and the late write put them back
+    to `queued` for ever. The edge's batch write is held 3 s here."""
+    part, edge = start_edge("edge-worker", edge_settings(system.aws, AWS_ENDPOINT_URL=proxy.url))
+    workers = system.start_workers("massorder")
+    try:
+        account = f"mass-{uuid.uuid4().hex[:8]}"
+        proxy.fail("BatchWriteItem", mode="delay", delay=3)
+        r = edge.call("POST", "/send", token(account), {"recipientIds": ["fan-1", "fan-2"], "content": "hello"})
+        assert r.status_code == 202, r.text
+        ids = [m["messageId"] for m in r.json()["messages"]]
+        system.wait_delivered(ids, timeout=20)
+        wait_statuses(system, account, 2)
+        time.sleep(1)  # any write still under way lands
+    finally:
+        stop_all(workers)
+        part.stop()
+    assert proxy.hits, "the batch write was slowed"
+    assert sorted(i["status"]["S"] for i in system.emulator.items(account)) == ["sent", "sent"]
