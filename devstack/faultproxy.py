@@ -26,6 +26,7 @@ class FaultProxy:
         self.upstream = (u.hostname, u.port)
         self.rules = []
         self.hits = []  # (mode, match) of each request a rule failed
+        self.settled = 0  # requests a rule matched whose answer has been given
         self.lock = threading.Lock()
         proxy = self
 
@@ -35,6 +36,14 @@ class FaultProxy:
             def _any(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 mode, delay = proxy._match(self.headers.get("x-amz-target", ""), body)
+                try:
+                    self._forward(body, mode, delay)
+                finally:
+                    if mode:
+                        with proxy.lock:
+                            proxy.settled += 1
+
+            def _forward(self, body, mode, delay):
                 if mode == "delay":
                     time.sleep(delay)
                 if mode == "error":
@@ -80,6 +89,17 @@ class FaultProxy:
         with self.lock:
             self.rules.clear()
             self.hits.clear()
+            self.settled = 0
+
+    def wait_settled(self, timeout: float = 30):
+        """Until every request a rule matched has been answered (a held call has landed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                if self.settled >= len(self.hits):
+                    return
+            assert time.monotonic() < deadline, "a held request was not answered"
+            time.sleep(0.05)
 
     def _match(self, target: str, body: bytes):
         now = time.monotonic()

@@ -1,20 +1,23 @@
 """The native worker with real parts: Redis, the AWS emulator (signatures checked, the
-worker's own IAM user), the stand-in gateway, and several worker processes. The limit
-is compressed to 10 per 2 s so each rule is checked in seconds. Measured figures are
-appended to target/e2e-logs/figures.jsonl."""
+worker's own IAM user), the stand-in gateway, several worker processes, and the edge
+under `wrangler dev`, through which every test queues its messages (only SQS's own
+behaviour, such as a message delivered twice, is reproduced by hand, with the edge's
+real messages). The limit is compressed to 10 per 2 s so each rule is checked in
+seconds. Measured figures are appended to target/e2e-logs/figures.jsonl."""
 
+import email.utils
 import json
 import os
 import signal
 import subprocess
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 import pytest
 import requests
 
-from conftest import LOGS, Edge, Emulator, edge_settings, start_edge, token
+from conftest import LOGS, Emulator, edge_settings, start_edge, token
 from devstack import provision as prov
 from devstack import stack
 from devstack.faultproxy import FaultProxy
@@ -35,13 +38,6 @@ def ms(ts):
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000
 
 
-def uuid7(seq=0):
-    t = int(time.time() * 1000)
-    rand = uuid.uuid4().int & ((1 << 62) - 1)
-    value = (t << 80) | (0x7 << 76) | ((seq & 0xFFF) << 64) | (0b10 << 62) | rand
-    return str(uuid.UUID(int=value))
-
-
 def max_in_window(times, window):
     times = sorted(times)
     best, j = 0, 0
@@ -50,6 +46,28 @@ def max_in_window(times, window):
             j += 1
         best = max(best, i - j + 1)
     return best
+
+
+def span_bound(n):
+    """The longest an account's n sends may take against the ideal (n - 1) spacings:
+    the margins the limit adds (one per MAX sends), plus 1%."""
+    ideal = (n - 1) * SPACING_MS
+    return (ideal + (n - 1) // MAX * MARGIN_MS) / ideal + 0.01
+
+
+def wait_until(check, timeout, what):
+    """Polls `check` until it returns something true; fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.1)
+
+
+def fans(tag, n):
+    return [f"{tag}-fan-{i}" for i in range(n)]
 
 
 class System:
@@ -68,11 +86,63 @@ class System:
         self.sqs = prov.client("sqs", self.aws.endpoint)
         self.emulator = Emulator(self.aws)
         self.cloudwatch = prov.client("cloudwatch", self.aws.endpoint)
+        self._edge = None
+
+    def edge(self):
+        """The edge the tests send through (started on first use; no API-call limit)."""
+        if self._edge is None:
+            part, self._edge = start_edge("edge-worker", edge_settings(self.aws, API_CALL_LIMITS="false"))
+            self.parts.append(part)
+        return self._edge
+
+    def send(self, account, recipients, priority=5, content="hello", edge=None):
+        """Queues one message per recipient through the edge (one request); their ids."""
+        body = {"content": content, "priority": priority}
+        body.update({"recipientIds": recipients} if len(recipients) > 1 else {"recipientId": recipients[0]})
+        r = (edge or self.edge()).call("POST", "/send", token(account), body)
+        assert r.status_code == 202, r.text
+        a = r.json()
+        return [m["messageId"] for m in a["messages"]] if "messages" in a else [a["messageId"]]
+
+    def capture(self, ids):
+        """Takes the edge's queue messages for `ids` off the queue (no worker may be
+        running), to hand them to the worker again as SQS would: [(body, attributes)]."""
+        wanted, got = set(ids), {}
+        deadline = time.monotonic() + 20
+        while wanted - set(got):
+            assert time.monotonic() < deadline, f"{len(wanted - set(got))} queue messages not found"
+            r = self.sqs.receive_message(QueueUrl=self.aws.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=1)
+            for m in r.get("Messages", []):
+                mid = json.loads(m["Body"])["id"]
+                if mid in wanted:
+                    got[mid] = (m["Body"], {k: {"DataType": v["DataType"], "StringValue": v["StringValue"]} for k, v in m.get("MessageAttributes", {}).items()})
+                    self.sqs.delete_message(QueueUrl=self.aws.queue_url, ReceiptHandle=m["ReceiptHandle"])
+                else:
+                    self.sqs.change_message_visibility(QueueUrl=self.aws.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
+        return [got[i] for i in ids]
+
+    def requeue(self, captured):
+        """Puts captured messages back in one SendMessageBatch (so they arrive together)."""
+        entries = [{"Id": str(i), "MessageBody": body, "MessageAttributes": attrs} for i, (body, attrs) in enumerate(captured)]
+        r = self.sqs.send_message_batch(QueueUrl=self.aws.queue_url, Entries=entries)
+        assert not r.get("Failed"), r
+
+    def queue_empty(self):
+        a = self.sqs.get_queue_attributes(QueueUrl=self.aws.queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"]) == 0
 
     def restart_redis(self, down_for):
+        """Stops Redis for `down_for` seconds; returns (stopped, started) in epoch ms."""
         self.redis.stop()
+        stopped = time.time() * 1000
         time.sleep(down_for)
+        started = time.time() * 1000
         self.redis = stack.start_redis(self.redis_port, LOGS / "redis.log", self.redis_dir)
+        return stopped, started
+
+    def redis_count(self, *args):
+        out = subprocess.run(["redis-cli", "-p", str(self.redis_port), *args], capture_output=True, text=True, check=True).stdout.strip()
+        return int(out or 0)
 
     def worker_env(self, prefix, **extra):
         return {
@@ -100,23 +170,12 @@ class System:
     def start_workers(self, prefix, n=1, **extra):
         return [stack.start_worker(self.worker_env(prefix, **extra), LOGS / f"worker-{prefix}-{i}.log", stack.free_port()) for i in range(n)]
 
-    def put(self, messages, queue_url=None):
-        """Sends queue messages as the edge does (10 per SendMessageBatch)."""
-        for i in range(0, len(messages), 10):
-            entries = [{
-                "Id": str(j), "MessageBody": json.dumps(m),
-                "MessageAttributes": {
-                    "creatorId": {"DataType": "String", "StringValue": m["creatorId"]},
-                    "priority": {"DataType": "Number", "StringValue": str(m["priority"])},
-                    "messageType": {"DataType": "String", "StringValue": "onlyfans"},
-                },
-            } for j, m in enumerate(messages[i:i + 10])]
-            r = self.sqs.send_message_batch(QueueUrl=queue_url or self.aws.queue_url, Entries=entries)
-            assert not r.get("Failed"), r
-
     def deliveries(self, accounts=None):
         d = requests.get(self.gw + "/deliveries", timeout=10).json()
         return [x for x in d if accounts is None or x["accountId"] in accounts]
+
+    def refused(self, pattern):
+        return [x for x in requests.get(self.gw + "/refused", timeout=10).json() if pattern in x["recipientId"]]
 
     def wait_delivered(self, ids, timeout):
         ids = set(ids)
@@ -132,18 +191,30 @@ class System:
     def control(self, method, path, body=None):
         requests.request(method, self.gw + path, json=body, timeout=10).raise_for_status()
 
+    def metric(self, environment, name, stat="Sum", since=None):
+        """Datapoints of one metric of `environment` (1 s periods), the stat of each."""
+        start = since if since is not None else time.time() - 600
+        r = self.cloudwatch.get_metric_statistics(
+            Namespace="Huntaze/OnlyFans", MetricName=name, Dimensions=[{"Name": "Environment", "Value": environment}],
+            StartTime=datetime.fromtimestamp(start, timezone.utc), EndTime=datetime.fromtimestamp(time.time() + 60, timezone.utc),
+            Period=1, Statistics=[stat])
+        return [p[stat] for p in sorted(r["Datapoints"], key=lambda p: p["Timestamp"])]
+
+    def wait_metrics(self, environment, expected, timeout=20):
+        """Polls until each metric's total over its flushes is as expected: {(name, stat): value}."""
+        def totals():
+            return {k: sum(self.metric(environment, *k)) for k in expected}
+        deadline = time.monotonic() + timeout
+        got = totals()
+        while got != expected and time.monotonic() < deadline:
+            time.sleep(0.5)
+            got = totals()
+        assert got == expected, f"metrics of {environment}: {got}, want {expected}"
+
     def stop(self):
         for p in reversed(self.parts):
             p.stop()
         self.redis.stop()
-
-
-def messages(account, n, priorities=None, start=0):
-    now = datetime.utcnow().isoformat(timespec="milliseconds") + "Z"
-    return [{
-        "id": uuid7(start + i), "creatorId": account, "recipientId": f"fan-{start + i}", "content": f"message {start + i}",
-        "mediaUrls": [], "priority": (priorities[i] if priorities else 5), "metadata": {}, "acceptedAt": now, "generation": 0,
-    } for i in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -160,51 +231,46 @@ def stop_all(workers, sig=signal.SIGTERM):
 
 def test_exact_limit_across_three_workers(system):
     accounts = [f"acct-{uuid.uuid4().hex[:8]}" for _ in range(20)]
-    batch = [m for a in accounts for m in messages(a, 30)]
     workers = system.start_workers("limit", n=3)
     try:
-        system.put(batch)
-        system.wait_delivered([m["id"] for m in batch], timeout=60)
+        ids = [i for a in accounts for i in system.send(a, fans(a, 30))]
+        system.wait_delivered(ids, timeout=60)
     finally:
         stop_all(workers)
     got = system.deliveries(set(accounts))
-    ids = [d["messageId"] for d in got]
-    assert len(ids) == len(set(ids)) == 600, "each message delivered exactly once"
-    ideal_ms = 29 * WINDOW_MS / MAX
+    delivered = [d["messageId"] for d in got]
+    assert len(delivered) == len(set(delivered)) == 600, "each message delivered exactly once"
+    ideal_ms = 29 * SPACING_MS
     worst, spans = 0, []
     for a in accounts:
         times = sorted(ms(d["receivedAt"]) for d in got if d["accountId"] == a)
         worst = max(worst, max_in_window(times, WINDOW_MS))
         spans.append((times[-1] - times[0]) / ideal_ms)
     figure("exact_limit_3_workers", accounts=20, per_account=30, worst_window_count=worst,
-           span_vs_ideal_max=round(max(spans), 4), span_vs_ideal_median=round(sorted(spans)[10], 4))
+           span_vs_ideal_max=round(max(spans), 4), span_vs_ideal_median=round(sorted(spans)[10], 4), span_bound=round(span_bound(30), 4))
     assert worst <= MAX, f"{worst} deliveries in one rolling {WINDOW_MS} ms window"
-    assert max(spans) <= 1.10, f"slowest account took {max(spans):.3f}x the ideal"
+    # 1.0445: the old margin on every spacing (1.05) or one idle slot (1.034 + 0.034) fails it.
+    assert max(spans) <= span_bound(30), f"slowest account took {max(spans):.4f}x the ideal (bound {span_bound(30):.4f})"
     sample = system.emulator.items(accounts[0])
     assert len(sample) == 30 and all(i["status"]["S"] == "sent" and i["attempts"]["N"] == "1" for i in sample)
 
 
 def scheduled(system, prefix, account):
-    """Messages of `account` queued or leased in the schedule (redis-cli)."""
-    def cli(*args):
-        return int(subprocess.run(["redis-cli", "-p", str(system.redis_port), *args], capture_output=True, text=True, check=True).stdout.strip() or 0)
-    return cli("ZCARD", f"{prefix}:q:{account}") + cli("ZCARD", f"{prefix}:leases")
+    """Messages of `account` queued or leased in the schedule."""
+    return system.redis_count("ZCARD", f"{prefix}:q:{account}") + system.redis_count("ZCARD", f"{prefix}:leases")
 
 
 def test_busy_account_does_not_delay_another(system):
     busy, quiet = f"busy-{uuid.uuid4().hex[:8]}", f"quiet-{uuid.uuid4().hex[:8]}"
     workers = system.start_workers("fair")
     try:
-        system.put(messages(busy, 500))
-        deadline = time.monotonic() + 20
+        system.send(busy, fans(busy, 500))
         # Until all 500 are in the schedule (queued, leased or sent) and flowing.
-        while len(system.deliveries({busy})) < 5 or scheduled(system, "fair", busy) + len(system.deliveries({busy})) < 500:
-            assert time.monotonic() < deadline, "busy account not scheduled and flowing"
-            time.sleep(0.1)
-        [m] = messages(quiet, 1)
+        wait_until(lambda: len(system.deliveries({busy})) >= 5 and scheduled(system, "fair", busy) + len(system.deliveries({busy})) >= 500,
+                   20, "the busy account scheduled and flowing")
         sent_at = time.time() * 1000
-        system.put([m])
-        system.wait_delivered([m["id"]], timeout=10)
+        [mid] = system.send(quiet, ["fan-1"])
+        system.wait_delivered([mid], timeout=10)
         latency = ms(system.deliveries({quiet})[0]["receivedAt"]) - sent_at
     finally:
         stop_all(workers)
@@ -215,45 +281,70 @@ def test_busy_account_does_not_delay_another(system):
 
 def test_priority_then_age_within_an_account(system):
     account = f"prio-{uuid.uuid4().hex[:8]}"
-    batch = messages(account, 8, priorities=[5, 10, 1, 5, 1, 10, 3, 5])
-    system.put(batch)  # all queued before any worker runs
+    priorities = [5, 10, 1, 5, 1, 10, 3, 5]
+    ids = [system.send(account, [f"fan-{i}"], priority=p)[0] for i, p in enumerate(priorities)]  # all queued before any worker runs
     workers = system.start_workers("prio")
     try:
-        system.wait_delivered([m["id"] for m in batch], timeout=30)
+        system.wait_delivered(ids, timeout=30)
     finally:
         stop_all(workers)
     order = [d["messageId"] for d in system.deliveries({account})]
-    by_id = {m["id"]: m for m in batch}
-    expected = [m["id"] for m in sorted(batch, key=lambda m: (m["priority"], m["id"]))]
-    assert order == expected, [by_id[i]["priority"] for i in order]
+    expected = [i for _, i in sorted(zip(priorities, ids))]  # ids grow with acceptance
+    assert order == expected, [priorities[ids.index(i)] for i in order]
+
+
+@pytest.mark.parametrize("http_date", [False, True], ids=["seconds", "http-date"])
+def test_a_429_pauses_only_its_account_for_retry_after(system, http_date):
+    """At the default burst of 1: one 429 with `Retry-After` (2 s, or an HTTP date 2–3 s
+    ahead) and that account sends nothing until then, uses no attempt and then resumes;
+    another account keeps its pace meanwhile."""
+    tag = uuid.uuid4().hex[:8]
+    paused, other = f"paused-{tag}", f"other-{tag}"
+    if http_date:
+        until = int(time.time()) + 3
+        retry_after = email.utils.formatdate(until, usegmt=True)
+    else:
+        retry_after = 2
+    system.control("POST", "/_control/failures", {"recipientPattern": f"p{tag}-fan-2", "status": 429, "count": 1, "retryAfter": retry_after})
+    workers = system.start_workers("pause")
+    try:
+        ids = system.send(paused, fans(f"p{tag}", 6)) + system.send(other, fans(f"o{tag}", 30))
+        system.wait_delivered(ids, timeout=30)
+    finally:
+        stop_all(workers)
+        system.control("DELETE", "/_control/failures")
+    [refusal] = system.refused(f"p{tag}-fan-2")
+    at = ms(refusal["receivedAt"])
+    resume_at = until * 1000 if http_date else at + 2000
+    after = sorted(ms(d["receivedAt"]) for d in system.deliveries({paused}) if ms(d["receivedAt"]) > at)
+    others = [ms(d["receivedAt"]) for d in system.deliveries({other})]
+    during = [x for x in others if at < x < resume_at]
+    figure("pause_429", http_date=http_date, paused_for_ms=round(after[0] - at), other_sends_meanwhile=len(during))
+    assert len(after) == 4, "the refused message and the three after it"
+    assert after[0] >= resume_at - 2, f"sent {resume_at - after[0]:.0f} ms before Retry-After ended"
+    assert after[0] <= resume_at + 2 * SPACING_MS, f"resumed {after[0] - resume_at:.0f} ms after Retry-After ended"
+    # The other account keeps one send per spacing (less one for the edges of the pause).
+    assert len(during) >= (resume_at - at) / SPACING_MS - 2, f"{len(during)} sends of the other account during the pause"
+    item = system.emulator.item(paused, ids[2])
+    assert (item["status"]["S"], item["attempts"]["N"]) == ("sent", "1"), "a 429 uses no attempt"
 
 
 def test_retries_failures_and_the_edges_retry(system):
     account = f"retry-{uuid.uuid4().hex[:8]}"
-    edge_vars = {**system.aws.edge_vars(), "JWT_SECRET": "e2e-secret-0123456789abcdef0123456789abcdef", "RATE_LIMITER_ENABLED": "true"}
-    vars_file = LOGS / "edge-worker.vars"
-    stack.write_vars(vars_file, edge_vars)
-    edge_port = stack.free_port()
-    edge_part = stack.start_edge(edge_port, vars_file, LOGS / "edge-worker.log")
-    edge = Edge(f"http://127.0.0.1:{edge_port}")
+    edge = system.edge()
     system.control("POST", "/_control/failures", {"recipientPattern": "flaky", "status": 503, "count": 2})
     system.control("POST", "/_control/failures", {"recipientPattern": "bad", "status": 400, "count": 1})
     system.control("POST", "/_control/failures", {"recipientPattern": "down", "status": 500})
     workers = system.start_workers("retry")
     tok = token(account)
     try:
-        ids = {}
-        for r in ("flaky", "bad", "down"):
-            a = edge.call("POST", "/send", tok, json_body={"recipientId": r, "content": f"to {r}"})
-            assert a.status_code == 202, a.text
-            ids[r] = a.json()["messageId"]
+        ids = {r: system.send(account, [r], content=f"to {r}")[0] for r in ("flaky", "bad", "down")}
 
         def status(r):
             return edge.call("GET", f"/{ids[r]}", tok).json()
 
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (status("flaky")["status"] == "sent" and status("bad")["status"] == "failed" and status("down")["status"] == "failed"):
-            time.sleep(0.3)
+        wait_until(lambda: (status("flaky")["status"], status("bad")["status"], status("down")["status"]) == ("sent", "failed", "failed"),
+                   30, "flaky sent, bad and down failed")
         flaky, bad, down = status("flaky"), status("bad"), status("down")
         assert (flaky["status"], flaky["attempts"]) == ("sent", 3), flaky
         assert (bad["status"], bad["attempts"]) == ("failed", 1) and "400" in bad["lastError"], bad
@@ -266,9 +357,7 @@ def test_retries_failures_and_the_edges_retry(system):
         r = edge.call("POST", f"/{ids['down']}/retry", tok)
         assert r.status_code == 200, r.text
         system.wait_delivered([ids["down"]], timeout=20)
-        deadline = time.monotonic() + 10
-        while status("down")["status"] != "sent" and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: status("down")["status"] == "sent", 10, "the retried message recorded as sent")
         down = status("down")
         assert (down["status"], down["attempts"]) == ("sent", 1), down
         assert edge.call("POST", f"/{ids['down']}/retry", tok).status_code == 409
@@ -277,86 +366,137 @@ def test_retries_failures_and_the_edges_retry(system):
         assert s["processing"]["lastProcessedAt"] is not None
     finally:
         stop_all(workers)
-        edge_part.stop()
         system.control("DELETE", "/_control/failures")
 
 
-def test_kill_9_loses_nothing(system):
-    accounts = [f"crash-{uuid.uuid4().hex[:8]}" for _ in range(10)]
-    batch = [m for a in accounts for m in messages(a, 20)]
-    workers = system.start_workers("crash", n=2)
+def test_kill_9_sends_again_at_most_what_it_held(system):
+    """The gateway holds every answer 1.5 s, so the worker killed mid-run dies with
+    deliveries in flight (they reached the gateway, unanswered): those go again after
+    their lease, sent by the next worker within the limit, and nothing beyond the
+    leases it held goes twice."""
+    tag = uuid.uuid4().hex[:8]
+    accounts = [f"crash-{tag}-{i}" for i in range(10)]
+    system.control("POST", "/_control/failures", {"recipientPattern": f"k{tag}", "status": 202, "delayMs": 1500})
+    [victim] = system.start_workers("crash")
+    survivors = []
     try:
-        system.put(batch)
-        time.sleep(1.5)
-        workers[0].stop(signal.SIGKILL)
-        system.wait_delivered([m["id"] for m in batch], timeout=60)
+        ids = [i for a in accounts for i in system.send(a, fans(f"k{tag}-{a[-1]}", 20))]
+        # All scheduled (a message received but not yet scheduled would come back only
+        # after the queue's 60 s visibility timeout), and deliveries under way.
+        wait_until(lambda: system.queue_empty() and len(system.deliveries(set(accounts))) >= 10, 20, "all scheduled, deliveries in flight")
+        victim.stop(signal.SIGKILL)
+        killed = time.time() * 1000
+        held = system.redis_count("ZCARD", "crash:leases")
+        in_flight = [d for d in system.deliveries(set(accounts)) if ms(d["receivedAt"]) > killed - 1500]
+        survivors = system.start_workers("crash")
+        system.wait_delivered(ids, timeout=60)
+        wait_until(lambda: system.redis_count("ZCARD", "crash:leases") == 0, 20, "every lease completed")
     finally:
-        stop_all(workers)
-    got = [d["messageId"] for d in system.deliveries(set(accounts))]
-    duplicates = len(got) - len(set(got))
-    figure("kill_9", messages=len(batch), delivered=len(set(got)), duplicates=duplicates)
-    assert set(got) == {m["id"] for m in batch}
-    # Only a message the killed worker had sent but not yet recorded can go twice.
-    assert duplicates <= 256, duplicates
+        stop_all([victim, *survivors])
+        system.control("DELETE", "/_control/failures")
+    got = system.deliveries(set(accounts))
+    delivered = [d["messageId"] for d in got]
+    duplicates = len(delivered) - len(set(delivered))
+    worst = max(max_in_window([ms(d["receivedAt"]) for d in got if d["accountId"] == a], WINDOW_MS) for a in accounts)
+    figure("kill_9", messages=len(ids), delivered=len(set(delivered)), duplicates=duplicates, in_flight_at_kill=len(in_flight),
+           leases_at_kill=held, worst_window_count=worst)
+    assert set(delivered) == set(ids)
+    assert in_flight, "the kill must hit deliveries in flight"
+    assert len(in_flight) <= duplicates <= held, f"{duplicates} sent twice; {len(in_flight)} in flight and {held} leases held at the kill"
+    assert worst <= MAX, "the messages sent again still keep the limit"
 
 
-def test_redis_restart_loses_nothing_and_keeps_the_limit(system):
+def test_redis_restart_loses_nothing_sends_nothing_while_down_and_keeps_the_limit(system):
     accounts = [f"redis-{uuid.uuid4().hex[:8]}" for _ in range(5)]
-    batch = [m for a in accounts for m in messages(a, 20)]
     workers = system.start_workers("restart")
     try:
-        system.put(batch)
-        time.sleep(1.0)
-        system.restart_redis(down_for=1.5)
-        system.wait_delivered([m["id"] for m in batch], timeout=60)
+        ids = [i for a in accounts for i in system.send(a, fans(a, 20))]
+        wait_until(lambda: len(system.deliveries(set(accounts))) >= 10, 20, "deliveries under way")
+        stopped, started = system.restart_redis(down_for=1.5)
+        system.wait_delivered(ids, timeout=60)
     finally:
         stop_all(workers)
     got = system.deliveries(set(accounts))
-    ids = [d["messageId"] for d in got]
+    delivered = [d["messageId"] for d in got]
     worst = max(max_in_window([ms(d["receivedAt"]) for d in got if d["accountId"] == a], WINDOW_MS) for a in accounts)
-    figure("redis_restart", messages=len(batch), delivered=len(set(ids)), duplicates=len(ids) - len(set(ids)), worst_window_count=worst)
-    assert set(ids) == {m["id"] for m in batch}
+    # A send taken just before the stop may reach the gateway just after it.
+    while_down = [d for d in got if stopped + 100 < ms(d["receivedAt"]) < started]
+    figure("redis_restart", messages=len(ids), delivered=len(set(delivered)), duplicates=len(delivered) - len(set(delivered)),
+           worst_window_count=worst, sent_while_down=len(while_down))
+    assert set(delivered) == set(ids) and len(delivered) == len(ids)
+    assert not while_down, f"{len(while_down)} sent while Redis was down"
     assert worst <= MAX
 
 
-def test_sigterm_exits_0_loses_nothing_and_flushes_metrics(system):
-    accounts = [f"term-{uuid.uuid4().hex[:8]}" for _ in range(3)]
-    batch = [m for a in accounts for m in messages(a, 10)]
-    env_name = f"term-{uuid.uuid4().hex[:6]}"
-    system.control("POST", "/_control/failures", {"recipientPattern": "fan-3", "status": 400})
+def test_sigterm_finishes_deliveries_in_flight_exits_0_and_flushes_metrics(system):
+    """The gateway holds every answer 1 s, so the signal comes with deliveries in flight:
+    they finish and are recorded (none is sent again by the next worker)."""
+    tag = uuid.uuid4().hex[:8]
+    accounts = [f"term-{tag}-{i}" for i in range(3)]
+    env_name = f"term-{tag}"
+    system.control("POST", "/_control/failures", {"recipientPattern": f"t{tag}-fan-3", "status": 400})  # first: rules match in order
+    system.control("POST", "/_control/failures", {"recipientPattern": f"t{tag}", "status": 202, "delayMs": 1000})
     [first] = system.start_workers("term", ENVIRONMENT=env_name, METRICS_INTERVAL="60s")
     try:
-        system.put(batch)
-        time.sleep(1.0)
+        recipients = [f"t{tag}-fan-{j}" for j in range(10)]
+        ids = [i for a in accounts for i in system.send(a, recipients)]
+        wait_until(lambda: len(system.deliveries(set(accounts))) >= 3, 20, "deliveries reaching the gateway")
+        signalled = time.time() * 1000
         first.proc.send_signal(signal.SIGTERM)
         assert first.proc.wait(15) == 0, "exit code after SIGTERM"
         first.stop()
         partial = system.deliveries(set(accounts))
-        assert len(partial) < len(batch) - 3, "the test must stop the worker mid-run"
+        in_flight = [d for d in partial if ms(d["receivedAt"]) > signalled - 1000]
+        assert in_flight, "the signal must come while deliveries are under way"
+        assert len(partial) < len(ids) - 3, "the test must stop the worker mid-run"
         [second] = system.start_workers("term", ENVIRONMENT=env_name, METRICS_INTERVAL="1s")
         try:
-            expected = [m["id"] for m in batch if m["recipientId"] != "fan-3"]
+            expected = [i for i, r in zip(ids, recipients * len(accounts)) if not r.endswith("fan-3")]
             system.wait_delivered(expected, timeout=30)
-            time.sleep(1.5)  # one more flush of the second worker
+            # The first worker's counts reach CloudWatch only through its shutdown flush.
+            system.wait_metrics(env_name, {("MessagesProcessed", "Sum"): len(expected), ("MessagesFailed", "Sum"): len(accounts),
+                                           ("SendLatency", "SampleCount"): len(ids)})
         finally:
             second.stop()
     finally:
         system.control("DELETE", "/_control/failures")
     got = [d["messageId"] for d in system.deliveries(set(accounts))]
-    assert sorted(set(got)) == sorted(expected) and len(got) == len(expected)
+    figure("sigterm", in_flight_at_signal=len(in_flight), delivered=len(got))
+    assert sorted(got) == sorted(expected), "each once: those in flight at the signal were recorded, not released"
 
-    def total(metric, stat="Sum"):
-        r = system.cloudwatch.get_metric_statistics(
-            Namespace="Huntaze/OnlyFans", MetricName=metric, Dimensions=[{"Name": "Environment", "Value": env_name}],
-            StartTime=datetime.utcfromtimestamp(time.time() - 600), EndTime=datetime.utcfromtimestamp(time.time() + 60),
-            Period=60, Statistics=[stat])
-        return sum(p[stat] for p in r["Datapoints"])
 
-    processed, failed = total("MessagesProcessed"), total("MessagesFailed")
-    figure("metrics", processed=processed, failed=failed, sent=len(expected), failed_expected=len(accounts))
-    # The first worker's counts reach CloudWatch only through its shutdown flush.
-    assert processed == len(expected) and failed == len(accounts)
-    assert total("SendLatency", "SampleCount") == len(batch)
+def test_every_metric_is_published_with_its_value(system):
+    """All eight metrics, under the one `Environment` dimension, against what the test
+    caused: 20 sends, 2 retries, a failure, a 429, an unreadable message in the DLQ."""
+    tag = uuid.uuid4().hex[:8]
+    account, env_name = f"metrics-{tag}", f"metrics-{tag}"
+    system.control("POST", "/_control/failures", {"recipientPattern": f"{tag}-flaky", "status": 503, "count": 2})
+    system.control("POST", "/_control/failures", {"recipientPattern": f"{tag}-bad", "status": 400})
+    system.control("POST", "/_control/failures", {"recipientPattern": f"{tag}-slow", "status": 429, "count": 1, "retryAfter": 1})
+    system.sqs.send_message(QueueUrl=system.aws.queue_url, MessageBody=f"not a message {tag}")
+    [worker] = system.start_workers("metrics", ENVIRONMENT=env_name)
+    try:
+        system.send(account, fans(tag, 17) + [f"{tag}-flaky", f"{tag}-bad", f"{tag}-slow"])
+        wait_until(lambda: sorted(i["status"]["S"] for i in system.emulator.items(account)) == ["failed"] + ["sent"] * 19, 30, "all recorded")
+        # Calls at the gateway: 17 + 3 (flaky) + 1 (bad) + 2 (slow); a message put back
+        # after a 429 is retried too (without using an attempt).
+        system.wait_metrics(env_name, {
+            ("MessagesProcessed", "Sum"): 19, ("MessagesFailed", "Sum"): 1, ("MessagesRetried", "Sum"): 3,
+            ("RateLimitDeferrals", "Sum"): 1, ("SendLatency", "SampleCount"): 23})
+        wait_until(system.queue_empty, 10, "the queue drained")
+        quiet = time.time()
+        dead = int(system.sqs.get_queue_attributes(QueueUrl=system.aws.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+        wait_until(lambda: len(system.metric(env_name, "QueueDepth", "Maximum", since=quiet)) >= 2, 10, "two flushes after the queue drained")
+        backlog = system.metric(env_name, "ScheduledBacklog", "Maximum")
+    finally:
+        worker.stop()
+        system.control("DELETE", "/_control/failures")
+    assert dead >= 1
+    assert set(system.metric(env_name, "QueueDepth", "Maximum", since=quiet)) == {0}
+    assert set(system.metric(env_name, "DLQCount", "Maximum", since=quiet)) == {dead}
+    assert max(backlog) >= 10 and backlog[-1] == 0, f"ScheduledBacklog {backlog}: 20 queued at 200 ms spacing, then none"
+    names = {m["MetricName"] for m in system.cloudwatch.list_metrics(Namespace="Huntaze/OnlyFans", Dimensions=[{"Name": "Environment", "Value": env_name}])["Metrics"]}
+    assert names == {"QueueDepth", "DLQCount", "ScheduledBacklog", "MessagesProcessed", "MessagesFailed", "MessagesRetried", "RateLimitDeferrals", "SendLatency"}
 
 
 def test_unreadable_body_goes_to_the_dead_letter_queue(system):
@@ -377,9 +517,26 @@ def test_help_and_bad_settings(system):
     out = subprocess.run([str(stack.binary("worker-native")), "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "RATE_LIMIT_WINDOW" in out.stdout and "REDIS_URL" in out.stdout
     bad = subprocess.run([str(stack.binary("worker-native"))], capture_output=True, text=True,
-                         env={"PATH": os.environ["PATH"], "RATE_LIMIT_WINDOW": "soon", "GATEWAY_TOKEN": "s3cret"})
+                         env={"PATH": os.environ["PATH"], "RATE_LIMIT_WINDOW": "soon", "GATEWAY_TOKEN": "s3cret", "GATEWAY_TIMEOUT": "30s", "LEASE_TIMEOUT": "30s"})
     assert bad.returncode == 2
-    assert "RATE_LIMIT_WINDOW" in bad.stderr and "SQS_RATE_LIMITER_QUEUE_URL" in bad.stderr and "s3cret" not in bad.stderr
+    for name in ("RATE_LIMIT_WINDOW", "SQS_RATE_LIMITER_QUEUE_URL", "LEASE_TIMEOUT"):
+        assert name in bad.stderr, bad.stderr
+    assert "s3cret" not in bad.stderr
+
+
+def test_the_worker_refuses_to_send_without_the_rate_limiter(system):
+    """With every setting valid but RATE_LIMITER_ENABLED unset, or anything but `true`,
+    the worker exits before taking a message."""
+    account = f"unlimited-{uuid.uuid4().hex[:8]}"
+    [mid] = system.send(account, ["fan-1"])
+    for value in (None, "yes"):
+        env = system.worker_env("unlimited", HEALTH_PORT=str(stack.free_port()))
+        env.pop("RATE_LIMITER_ENABLED") if value is None else env.update(RATE_LIMITER_ENABLED=value)
+        out = subprocess.run([str(stack.binary("worker-native"))], capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"], **env})
+        assert out.returncode != 0 and "RATE_LIMITER_ENABLED" in out.stdout + out.stderr, (out.returncode, out.stderr)
+    assert not system.deliveries({account})
+    [(body, _)] = system.capture([mid])  # still in the queue, never received
+    assert json.loads(body)["creatorId"] == account
 
 
 def summary(system, account):
@@ -389,13 +546,10 @@ def summary(system, account):
 
 
 def wait_statuses(system, account, count, status="sent", timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def done():
         items = system.emulator.items(account)
-        if len(items) == count and all(i["status"]["S"] == status for i in items):
-            return items
-        time.sleep(0.2)
-    raise AssertionError(f"ledger of {account}: {sorted(i['status']['S'] for i in system.emulator.items(account))}, want {count} {status}")
+        return len(items) == count and all(i["status"]["S"] == status for i in items)
+    wait_until(done, timeout, f"{count} items of {account} {status}")
 
 
 @pytest.fixture
@@ -408,33 +562,34 @@ def proxy(system):
 def test_a_redis_outage_sends_nothing_to_the_dead_letter_queue(system):
     """Review defect 2: ingest kept receiving while it could not schedule, and every
     receive counts towards the DLQ. A queue of its own with a 1 s visibility timeout and
-    2 receives before the DLQ, so that an ingest that keeps receiving dead-letters its
-    messages within seconds of the outage."""
+    2 receives before the DLQ (an edge of its own writes to it), so that an ingest that
+    keeps receiving dead-letters its messages within seconds of the outage."""
     tag = uuid.uuid4().hex[:8]
-    sqs = system.sqs  # the emulator's root key: the worker's own user may use only the main queues
+    sqs = system.sqs  # the emulator's root key: the edge's and worker's users may use only the main queues
     dlq = sqs.create_queue(QueueName=f"outage-dlq-{tag}")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue = sqs.create_queue(QueueName=f"outage-{tag}", Attributes={
         "VisibilityTimeout": "1", "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"})})["QueueUrl"]
+    root = {"SQS_RATE_LIMITER_QUEUE_URL": queue, "SQS_RATE_LIMITER_DLQ_URL": dlq, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+    part, edge = start_edge("edge-outage", edge_settings(system.aws, **root))
     account = f"outage-{tag}"
-    batch = messages(account, 5)
-    system.redis.stop()
     workers = []
     try:
-        workers = system.start_workers("outage", SQS_RATE_LIMITER_QUEUE_URL=queue, SQS_RATE_LIMITER_DLQ_URL=dlq,
-                                       AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", SQS_WAIT_SECONDS="1")
-        system.put(batch, queue_url=queue)
-        time.sleep(6)  # six visibility timeouts
-        dead = int(sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
-        assert dead == 0, f"{dead} valid messages dead-lettered during a Redis outage"
-        assert not system.deliveries({account}), "nothing is sent without Redis"
-    finally:
-        system.redis = stack.start_redis(system.redis_port, LOGS / "redis.log", system.redis_dir)
-    try:
-        system.wait_delivered([m["id"] for m in batch], timeout=30)
+        system.redis.stop()
+        try:
+            workers = system.start_workers("outage", SQS_WAIT_SECONDS="1", **root)
+            ids = system.send(account, fans(tag, 5), edge=edge)
+            time.sleep(6)  # the window under test: six visibility timeouts, in which nothing may happen
+            dead = int(sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
+            assert dead == 0, f"{dead} valid messages dead-lettered during a Redis outage"
+            assert not system.deliveries({account}), "nothing is sent without Redis"
+        finally:
+            system.redis = stack.start_redis(system.redis_port, LOGS / "redis.log", system.redis_dir)
+        system.wait_delivered(ids, timeout=30)
         wait_statuses(system, account, 5)
     finally:
         stop_all(workers)
+        part.stop()
     assert summary(system, account) == {"queued": 0, "sent": 5, "failed": 0}
 
 
@@ -443,60 +598,60 @@ def test_a_ledger_outage_loses_no_outcome_and_sends_nothing_twice(system, proxy)
     stayed `queued` for ever). Outcome writes fail for 8 s, longer than the 3 s lease:
     the leases must be renewed meanwhile, or other takes would send the messages again."""
     account = f"ledger-{uuid.uuid4().hex[:8]}"
-    batch = messages(account, 3)
     workers = system.start_workers("ledgerdown", AWS_ENDPOINT_URL=proxy.url)
     try:
         proxy.fail("sentAt", seconds=8)  # only an outcome's write names sentAt
-        system.put(batch)
-        system.wait_delivered([m["id"] for m in batch], timeout=20)
+        ids = system.send(account, fans(account, 3))
+        system.wait_delivered(ids, timeout=20)
         wait_statuses(system, account, 3, timeout=40)
     finally:
         stop_all(workers)
     assert proxy.hits, "the outcome writes were failed"
-    ids = [d["messageId"] for d in system.deliveries({account})]
-    assert sorted(ids) == sorted(m["id"] for m in batch), "each delivered once, none again after its lease"
+    delivered = [d["messageId"] for d in system.deliveries({account})]
+    assert sorted(delivered) == sorted(ids), "each delivered once, none again after its lease"
     assert summary(system, account) == {"queued": 0, "sent": 3, "failed": 0}
 
 
 def test_counters_follow_the_items_under_duplicates_and_lost_answers(system, proxy):
     """Review defect 6: counters moved with every try, not with the transitions. The
     answers of the first two counter-bearing writes are lost (committed, then a 500:
-    the SDK tries again), and SQS delivers two of the messages twice."""
+    the SDK tries again), and SQS delivers two of the edge's messages twice."""
     account = f"count-{uuid.uuid4().hex[:8]}"
-    batch = messages(account, 4)
+    ids = system.send(account, fans(account, 4))
+    captured = system.capture(ids)
     workers = system.start_workers("counters", AWS_ENDPOINT_URL=proxy.url)
     try:
         proxy.fail(":q", mode="lose", count=2)  # every write that moves a counter names :q
-        system.put(batch)
-        system.put(batch[:2])
-        system.wait_delivered([m["id"] for m in batch], timeout=20)
+        system.requeue(captured)
+        system.requeue(captured[:2])
+        system.wait_delivered(ids, timeout=20)
         wait_statuses(system, account, 4)
-        time.sleep(1.5)  # the duplicates are received and dropped
+        wait_until(system.queue_empty, 20, "the duplicates received and dropped")
     finally:
         stop_all(workers)
     assert len(proxy.hits) == 2
-    ids = [d["messageId"] for d in system.deliveries({account})]
-    assert sorted(ids) == sorted(m["id"] for m in batch)
+    delivered = [d["messageId"] for d in system.deliveries({account})]
+    assert sorted(delivered) == sorted(ids)
     assert summary(system, account) == {"queued": 0, "sent": 4, "failed": 0}
 
 
 def test_a_message_twice_in_one_receive_is_sent_and_counted_once(system):
-    """SQS may hand over one message twice in one receive. Both copies go in one
-    SendMessageBatch, so they arrive together; the batch read of the ledger and the
-    counting transaction refuse a list that names one item twice, so the repeat must be
-    dropped before them, or the batch fails for ever."""
+    """SQS may hand over one message twice in one receive: the edge's message is put
+    back twice in one SendMessageBatch, so both copies arrive together. The batch read of
+    the ledger and the counting transaction refuse a list that names one item twice, so
+    the repeat must be dropped before them, or the batch fails for ever."""
     account = f"twice-{uuid.uuid4().hex[:8]}"
-    [m] = messages(account, 1)
+    [mid] = system.send(account, ["fan-1"])
+    [captured] = system.capture([mid])
+    system.requeue([captured, captured])
     workers = system.start_workers("twice")
     try:
-        body = json.dumps(m)
-        r = system.sqs.send_message_batch(QueueUrl=system.aws.queue_url, Entries=[{"Id": "a", "MessageBody": body}, {"Id": "b", "MessageBody": body}])
-        assert not r.get("Failed"), r
-        system.wait_delivered([m["id"]], timeout=20)
+        system.wait_delivered([mid], timeout=20)
         wait_statuses(system, account, 1)
+        wait_until(system.queue_empty, 20, "both copies received and deleted")
     finally:
         stop_all(workers)
-    assert [d["messageId"] for d in system.deliveries({account})] == [m["id"]]
+    assert [d["messageId"] for d in system.deliveries({account})] == [mid]
     assert summary(system, account) == {"queued": 0, "sent": 1, "failed": 0}
 
 
@@ -505,17 +660,15 @@ def test_a_slow_ledger_write_of_a_mass_send_never_undoes_an_outcome(system, prox
     writes) at the same time as its queue messages; when the batch write was slow, the
     worker took, sent and recorded the messages first, and the late write put them back
     to `queued` for ever. The edge's batch write is held 3 s here."""
-    part, edge = start_edge("edge-worker", edge_settings(system.aws, AWS_ENDPOINT_URL=proxy.url))
+    part, edge = start_edge("edge-slow-ledger", edge_settings(system.aws, AWS_ENDPOINT_URL=proxy.url))
     workers = system.start_workers("massorder")
     try:
         account = f"mass-{uuid.uuid4().hex[:8]}"
         proxy.fail("BatchWriteItem", mode="delay", delay=3)
-        r = edge.call("POST", "/send", token(account), {"recipientIds": ["fan-1", "fan-2"], "content": "hello"})
-        assert r.status_code == 202, r.text
-        ids = [m["messageId"] for m in r.json()["messages"]]
+        ids = system.send(account, ["fan-1", "fan-2"], edge=edge)
         system.wait_delivered(ids, timeout=20)
         wait_statuses(system, account, 2)
-        time.sleep(1)  # any write still under way lands
+        proxy.wait_settled()  # the slow write has landed
     finally:
         stop_all(workers)
         part.stop()

@@ -34,7 +34,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("TAKE_BATCH", "128", "messages leased per Redis round trip"),
     ("INGEST_TASKS", "4", "concurrent SQS long-poll loops per worker"),
     ("SQS_WAIT_SECONDS", "20", "long-poll wait (1-20); shutdown waits for polls under way"),
-    ("LEASE_TIMEOUT", "gateway timeout + 20s", "a worker that dies loses its leases after this"),
+    ("LEASE_TIMEOUT", "gateway timeout + 20s", "a worker that dies loses its leases after this; must exceed GATEWAY_TIMEOUT"),
     ("CLOUDWATCH_NAMESPACE", "Huntaze/OnlyFans", "metrics namespace"),
     ("ENVIRONMENT", "dev", "value of the Environment dimension on every metric"),
     ("METRICS_INTERVAL", "60s", "how often metrics are flushed"),
@@ -115,6 +115,11 @@ impl Config {
         let retry_base = ms(s.duration_ms("RETRY_BASE_DELAY", 1000));
         let retry_max = ms(s.duration_ms("RETRY_MAX_DELAY", 60_000));
         let lease = ms(s.duration_ms("LEASE_TIMEOUT", gateway_timeout.as_millis() as u64 + 20_000));
+        if lease <= gateway_timeout {
+            // A lease shorter than a delivery may take expires while the delivery is
+            // still under way, and another worker sends the message again.
+            s.problem("LEASE_TIMEOUT", format!("must be longer than GATEWAY_TIMEOUT ({} ms), or a slow delivery is sent twice", gateway_timeout.as_millis()));
+        }
         let metrics_interval = ms(s.duration_ms("METRICS_INTERVAL", 60_000));
         let shutdown_grace = ms(s.duration_ms("SHUTDOWN_GRACE", 20_000));
         let margin_ms = match s.get("RATE_LIMIT_MARGIN") {
@@ -198,6 +203,8 @@ mod tests {
             assert!(text.contains(name), "{name} missing from {text}");
         }
         assert!(!text.contains("s3cret"));
+        let short = Config::from_lookup(env(&[("GATEWAY_TIMEOUT", "5s"), ("LEASE_TIMEOUT", "5s")])).unwrap_err();
+        assert!(short.iter().any(|p| p.field == "LEASE_TIMEOUT" && p.message.contains("GATEWAY_TIMEOUT")), "{short:?}");
     }
 
     #[test]

@@ -6,9 +6,13 @@
 //!   answers 202, or the status of a matching failure rule;
 //! - `GET /deliveries`: `[{"messageId", "accountId", "recipientId", "receivedAt"}]`
 //!   (`receivedAt` RFC 3339 with milliseconds), in arrival order;
-//! - `POST /_control/failures` `{"recipientPattern", "status", "count", "retryAfter"}`:
-//!   the next `count` deliveries (all when absent) to recipients containing the pattern
-//!   (`*` = any) answer `status`; `DELETE /_control/failures` clears the rules;
+//! - `POST /_control/failures` `{"recipientPattern", "status", "count", "retryAfter",
+//!   "delayMs"}`: the next `count` deliveries (all when absent) to recipients containing
+//!   the pattern (`*` = any) answer `status` (a 2xx status is a delivery, recorded when
+//!   it arrives), with `Retry-After: retryAfter` (seconds, or a string sent as is, such
+//!   as an HTTP date), after holding the answer `delayMs`; `DELETE /_control/failures`
+//!   clears the rules;
+//! - `GET /refused`: the deliveries answered with a failure status, in arrival order;
 //! - `DELETE /deliveries`: forgets what was recorded.
 //!
 //! Usage: `gateway-stub [--port PORT]` (default 9090; 0 = any free port, printed).
@@ -29,7 +33,8 @@ struct FailureRule {
     recipient_pattern: String,
     status: u16,
     count: Option<u64>,
-    retry_after: Option<u64>,
+    retry_after: Option<Value>,
+    delay_ms: Option<u64>,
 }
 
 #[derive(Default)]
@@ -55,23 +60,40 @@ async fn deliver(State(stub): State<Shared>, headers: HeaderMap, Json(body): Jso
         return (StatusCode::BAD_REQUEST, HeaderMap::new(), Json(json!({"error": "messageId and a matching Idempotency-Key are required"})));
     }
     let record = json!({"messageId": message_id, "accountId": account_id, "recipientId": recipient_id, "receivedAt": received_at});
-    let mut guard = stub.lock().expect("stub lock");
-    let s = &mut *guard;
-    let rule = s.rules.iter_mut().find(|r| (r.recipient_pattern == "*" || recipient_id.contains(&r.recipient_pattern)) && r.count != Some(0));
-    if let Some(rule) = rule {
-        if let Some(c) = rule.count.as_mut() {
-            *c -= 1;
-        }
-        let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (status, headers, delay) = {
+        let mut guard = stub.lock().expect("stub lock");
+        let s = &mut *guard;
+        let rule = s.rules.iter_mut().find(|r| (r.recipient_pattern == "*" || recipient_id.contains(&r.recipient_pattern)) && r.count != Some(0));
+        let (status, retry_after, delay_ms) = match rule {
+            Some(rule) => {
+                if let Some(c) = rule.count.as_mut() {
+                    *c -= 1;
+                }
+                (StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), rule.retry_after.clone(), rule.delay_ms.unwrap_or(0))
+            }
+            None => (StatusCode::ACCEPTED, None, 0),
+        };
         let mut h = HeaderMap::new();
-        if let Some(secs) = rule.retry_after {
-            h.insert("retry-after", secs.into());
+        let value = match retry_after {
+            Some(Value::String(text)) => text.parse().ok(),
+            Some(other) => other.to_string().parse().ok(),
+            None => None,
+        };
+        if let Some(v) = value {
+            h.insert("retry-after", v);
         }
-        s.refused.push(json!({"messageId": record["messageId"], "recipientId": record["recipientId"], "status": rule.status, "receivedAt": record["receivedAt"]}));
-        return (status, h, Json(json!({"error": format!("told to fail with {}", rule.status)})));
-    }
-    s.deliveries.push(record);
-    (StatusCode::ACCEPTED, HeaderMap::new(), Json(json!({"accepted": true})))
+        // Recorded on arrival: a caller that gives up on a held answer has still
+        // reached the gateway, as with a real one.
+        if status.is_success() {
+            s.deliveries.push(record);
+        } else {
+            s.refused.push(json!({"messageId": record["messageId"], "recipientId": record["recipientId"], "status": status.as_u16(), "receivedAt": record["receivedAt"]}));
+        }
+        (status, h, std::time::Duration::from_millis(delay_ms))
+    };
+    tokio::time::sleep(delay).await;
+    let body = if status.is_success() { json!({"accepted": true}) } else { json!({"error": format!("told to fail with {}", status.as_u16())}) };
+    (status, headers, Json(body))
 }
 
 #[tokio::main]
