@@ -136,6 +136,20 @@ def start_gateway_stub(port: int, log: Path) -> Part:
     return part
 
 
+def worker_settings(aws_env: dict, redis_port: int, gateway: str, prefix: str) -> dict:
+    """The settings a test worker needs beyond its limits: AWS (`aws_env`), its Redis
+    schedule under `prefix`, and a gateway stub at `gateway`."""
+    return {
+        **aws_env,
+        "RATE_LIMITER_ENABLED": "true",
+        "REDIS_URL": f"redis://127.0.0.1:{redis_port}",
+        "REDIS_KEY_PREFIX": f"{prefix}:",
+        "GATEWAY_URL": f"{gateway}/accounts/{{accountId}}/messages/{{recipientId}}",
+        "GATEWAY_TOKEN": "stub-token",
+        "RUST_LOG": "info",
+    }
+
+
 def start_worker(env: dict, log: Path, health_port: int) -> Part:
     part = Part("worker-native", [str(binary("worker-native"))], log, {"HEALTH_PORT": str(health_port), **env})
     part.wait_http(f"http://127.0.0.1:{health_port}/healthz", timeout=60)

@@ -4,10 +4,12 @@ helpers to mint tokens and to read back what reached SQS and the ledger."""
 
 import json
 import shutil
+import subprocess
 import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -184,31 +186,67 @@ class Emulator:
         r = self.ddb.query(TableName=self.aws.table, KeyConditionExpression="creatorId = :c", ExpressionAttributeValues={":c": {"S": creator}}, ConsistentRead=True)
         return [i for i in r["Items"] if not i["messageId"]["S"].startswith("#")]
 
-    def take_on(self, creator, count):
-        """Adds to the account's backlog counter, as the worker does when it schedules."""
-        self.ddb.update_item(
-            TableName=self.aws.table, Key={"creatorId": {"S": creator}, "messageId": {"S": "#summary"}},
-            UpdateExpression="ADD queued :n", ExpressionAttributeValues={":n": {"N": str(count)}},
-        )
-
-    def fail(self, creator, message_id, error, failed_at, attempts=3):
-        """Records a message as failed for good, as the worker does."""
-        self.ddb.update_item(
-            TableName=self.aws.table,
-            Key={"creatorId": {"S": creator}, "messageId": {"S": message_id}},
-            UpdateExpression="SET #s = :f, failedAt = :at, lastError = :e, attempts = :n, failedKey = :fk",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={
-                ":f": {"S": "failed"}, ":at": {"S": failed_at}, ":e": {"S": error}, ":n": {"N": str(attempts)},
-                ":fk": {"S": f"{failed_at}#{message_id}"},
-            },
-        )
-        self.ddb.update_item(
-            TableName=self.aws.table, Key={"creatorId": {"S": creator}, "messageId": {"S": "#summary"}},
-            UpdateExpression="ADD queued :m, failed :p", ExpressionAttributeValues={":m": {"N": "-1"}, ":p": {"N": "1"}},
-        )
+    def claim(self, creator, key):
+        """The idempotency record of `key`."""
+        return self.item(creator, f"#idem#{key}")
 
 
 @pytest.fixture(scope="session")
 def emulator(aws):
     return Emulator(aws)
+
+
+class Backend:
+    """What stands behind the edge: Redis, the gateway stub and the native worker, on
+    the edge's emulator. The source of failed messages and backlog counts for the edge's
+    routes, as in production. Recipients containing `fail-` are refused for good (400).
+    The worker runs only inside `running()`, since other tests read the queue."""
+
+    def __init__(self, aws):
+        self.aws = aws
+        self.redis_port, gw_port = stack.free_port(), stack.free_port()
+        self.parts = [stack.start_redis(self.redis_port, LOGS / "edge-backend-redis.log"),
+                      stack.start_gateway_stub(gw_port, LOGS / "edge-backend-gateway.log")]
+        self.gateway = f"http://127.0.0.1:{gw_port}"
+        requests.post(self.gateway + "/_control/failures", json={"recipientPattern": "fail-", "status": 400}, timeout=10).raise_for_status()
+        self.settings = {
+            **stack.worker_settings(aws.worker_env(), self.redis_port, self.gateway, "edge"),
+            "RATE_LIMIT_MAX": "1000", "RATE_LIMIT_WINDOW": "1s", "SQS_WAIT_SECONDS": "1", "METRICS_ENABLED": "false",
+        }
+
+    @contextmanager
+    def running(self):
+        part = stack.start_worker(self.settings, LOGS / "edge-backend-worker.log", stack.free_port())
+        try:
+            yield self
+        finally:
+            part.stop()
+
+    def limit(self, creator, spec):
+        """A per-account limit override, "<max> <window_ms> <burst>"."""
+        subprocess.run(["redis-cli", "-p", str(self.redis_port), "HSET", "edge:limits", creator, spec], check=True, capture_output=True)
+
+    def delivered(self, creator):
+        return [d for d in requests.get(self.gateway + "/deliveries", timeout=10).json() if d["accountId"] == creator]
+
+    def stop(self):
+        for p in reversed(self.parts):
+            p.stop()
+
+
+@pytest.fixture(scope="session")
+def backend(aws):
+    b = Backend(aws)
+    yield b
+    b.stop()
+
+
+def wait_for(check, timeout, what):
+    """Polls `check` until it returns something true; fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.1)

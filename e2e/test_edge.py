@@ -9,7 +9,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import BASE, JWT_SECRET, ORIGIN, account, edge_settings, start_edge, token
+from conftest import BASE, JWT_SECRET, ORIGIN, account, edge_settings, start_edge, token, wait_for
 from devstack.faultproxy import FaultProxy
 
 
@@ -60,9 +60,28 @@ def test_bad_tokens_get_401_with_their_code(edge, header, code):
 
 
 @pytest.mark.parametrize("kid", ["rsa-1", "ec-1", "ed-1"])
-def test_jwks_tokens(edge, jwks, kid):
-    r = edge.call("GET", "/status", jwks.token(kid, account()))
-    assert r.status_code == 200, r.text
+def test_jwks_tokens_act_for_their_account(edge, jwks, emulator, kid):
+    creator = account()
+    r = edge.call("POST", "/send", jwks.token(kid, creator), json_body={"recipientId": "fan-1", "content": "hi"})
+    assert r.status_code == 202, r.text
+    assert emulator.item(creator, r.json()["messageId"])["creatorId"]["S"] == creator
+    assert edge.call("GET", f"/{r.json()['messageId']}", jwks.token(kid, account())).status_code == 404, "not another account's"
+
+
+def test_a_key_removed_from_the_jwks_is_refused_after_the_refetch(edge, jwks):
+    """Key rotation: the issuer publishes a new key and withdraws an old one; the first
+    token of the new key refetches the set, after which the old key's tokens fail."""
+    old_key = ec.generate_private_key(ec.SECP256R1())
+    jwks.add("ec-old", "ES256", old_key)
+    time.sleep(1.1)  # past JWKS_REFRESH_INTERVAL_SECONDS=1
+    old = jwks.token("ec-old", account())
+    assert edge.call("GET", "/status", old).status_code == 200
+    jwks.published.discard("ec-old")
+    jwks.add("ec-next", "ES256", ec.generate_private_key(ec.SECP256R1()))
+    time.sleep(1.1)
+    assert edge.call("GET", "/status", jwks.token("ec-next", account())).status_code == 200
+    r = edge.call("GET", "/status", old)
+    assert (r.status_code, r.json()["code"]) == (401, "invalid_token")
 
 
 def test_unknown_kid_refetches_the_jwks(edge, jwks):
@@ -123,7 +142,24 @@ def test_send_queues_one_message_and_writes_its_ledger_item(edge, emulator):
     assert "failedKey" not in item
 
 
-def test_queue_position_and_estimate_follow_the_backlog(edge, emulator):
+def held_backlog(edge, backend, emulator, n):
+    """A new account with `n` messages through the real worker, limited to one an hour:
+    it sends the first and holds the rest in its schedule (the summary's backlog)."""
+    creator = account()
+    backend.limit(creator, "1 3600000 1")
+    with backend.running():
+        for i in range(n):
+            assert send(edge, creator, {"recipientId": f"fan-{i}", "content": "x"}).status_code == 202
+        wait_for(lambda: (emulator.item(creator, "#summary") or {}).get("sent", {}).get("N") == "1"
+                 and emulator.item(creator, "#summary")["queued"]["N"] == str(n - 1), 20, "the backlog scheduled and one sent")
+    time.sleep(position_fresh_s)  # the edge reads an account's backlog at most once a second
+    return creator
+
+
+position_fresh_s = 1.1
+
+
+def test_queue_position_and_estimate_follow_the_backlog(edge, backend, emulator):
     creator = account()
     answers = [send(edge, creator).json() for _ in range(3)]
     assert [a["queuePosition"] for a in answers] == [1, 2, 3]
@@ -138,11 +174,13 @@ def test_queue_position_and_estimate_follow_the_backlog(edge, emulator):
         places = sorted(pool.map(lambda _: send(edge, burst).json()["queuePosition"], range(6)))
     assert places == [1, 2, 3, 4, 5, 6], places
     # An account whose backlog the worker holds lines up behind it.
-    busy = account()
-    emulator.take_on(busy, 7)
+    busy = held_backlog(edge, backend, emulator, 8)
     a = send(edge, busy).json()
     assert a["queuePosition"] == 8
-    assert 40 <= parse_time(a["estimatedSendTime"]).timestamp() - time.time() <= 44
+    # Eight spacings after the account's last send: the next free slot, then 7 more.
+    [last] = backend.delivered(busy)
+    expected = parse_time(last["receivedAt"]).timestamp() + 8 * 6
+    assert abs(parse_time(a["estimatedSendTime"]).timestamp() - expected) < 1, (a["estimatedSendTime"], last["receivedAt"])
 
 
 def test_mass_message(edge, emulator):
@@ -219,26 +257,30 @@ def test_get_message_is_scoped_to_its_account(edge):
         assert (r.status_code, r.json()["code"]) == (404, "not_found")
 
 
-def failed_messages(edge, emulator, creator, n):
+def failed_messages(edge, backend, emulator, creator, n):
+    """`n` messages the real worker fails for good (the gateway refuses `fail-*` with
+    400), one after another, so that each failed later than the one before."""
     ids = []
-    for i in range(n):
-        mid = send(edge, creator, {"recipientId": f"fan-{i}", "content": f"message {i}"}).json()["messageId"]
-        emulator.fail(creator, mid, f"gateway answered 400 for fan-{i}", f"2026-11-25T06:0{i}:00.000Z")
-        ids.append(mid)
-    emulator.queue_messages()
+    with backend.running():
+        for i in range(n):
+            mid = send(edge, creator, {"recipientId": f"fail-{i}", "content": f"message {i}"}).json()["messageId"]
+            wait_for(lambda: (emulator.item(creator, mid) or {}).get("status", {}).get("S") == "failed", 20, f"message {i} failed")
+            ids.append(mid)
     return ids
 
 
-def test_failed_lists_newest_first_with_pagination(edge, emulator):
+def test_failed_lists_newest_first_with_pagination(edge, backend, emulator):
     creator = account()
-    ids = failed_messages(edge, emulator, creator, 3)
+    ids = failed_messages(edge, backend, emulator, creator, 3)
     send(edge, creator)  # a queued one is not listed
     page = edge.call("GET", "/failed?limit=2", token(creator)).json()
     assert [m["id"] for m in page["failedMessages"]] == [ids[2], ids[1]]
     assert page["total"] == 3 and page["nextCursor"]
     first = page["failedMessages"][0]
-    assert first == {"id": ids[2], "recipientId": "fan-2", "content": "message 2", "failedAt": "2026-11-25T06:02:00.000Z",
-                     "error": "gateway answered 400 for fan-2", "attempts": 3}
+    item = emulator.item(creator, ids[2])
+    assert first == {"id": ids[2], "recipientId": "fail-2", "content": "message 2", "failedAt": item["failedAt"]["S"],
+                     "error": item["lastError"]["S"], "attempts": 1}
+    assert "400" in first["error"] and abs(parse_time(first["failedAt"]).timestamp() - time.time()) < 60
     rest = edge.call("GET", "/failed", token(creator), params={"limit": 2, "cursor": page["nextCursor"]}).json()
     assert [m["id"] for m in rest["failedMessages"]] == [ids[0]] and rest["nextCursor"] is None
     assert edge.call("GET", "/failed", token(account())).json()["failedMessages"] == []
@@ -246,9 +288,39 @@ def test_failed_lists_newest_first_with_pagination(edge, emulator):
     assert bad.status_code == 400 and [d["field"] for d in bad.json()["details"]] == ["limit", "cursor"]
 
 
-def test_retry_requeues_a_failed_message_once(edge, emulator):
+def test_failed_pages_end_exactly_and_cursors_belong_to_their_account(edge, backend, emulator):
+    """Six messages failed together by the worker (often several in one millisecond):
+    pages of 3 are two full pages and no cursor to an empty third; the largest limit
+    (100) gives all, one past it is refused; another account's cursor is refused."""
     creator = account()
-    [mid] = failed_messages(edge, emulator, creator, 1)
+    r = send(edge, creator, {"recipientIds": [f"fail-{i}" for i in range(6)], "content": "x"})
+    assert r.status_code == 202, r.text
+    with backend.running():
+        wait_for(lambda: [i["status"]["S"] for i in emulator.items(creator)] == ["failed"] * 6, 20, "six failed")
+    items = emulator.items(creator)
+    # Newest first; equal failedAt values in message id order, newest first.
+    expected = [i["messageId"]["S"] for i in sorted(items, key=lambda i: (i["failedAt"]["S"], i["messageId"]["S"]), reverse=True)]
+    tied = len(items) - len({i["failedAt"]["S"] for i in items})
+    pages, cursor = [], None
+    while True:
+        p = edge.call("GET", "/failed", token(creator), params={"limit": 3, **({"cursor": cursor} if cursor else {})}).json()
+        pages.append([m["id"] for m in p["failedMessages"]])
+        cursor = p["nextCursor"]
+        if not cursor:
+            break
+    assert pages == [expected[:3], expected[3:]], f"pages {pages} ({tied} equal failedAt values)"
+    whole = edge.call("GET", "/failed?limit=100", token(creator)).json()
+    assert [m["id"] for m in whole["failedMessages"]] == expected and whole["nextCursor"] is None
+    over = edge.call("GET", "/failed?limit=101", token(creator))
+    assert over.status_code == 400 and [d["field"] for d in over.json()["details"]] == ["limit"]
+    cursor = edge.call("GET", "/failed?limit=3", token(creator)).json()["nextCursor"]
+    stolen = edge.call("GET", "/failed", token(account()), params={"cursor": cursor})
+    assert stolen.status_code == 400 and [d["field"] for d in stolen.json()["details"]] == ["cursor"]
+
+
+def test_retry_requeues_a_failed_message_once(edge, backend, emulator):
+    creator = account()
+    [mid] = failed_messages(edge, backend, emulator, creator, 1)
     r = edge.call("POST", f"/{mid}/retry", token(creator))
     assert r.status_code == 200, r.text
     assert r.json() == {"success": True, "messageId": mid, "status": "queued"}
@@ -256,7 +328,7 @@ def test_retry_requeues_a_failed_message_once(edge, emulator):
     assert item["status"]["S"] == "queued" and item["attempts"]["N"] == "0" and item["generation"]["N"] == "1"
     assert "failedKey" not in item
     [q] = emulator.queue_messages()[mid][-1:]
-    assert q["body"]["generation"] == 1 and q["body"]["recipientId"] == "fan-0"
+    assert q["body"]["generation"] == 1 and q["body"]["recipientId"] == "fail-0"
     again = edge.call("POST", f"/{mid}/retry", token(creator))
     assert (again.status_code, again.json()["code"]) == (409, "not_retryable")
     assert edge.call("GET", "/failed", token(creator)).json()["failedMessages"] == []
@@ -264,9 +336,9 @@ def test_retry_requeues_a_failed_message_once(edge, emulator):
     assert (other.status_code, other.json()["code"]) == (404, "not_found")
 
 
-def test_concurrent_retries_queue_exactly_once(edge, emulator):
+def test_concurrent_retries_queue_exactly_once(edge, backend, emulator):
     creator = account()
-    [mid] = failed_messages(edge, emulator, creator, 1)
+    [mid] = failed_messages(edge, backend, emulator, creator, 1)
     before = len(emulator.queue_messages().get(mid, []))
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         codes = sorted(pool.map(lambda _: edge.call("POST", f"/{mid}/retry", token(creator)).status_code, range(6)))
@@ -276,16 +348,19 @@ def test_concurrent_retries_queue_exactly_once(edge, emulator):
 
 # ---- GET /status ----------------------------------------------------------------
 
-def test_status_reports_queue_and_account_backlog(edge, emulator):
-    creator = account()
-    for _ in range(4):
-        send(edge, creator)
-    emulator.take_on(creator, 4)  # the worker's count of what it scheduled
+def test_status_reports_queue_and_account_backlog(edge, backend, emulator):
+    fresh = edge.call("GET", "/status", token(account())).json()
+    assert fresh["account"] == {"backlog": 0, "sent": 0, "failed": 0} and fresh["processing"]["lastProcessedAt"] is None
+    creator = held_backlog(edge, backend, emulator, 5)
+    for _ in range(3):
+        send(edge, creator)  # in the queue, not yet scheduled
     s = edge.call("GET", "/status", token(creator)).json()
-    assert s["queue"]["depth"] >= 4 and s["queue"]["total"] >= s["queue"]["depth"]
-    assert s["account"] == {"backlog": 4, "sent": 0, "failed": 0}
+    assert s["queue"]["depth"] >= 3 and s["queue"]["total"] >= s["queue"]["depth"]
+    assert s["account"] == {"backlog": 4, "sent": 1, "failed": 0}
     assert s["processing"]["rateLimit"] == "10 messages/minute"
-    assert s["processing"]["estimatedTimeSeconds"] == 24 and s["processing"]["lastProcessedAt"] is None
+    assert s["processing"]["estimatedTimeSeconds"] == 24
+    [delivery] = backend.delivered(creator)
+    assert abs(parse_time(s["processing"]["lastProcessedAt"]).timestamp() - parse_time(delivery["receivedAt"]).timestamp()) < 2
     assert s["health"]["status"] in ("healthy", "degraded")
     assert abs(parse_time(s["timestamp"]).timestamp() - time.time()) < 30
 
@@ -303,17 +378,101 @@ def test_cors_preflight_and_headers(edge):
     assert r.headers["access-control-allow-origin"] == ORIGIN
 
 
+def within_one_limiter_minute():
+    """`wrangler dev` counts API calls in fixed minutes of the clock (its simulator of
+    the rate-limiting binding): start a counting test early in one, so that it does not
+    straddle two."""
+    into = time.time() % 60
+    if into > 40:
+        time.sleep(60 - into + 0.1)
+
+
 def test_api_calls_per_account_are_limited(edge):
+    within_one_limiter_minute()
     creator = account()
-    codes = [edge.call("POST", "/send", token(creator), json_body={}).status_code for _ in range(62)]
-    assert codes[:60] == [400] * 60  # counted, then refused by validation
-    r = edge.call("POST", "/send", token(creator), json_body={})
+    # Sends and retries share the send limiter (60 a minute): 30 of each, then any is refused.
+    codes = [edge.call("POST", "/send", token(creator), json_body={}).status_code for _ in range(30)]
+    codes += [edge.call("POST", "/not-an-id/retry", token(creator)).status_code for _ in range(30)]
+    assert codes == [400] * 30 + [404] * 30  # counted, then refused by validation
+    for r in (edge.call("POST", "/send", token(creator), json_body={}), edge.call("POST", "/not-an-id/retry", token(creator))):
+        assert (r.status_code, r.json()["code"]) == (429, "too_many_requests")
+        assert int(r.headers["retry-after"]) > 0
+    # Reads have their own limiter (600 a minute), untouched by the sends.
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        reads = list(pool.map(lambda _: edge.call("GET", "/failed?limit=0", token(creator)).status_code, range(600)))
+    assert reads == [400] * 600
+    r = edge.call("GET", "/failed?limit=0", token(creator))
     assert (r.status_code, r.json()["code"]) == (429, "too_many_requests")
-    assert int(r.headers["retry-after"]) > 0
     assert send(edge, account()).status_code == 202  # other accounts are not held back
 
 
+def test_concurrent_requests_with_one_idempotency_key_queue_once(edge, emulator):
+    creator = account()
+    body = {"recipientId": "fan-1", "content": "once, however many ask"}
+    key = {"idempotency-key": "parallel-1"}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: send(edge, creator, body, headers=key), range(8)))
+    accepted = [a for a in answers if a.status_code == 202]
+    assert accepted and all(a.status_code == 202 or (a.status_code, a.json()["code"]) == (409, "idempotency_key_in_use") for a in answers)
+    assert len({a.json()["messageId"] for a in accepted}) == 1, "every 202 is the same answer"
+    mid = accepted[0].json()["messageId"]
+    assert [i["messageId"]["S"] for i in emulator.items(creator)] == [mid]
+    assert len(emulator.queue_messages()[mid]) == 1
+    assert send(edge, creator, body, headers=key).json()["messageId"] == mid
+
+
+def test_an_expired_idempotency_key_queues_anew(edge, emulator):
+    """DynamoDB deletes an expired record up to two days late: the edge must treat it
+    as gone. The record's TTL is moved into the past, as time would."""
+    creator = account()
+    body = {"recipientId": "fan-1", "content": "daily digest"}
+    key = {"idempotency-key": "digest-1"}
+    first = send(edge, creator, body, headers=key).json()["messageId"]
+    emulator.ddb.update_item(TableName=emulator.aws.table, Key={"creatorId": {"S": creator}, "messageId": {"S": "#idem#digest-1"}},
+                             UpdateExpression="SET #t = :past", ExpressionAttributeNames={"#t": "ttl"}, ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}})
+    again = send(edge, creator, body, headers=key)
+    assert again.status_code == 202 and again.headers.get("idempotent-replayed") is None
+    assert again.json()["messageId"] != first
+    assert sorted(i["messageId"]["S"] for i in emulator.items(creator)) == sorted([first, again.json()["messageId"]])
+
+
+def test_a_thousand_recipients_end_to_end(edge, backend, emulator):
+    """The largest mass send: accepted in one request, each recipient delivered once by
+    the real worker and recorded as sent."""
+    creator = account()
+    fans = [f"fan-{i}" for i in range(1000)]
+    r = send(edge, creator, {"recipientIds": fans, "content": "to everyone"})
+    assert r.status_code == 202, r.text
+    a = r.json()
+    assert a["count"] == 1000 and [m["queuePosition"] for m in a["messages"]] == list(range(1, 1001))
+    ids = {m["messageId"] for m in a["messages"]}
+    assert len(ids) == 1000
+    with backend.running():
+        wait_for(lambda: len(backend.delivered(creator)) >= 1000, 90, "1,000 delivered")
+        wait_for(lambda: sum(i["status"]["S"] == "sent" for i in emulator.items(creator)) == 1000, 60, "1,000 recorded as sent")
+    delivered = [d["messageId"] for d in backend.delivered(creator)]
+    assert sorted(delivered) == sorted(ids), "each once"
+    assert sorted(d["recipientId"] for d in backend.delivered(creator)) == sorted(fans)
+
+
 # ---- failure modes: separate edges with other settings -------------------------------
+
+def test_a_missing_or_bad_setting_gives_503_not_configured_naming_it(aws):
+    settings = edge_settings(aws, JWT_SECRET="short", RATE_LIMIT_WINDOW="soon")
+    del settings["SQS_RATE_LIMITER_QUEUE_URL"]
+    part, bad = start_edge("edge-not-configured", settings)
+    try:
+        assert bad.call("GET", "/health").status_code == 200
+        for method, path in (("POST", "/send"), ("GET", "/status"), ("GET", "/failed")):
+            r = bad.call(method, path, token(account()), json_body={"recipientId": "fan-1", "content": "x"} if method == "POST" else None)
+            assert (r.status_code, r.json()["code"]) == (503, "not_configured"), r.text
+            text = r.text
+            for name in ("SQS_RATE_LIMITER_QUEUE_URL", "JWT_SECRET", "RATE_LIMIT_WINDOW"):
+                assert name in text, text
+            assert "short" not in text and "soon" not in text, "never a setting's value"
+    finally:
+        part.stop()
+
 
 def test_wrong_aws_secret_gives_503_and_queues_nothing(aws, emulator):
     part, bad = start_edge("edge-wrong-secret", edge_settings(aws, AWS_SECRET_ACCESS_KEY="wrong" + aws.secret_access_key[5:]))
@@ -330,9 +489,9 @@ def test_wrong_aws_secret_gives_503_and_queues_nothing(aws, emulator):
         part.stop()
 
 
-def test_rate_limiter_disabled_refuses_to_queue(aws, edge, emulator):
+def test_rate_limiter_disabled_refuses_to_queue(aws, edge, backend, emulator):
     creator = account()
-    [mid] = failed_messages(edge, emulator, creator, 1)
+    [mid] = failed_messages(edge, backend, emulator, creator, 1)
     part, off = start_edge("edge-disabled", edge_settings(aws, RATE_LIMITER_ENABLED="false"))
     try:
         r = send(off, creator)
@@ -346,11 +505,12 @@ def test_rate_limiter_disabled_refuses_to_queue(aws, edge, emulator):
         part.stop()
 
 
-def test_jwks_refetches_stay_throttled_after_a_failed_fetch(edge, jwks):
+def test_jwks_refetches_stay_throttled_after_a_failed_fetch(edge, jwks, emulator):
     """Review defect 8: after one failed fetch every token with an unknown kid (which
     needs no valid signature) fetched the JWKS again; concurrent ones fetched at once."""
     _, key = jwks.keys["ec-1"]
     forged = lambda i: jwt.encode({"sub": "x", "exp": int(time.time()) + 600}, key, algorithm="ES256", headers={"kid": f"nope-{i}"})
+    assert edge.call("GET", "/status", jwks.token("rsa-1", account())).status_code == 200  # the keys are loaded
     time.sleep(1.1)  # the refresh interval is 1 s here: let any earlier fetch age out
     jwks.failing = True
     try:
@@ -363,8 +523,10 @@ def test_jwks_refetches_stay_throttled_after_a_failed_fetch(edge, jwks):
         assert set(codes) == {401}
         assert 1 <= fetched <= int(elapsed / 1.0) + 1, f"{fetched} JWKS fetches for 20 unknown kids in {elapsed:.2f}s (interval 1 s)"
         # The outage keeps the keys it knew: a token of a known key still passes, as its account.
-        r = edge.call("GET", "/status", jwks.token("rsa-1", "creator-known"))
-        assert r.status_code == 200, r.text
+        known = account()
+        r = edge.call("POST", "/send", jwks.token("rsa-1", known), json_body={"recipientId": "fan-1", "content": "hi"})
+        assert r.status_code == 202, r.text
+        assert emulator.item(known, r.json()["messageId"]), "queued for the token's account"
     finally:
         jwks.failing = False
 
@@ -379,13 +541,13 @@ def faulty(aws):
     proxy.stop()
 
 
-def test_a_retry_whose_ledger_answer_was_lost_still_queues(faulty, emulator):
+def test_a_retry_whose_ledger_answer_was_lost_still_queues(faulty, backend, emulator):
     """Review defect 5: the retry's update committed, its answer was lost, the repeated
     call was refused by its own write, and the route answered 409 without queueing."""
     edge, proxy = faulty
     proxy.clear()
     creator = account()
-    [mid] = failed_messages(edge, emulator, creator, 1)
+    [mid] = failed_messages(edge, backend, emulator, creator, 1)
     proxy.fail("retriedAt", mode="lose", count=1)
     r = edge.call("POST", f"/{mid}/retry", token(creator))
     assert proxy.hits, "the answer was lost"
@@ -469,3 +631,29 @@ def test_a_pending_claim_is_taken_over_after_its_lease_with_the_same_ids(faulty,
     assert sorted(i["messageId"]["S"] for i in emulator.items(creator)) == sorted(ids)
     queued = emulator.queue_messages()
     assert all(len(queued[i]) == 2 for i in ids), "queued again under the same ids (the worker drops the repeat)"
+
+
+def test_a_mass_send_partly_queued_reports_and_records_the_rest_as_failed(faulty, emulator):
+    """The queue refuses the batch holding the `doomed-` recipients on every try: the
+    other 15 are queued, the 10 are answered `failed` with the reason, recorded failed
+    (listed by GET /failed, counted) and not in the queue."""
+    edge, proxy = faulty
+    proxy.clear()
+    creator = account()
+    fans = [f"ok-{i}" for i in range(10)] + [f"doomed-{i}" for i in range(10)] + [f"ok-{i}" for i in range(10, 15)]
+    proxy.fail('recipientId\\":\\"doomed-')  # as an SQS message body quotes it (the ledger's items do not)
+    try:
+        r = send(edge, creator, {"recipientIds": fans, "content": "partly"})
+    finally:
+        proxy.clear()
+    assert r.status_code == 202, r.text
+    by_status = {}
+    for m in r.json()["messages"]:
+        by_status.setdefault(m["status"], []).append(m)
+    assert sorted(m["recipientId"] for m in by_status["failed"]) == sorted(f for f in fans if f.startswith("doomed-"))
+    assert all("queue" in m["error"] for m in by_status["failed"]) and len(by_status["queued"]) == 15
+    queued = emulator.queue_messages()
+    assert all(m["messageId"] in queued for m in by_status["queued"]) and not any(m["messageId"] in queued for m in by_status["failed"])
+    failed = edge.call("GET", "/failed?limit=100", token(creator)).json()
+    assert sorted(m["id"] for m in failed["failedMessages"]) == sorted(m["messageId"] for m in by_status["failed"])
+    assert failed["total"] == 10

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from conftest import LOGS, Emulator, edge_settings, start_edge, token
+from conftest import wait_for as wait_until
 from devstack import provision as prov
 from devstack import stack
 from devstack.faultproxy import FaultProxy
@@ -53,17 +54,6 @@ def span_bound(n):
     the margins the limit adds (one per MAX sends), plus 1%."""
     ideal = (n - 1) * SPACING_MS
     return (ideal + (n - 1) // MAX * MARGIN_MS) / ideal + 0.01
-
-
-def wait_until(check, timeout, what):
-    """Polls `check` until it returns something true; fails naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.1)
 
 
 def fans(tag, n):
@@ -146,12 +136,7 @@ class System:
 
     def worker_env(self, prefix, **extra):
         return {
-            **self.aws.worker_env(),
-            "RATE_LIMITER_ENABLED": "true",
-            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}",
-            "REDIS_KEY_PREFIX": f"{prefix}:",
-            "GATEWAY_URL": f"{self.gw}/accounts/{{accountId}}/messages/{{recipientId}}",
-            "GATEWAY_TOKEN": "stub-token",
+            **stack.worker_settings(self.aws.worker_env(), self.redis_port, self.gw, prefix),
             "GATEWAY_TIMEOUT": "2s",
             "RATE_LIMIT_MAX": str(MAX),
             "RATE_LIMIT_WINDOW": f"{WINDOW_MS}ms",
@@ -163,7 +148,6 @@ class System:
             "ENVIRONMENT": prefix,
             "SHUTDOWN_GRACE": "5s",
             "SQS_WAIT_SECONDS": "2",
-            "RUST_LOG": "info",
             **extra,
         }
 

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use shared::ledger::{self, key, n, s, LedgerItem, MessageStatus, Summary, FAILED_INDEX, FAILED_KEY, PK, SK, SUMMARY_SK};
 
 use crate::aws::AwsError;
@@ -122,8 +123,10 @@ pub async fn get<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str) -> Resu
     Ok(answer.get("Item").and_then(LedgerItem::from_item))
 }
 
-/// Where a page of `GET /failed` ends: the failed index's last evaluated key, minus the
-/// account (which always comes from the token).
+/// Where a page of `GET /failed` ends: the failed index's key of its last item, minus
+/// the account (which always comes from the token), plus a tag of the account, so that
+/// a cursor handed to another account is refused instead of paging its list from an
+/// arbitrary place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     message_id: String,
@@ -131,19 +134,27 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    pub fn encode(&self) -> String {
-        B64.encode(format!("{}\n{}", self.message_id, self.failed_key))
+    fn account_tag(account: &str) -> String {
+        hex::encode(&Sha256::digest(format!("failed-cursor\n{account}"))[..8])
     }
 
-    pub fn decode(s: &str) -> Option<Self> {
+    pub fn encode(&self, account: &str) -> String {
+        B64.encode(format!("{}\n{}\n{}", self.message_id, self.failed_key, Self::account_tag(account)))
+    }
+
+    /// The cursor, if `s` is one this API returned to `account`.
+    pub fn decode(s: &str, account: &str) -> Option<Self> {
         let raw = String::from_utf8(B64.decode(s).ok()?).ok()?;
-        let (message_id, failed_key) = raw.split_once('\n')?;
-        (shared::id::is_message_id(message_id) && failed_key.ends_with(message_id))
+        let mut parts = raw.split('\n');
+        let (message_id, failed_key, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        (parts.next().is_none() && shared::id::is_message_id(message_id) && failed_key.ends_with(message_id) && tag == Self::account_tag(account))
             .then(|| Cursor { message_id: message_id.to_owned(), failed_key: failed_key.to_owned() })
     }
 }
 
-/// A page of this account's failed messages, newest first.
+/// A page of this account's failed messages, newest first, and where the next page
+/// starts: only when there is one (one item more than the page is read, so that a list
+/// whose length is a multiple of `limit` does not end with a cursor to an empty page).
 pub async fn failed_page<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, limit: u32, cursor: Option<&Cursor>) -> Result<(Vec<LedgerItem>, Option<Cursor>), AwsError> {
     let mut body = json!({
         "TableName": table(ctx),
@@ -152,16 +163,18 @@ pub async fn failed_page<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, limit: u3
         "ExpressionAttributeNames": {"#pk": PK},
         "ExpressionAttributeValues": {":c": s(creator)},
         "ScanIndexForward": false,
-        "Limit": limit,
+        "Limit": limit + 1,
     });
     if let Some(c) = cursor {
         body["ExclusiveStartKey"] = json!({PK: s(creator), SK: s(&c.message_id), FAILED_KEY: s(&c.failed_key)});
     }
     let answer = ctx.dynamodb("Query", &body).await?;
-    let items = answer.get("Items").and_then(Value::as_array).into_iter().flatten().filter_map(LedgerItem::from_item).collect();
-    let next = answer.get("LastEvaluatedKey").and_then(|k| {
-        let text = |name: &str| k.get(name)?.get("S")?.as_str().map(str::to_owned);
-        Some(Cursor { message_id: text(SK)?, failed_key: text(FAILED_KEY)? })
+    let mut items: Vec<LedgerItem> = answer.get("Items").and_then(Value::as_array).into_iter().flatten().filter_map(LedgerItem::from_item).collect();
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next = more.then(|| items.last()).flatten().and_then(|last| {
+        let failed_at = last.failed_at.as_deref()?;
+        Some(Cursor { message_id: last.message.id.clone(), failed_key: ledger::failed_key(failed_at, &last.message.id) })
     });
     Ok((items, next))
 }
@@ -262,8 +275,9 @@ mod tests {
     fn cursor_round_trip_and_rejects_garbage() {
         let id = "018bcfe5-6800-7fff-bfff-ffffffffffff";
         let c = Cursor { message_id: id.into(), failed_key: format!("2026-11-25T06:00:00.000Z#{id}") };
-        assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        assert_eq!(Cursor::decode("not base64!"), None);
-        assert_eq!(Cursor::decode(&B64.encode("#summary\nx")), None);
+        assert_eq!(Cursor::decode(&c.encode("creator-1"), "creator-1"), Some(c.clone()));
+        assert_eq!(Cursor::decode(&c.encode("creator-1"), "creator-2"), None, "another account's cursor");
+        assert_eq!(Cursor::decode("not base64!", "creator-1"), None);
+        assert_eq!(Cursor::decode(&B64.encode("#summary\nx"), "creator-1"), None);
     }
 }

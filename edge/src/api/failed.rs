@@ -27,7 +27,7 @@ pub async fn failed<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account
     };
     let cursor = match request.query_param("cursor").filter(|c| !c.is_empty()) {
         None => None,
-        Some(c) => Cursor::decode(&c).or_else(|| {
+        Some(c) => Cursor::decode(&c, account).or_else(|| {
             bad.push(FieldError::new("cursor", "is not a cursor returned by this API"));
             None
         }),
@@ -40,5 +40,5 @@ pub async fn failed<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account
     let failed_messages: Vec<_> = items.into_iter().map(Into::into).collect();
     // The summary counter is an estimate; never report fewer than this page shows.
     let total = summary?.failed.max(failed_messages.len() as u64);
-    Ok(ApiResponse::json(200, &FailedPage { failed_messages, total, next_cursor: next.map(|c| c.encode()) }))
+    Ok(ApiResponse::json(200, &FailedPage { failed_messages, total, next_cursor: next.map(|c| c.encode(account)) }))
 }
