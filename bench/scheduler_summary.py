@@ -1,31 +1,41 @@
-"""Summarizes bench/scheduler.sh: medians of our dispatch and BullMQ's raw scenario."""
+"""Summarizes bench/scheduler.sh: medians of our dispatch and BullMQ's raw scenario;
+exits non-zero when a figure is missing, a run delivered a message twice or missed one,
+or a goal is missed (>= 30,000 messages/s, >= 1.5x BullMQ)."""
 
 import json
 import statistics
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from goals import Goals  # noqa: E402
 
 
 def main(path: str) -> None:
+    goals = Goals("bench/scheduler.sh")
     ours, bull = [], []
     for line in open(path):
         line = line.strip()
-        if not line.startswith("{"):
-            continue
-        r = json.loads(line)
-        (ours if r.get("scenario") == "our-dispatch" else bull).append(r)
-    rate = statistics.median(r["dispatchMessagesPerSec"] for r in ours)
-    trips = statistics.median(r["dispatchRoundTripsPerMessage"] for r in ours)
-    all_trips = statistics.median(r["roundTripsPerMessage"] for r in ours)
-    margin = ours[0].get("marginMs", 0)
-    print(f"ours:   {rate:.0f} messages/s dispatched (per-account limit enforced, {margin} ms margin), "
-          f"{trips:.4f} Redis round trips per message dispatched, {all_trips:.3f} with enqueue (batches of 10)")
-    if bull:
-        keys = [k for k in ("jobsPerSec", "throughput", "rate", "jobs_per_sec") if k in bull[0]]
-        if keys:
-            b = statistics.median(r[keys[0]] for r in bull)
-            print(f"BullMQ: {b:.0f} jobs/s (raw, no per-account limit); ratio ours/BullMQ = {rate / b:.2f} (goal >= 1.5)")
-        else:
-            print("BullMQ:", json.dumps(bull[-1])[:400])
+        if line.startswith("{"):
+            r = json.loads(line)
+            (ours if r.get("scenario") == "our-dispatch" else bull).append(r)
+    goals.at_least("our runs", len(ours), 1)
+    goals.at_least("BullMQ runs", len(bull), 1)
+    for i, r in enumerate(ours, 1):
+        goals.equal(f"run {i}: messages delivered", r.get("delivered"), r.get("messages"))
+        goals.equal(f"run {i}: distinct messages delivered", r.get("distinctDelivered"), r.get("messages"))
+    rate = statistics.median(r["dispatchMessagesPerSec"] for r in ours) if ours else None
+    bull_rate = statistics.median(r["jobsPerSec"] for r in bull) if bull and all("jobsPerSec" in r for r in bull) else None
+    if ours:
+        trips = statistics.median(r["dispatchRoundTripsPerMessage"] for r in ours)
+        all_trips = statistics.median(r["roundTripsPerMessage"] for r in ours)
+        print(f"ours:   {rate:.0f} messages/s dispatched (per-account limit enforced, {ours[0].get('marginMs', 0)} ms margin), "
+              f"{trips:.4f} Redis round trips per message dispatched, {all_trips:.3f} with enqueue (batches of 10)")
+    if bull_rate:
+        print(f"BullMQ: {bull_rate:.0f} jobs/s (raw, no per-account limit)")
+    goals.at_least("our messages/s dispatched", rate, 30_000)
+    goals.at_least("ratio ours/BullMQ", round(rate / bull_rate, 2) if rate and bull_rate else None, 1.5)
+    goals.finish()
 
 
 if __name__ == "__main__":

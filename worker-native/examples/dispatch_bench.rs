@@ -9,14 +9,15 @@
 //! With `--load-only PREFIX` it only fills the schedule under that key prefix (for the
 //! worker benchmarks, which then start real worker processes on it).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shared::message::QueueMessage;
 use shared::rate::RateLimit;
 use tokio::sync::{watch, Notify};
 use worker_native::dispatch::{DispatchConfig, Dispatcher};
-use worker_native::gateway::DryRunGateway;
+use worker_native::gateway::{Delivery, Gateway};
 use worker_native::metrics::Metrics;
 use worker_native::schedule::{Limits, Schedule};
 
@@ -70,9 +71,10 @@ async fn main() -> anyhow::Result<()> {
     let enqueue_trips = schedule.round_trips();
 
     let metrics = Arc::new(Metrics::default());
+    let gateway = Arc::new(CountingGateway::default());
     let dispatcher = Dispatcher {
         schedule: schedule.clone(),
-        gateway: Arc::new(DryRunGateway),
+        gateway: gateway.clone(),
         ledger: None,
         metrics: metrics.clone(),
         config: DispatchConfig {
@@ -114,7 +116,34 @@ async fn main() -> anyhow::Result<()> {
             "enqueueMessagesPerSec": (total as f64 / enqueue_secs).round(),
             "enqueueRoundTripsPerMessage": enqueue_trips as f64 / total as f64,
             "roundTripsPerMessage": schedule.round_trips() as f64 / total as f64,
+            "delivered": gateway.calls(), "distinctDelivered": gateway.distinct(),
         })
     );
     Ok(())
+}
+
+/// Sends nothing; counts the calls and the distinct messages, so that the summary can
+/// tell a message sent twice (or one never sent) from a fast run.
+#[derive(Default)]
+struct CountingGateway {
+    seen: Mutex<(u64, HashSet<String>)>,
+}
+
+impl CountingGateway {
+    fn calls(&self) -> u64 {
+        self.seen.lock().expect("gateway lock").0
+    }
+
+    fn distinct(&self) -> usize {
+        self.seen.lock().expect("gateway lock").1.len()
+    }
+}
+
+impl Gateway for CountingGateway {
+    async fn deliver(&self, m: &QueueMessage) -> Delivery {
+        let mut seen = self.seen.lock().expect("gateway lock");
+        seen.0 += 1;
+        seen.1.insert(m.id.clone());
+        Delivery::Sent
+    }
 }
