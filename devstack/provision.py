@@ -1,20 +1,20 @@
-"""Creates, in the AWS emulator, what the system needs: the send queue and its
-dead-letter queue (redrive policy), the ledger table (failed index, TTL), and an IAM
-user whose key the edge signs with. The emulator checks that user's signatures and
-policy, so a wrong key or a missing permission really fails."""
+"""Provisions the AWS emulator by deploying `deploy/template.yaml`, the same
+CloudFormation template production uses, so every local run and test run exercises it.
+Then what the emulator lacks, through the APIs (each said where it is done): the
+ledger's TTL, the IAM users' access keys, and the batch SQS actions the emulator
+authorizes by their own names. The emulator checks the users' signatures and policies,
+so a wrong key or a missing permission really fails."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import boto3
+
+from deploy import deploy
 
 REGION = "us-east-1"
 # The emulator's root key: never signature-checked, used only to set things up.
 ROOT = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": REGION}
-# After this many receives without a delete, SQS moves a message to the DLQ: only
-# messages that crash the worker over and over.
-MAX_RECEIVES = 5
-FAILED_INDEX = "failed-index"
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Resources:
     secret_access_key: str
     worker_key_id: str = ""
     worker_secret: str = ""
+    outputs: dict = field(default_factory=dict)  # the stack's outputs
 
     def _settings(self, key_id: str, secret: str) -> dict:
         return {
@@ -52,86 +53,36 @@ def client(service: str, endpoint: str, **creds):
     return boto3.client(service, endpoint_url=endpoint, **(creds or ROOT))
 
 
-def provision(endpoint: str, prefix: str = "onlyfans", user: str = "edge") -> Resources:
-    sqs = client("sqs", endpoint)
-    dlq_url = sqs.create_queue(QueueName=f"{prefix}-messages-dlq")["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    queue_url = sqs.create_queue(
-        QueueName=f"{prefix}-messages",
-        Attributes={
-            "VisibilityTimeout": "60",
-            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVES)}),
-        },
-    )["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+# What the emulator authorizes differently from AWS, added to the users here and never
+# to the template: it asks for the SQS batch calls by their own names (AWS authorizes
+# them as the single calls), and it does not evaluate the `cloudwatch:namespace`
+# condition that pins the worker's PutMetricData to its namespace (it denies instead).
+def emulator_gaps(worker: bool) -> str:
+    statements = [{"Effect": "Allow", "Action": ["sqs:SendMessageBatch", "sqs:DeleteMessageBatch"], "Resource": "*"}]
+    if worker:
+        statements.append({"Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*"})
+    return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
-    table = f"{prefix}-message-ledger"
+
+def provision(endpoint: str, prefix: str = "onlyfans") -> Resources:
+    # The deploy command's own code (keys are made through the API, as it does: the
+    # template never holds a key, and the emulator lacks AWS::IAM::AccessKey anyway).
+    outputs = deploy.deploy_stack(client("cloudformation", endpoint), prefix, {
+        "EnvironmentName": prefix,
+        # The local parts are not AWS resources: Redis and the gateway are given to the
+        # worker by its own settings, and no ECS service runs here.
+        "GatewayUrl": "http://127.0.0.1/unused/{accountId}/{recipientId}",
+        "RedisUrl": "redis://127.0.0.1:6379",
+        "CreateWorkerUser": "true",
+    }, say=lambda _: None)
     ddb = client("dynamodb", endpoint)
-    ddb.create_table(
-        TableName=table,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "creatorId", "AttributeType": "S"},
-            {"AttributeName": "messageId", "AttributeType": "S"},
-            {"AttributeName": "failedKey", "AttributeType": "S"},
-        ],
-        KeySchema=[{"AttributeName": "creatorId", "KeyType": "HASH"}, {"AttributeName": "messageId", "KeyType": "RANGE"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": FAILED_INDEX,
-                "KeySchema": [{"AttributeName": "creatorId", "KeyType": "HASH"}, {"AttributeName": "failedKey", "KeyType": "RANGE"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
-    ddb.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
-    table_arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
-
+    # The emulator ignores the template's TimeToLiveSpecification.
+    ddb.update_time_to_live(TableName=outputs["LedgerTableName"], TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
     iam = client("iam", endpoint)
-    iam.create_user(UserName=user)
-    key = iam.create_access_key(UserName=user)["AccessKey"]
-    policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            # AWS authorizes SendMessageBatch as sqs:SendMessage; the emulator asks for
-            # the batch action by its own name, so both are listed.
-            {"Effect": "Allow", "Action": ["sqs:SendMessage", "sqs:SendMessageBatch", "sqs:GetQueueAttributes"], "Resource": [queue_arn, dlq_arn]},
-            {
-                "Effect": "Allow",
-                "Action": [
-                    "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:DeleteItem",
-                    "dynamodb:Query", "dynamodb:BatchWriteItem",
-                ],
-                "Resource": [table_arn, f"{table_arn}/index/*"],
-            },
-        ],
-    }
-    iam.put_user_policy(UserName=user, PolicyName=f"{user}-messaging", PolicyDocument=json.dumps(policy))
-
-    worker = f"{prefix}-worker"
-    iam.create_user(UserName=worker)
-    worker_key = iam.create_access_key(UserName=worker)["AccessKey"]
-    worker_policy = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": [
-                    # SendMessageBatch: AWS authorizes it as sqs:SendMessage, the emulator
-                    # by its own name (as for the edge above).
-                    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:DeleteMessageBatch", "sqs:SendMessage",
-                    "sqs:SendMessageBatch", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
-                ],
-                "Resource": [queue_arn, dlq_arn],
-            },
-            {
-                "Effect": "Allow",
-                "Action": ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"],
-                "Resource": [table_arn, f"{table_arn}/index/*"],
-            },
-            {"Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*"},
-        ],
-    }
-    iam.put_user_policy(UserName=worker, PolicyName=f"{worker}-messaging", PolicyDocument=json.dumps(worker_policy))
-    return Resources(endpoint, queue_url, dlq_url, table, key["AccessKeyId"], key["SecretAccessKey"],
-                     worker_key["AccessKeyId"], worker_key["SecretAccessKey"])
+    keys = {}
+    for user in (outputs["EdgeUserName"], outputs["WorkerUserName"]):
+        iam.put_user_policy(UserName=user, PolicyName="emulator-gaps", PolicyDocument=emulator_gaps(worker=user == outputs["WorkerUserName"]))
+        keys[user] = deploy.new_key(iam, user)
+    edge, worker = keys[outputs["EdgeUserName"]], keys[outputs["WorkerUserName"]]
+    return Resources(endpoint, outputs["QueueUrl"], outputs["DeadLetterQueueUrl"], outputs["LedgerTableName"],
+                     edge["AccessKeyId"], edge["SecretAccessKey"], worker["AccessKeyId"], worker["SecretAccessKey"], outputs)

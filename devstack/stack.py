@@ -68,7 +68,7 @@ class Part:
 
 def start_ministack(port: int, log: Path) -> Part:
     env = {
-        "BIND_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), "SERVICES": "sqs,dynamodb,cloudwatch,iam,sts",
+        "BIND_HOST": "127.0.0.1", "GATEWAY_PORT": str(port), "SERVICES": "sqs,dynamodb,cloudwatch,iam,sts,cloudformation,ecs,elasticache,logs,sns,secretsmanager,ec2",
         "AUTH": "true", "IOT_MTLS_ENABLED": "0", "LOG_LEVEL": "WARNING",
     }
     part = Part("ministack", [sys.executable, "-m", "ministack"], log, env)

@@ -11,14 +11,20 @@ source "$root/scripts/tool-versions.sh"
 
 step() { printf '==> %s\n' "$*" >&2; }
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  step "installing redis-server (apt)"
+# Debian packages: Redis (the schedule); umoci (checks the worker's OCI image, which
+# deploy/image.py builds without Docker); ca-certificates (copied into that image).
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]} (apt)"
   if [ "$(id -u)" != 0 ]; then
-    echo "redis-server is missing: install it (apt-get install redis-server) or run as root" >&2
+    echo "${missing[*]} missing: install them (apt-get install ${missing[*]}) or run as root" >&2
     exit 1
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   # The package starts a system instance; ours are started on free ports per run.
   (service redis-server stop || true) >/dev/null 2>&1
 fi

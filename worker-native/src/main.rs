@@ -7,6 +7,17 @@ fn main() -> std::process::ExitCode {
         print!("{}", config::help());
         return std::process::ExitCode::SUCCESS;
     }
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        // The container's health check: exit 0 only when this host's worker is ready.
+        let port = std::env::var("HEALTH_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8081);
+        return match worker_native::health::check(port, std::time::Duration::from_secs(3)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("worker-native healthcheck: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let config = match config::Config::from_env() {
         Ok(c) => c,
         Err(problems) => {
@@ -18,6 +29,9 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_logs(config.json_logs);
+    // Two TLS crypto providers are compiled in (the AWS SDK's and reqwest's): rustls
+    // cannot choose, so Redis over TLS would panic at its first connection.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     match runtime.block_on(app::run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,275 @@
+"""The infrastructure code against the emulator: the CloudFormation template (linted,
+deployed whole, read back), the deploy command end to end (a message sent through an
+edge and a worker configured from the stack's outputs, delivered), every alarm and
+dashboard widget checked against the metrics the worker really published, the worker
+image built here and run as its task definition says, and the edge's production
+environment through `wrangler deploy --dry-run`."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from conftest import LOGS, Edge, token, wait_for
+from devstack import provision as prov
+from devstack import stack
+
+ROOT = stack.ROOT
+TEMPLATE = ROOT / "deploy" / "template.yaml"
+NAMESPACE = "Huntaze/OnlyFans"
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!Ref, !Sub, ...) read as plain values."""
+
+
+CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: (
+    loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode)
+    else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node)))
+
+
+def template():
+    return yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
+
+
+def worker_settings_known():
+    """Every setting the worker reads, from its own --help."""
+    out = subprocess.run([str(stack.binary("worker-native")), "--help"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.startswith("  ") and line.split()[0].isupper()} | {"AWS_REGION"}
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    port = stack.free_port()
+    part = stack.start_ministack(port, LOGS / "deploy-ministack.log")
+    yield f"http://127.0.0.1:{port}"
+    part.stop()
+
+
+def test_cfn_lint_finds_no_error():
+    out = subprocess.run([str(Path(sys.executable).parent / "cfn-lint"), str(TEMPLATE)], capture_output=True, text=True)
+    # cfn-lint's exit code is a bit mask: 2 errors, 4 warnings, 8 informational.
+    assert out.returncode & 2 == 0, out.stdout + out.stderr
+
+
+def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator):
+    """With workers on ECS and Redis created: every resource, read back from the emulator."""
+    ec2 = prov.client("ec2", emulator)
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"] for i, z in ((1, "a"), (2, "b"))]
+    token_arn = prov.client("secretsmanager", emulator).create_secret(Name="full/gateway-token", SecretString="gw-s3cret")["ARN"]
+    started = time.monotonic()
+    outputs = prov.deploy.deploy_stack(prov.client("cloudformation", emulator), "full", {
+        "EnvironmentName": "full", "WorkerImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/worker-native:1", "DesiredWorkers": 0,
+        "GatewayUrl": "https://gateway.example.com/{accountId}/{recipientId}", "GatewayTokenSecretArn": token_arn,
+        "VpcId": vpc, "SubnetIds": ",".join(subnets), "AlarmEmail": "ops@example.com"}, say=lambda _: None)
+    seconds = time.monotonic() - started
+    LOGS.joinpath("figures.jsonl").open("a").write(json.dumps({"test": "template_deploy", "seconds": round(seconds, 2)}) + "\n")
+
+    sqs = prov.client("sqs", emulator)
+    q = sqs.get_queue_attributes(QueueUrl=outputs["QueueUrl"], AttributeNames=["All"])["Attributes"]
+    dlq = sqs.get_queue_attributes(QueueUrl=outputs["DeadLetterQueueUrl"], AttributeNames=["All"])["Attributes"]
+    # Visibility above the worker's default lease (GATEWAY_TIMEOUT 10 s + 20 s).
+    assert int(q["VisibilityTimeout"]) > 30 and q["ReceiveMessageWaitTimeSeconds"] == "20" and q["SqsManagedSseEnabled"] == "true"
+    assert json.loads(q["RedrivePolicy"]) == {"deadLetterTargetArn": dlq["QueueArn"], "maxReceiveCount": 5}
+    assert dlq["MessageRetentionPeriod"] == str(14 * 86400) and json.loads(dlq["RedriveAllowPolicy"])["sourceQueueArns"] == [q["QueueArn"]]
+
+    table = prov.client("dynamodb", emulator).describe_table(TableName=outputs["LedgerTableName"])["Table"]
+    assert [k["AttributeName"] for k in table["KeySchema"]] == ["creatorId", "messageId"]
+    [index] = table["GlobalSecondaryIndexes"]
+    assert (index["IndexName"], [k["AttributeName"] for k in index["KeySchema"]]) == ("failed-index", ["creatorId", "failedKey"])
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    declared = template()["Resources"]["LedgerTable"]
+    assert declared["DeletionPolicy"] == "Retain" and declared["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
+    assert declared["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}  # the attribute the edge writes
+
+    redis = prov.client("elasticache", emulator).describe_replication_groups()["ReplicationGroups"]
+    [group] = [g for g in redis if "full" in g.get("Description", "") or "full" in g["ReplicationGroupId"]]
+    assert group["AutomaticFailover"] == "enabled" and group["TransitEncryptionEnabled"] and group["AtRestEncryptionEnabled"]
+
+    ecs = prov.client("ecs", emulator)
+    # The emulator cannot run the service (its tasks need Docker, and it passes a
+    # DesiredCount taken from a parameter on as a string): deployed here with
+    # DesiredWorkers=0, the task definition alone; the service is checked as declared.
+    service = template()["Resources"]["Service"]
+    assert service["Condition"] == "RunService" and service["Properties"]["DesiredCount"] == "DesiredWorkers"
+    net = service["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
+    assert net["AssignPublicIp"] == "DISABLED" and net["Subnets"] == "SubnetIds"
+    assert service["Properties"]["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
+    task = ecs.describe_task_definition(taskDefinition="full-worker")["taskDefinition"]
+    [c] = task["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in c["environment"]}
+    grace = int(env["SHUTDOWN_GRACE"].rstrip("s"))
+    assert c["stopTimeout"] > grace, "ECS must wait for the worker's shutdown grace"
+    assert c["user"] == "10001:10001" and task["networkMode"] == "awsvpc" and task["requiresCompatibilities"] == ["FARGATE"]
+    assert task["taskRoleArn"] != task["executionRoleArn"]
+    assert c["logConfiguration"]["logDriver"] == "awslogs"
+    # The emulator reads secrets and the health check back as {}: the template's are checked.
+    [declared_container] = template()["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    secrets = {s["Name"] for s in declared_container["Secrets"]}
+    assert declared_container["HealthCheck"]["Command"] == ["CMD", "/worker-native", "healthcheck"]
+    # Every setting the task gives is one the worker reads (no drift between the two).
+    names = set(env) | secrets
+    assert names <= worker_settings_known(), names - worker_settings_known()
+    assert secrets == {"REDIS_URL", "GATEWAY_TOKEN"} and not secrets & set(env)
+    assert env["ENVIRONMENT"] == "full" and env["RATE_LIMITER_ENABLED"] == "true"
+    assert "gw-s3cret" not in json.dumps(task, default=str), "the token stays in Secrets Manager"
+
+    alarms = {a["AlarmName"] for a in prov.client("cloudwatch", emulator).describe_alarms()["MetricAlarms"]}
+    assert {f"full-{n}" for n in ("dead-letters", "oldest-message", "failed-messages", "send-latency-p99", "scheduled-backlog")} <= alarms
+    workers_alarm = template()["Resources"]["WorkersAlarm"]["Properties"]
+    assert (workers_alarm["Namespace"], workers_alarm["MetricName"]) == ("ECS/ContainerInsights", "RunningTaskCount")
+    assert [d["Name"] for d in workers_alarm["Dimensions"]] == ["ClusterName", "ServiceName"]
+
+
+def watched_metrics(cloudwatch, environment):
+    """(namespace, name, dimensions) of every alarm of `environment` and every metric of
+    its dashboard."""
+    out = set()
+    for a in cloudwatch.describe_alarms(AlarmNamePrefix=f"{environment}-")["MetricAlarms"]:
+        out.add((a["Namespace"], a["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in a["Dimensions"]))))
+    body = json.loads(cloudwatch.get_dashboard(DashboardName=f"{environment}-messaging")["DashboardBody"])
+    for widget in body["widgets"]:
+        for m in widget["properties"]["metrics"]:
+            namespace, name, *dims = m
+            out.add((namespace, name, tuple(sorted(zip(dims[::2], dims[1::2])))))
+    return out
+
+
+def test_deploy_command_end_to_end_and_no_alarm_watches_an_unpublished_metric(emulator, tmp_path):
+    """scripts/deploy.sh aws against the emulator; an edge and a worker configured from
+    what it wrote send a message to delivery; then every alarm and widget must watch a
+    metric the worker published with exactly that namespace and dimensions, or an AWS
+    metric of this stack's queue."""
+    env_name = f"e2e{uuid.uuid4().hex[:6]}"
+    edge_vars, worker_env = tmp_path / "edge.vars", tmp_path / "worker.env"
+    deploy_env = {**os.environ, "AWS_ENDPOINT_URL": emulator, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    run = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "aws", env_name,
+                          "--param", "GatewayUrl=http://127.0.0.1/unused/{accountId}/{recipientId}", "--param", "RedisUrl=redis://127.0.0.1:6379",
+                          "--param", "CreateWorkerUser=true", "--edge-vars", str(edge_vars), "--worker-env", str(worker_env)],
+                         capture_output=True, text=True, env=deploy_env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "CREATE_COMPLETE" in run.stdout and "QueueUrl" in run.stdout
+    assert oct(edge_vars.stat().st_mode & 0o777) == "0o600" and oct(worker_env.stat().st_mode & 0o777) == "0o600"
+    edge_settings, worker_settings = stack.read_vars(edge_vars), stack.read_vars(worker_env)
+    assert edge_settings["AWS_SECRET_ACCESS_KEY"] not in run.stdout + run.stderr, "no secret printed"
+    iam = prov.client("iam", emulator)
+    for user, worker in ((f"{env_name}-edge", False), (f"{env_name}-worker", True)):
+        iam.put_user_policy(UserName=user, PolicyName="emulator-gaps", PolicyDocument=prov.emulator_gaps(worker))
+    prov.client("dynamodb", emulator).update_time_to_live(TableName=edge_settings["LEDGER_TABLE"], TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+
+    parts = []
+    try:
+        redis_port, gw_port, health = stack.free_port(), stack.free_port(), stack.free_port()
+        parts.append(stack.start_redis(redis_port, LOGS / "deploy-redis.log"))
+        parts.append(stack.start_gateway_stub(gw_port, LOGS / "deploy-gateway.log"))
+        gateway = f"http://127.0.0.1:{gw_port}"
+        parts.append(stack.start_worker({**worker_settings, "REDIS_URL": f"redis://127.0.0.1:{redis_port}", "METRICS_INTERVAL": "1s",
+                                         "GATEWAY_URL": f"{gateway}/accounts/{{accountId}}/messages/{{recipientId}}", "SQS_WAIT_SECONDS": "1"},
+                                        LOGS / "deploy-worker.log", health))
+        vars_file = LOGS / "deploy-edge.vars"
+        stack.write_vars(vars_file, {**edge_settings, "JWT_SECRET": "deploy-secret-0123456789abcdef0123456789"})
+        edge_port = stack.free_port()
+        parts.append(stack.start_edge(edge_port, vars_file, LOGS / "deploy-edge.log"))
+        edge = Edge(f"http://127.0.0.1:{edge_port}")
+        account = f"deployed-{uuid.uuid4().hex[:6]}"
+        r = edge.call("POST", "/send", token(account, secret="deploy-secret-0123456789abcdef0123456789"), {"recipientId": "fan-1", "content": "hi"})
+        assert r.status_code == 202, r.text
+        mid = r.json()["messageId"]
+        wait_for(lambda: any(d["messageId"] == mid for d in requests.get(gateway + "/deliveries", timeout=5).json()), 30, "delivered")
+        cloudwatch = prov.client("cloudwatch", emulator)
+        ours = lambda: {(m["Namespace"], m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"])))
+                        for m in cloudwatch.list_metrics(Namespace=NAMESPACE)["Metrics"]}
+        wait_for(lambda: len([m for m in ours() if ("Environment", env_name) in m[2]]) >= 8, 20, "the worker's metrics flushed")
+    finally:
+        for p in reversed(parts):
+            p.stop()
+    # An update names only what changes; the other parameters keep their values.
+    again = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "aws", env_name, "--param", "RateLimitMax=20"],
+                           capture_output=True, text=True, env=deploy_env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in prov.client("cloudformation", emulator).describe_stacks(StackName=env_name)["Stacks"][0]["Parameters"]}
+    assert params["RateLimitMax"] == "20" and params["GatewayUrl"] == "http://127.0.0.1/unused/{accountId}/{recipientId}"
+    published = ours()
+    watched = watched_metrics(cloudwatch, env_name)
+    assert watched, "alarms and dashboard read back"
+    queue_name = edge_settings["SQS_RATE_LIMITER_QUEUE_URL"].rsplit("/", 1)[1]
+    for namespace, name, dims in watched:
+        if namespace == NAMESPACE:
+            assert (namespace, name, dims) in published, f"{name} {dims} is watched but never published"
+        elif namespace == "AWS/SQS":
+            assert dims == (("QueueName", queue_name),), (name, dims)
+        else:
+            pytest.fail(f"{namespace} {name}: a metric no test can check")  # ECS alarms exist only with workers on ECS
+
+
+def test_the_worker_image_runs_as_its_task_definition_says(emulator, tmp_path):
+    """Built here without Docker (deploy/image.py), unpacked by an independent OCI tool
+    (umoci), then run from its own root file system as its own user: ready, healthy by
+    its own health check command, and exit 0 on SIGTERM."""
+    out = tmp_path / "image"
+    built = subprocess.run([sys.executable, str(ROOT / "deploy" / "image.py"), "--binary", str(stack.binary("worker-native")),
+                            "--out", str(out), "--tag", "test"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    bundle = tmp_path / "bundle"
+    unpacked = subprocess.run(["umoci", "unpack", "--image", f"{out}:test", str(bundle)], capture_output=True, text=True)
+    assert unpacked.returncode == 0, unpacked.stderr
+    spec = json.loads((bundle / "config.json").read_text())
+    [declared] = template()["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    uid, gid = (int(x) for x in declared["User"].split(":"))
+    assert (spec["process"]["user"]["uid"], spec["process"]["user"]["gid"]) == (uid, gid)
+    assert spec["process"]["args"] == ["/worker-native"]
+    index = json.loads((out / "index.json").read_text())
+    manifest = json.loads((out / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    config = json.loads((out / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]).read_text())["config"]
+    assert config["Healthcheck"]["Test"] == declared["HealthCheck"]["Command"]
+    assert config["StopSignal"] == "SIGTERM" and config["User"] == declared["User"]
+    health_port = int(dict(e.split("=", 1) for e in config["Env"])["HEALTH_PORT"])
+
+    rootfs = bundle / "rootfs"
+    assert not (rootfs / "bin" / "sh").exists(), "no shell in the image"
+    aws = prov.provision(emulator, prefix=f"img{uuid.uuid4().hex[:4]}")
+    redis_port = stack.free_port()
+    redis = stack.start_redis(redis_port, LOGS / "image-redis.log")
+    # As the container runtime would: the image's root, user, entrypoint and environment.
+    env = {**dict(e.split("=", 1) for e in config["Env"]), **aws.worker_env(), "RATE_LIMITER_ENABLED": "true",
+           "REDIS_URL": f"redis://127.0.0.1:{redis_port}", "SQS_WAIT_SECONDS": "1"}
+    chroot = [shutil.which("chroot"), f"--userspec={config['User']}", str(rootfs)]
+    log = open(LOGS / "image-worker.log", "wb")
+    proc = subprocess.Popen([*chroot, *config["Entrypoint"]], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        check = [*chroot, *config["Healthcheck"]["Test"][1:]]
+        wait_for(lambda: subprocess.run(check, env={"HEALTH_PORT": str(health_port)}, capture_output=True).returncode == 0, 30,
+                 "the image's health check passing")
+        assert requests.get(f"http://127.0.0.1:{health_port}/readyz", timeout=5).json() == {"ready": True, "redis": True, "sqs": True}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, "exit 0 after SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        redis.stop()
+        log.close()
+    assert subprocess.run(check, env={"HEALTH_PORT": str(health_port)}, capture_output=True).returncode == 1, "unhealthy once stopped"
+    layer = out / "blobs" / "sha256" / manifest["layers"][0]["digest"].split(":")[1]
+    LOGS.joinpath("figures.jsonl").open("a").write(json.dumps({"test": "worker_image", "layer_gzip_bytes": layer.stat().st_size}) + "\n")
+    with tarfile.open(layer) as t:
+        assert {"worker-native", "etc/ssl/certs/ca-certificates.crt", "etc/passwd"} <= set(t.getnames())
+
+
+def test_the_edge_production_environment_builds():
+    out = subprocess.run([str(ROOT / "node_modules" / ".bin" / "wrangler"), "deploy", "--dry-run", "--env", "production",
+                          "--outdir", str(LOGS / "edge-dry-run")], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "WRANGLER_SEND_METRICS": "false", "EDGE_SKIP_BUILD": "1"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "--dry-run: exiting now" in out.stdout
+    assert "production-message-ledger" in out.stdout and "SEND_RATE_LIMITER" in out.stdout
