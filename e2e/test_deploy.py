@@ -273,3 +273,65 @@ def test_the_edge_production_environment_builds():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "--dry-run: exiting now" in out.stdout
     assert "production-message-ledger" in out.stdout and "SEND_RATE_LIMITER" in out.stdout
+
+
+def self_signed_ca_and_server(directory: Path):
+    """A CA and a server certificate for localhost and 127.0.0.1, as PEM files."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("test ca")).issuer_name(name("test ca")).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    import ipaddress
+    cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(2).not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    (directory / "ca.crt").write_bytes(ca.public_bytes(pem))
+    (directory / "server.crt").write_bytes(cert.public_bytes(pem))
+    (directory / "server.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+def test_the_worker_reaches_redis_over_tls_with_an_auth_token(emulator, tmp_path):
+    """As the template's ElastiCache (in-transit encryption, auth token): `rediss://`,
+    the server's certificate checked against the trusted roots, the token required."""
+    self_signed_ca_and_server(tmp_path)
+    port = stack.free_port()
+    redis = stack.Part("redis-tls", ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                                     "--tls-cert-file", str(tmp_path / "server.crt"), "--tls-key-file", str(tmp_path / "server.key"),
+                                     "--tls-auth-clients", "no", "--requirepass", "tls-token-123", "--save", "", "--appendonly", "no"],
+                       LOGS / "redis-tls.log")
+    aws = prov.provision(emulator, prefix=f"tls{uuid.uuid4().hex[:4]}")
+    base = {**aws.worker_env(), "RATE_LIMITER_ENABLED": "true", "SQS_WAIT_SECONDS": "1"}
+    try:
+        wait_for(lambda: stack.port_taken(port), 10, "Redis listening with TLS")
+        for url, trusted, ready in ((f"rediss://:tls-token-123@localhost:{port}", True, True),
+                                    (f"rediss://:wrong-token@localhost:{port}", True, False),
+                                    (f"rediss://:tls-token-123@localhost:{port}", False, False)):
+            health = stack.free_port()
+            env = {**base, "REDIS_URL": url, "HEALTH_PORT": str(health), **({"SSL_CERT_FILE": str(tmp_path / "ca.crt")} if trusted else {})}
+            worker = stack.Part("worker-tls", [str(stack.binary("worker-native"))], LOGS / "worker-tls.log", env)
+            try:
+                worker.wait_http(f"http://127.0.0.1:{health}/healthz", timeout=30)
+                got = lambda: requests.get(f"http://127.0.0.1:{health}/readyz", timeout=10).json()["redis"]
+                if ready:
+                    wait_for(got, 15, "ready over TLS")
+                else:
+                    time.sleep(2)  # given time to connect, it must still not be ready
+                    assert got() is False, (url.split("@")[0].split(":")[-1], trusted)
+            finally:
+                worker.stop()
+    finally:
+        redis.stop()
+    assert "tls-token-123" not in (LOGS / "worker-tls.log").read_text(), "the token never logged"
