@@ -200,6 +200,14 @@ def test_deploy_command_end_to_end_and_no_alarm_watches_an_unpublished_metric(em
     assert again.returncode == 0, again.stdout + again.stderr
     params = {p["ParameterKey"]: p["ParameterValue"] for p in prov.client("cloudformation", emulator).describe_stacks(StackName=env_name)["Stacks"][0]["Parameters"]}
     assert params["RateLimitMax"] == "20" and params["GatewayUrl"] == "http://127.0.0.1/unused/{accountId}/{recipientId}"
+    # The edge side from the same outputs (dry run: no Cloudflare account here).
+    edge_run = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "edge", "production", "--stack", env_name, "--dry-run"],
+                              capture_output=True, text=True, env={**deploy_env, "EDGE_SKIP_BUILD": "1"})
+    assert edge_run.returncode == 0, edge_run.stdout + edge_run.stderr
+    assert "wrangler secret put AWS_SECRET_ACCESS_KEY --env production" in edge_run.stdout
+    for name in ("SQS_RATE_LIMITER_QUEUE_URL", "SQS_RATE_LIMITER_DLQ_URL", "LEDGER_TABLE", "AWS_REGION"):
+        assert f"env.{name} " in edge_run.stdout, f"{name} not given to the edge"
+    assert "--dry-run: exiting now" in edge_run.stdout
     published = ours()
     watched = watched_metrics(cloudwatch, env_name)
     assert watched, "alarms and dashboard read back"
