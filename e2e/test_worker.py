@@ -320,6 +320,49 @@ def test_a_429_pauses_only_its_account_for_retry_after(system, http_date):
     assert (item["status"]["S"], item["attempts"]["N"]) == ("sent", "1"), "a 429 uses no attempt"
 
 
+def test_a_scheduled_send_waits_for_send_at_then_keeps_the_limit(system):
+    """`sendAt` (given with a +02:00 offset): the answer says `scheduled` with estimates
+    at or after it; nothing of it is sent before it while the account's unscheduled
+    message goes at once; from `sendAt` the five go one spacing apart (no burst)."""
+    from datetime import timedelta
+    tag = uuid.uuid4().hex[:8]
+    account = f"sched-{tag}"
+    edge, tok = system.edge(), token(account)
+    send_at_ms = int(time.time() * 1000) + 4000
+    local = datetime.fromtimestamp(send_at_ms / 1000, timezone(timedelta(hours=2))).isoformat(timespec="milliseconds")
+    workers = system.start_workers("sched")
+    try:
+        r = edge.call("POST", "/send", tok, {"recipientIds": fans(tag, 5), "content": "later", "sendAt": local})
+        assert r.status_code == 202, r.text
+        a = r.json()
+        assert a["status"] == "scheduled" and all(m["status"] == "scheduled" for m in a["messages"])
+        for i, m in enumerate(a["messages"]):
+            assert ms(m["estimatedSendTime"]) >= send_at_ms + i * SPACING_MS, (i, m["estimatedSendTime"], local)
+        ids = [m["messageId"] for m in a["messages"]]
+        view = edge.call("GET", f"/{ids[0]}", tok).json()
+        assert view["status"] == "scheduled" and ms(view["sendAt"]) == send_at_ms
+        [now_id] = system.send(account, ["now-fan"])
+        system.wait_delivered([now_id], timeout=10)
+        assert ms(system.deliveries({account})[0]["receivedAt"]) < send_at_ms, "the unscheduled message is not held back"
+        system.wait_delivered(ids, timeout=20)
+        wait_until(lambda: edge.call("GET", f"/{ids[-1]}", tok).json()["status"] == "sent", 10, "recorded as sent")
+    finally:
+        stop_all(workers)
+    times = sorted(ms(d["receivedAt"]) for d in system.deliveries({account}) if d["messageId"] in ids)
+    figure("scheduled_send", first_after_send_at_ms=round(times[0] - send_at_ms), gaps_ms=[round(b - a) for a, b in zip(times, times[1:])])
+    assert times[0] >= send_at_ms, f"sent {send_at_ms - times[0]:.0f} ms before sendAt"
+    # One spacing apart, less the lateness a send may absorb (a twentieth of the spacing).
+    assert all(b - a >= SPACING_MS * 0.95 for a, b in zip(times, times[1:])), times
+    for body, field_ok in (({"sendAt": datetime.fromtimestamp(time.time() + 31 * 86400, timezone.utc).isoformat()}, False),
+                           ({"sendAt": "2026-12-24T18:00:00"}, False),
+                           ({"sendAt": datetime.fromtimestamp(time.time() - 60, timezone.utc).isoformat()}, True)):
+        r = edge.call("POST", "/send", tok, {"recipientId": "fan-x", "content": "x", **body})
+        if field_ok:
+            assert (r.status_code, r.json()["status"]) == (202, "queued"), "a past sendAt means now"
+        else:
+            assert r.status_code == 400 and [d["field"] for d in r.json()["details"]] == ["sendAt"], r.text
+
+
 def test_retries_failures_and_the_edges_retry(system):
     account = f"retry-{uuid.uuid4().hex[:8]}"
     edge = system.edge()

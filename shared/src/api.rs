@@ -155,19 +155,27 @@ pub struct MessageView {
     pub sent_at: Option<String>,
     pub failed_at: Option<String>,
     pub last_error: Option<String>,
+    /// When it was scheduled for, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<String>,
 }
 
-impl From<LedgerItem> for MessageView {
-    fn from(item: LedgerItem) -> Self {
+impl MessageView {
+    /// The message as seen at `now_ms`: a queued message whose `sendAt` is ahead is
+    /// `scheduled`.
+    pub fn at(item: LedgerItem, now_ms: u64) -> Self {
+        let ahead = item.message.send_at_ms().is_some_and(|at| at > now_ms);
+        let status = if item.status == MessageStatus::Queued && ahead { MessageStatus::Scheduled } else { item.status };
         let m = item.message;
         MessageView {
+            send_at: m.send_at,
             id: m.id,
             recipient_id: m.recipient_id,
             content: m.content,
             priority: m.priority,
             media_urls: m.media_urls,
             metadata: m.metadata,
-            status: item.status,
+            status,
             attempts: item.attempts,
             accepted_at: m.accepted_at,
             sent_at: item.sent_at,

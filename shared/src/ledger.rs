@@ -29,11 +29,13 @@ pub const TTL_ATTR: &str = "ttl";
 pub const DEFAULT_TTL_DAYS: u64 = 30;
 
 /// Where a message is in its life. `queued → sending → sent | failed`, and
-/// `failed → queued` on a retry.
+/// `failed → queued` on a retry. `scheduled` is how the API shows a queued message
+/// whose `sendAt` is still ahead; the ledger stores it as `queued` with its `sendAt`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     Queued,
+    Scheduled,
     Sending,
     Sent,
     Failed,
@@ -43,6 +45,7 @@ impl MessageStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             MessageStatus::Queued => "queued",
+            MessageStatus::Scheduled => "scheduled",
             MessageStatus::Sending => "sending",
             MessageStatus::Sent => "sent",
             MessageStatus::Failed => "failed",
@@ -132,6 +135,7 @@ impl LedgerItem {
             metadata,
             accepted_at: text("acceptedAt")?,
             generation: num("generation").unwrap_or(0) as u32,
+            send_at: text("sendAt"),
         };
         Some(Self {
             message,
@@ -197,7 +201,7 @@ impl Serialize for LedgerItem {
         if !m.metadata.is_empty() {
             item.serialize_entry("metadata", &Str(&serde_json::to_string(&m.metadata).expect("a JSON map serializes")))?;
         }
-        for (name, v) in [("sentAt", &self.sent_at), ("failedAt", &self.failed_at), ("lastError", &self.last_error)] {
+        for (name, v) in [("sendAt", &m.send_at), ("sentAt", &self.sent_at), ("failedAt", &self.failed_at), ("lastError", &self.last_error)] {
             if let Some(v) = v {
                 item.serialize_entry(name, &Str(v))?;
             }
@@ -252,6 +256,7 @@ mod tests {
             metadata,
             accepted_at: "2026-11-25T06:00:00.000Z".into(),
             generation: 1,
+            send_at: Some("2026-11-25T07:00:00.000Z".into()),
         }
     }
 

@@ -35,6 +35,8 @@ pub struct SendRequest {
     pub priority: u8,
     pub media_urls: Vec<String>,
     pub metadata: Map<String, Value>,
+    /// When to send (Unix ms); `None` for now (also when `sendAt` was in the past).
+    pub send_at_ms: Option<u64>,
 }
 
 impl SendRequest {
@@ -50,6 +52,7 @@ impl SendRequest {
             metadata: self.metadata.clone(),
             accepted_at: accepted_at.to_owned(),
             generation: 0,
+            send_at: self.send_at_ms.map(crate::time::rfc3339_ms),
         }
     }
 }
@@ -75,6 +78,17 @@ pub struct QueueMessage {
     /// so (`id`, `generation`) is what tells a new attempt from a duplicate delivery.
     #[serde(default)]
     pub generation: u32,
+    /// RFC 3339 (UTC) time before which it must not be sent; absent = as soon as the
+    /// account's limit allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_at: Option<String>,
+}
+
+impl QueueMessage {
+    /// When it may be sent first (Unix ms), if it was scheduled.
+    pub fn send_at_ms(&self) -> Option<u64> {
+        self.send_at.as_deref().and_then(crate::time::parse_rfc3339_ms)
+    }
 }
 
 /// The message attributes set on every SQS message (DESIGN §4).

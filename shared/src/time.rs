@@ -15,7 +15,9 @@ pub fn rfc3339_ms(unix_ms: u64) -> String {
     )
 }
 
-/// Parses the UTC form this module writes (`YYYY-MM-DDTHH:MM:SS[.fff]Z`) back to Unix ms.
+/// Parses an RFC 3339 time with its offset (`YYYY-MM-DDTHH:MM:SS[.fff](Z|+HH:MM|-HH:MM)`,
+/// as this module writes it, or as a client sends a local time) to Unix ms. A time
+/// without an offset is refused: it would mean a different instant on every server.
 pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
@@ -25,7 +27,23 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
     let rest = &s[19..];
-    let ms = match rest.strip_suffix('Z')? {
+    let (frac, offset_ms) = match rest.strip_suffix('Z') {
+        Some(frac) => (frac, 0i64),
+        None => {
+            let zone = rest.get(rest.len().checked_sub(6)?..)?;
+            let zb = zone.as_bytes();
+            if !matches!(zb[0], b'+' | b'-') || zb[3] != b':' {
+                return None;
+            }
+            let (oh, om) = (zone[1..3].parse::<i64>().ok()?, zone[4..6].parse::<i64>().ok()?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let sign = if zb[0] == b'+' { 1 } else { -1 };
+            (&rest[..rest.len() - 6], sign * (oh * 3600 + om * 60) * 1000)
+        }
+    };
+    let ms = match frac {
         "" => 0,
         frac => {
             let digits = frac.strip_prefix('.')?;
@@ -41,7 +59,8 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
         return None;
     }
     let days = days_from_civil(y as i64, mo as u32, d as u32);
-    Some((days as u64 * 86_400 + h * 3600 + mi * 60 + se) * 1000 + ms)
+    let local = (days * 86_400 + (h * 3600 + mi * 60 + se) as i64) * 1000 + ms as i64;
+    u64::try_from(local - offset_ms).ok()
 }
 
 /// Days since 1970-01-01 to (year, month, day); Howard Hinnant's algorithm.
@@ -87,5 +106,16 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("2026-11-25T06:00:00.5Z"), Some(1_795_586_400_500));
         assert_eq!(parse_rfc3339_ms("2026-13-25T06:00:00Z"), None);
         assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn parses_offsets_to_the_same_instant() {
+        let utc = parse_rfc3339_ms("2026-11-25T06:00:00Z");
+        assert_eq!(parse_rfc3339_ms("2026-11-25T08:00:00+02:00"), utc);
+        assert_eq!(parse_rfc3339_ms("2026-11-24T22:30:00.000-07:30"), utc);
+        assert_eq!(parse_rfc3339_ms("2026-11-25T06:00:00"), None, "no offset: not an instant");
+        assert_eq!(parse_rfc3339_ms("2026-11-25T06:00:00+2:00"), None);
+        assert_eq!(parse_rfc3339_ms("2026-11-25T06:00:00+24:00"), None);
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:30:00+01:00"), None, "before 1970");
     }
 }

@@ -22,9 +22,11 @@ pub const MAX_MEDIA_URL_BYTES: usize = 2048;
 pub const MAX_METADATA_BYTES: usize = 4096;
 /// Size of a request body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// How far ahead `sendAt` may be.
+pub const MAX_SCHEDULE_AHEAD_MS: u64 = 30 * 86_400_000;
 
-/// Validates a parsed `POST /send` body.
-pub fn validate_send(body: Value) -> Result<SendRequest, Vec<FieldError>> {
+/// Validates a parsed `POST /send` body received at `now_ms`.
+pub fn validate_send(body: Value, now_ms: u64) -> Result<SendRequest, Vec<FieldError>> {
     let Value::Object(mut obj) = body else {
         return Err(vec![FieldError::new("body", "must be a JSON object")]);
     };
@@ -54,9 +56,21 @@ pub fn validate_send(body: Value) -> Result<SendRequest, Vec<FieldError>> {
         Some(_) => bad(&mut errors, "metadata", "must be a JSON object"),
     };
 
-    match (recipients, content, priority, media_urls, metadata) {
-        (Some(recipients), Some(content), Some(priority), Some(media_urls), Some(metadata)) if errors.is_empty() => {
-            Ok(SendRequest { recipients, content, priority, media_urls, metadata })
+    let send_at_ms = match obj.remove("sendAt") {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(s)) => match crate::time::parse_rfc3339_ms(&s) {
+            // In the past (or now): as soon as the limit allows.
+            Some(at) if at <= now_ms => Some(None),
+            Some(at) if at - now_ms <= MAX_SCHEDULE_AHEAD_MS => Some(Some(at)),
+            Some(_) => bad(&mut errors, "sendAt", "must be at most 30 days ahead"),
+            None => bad(&mut errors, "sendAt", "must be an RFC 3339 time with its offset (2026-12-24T18:00:00+01:00)"),
+        },
+        Some(_) => bad(&mut errors, "sendAt", "must be an RFC 3339 time with its offset (2026-12-24T18:00:00+01:00)"),
+    };
+
+    match (recipients, content, priority, media_urls, metadata, send_at_ms) {
+        (Some(recipients), Some(content), Some(priority), Some(media_urls), Some(metadata), Some(send_at_ms)) if errors.is_empty() => {
+            Ok(SendRequest { recipients, content, priority, media_urls, metadata, send_at_ms })
         }
         _ => Err(errors),
     }
@@ -169,12 +183,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// 2026-11-25T06:00:00Z.
+    const NOW: u64 = 1_795_586_400_000;
+
+    #[test]
+    fn send_at_is_an_instant_within_30_days() {
+        let at = |s: &str| ok(json!({"recipientId": "a", "content": "x", "sendAt": s})).send_at_ms;
+        assert_eq!(at("2026-11-25T08:00:00+01:00"), Some(NOW + 3_600_000), "the offset is applied");
+        assert_eq!(at("2026-11-25T05:00:00Z"), None, "in the past: now");
+        assert_eq!(at("2026-12-25T06:00:00Z"), Some(NOW + MAX_SCHEDULE_AHEAD_MS), "exactly 30 days");
+        assert_eq!(ok(json!({"recipientId": "a", "content": "x"})).send_at_ms, None);
+        for bad in [json!("2026-12-25T06:00:00.001Z"), json!("2026-11-26T06:00:00"), json!("tomorrow"), json!(1795586400)] {
+            assert_eq!(fields(json!({"recipientId": "a", "content": "x", "sendAt": bad})), ["sendAt"], "{bad}");
+        }
+    }
+
     fn fields(body: Value) -> Vec<String> {
-        validate_send(body).unwrap_err().into_iter().map(|e| e.field).collect()
+        validate_send(body, NOW).unwrap_err().into_iter().map(|e| e.field).collect()
     }
 
     fn ok(body: Value) -> SendRequest {
-        validate_send(body).unwrap()
+        validate_send(body, NOW).unwrap()
     }
 
     #[test]

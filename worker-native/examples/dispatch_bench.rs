@@ -40,6 +40,7 @@ fn message(account: usize, seq: usize, now_ms: u64) -> QueueMessage {
         metadata: Default::default(),
         accepted_at: shared::time::rfc3339_ms(now_ms),
         generation: 0,
+        send_at: None,
     }
 }
 

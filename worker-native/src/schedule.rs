@@ -191,7 +191,7 @@ impl Schedule {
         inv.arg(SEEN_TTL_SECONDS);
         for m in messages {
             let payload = serde_json::to_string(&Payload { message: m.clone(), attempts: 0 }).expect("payload serializes");
-            inv.arg(&m.creator_id).arg(&m.id).arg(m.generation).arg(queue_score(m)).arg(payload);
+            inv.arg(&m.creator_id).arg(&m.id).arg(m.generation).arg(queue_score(m)).arg(payload).arg(m.send_at_ms().unwrap_or(0));
         }
         let (added, deferred, duplicate_at): (u64, u64, Vec<usize>) = self.run(&inv).await?;
         Ok(Enqueued { added, deferred, duplicate_at })

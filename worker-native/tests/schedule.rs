@@ -220,3 +220,29 @@ async fn a_renewed_lease_is_not_reclaimed_and_a_reclaimed_one_is_not_renewed() {
     assert_eq!(s.reclaim(10).await.unwrap(), 1, "only the lease not renewed expired");
     assert_eq!(s.renew(&taken[1..], 1000).await.unwrap(), 0, "a reclaimed lease stays reclaimed");
 }
+
+/// `sendAt`: a scheduled message waits (without holding back its account's other
+/// messages or other accounts), then its account's limit applies as usual: three
+/// scheduled together go one spacing apart, not in a burst at `sendAt`.
+#[tokio::test]
+async fn a_scheduled_message_waits_for_send_at_then_keeps_the_spacing() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 1, 0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let send_at = now + 600;
+    let mut scheduled: Vec<_> = (0..3).map(|i| message("a", i, 5)).collect();
+    for m in &mut scheduled {
+        m.send_at = Some(shared::time::rfc3339_ms(send_at));
+    }
+    let now_msg = message("b", 0, 5);
+    s.enqueue(&[scheduled.clone(), vec![now_msg.clone()]].concat()).await.unwrap();
+    let first = s.take(10, 30_000).await.unwrap();
+    assert_eq!(first.taken.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![now_msg.id.clone()], "only the unscheduled one");
+    assert!(first.next_due_ms.is_some_and(|d| d <= send_at), "the dispatcher is told when the scheduled ones fall due");
+    s.complete(&first.taken.into_iter().map(Completion::Done).collect::<Vec<_>>()).await.unwrap();
+    let got = drain(&s, 3).await;
+    let times: Vec<u64> = got.iter().map(|(t, _)| *t).collect();
+    assert!(times[0] >= send_at, "taken {} ms before sendAt", send_at - times[0]);
+    assert!(times.windows(2).all(|w| w[1] - w[0] >= 200), "one spacing apart: {times:?}");
+    assert_eq!(got.into_iter().map(|(_, t)| t.id).collect::<Vec<_>>(), scheduled.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
+}

@@ -65,5 +65,6 @@ pub fn message(account: &str, seq: u16, priority: u8) -> QueueMessage {
         metadata: Default::default(),
         accepted_at: shared::time::rfc3339_ms(accepted_ms),
         generation: 0,
+        send_at: None,
     }
 }

@@ -12,5 +12,5 @@ use crate::services::Ctx;
 
 pub async fn message<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Result<ApiResponse, ApiError> {
     let item = ledger::get(ctx, account, message_id(id)?).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
-    Ok(ApiResponse::json(200, &MessageView::from(item)))
+    Ok(ApiResponse::json(200, &MessageView::at(item, ctx.p.now_ms())))
 }

@@ -39,7 +39,7 @@ pub async fn send<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: 
     let idempotency_key = idempotency::parse_key(request.header("idempotency-key")).map_err(|e| ApiError::invalid(vec![e]))?;
     let body = serde_json::from_slice(&raw)
         .map_err(|_| ApiError { details: vec![FieldError::new("body", "must be valid JSON")], ..ApiError::new(ErrorCode::InvalidJson) })?;
-    let send = validate_send(body).map_err(ApiError::invalid)?;
+    let send = validate_send(body, ctx.p.now_ms()).map_err(ApiError::invalid)?;
 
     let Some(key) = idempotency_key else {
         return accept(ctx, account, &send, None).await;
@@ -130,25 +130,29 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
     };
     let first_position = ahead + 1;
     let rate = ctx.config().rate;
+    // Scheduled messages wait for `sendAt`, then go at the account's rate like others.
+    let accepted = if send.send_at_ms.is_some() { MessageStatus::Scheduled } else { MessageStatus::Queued };
     let mut entries = items.into_iter().zip(queued).enumerate().map(|(i, (item, outcome))| {
         let position = first_position + i as u64;
+        let estimate = rate.estimated_send_ms(position, last_sent, now_ms);
+        let estimate = send.send_at_ms.map_or(estimate, |at| estimate.max(at + i as u64 * rate.spacing_ms()));
         MassEntry {
             recipient_id: item.message.recipient_id,
             message_id: item.message.id,
-            status: if outcome.is_ok() { MessageStatus::Queued } else { MessageStatus::Failed },
+            status: if outcome.is_ok() { accepted } else { MessageStatus::Failed },
             queue_position: position,
-            estimated_send_time: shared::time::rfc3339_ms(rate.estimated_send_ms(position, last_sent, now_ms)),
+            estimated_send_time: shared::time::rfc3339_ms(estimate),
             error: outcome.err().map(|_| UNQUEUED.to_owned()),
         }
     });
     Ok(if send.recipients.is_mass() {
         let messages: Vec<MassEntry> = entries.collect();
-        ApiResponse::json(202, &MassAccepted { success: true, status: MessageStatus::Queued, count: messages.len(), messages })
+        ApiResponse::json(202, &MassAccepted { success: true, status: accepted, count: messages.len(), messages })
     } else {
         let e = entries.next().expect("one recipient");
         ApiResponse::json(
             202,
-            &SendAccepted { success: true, message_id: e.message_id, status: MessageStatus::Queued, queue_position: e.queue_position, estimated_send_time: e.estimated_send_time },
+            &SendAccepted { success: true, message_id: e.message_id, status: accepted, queue_position: e.queue_position, estimated_send_time: e.estimated_send_time },
         )
     })
 }

@@ -1,18 +1,25 @@
 -- Adds messages to their accounts' queues. ARGV after the common ones: seen_ttl_s, then
--- per message: account, id, generation, qscore, payload. A message whose id was seen
--- with the same or a later generation is a duplicate delivery and is dropped.
+-- per message: account, id, generation, qscore, payload, due_ms. A message whose id was
+-- seen with the same or a later generation is a duplicate delivery and is dropped. A
+-- message due later (`sendAt`) waits in `delayed`, as a retry's backoff does, and joins
+-- its account's queue when due: from then on the account's limit applies as usual, so
+-- a scheduled mass message goes at the account's rate, never in a burst.
 -- Returns {added, deferred (accounts that must wait for their limit), {0-based
 -- positions of the duplicates}}.
 local now = now_ms()
 local ttl = tonumber(ARGV[ARG0 + 1])
 local added, deferred, dup_at = 0, 0, {}
-for i = ARG0 + 2, #ARGV, 5 do
-  local acct, id, gen, qs, payload = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4]
+for i = ARG0 + 2, #ARGV, 6 do
+  local acct, id, gen, qs, payload, due = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
   local key = P .. 'seen:' .. id
   local seen = tonumber(redis.call('SET', key, gen, 'EX', ttl, 'GET'))
   if seen and seen >= gen then
     redis.call('SET', key, seen, 'EX', ttl) -- keep the newer generation
-    dup_at[#dup_at + 1] = (i - ARG0 - 2) / 5
+    dup_at[#dup_at + 1] = (i - ARG0 - 2) / 6
+  elseif due > now then
+    redis.call('HSET', P .. 'body:' .. acct, id, payload)
+    redis.call('ZADD', P .. 'delayed', due, acct .. '\n' .. id .. '\n' .. qs)
+    added = added + 1
   else
     redis.call('HSET', P .. 'body:' .. acct, id, payload)
     redis.call('ZADD', P .. 'q:' .. acct, qs, id)

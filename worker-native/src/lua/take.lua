@@ -5,7 +5,8 @@
 local now = now_ms()
 local n, lease = tonumber(ARGV[ARG0 + 1]), tonumber(ARGV[ARG0 + 2])
 
--- Retries whose backoff is over go back to their queues.
+-- Retries whose backoff is over, and scheduled messages now due (`sendAt`), join their
+-- queues.
 local due_retries = redis.call('ZRANGEBYSCORE', P .. 'delayed', '-inf', now, 'LIMIT', 0, 500)
 for _, member in ipairs(due_retries) do
   redis.call('ZREM', P .. 'delayed', member)
