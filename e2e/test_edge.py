@@ -350,13 +350,13 @@ def test_concurrent_retries_queue_exactly_once(edge, backend, emulator):
 
 def test_status_reports_queue_and_account_backlog(edge, backend, emulator):
     fresh = edge.call("GET", "/status", token(account())).json()
-    assert fresh["account"] == {"backlog": 0, "sent": 0, "failed": 0} and fresh["processing"]["lastProcessedAt"] is None
+    assert fresh["account"] == {"backlog": 0, "sent": 0, "failed": 0, "paused": False} and fresh["processing"]["lastProcessedAt"] is None
     creator = held_backlog(edge, backend, emulator, 5)
     for _ in range(3):
         send(edge, creator)  # in the queue, not yet scheduled
     s = edge.call("GET", "/status", token(creator)).json()
     assert s["queue"]["depth"] >= 3 and s["queue"]["total"] >= s["queue"]["depth"]
-    assert s["account"] == {"backlog": 4, "sent": 1, "failed": 0}
+    assert s["account"] == {"backlog": 4, "sent": 1, "failed": 0, "paused": False}
     assert s["processing"]["rateLimit"] == "10 messages/minute"
     assert s["processing"]["estimatedTimeSeconds"] == 24
     [delivery] = backend.delivered(creator)

@@ -363,6 +363,46 @@ def test_a_scheduled_send_waits_for_send_at_then_keeps_the_limit(system):
             assert r.status_code == 400 and [d["field"] for d in r.json()["details"]] == ["sendAt"], r.text
 
 
+def test_a_paused_account_sends_nothing_and_resumes_at_its_pace(system):
+    """POST /account/pause mid-run: after the control's trip through SQS (a long poll
+    hands it over at once; 500 ms allowed, with a delivery under way), nothing of the
+    account reaches the gateway, also what it sends meanwhile, while another account
+    flows; GET /status says paused. After resume everything is delivered once, one
+    spacing apart (no catch-up burst)."""
+    tag = uuid.uuid4().hex[:8]
+    account, other = f"hold-{tag}", f"free-{tag}"
+    edge, tok = system.edge(), token(account)
+    workers = system.start_workers("hold")
+    try:
+        ids = system.send(account, fans(tag, 12))
+        wait_until(lambda: len(system.deliveries({account})) >= 3, 20, "the account sending")
+        r = edge.call("POST", "/account/pause", tok)
+        paused_at = time.time() * 1000
+        assert (r.status_code, r.json()) == (200, {"success": True, "paused": True}), r.text
+        assert edge.call("GET", "/status", tok).json()["account"]["paused"] is True
+        ids += system.send(account, ["while-held"])
+        others = system.send(other, fans(f"o{tag}", 5))
+        system.wait_delivered(others, timeout=20)  # the other account flows meanwhile
+        time.sleep(1)  # the window under test, after the other account's 5 (~1 s)
+        r = edge.call("POST", "/account/resume", tok)
+        resumed_at = time.time() * 1000
+        assert (r.status_code, r.json()) == (200, {"success": True, "paused": False}), r.text
+        assert edge.call("GET", "/status", tok).json()["account"]["paused"] is False
+        system.wait_delivered(ids, timeout=30)
+    finally:
+        stop_all(workers)
+    got = system.deliveries({account})
+    times = sorted(ms(d["receivedAt"]) for d in got)
+    held = [t for t in times if paused_at + 500 < t < resumed_at]
+    after = [t for t in times if t >= resumed_at]
+    figure("pause_account", held_ms=round(resumed_at - paused_at), sent_while_held=len(held), sent_after=len(after))
+    assert sorted(d["messageId"] for d in got) == sorted(ids), "each once, nothing lost"
+    assert not held, f"{len(held)} sent while the account was paused"
+    assert after and all(b - a >= SPACING_MS * 0.95 for a, b in zip(after, after[1:])), after
+    r = edge.call("POST", "/account/hold", tok)
+    assert r.status_code == 404
+
+
 def test_retries_failures_and_the_edges_retry(system):
     account = f"retry-{uuid.uuid4().hex[:8]}"
     edge = system.edge()
@@ -396,7 +436,7 @@ def test_retries_failures_and_the_edges_retry(system):
         assert (down["status"], down["attempts"]) == ("sent", 1), down
         assert edge.call("POST", f"/{ids['down']}/retry", tok).status_code == 409
         s = edge.call("GET", "/status", tok).json()
-        assert s["account"] == {"backlog": 0, "sent": 2, "failed": 1}, s["account"]
+        assert s["account"] == {"backlog": 0, "sent": 2, "failed": 1, "paused": False}, s["account"]
         assert s["processing"]["lastProcessedAt"] is not None
     finally:
         stop_all(workers)

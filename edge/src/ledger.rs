@@ -7,6 +7,7 @@ use base64::Engine;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use shared::message::{AccountControl, Hold};
 use shared::ledger::{self, key, n, s, LedgerItem, MessageStatus, Summary, FAILED_INDEX, FAILED_KEY, PK, SK, SUMMARY_SK};
 
 use crate::aws::AwsError;
@@ -114,6 +115,23 @@ pub async fn add_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, failed: i6
 pub async fn summary<P: Platform>(ctx: &Ctx<'_, P>, creator: &str) -> Result<Summary, AwsError> {
     let answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": key(creator, SUMMARY_SK)})).await?;
     Ok(Summary::from_item(answer.get("Item")))
+}
+
+/// Sets the account's `paused` flag on its summary item, unless a newer control set it
+/// already (its time is kept with it).
+pub async fn set_paused<P: Platform>(ctx: &Ctx<'_, P>, control: &AccountControl) -> Result<(), AwsError> {
+    let body = json!({
+        "TableName": table(ctx),
+        "Key": key(&control.creator_id, SUMMARY_SK),
+        "UpdateExpression": "SET paused = :p, holdAtMs = :at",
+        "ConditionExpression": "attribute_not_exists(holdAtMs) OR holdAtMs < :at",
+        "ExpressionAttributeValues": {":p": {"BOOL": control.control == Hold::Pause}, ":at": n(control.at_ms)},
+    });
+    match ctx.dynamodb("UpdateItem", &body).await {
+        // A newer control got there first: it stands.
+        Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// One message of this account; `None` when it does not exist (or is another account's:

@@ -5,7 +5,7 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::{json, Value};
 use shared::api::QueueState;
-use shared::message::{QueueMessage, MESSAGE_TYPE};
+use shared::message::{AccountControl, QueueMessage, MESSAGE_TYPE};
 
 use crate::aws::AwsError;
 use crate::platform::Platform;
@@ -102,6 +102,22 @@ async fn send_batch<P: Platform>(ctx: &Ctx<'_, P>, queue_url: &str, chunk: &[&Qu
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Err(AwsError::Unavailable { service: "sqs", status: 500, kind: "BatchEntryFailed".into() })))
         .collect()
+}
+
+/// Sends an account control (pause, resume) to the worker through the queue.
+pub async fn control<P: Platform>(ctx: &Ctx<'_, P>, control: &AccountControl) -> Result<(), AwsError> {
+    let body = Entry {
+        queue_url: Some(&ctx.config().queue_url),
+        id: None,
+        message_body: serde_json::to_string(control).expect("a control always serializes"),
+        message_attributes: Attributes {
+            creator_id: Attribute { data_type: "String", string_value: control.creator_id.as_str().into() },
+            // Ahead of any message: priorities are 1 to 10.
+            priority: Attribute { data_type: "Number", string_value: "0".into() },
+            message_type: Attribute { data_type: "String", string_value: MESSAGE_TYPE.into() },
+        },
+    };
+    ctx.sqs("SendMessage", &body).await.map(drop)
 }
 
 /// Depth, in-flight and dead-letter counts, as SQS approximates them.

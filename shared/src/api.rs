@@ -79,6 +79,16 @@ pub struct AccountState {
     pub backlog: u64,
     pub sent: u64,
     pub failed: u64,
+    /// Sends held by `POST /account/pause` until `POST /account/resume`.
+    pub paused: bool,
+}
+
+/// `POST /account/pause` and `POST /account/resume`: 200.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountHeld {
+    pub success: bool,
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

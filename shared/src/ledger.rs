@@ -222,6 +222,8 @@ pub struct Summary {
     pub sent: u64,
     pub failed: u64,
     pub last_sent_at_ms: Option<u64>,
+    /// Set by the edge on `POST /account/pause`, cleared on resume.
+    pub paused: bool,
 }
 
 impl Summary {
@@ -235,6 +237,7 @@ impl Summary {
             sent: count("sent"),
             failed: count("failed"),
             last_sent_at_ms: num("lastSentAtMs").map(|v| v.max(0) as u64),
+            paused: item.get("paused").and_then(|v| v.get("BOOL")).and_then(Value::as_bool).unwrap_or(false),
         }
     }
 }
@@ -286,8 +289,8 @@ mod tests {
 
     #[test]
     fn summary_reads_counters_and_clamps_drift() {
-        let item = json!({"queued": {"N": "-1"}, "sent": {"N": "7"}, "lastSentAtMs": {"N": "1000"}});
-        assert_eq!(Summary::from_item(Some(&item)), Summary { queued: 0, sent: 7, failed: 0, last_sent_at_ms: Some(1000) });
+        let item = json!({"queued": {"N": "-1"}, "sent": {"N": "7"}, "lastSentAtMs": {"N": "1000"}, "paused": {"BOOL": true}});
+        assert_eq!(Summary::from_item(Some(&item)), Summary { queued: 0, sent: 7, failed: 0, last_sent_at_ms: Some(1000), paused: true });
         assert_eq!(Summary::from_item(None), Summary::default());
     }
 }

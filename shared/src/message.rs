@@ -91,5 +91,44 @@ impl QueueMessage {
     }
 }
 
+/// An account's sends held or released (`POST /account/pause` / `resume`), told to the
+/// worker through the send queue, since the edge cannot reach the schedule in Redis.
+/// `at_ms` orders them: SQS may hand them over late, out of order or twice, and a
+/// control older than the last one applied to the account is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountControl {
+    pub control: Hold,
+    pub creator_id: String,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hold {
+    Pause,
+    Resume,
+}
+
+/// What the worker reads from the send queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Message(QueueMessage),
+    Control(AccountControl),
+}
+
+impl Incoming {
+    /// Parses a queue message body: a control names `control`, anything else must be a
+    /// message.
+    pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
+        let value: Value = serde_json::from_str(body)?;
+        if value.get("control").is_some() {
+            serde_json::from_value(value).map(Incoming::Control)
+        } else {
+            serde_json::from_value(value).map(Incoming::Message)
+        }
+    }
+}
+
 /// The message attributes set on every SQS message (DESIGN §4).
 pub const MESSAGE_TYPE: &str = "onlyfans";

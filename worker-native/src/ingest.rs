@@ -19,7 +19,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry};
 use anyhow::Context;
 use aws_sdk_sqs::Client;
-use shared::message::QueueMessage;
+use shared::message::{Incoming, QueueMessage};
 use tokio::sync::{watch, Notify};
 
 use crate::ledger::Ledger;
@@ -70,8 +70,12 @@ pub struct IngestStats {
 }
 
 /// Why a body was refused.
-fn parse(body: &str) -> Result<QueueMessage, String> {
-    let m: QueueMessage = serde_json::from_str(body).map_err(|e| format!("not a queue message: {e}"))?;
+fn parse(body: &str) -> Result<Incoming, String> {
+    let m = match Incoming::parse(body).map_err(|e| format!("not a queue message: {e}"))? {
+        Incoming::Message(m) => m,
+        Incoming::Control(c) if c.creator_id.is_empty() => return Err("a control names no creatorId".into()),
+        control => return Ok(control),
+    };
     if !shared::id::is_message_id(&m.id) {
         return Err("id is not a message id".into());
     }
@@ -81,7 +85,7 @@ fn parse(body: &str) -> Result<QueueMessage, String> {
     if !(shared::validation::MIN_PRIORITY..=shared::validation::MAX_PRIORITY).contains(&m.priority) {
         return Err("priority out of range".into());
     }
-    Ok(m)
+    Ok(Incoming::Message(m))
 }
 
 impl Ingest {
@@ -152,6 +156,7 @@ impl Ingest {
             return Ok(0);
         }
         let mut valid = Vec::with_capacity(messages.len());
+        let mut controls = Vec::new();
         let mut valid_received = Vec::with_capacity(messages.len());
         let mut done = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
@@ -160,16 +165,27 @@ impl Ingest {
                 // SQS can hand over one message twice in one receive: the repeat is a
                 // duplicate delivery, deleted with the rest (a batch read or transaction
                 // naming one item twice would be refused whole).
-                Ok(q) if valid.iter().any(|v: &QueueMessage| v.id == q.id && v.generation == q.generation) => {}
-                Ok(q) => {
+                Ok(Incoming::Message(q)) if valid.iter().any(|v: &QueueMessage| v.id == q.id && v.generation == q.generation) => {}
+                Ok(Incoming::Message(q)) => {
                     valid.push(q);
+                    valid_received.push((i.to_string(), m));
+                }
+                Ok(Incoming::Control(c)) => {
+                    controls.push(c);
                     valid_received.push((i.to_string(), m));
                 }
                 Err(reason) => self.dead_letter(m.body().unwrap_or_default(), &reason).await?,
             }
             done.push(DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build()?);
         }
-        let scheduled = self.schedule_batch(&valid).await;
+        let controlled = self.schedule.control(&controls).await;
+        if matches!(controlled, Ok(n) if n > 0) {
+            self.wake.notify_one(); // a resumed account may be due now
+        }
+        let scheduled = match controlled {
+            Ok(_) => self.schedule_batch(&valid).await,
+            Err(e) => Err(anyhow::Error::from(e).context("account controls not applied")),
+        };
         if scheduled.is_err() {
             // Not the messages' fault: receive nothing more until Redis and the ledger
             // answer, and put these back as copies whose receive count starts at 0. An
@@ -180,7 +196,12 @@ impl Ingest {
         }
         self.delete(done).await?;
         let enqueued = scheduled.context("could not schedule received messages; ingest pauses until Redis and the ledger answer")?;
-        self.metrics.deferred(enqueued.deferred);
+        // Waiting for the account's own limit is the schedule's normal work, not a
+        // deferral: RateLimitDeferrals counts the gateway's 429s only (dispatch), the
+        // sign that the configured limit is faster than the gateway accepts.
+        if enqueued.deferred > 0 {
+            tracing::debug!(messages = enqueued.deferred, "scheduled behind their accounts' limits");
+        }
         if enqueued.duplicates() > 0 {
             tracing::info!(duplicates = enqueued.duplicates(), "duplicate deliveries dropped");
         }
@@ -269,7 +290,15 @@ mod tests {
         assert!(parse("not json").is_err());
         assert!(parse(r#"{"id":"x","creatorId":"a","recipientId":"b","content":"c","priority":5,"acceptedAt":"t"}"#).is_err());
         let ok = r#"{"id":"018bcfe5-6800-7fff-bfff-ffffffffffff","creatorId":"a","recipientId":"b","content":"c","priority":5,"acceptedAt":"2026-11-25T00:00:00.000Z"}"#;
-        assert_eq!(parse(ok).unwrap().generation, 0);
+        assert!(matches!(parse(ok), Ok(Incoming::Message(m)) if m.generation == 0));
         assert!(parse(&ok.replace("\"priority\":5", "\"priority\":0")).is_err());
+    }
+
+    #[test]
+    fn reads_account_controls() {
+        let pause = r#"{"control":"pause","creatorId":"a","atMs":5}"#;
+        assert!(matches!(parse(pause), Ok(Incoming::Control(c)) if c.control == shared::message::Hold::Pause && c.at_ms == 5));
+        assert!(parse(r#"{"control":"stop","creatorId":"a","atMs":5}"#).is_err());
+        assert!(parse(r#"{"control":"resume","creatorId":"","atMs":5}"#).is_err());
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use serde::{Deserialize, Serialize};
-use shared::message::QueueMessage;
+use shared::message::{AccountControl, Hold, QueueMessage};
 use shared::rate::RateLimit;
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -121,6 +121,7 @@ struct Scripts {
     complete: Script,
     reclaim: Script,
     renew: Script,
+    control: Script,
     backlog: Script,
 }
 
@@ -152,6 +153,7 @@ impl Schedule {
             complete: script(include_str!("lua/complete.lua")),
             reclaim: script(include_str!("lua/reclaim.lua")),
             renew: script(include_str!("lua/renew.lua")),
+            control: script(include_str!("lua/control.lua")),
             backlog: Script::new(
                 r"local n = redis.call('ZCARD', ARGV[1] .. 'delayed')
                   for _, a in ipairs(redis.call('ZRANGE', ARGV[1] .. 'ready', 0, -1)) do n = n + redis.call('ZCARD', ARGV[1] .. 'q:' .. a) end
@@ -195,6 +197,19 @@ impl Schedule {
         }
         let (added, deferred, duplicate_at): (u64, u64, Vec<usize>) = self.run(&inv).await?;
         Ok(Enqueued { added, deferred, duplicate_at })
+    }
+
+    /// Holds or releases accounts (see lua/control.lua); returns how many controls
+    /// were newer than the last applied to their account.
+    pub async fn control(&self, controls: &[AccountControl]) -> redis::RedisResult<u64> {
+        if controls.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.invocation(&self.scripts.control);
+        for c in controls {
+            inv.arg(&c.creator_id).arg(if c.control == Hold::Pause { "pause" } else { "resume" }).arg(c.at_ms);
+        }
+        self.run(&inv).await
     }
 
     /// Leases up to `n` due messages for `lease_ms`.

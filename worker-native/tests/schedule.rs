@@ -18,7 +18,9 @@ const UNLIMITED: RateLimit = RateLimit { max: 1_000_000, window_ms: 1000 };
 /// returns (Redis time, message) of each take.
 async fn drain(s: &Schedule, n: usize) -> Vec<(u64, Taken)> {
     let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while out.len() < n {
+        assert!(std::time::Instant::now() < deadline, "only {} of {n} messages taken within 20 s", out.len());
         let r = s.take(64, 30_000).await.unwrap();
         let done: Vec<Completion> = r.taken.iter().cloned().map(Completion::Done).collect();
         s.complete(&done).await.unwrap();
@@ -245,4 +247,36 @@ async fn a_scheduled_message_waits_for_send_at_then_keeps_the_spacing() {
     assert!(times[0] >= send_at, "taken {} ms before sendAt", send_at - times[0]);
     assert!(times.windows(2).all(|w| w[1] - w[0] >= 200), "one spacing apart: {times:?}");
     assert_eq!(got.into_iter().map(|(_, t)| t.id).collect::<Vec<_>>(), scheduled.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
+}
+
+fn control(account: &str, hold: shared::message::Hold, at_ms: u64) -> shared::message::AccountControl {
+    shared::message::AccountControl { control: hold, creator_id: account.into(), at_ms }
+}
+
+/// An account held (POST /account/pause) sends nothing, whatever falls due or arrives,
+/// while others go on; a control older than the last applied is ignored; released, it
+/// goes on at its own spacing (no catch-up burst) and nothing was lost.
+#[tokio::test]
+async fn a_held_account_sends_nothing_until_released_then_keeps_its_spacing() {
+    use shared::message::Hold;
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 1, 0);
+    let msgs: Vec<_> = (0..6).map(|i| message("a", i, 5)).collect();
+    s.enqueue(&msgs).await.unwrap();
+    let before = drain(&s, 2).await;
+    assert_eq!(s.control(&[control("a", Hold::Pause, 10)]).await.unwrap(), 1);
+    assert_eq!(s.control(&[control("a", Hold::Resume, 9)]).await.unwrap(), 0, "an older control is ignored");
+    s.enqueue(&[message("a", 6, 1), message("b", 0, 5)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await; // three spacings: a would be due
+    let during = s.take(10, 30_000).await.unwrap();
+    assert_eq!(during.taken.iter().map(|t| t.account.as_str()).collect::<Vec<_>>(), ["b"], "only the other account");
+    s.complete(&during.taken.into_iter().map(Completion::Done).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(s.control(&[control("a", Hold::Resume, 11)]).await.unwrap(), 1);
+    let released = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let after = drain(&s, 5).await;
+    let times: Vec<u64> = after.iter().map(|(t, _)| *t).collect();
+    assert!(times.windows(2).all(|w| w[1] - w[0] >= 200), "no catch-up burst: {times:?}");
+    assert!(times[0] + 10 >= released, "taken before the release");
+    let ids: std::collections::HashSet<String> = before.iter().chain(after.iter()).map(|(_, t)| t.id.clone()).collect();
+    assert_eq!(ids.len(), 7, "every message of the account, once");
 }

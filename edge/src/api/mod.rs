@@ -1,6 +1,7 @@
 //! Routing of `/api/onlyfans/messaging/*` and what every authenticated route shares:
 //! the bearer token, the per-account API-call limit, the error JSON.
 
+mod account;
 mod failed;
 mod message;
 mod retry;
@@ -73,6 +74,12 @@ async fn route<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: 
             allow(method, &["GET"])?;
             let account = authenticate(&ctx, request, READ_LIMITER).await?;
             failed::failed(&ctx, request, &account).await
+        }
+        ["account", action @ ("pause" | "resume")] => {
+            allow(method, &["POST"])?;
+            let account = authenticate(&ctx, request, SEND_LIMITER).await?;
+            let hold = if *action == "pause" { shared::message::Hold::Pause } else { shared::message::Hold::Resume };
+            account::hold(&ctx, &account, hold).await
         }
         [id, "retry"] => {
             allow(method, &["POST"])?;

@@ -3,7 +3,7 @@
 --                     those whose queue ran empty, until they are next due)
 --   P..'q:'..acct     ZSET message id -> priority * 1e13 + accepted ms (most urgent, oldest first)
 --   P..'body:'..acct  HASH message id -> payload (the queue message and its attempts)
---   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until), n
+--   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until, or held: control.lua), n
 --                     (sends so far, burst 1); with burst 1, tat is written when the
 --                     account leaves `ready` (while it is in `ready`, its score is its tat)
 --   P..'win:'..acct   LIST the account's last `max` send times, newest first

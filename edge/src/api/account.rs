@@ -1,0 +1,24 @@
+//! `POST /account/pause` and `POST /account/resume`: hold or release every send of this
+//! account. The worker applies it to the schedule when it reads the control from the
+//! send queue (the edge cannot reach Redis); the summary item keeps the flag that
+//! `GET /status` shows. Both carry the time of the request, so that an older control
+//! never overrides a newer one, whatever order they arrive in.
+
+use futures_util::future::join;
+use shared::api::AccountHeld;
+use shared::message::{AccountControl, Hold};
+
+use crate::error::ApiError;
+use crate::http::ApiResponse;
+use crate::ledger;
+use crate::platform::Platform;
+use crate::queue;
+use crate::services::Ctx;
+
+pub async fn hold<P: Platform>(ctx: &Ctx<'_, P>, account: &str, hold: Hold) -> Result<ApiResponse, ApiError> {
+    let control = AccountControl { control: hold, creator_id: account.to_owned(), at_ms: ctx.p.now_ms() };
+    let (queued, flagged) = join(queue::control(ctx, &control), ledger::set_paused(ctx, &control)).await;
+    queued?;
+    flagged?;
+    Ok(ApiResponse::json(200, &AccountHeld { success: true, paused: hold == Hold::Pause }))
+}
