@@ -9,6 +9,7 @@ and fails the requests that match a rule:
 
 A rule matches when its `match` string is in the request's X-Amz-Target header or
 body; it applies `count` times (None: until removed) or until `until` (monotonic time).
+Every request's operation is recorded in `calls` (what the benchmarks count).
 """
 
 import http.client
@@ -27,6 +28,7 @@ class FaultProxy:
         self.rules = []
         self.hits = []  # (mode, match) of each request a rule failed
         self.settled = 0  # requests a rule matched whose answer has been given
+        self.calls = []  # the operation (X-Amz-Target, or the path) of every request
         self.lock = threading.Lock()
         proxy = self
 
@@ -35,6 +37,8 @@ class FaultProxy:
 
             def _any(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with proxy.lock:
+                    proxy.calls.append(self.headers.get("x-amz-target") or self.path)
                 mode, delay = proxy._match(self.headers.get("x-amz-target", ""), body)
                 try:
                     self._forward(body, mode, delay)
