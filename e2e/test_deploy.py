@@ -49,7 +49,8 @@ def worker_settings_known():
 
 
 @pytest.fixture(scope="module")
-def emulator():
+def emulator_url():
+    """An emulator of this module's own (the session's is provisioned already)."""
     port = stack.free_port()
     part = stack.start_ministack(port, LOGS / "deploy-ministack.log")
     yield f"http://127.0.0.1:{port}"
@@ -62,21 +63,21 @@ def test_cfn_lint_finds_no_error():
     assert out.returncode & 2 == 0, out.stdout + out.stderr
 
 
-def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator):
+def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator_url):
     """With workers on ECS and Redis created: every resource, read back from the emulator."""
-    ec2 = prov.client("ec2", emulator)
+    ec2 = prov.client("ec2", emulator_url)
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"] for i, z in ((1, "a"), (2, "b"))]
-    token_arn = prov.client("secretsmanager", emulator).create_secret(Name="full/gateway-token", SecretString="gw-s3cret")["ARN"]
+    token_arn = prov.client("secretsmanager", emulator_url).create_secret(Name="full/gateway-token", SecretString="gw-s3cret")["ARN"]
     started = time.monotonic()
-    outputs = prov.deploy.deploy_stack(prov.client("cloudformation", emulator), "full", {
+    outputs = prov.deploy.deploy_stack(prov.client("cloudformation", emulator_url), "full", {
         "EnvironmentName": "full", "WorkerImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/worker-native:1", "DesiredWorkers": 0,
         "GatewayUrl": "https://gateway.example.com/{accountId}/{recipientId}", "GatewayTokenSecretArn": token_arn,
         "VpcId": vpc, "SubnetIds": ",".join(subnets), "AlarmEmail": "ops@example.com"}, say=lambda _: None)
     seconds = time.monotonic() - started
     LOGS.joinpath("figures.jsonl").open("a").write(json.dumps({"test": "template_deploy", "seconds": round(seconds, 2)}) + "\n")
 
-    sqs = prov.client("sqs", emulator)
+    sqs = prov.client("sqs", emulator_url)
     q = sqs.get_queue_attributes(QueueUrl=outputs["QueueUrl"], AttributeNames=["All"])["Attributes"]
     dlq = sqs.get_queue_attributes(QueueUrl=outputs["DeadLetterQueueUrl"], AttributeNames=["All"])["Attributes"]
     # Visibility above the worker's default lease (GATEWAY_TIMEOUT 10 s + 20 s).
@@ -84,7 +85,7 @@ def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator):
     assert json.loads(q["RedrivePolicy"]) == {"deadLetterTargetArn": dlq["QueueArn"], "maxReceiveCount": 5}
     assert dlq["MessageRetentionPeriod"] == str(14 * 86400) and json.loads(dlq["RedriveAllowPolicy"])["sourceQueueArns"] == [q["QueueArn"]]
 
-    table = prov.client("dynamodb", emulator).describe_table(TableName=outputs["LedgerTableName"])["Table"]
+    table = prov.client("dynamodb", emulator_url).describe_table(TableName=outputs["LedgerTableName"])["Table"]
     assert [k["AttributeName"] for k in table["KeySchema"]] == ["creatorId", "messageId"]
     [index] = table["GlobalSecondaryIndexes"]
     assert (index["IndexName"], [k["AttributeName"] for k in index["KeySchema"]]) == ("failed-index", ["creatorId", "failedKey"])
@@ -93,11 +94,11 @@ def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator):
     assert declared["DeletionPolicy"] == "Retain" and declared["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
     assert declared["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}  # the attribute the edge writes
 
-    redis = prov.client("elasticache", emulator).describe_replication_groups()["ReplicationGroups"]
+    redis = prov.client("elasticache", emulator_url).describe_replication_groups()["ReplicationGroups"]
     [group] = [g for g in redis if "full" in g.get("Description", "") or "full" in g["ReplicationGroupId"]]
     assert group["AutomaticFailover"] == "enabled" and group["TransitEncryptionEnabled"] and group["AtRestEncryptionEnabled"]
 
-    ecs = prov.client("ecs", emulator)
+    ecs = prov.client("ecs", emulator_url)
     # The emulator cannot run the service (its tasks need Docker, and it passes a
     # DesiredCount taken from a parameter on as a string): deployed here with
     # DesiredWorkers=0, the task definition alone; the service is checked as declared.
@@ -125,7 +126,7 @@ def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator):
     assert env["ENVIRONMENT"] == "full" and env["RATE_LIMITER_ENABLED"] == "true"
     assert "gw-s3cret" not in json.dumps(task, default=str), "the token stays in Secrets Manager"
 
-    alarms = {a["AlarmName"] for a in prov.client("cloudwatch", emulator).describe_alarms()["MetricAlarms"]}
+    alarms = {a["AlarmName"] for a in prov.client("cloudwatch", emulator_url).describe_alarms()["MetricAlarms"]}
     assert {f"full-{n}" for n in ("dead-letters", "oldest-message", "failed-messages", "send-latency-p99", "scheduled-backlog")} <= alarms
     workers_alarm = template()["Resources"]["WorkersAlarm"]["Properties"]
     assert (workers_alarm["Namespace"], workers_alarm["MetricName"]) == ("ECS/ContainerInsights", "RunningTaskCount")
@@ -146,14 +147,14 @@ def watched_metrics(cloudwatch, environment):
     return out
 
 
-def test_deploy_command_end_to_end_and_no_alarm_watches_an_unpublished_metric(emulator, tmp_path):
+def test_deploy_command_end_to_end_and_no_alarm_watches_an_unpublished_metric(emulator_url, tmp_path):
     """scripts/deploy.sh aws against the emulator; an edge and a worker configured from
     what it wrote send a message to delivery; then every alarm and widget must watch a
     metric the worker published with exactly that namespace and dimensions, or an AWS
     metric of this stack's queue."""
     env_name = f"e2e{uuid.uuid4().hex[:6]}"
     edge_vars, worker_env = tmp_path / "edge.vars", tmp_path / "worker.env"
-    deploy_env = {**os.environ, "AWS_ENDPOINT_URL": emulator, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    deploy_env = {**os.environ, "AWS_ENDPOINT_URL": emulator_url, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
     run = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "aws", env_name,
                           "--param", "GatewayUrl=http://127.0.0.1/unused/{accountId}/{recipientId}", "--param", "RedisUrl=redis://127.0.0.1:6379",
                           "--param", "CreateWorkerUser=true", "--edge-vars", str(edge_vars), "--worker-env", str(worker_env)],
@@ -163,10 +164,10 @@ def test_deploy_command_end_to_end_and_no_alarm_watches_an_unpublished_metric(em
     assert oct(edge_vars.stat().st_mode & 0o777) == "0o600" and oct(worker_env.stat().st_mode & 0o777) == "0o600"
     edge_settings, worker_settings = stack.read_vars(edge_vars), stack.read_vars(worker_env)
     assert edge_settings["AWS_SECRET_ACCESS_KEY"] not in run.stdout + run.stderr, "no secret printed"
-    iam = prov.client("iam", emulator)
+    iam = prov.client("iam", emulator_url)
     for user, worker in ((f"{env_name}-edge", False), (f"{env_name}-worker", True)):
         iam.put_user_policy(UserName=user, PolicyName="emulator-gaps", PolicyDocument=prov.emulator_gaps(worker))
-    prov.client("dynamodb", emulator).update_time_to_live(TableName=edge_settings["LEDGER_TABLE"], TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+    prov.client("dynamodb", emulator_url).update_time_to_live(TableName=edge_settings["LEDGER_TABLE"], TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
 
     parts = []
     try:
@@ -187,7 +188,7 @@ def test_deploy_command_end_to_end_and_no_alarm_watches_an_unpublished_metric(em
         assert r.status_code == 202, r.text
         mid = r.json()["messageId"]
         wait_for(lambda: any(d["messageId"] == mid for d in requests.get(gateway + "/deliveries", timeout=5).json()), 30, "delivered")
-        cloudwatch = prov.client("cloudwatch", emulator)
+        cloudwatch = prov.client("cloudwatch", emulator_url)
         ours = lambda: {(m["Namespace"], m["MetricName"], tuple(sorted((d["Name"], d["Value"]) for d in m["Dimensions"])))
                         for m in cloudwatch.list_metrics(Namespace=NAMESPACE)["Metrics"]}
         wait_for(lambda: len([m for m in ours() if ("Environment", env_name) in m[2]]) >= 8, 20, "the worker's metrics flushed")
@@ -198,7 +199,7 @@ def test_deploy_command_end_to_end_and_no_alarm_watches_an_unpublished_metric(em
     again = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "aws", env_name, "--param", "RateLimitMax=20"],
                            capture_output=True, text=True, env=deploy_env)
     assert again.returncode == 0, again.stdout + again.stderr
-    params = {p["ParameterKey"]: p["ParameterValue"] for p in prov.client("cloudformation", emulator).describe_stacks(StackName=env_name)["Stacks"][0]["Parameters"]}
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in prov.client("cloudformation", emulator_url).describe_stacks(StackName=env_name)["Stacks"][0]["Parameters"]}
     assert params["RateLimitMax"] == "20" and params["GatewayUrl"] == "http://127.0.0.1/unused/{accountId}/{recipientId}"
     # The edge side from the same outputs (dry run: no Cloudflare account here).
     edge_run = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "edge", "production", "--stack", env_name, "--dry-run"],
@@ -221,7 +222,7 @@ def test_deploy_command_end_to_end_and_no_alarm_watches_an_unpublished_metric(em
             pytest.fail(f"{namespace} {name}: a metric no test can check")  # ECS alarms exist only with workers on ECS
 
 
-def test_the_worker_image_runs_as_its_task_definition_says(emulator, tmp_path):
+def test_the_worker_image_runs_as_its_task_definition_says(emulator_url, tmp_path):
     """Built here without Docker (deploy/image.py), unpacked by an independent OCI tool
     (umoci), then run from its own root file system as its own user: ready, healthy by
     its own health check command, and exit 0 on SIGTERM."""
@@ -246,7 +247,7 @@ def test_the_worker_image_runs_as_its_task_definition_says(emulator, tmp_path):
 
     rootfs = bundle / "rootfs"
     assert not (rootfs / "bin" / "sh").exists(), "no shell in the image"
-    aws = prov.provision(emulator, prefix=f"img{uuid.uuid4().hex[:4]}")
+    aws = prov.provision(emulator_url, prefix=f"img{uuid.uuid4().hex[:4]}")
     redis_port = stack.free_port()
     redis = stack.start_redis(redis_port, LOGS / "image-redis.log")
     # As the container runtime would: the image's root, user, entrypoint and environment.
@@ -311,7 +312,7 @@ def self_signed_ca_and_server(directory: Path):
     (directory / "server.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
-def test_the_worker_reaches_redis_over_tls_with_an_auth_token(emulator, tmp_path):
+def test_the_worker_reaches_redis_over_tls_with_an_auth_token(emulator_url, tmp_path):
     """As the template's ElastiCache (in-transit encryption, auth token): `rediss://`,
     the server's certificate checked against the trusted roots, the token required."""
     self_signed_ca_and_server(tmp_path)
@@ -320,7 +321,7 @@ def test_the_worker_reaches_redis_over_tls_with_an_auth_token(emulator, tmp_path
                                      "--tls-cert-file", str(tmp_path / "server.crt"), "--tls-key-file", str(tmp_path / "server.key"),
                                      "--tls-auth-clients", "no", "--requirepass", "tls-token-123", "--save", "", "--appendonly", "no"],
                        LOGS / "redis-tls.log")
-    aws = prov.provision(emulator, prefix=f"tls{uuid.uuid4().hex[:4]}")
+    aws = prov.provision(emulator_url, prefix=f"tls{uuid.uuid4().hex[:4]}")
     base = {**aws.worker_env(), "RATE_LIMITER_ENABLED": "true", "SQS_WAIT_SECONDS": "1"}
     try:
         wait_for(lambda: stack.port_taken(port), 10, "Redis listening with TLS")

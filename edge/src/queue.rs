@@ -44,13 +44,18 @@ struct Attribute<'a> {
 }
 
 fn entry(m: &QueueMessage) -> Entry<'_> {
+    entry_of(serde_json::to_string(m).expect("a queue message always serializes"), &m.creator_id, m.priority)
+}
+
+/// An SQS entry with the attributes every message carries (DESIGN §4).
+fn entry_of(message_body: String, creator_id: &str, priority: u8) -> Entry<'_> {
     Entry {
         queue_url: None,
         id: None,
-        message_body: serde_json::to_string(m).expect("a queue message always serializes"),
+        message_body,
         message_attributes: Attributes {
-            creator_id: Attribute { data_type: "String", string_value: m.creator_id.as_str().into() },
-            priority: Attribute { data_type: "Number", string_value: m.priority.to_string().into() },
+            creator_id: Attribute { data_type: "String", string_value: creator_id.into() },
+            priority: Attribute { data_type: "Number", string_value: priority.to_string().into() },
             message_type: Attribute { data_type: "String", string_value: MESSAGE_TYPE.into() },
         },
     }
@@ -106,18 +111,9 @@ async fn send_batch<P: Platform>(ctx: &Ctx<'_, P>, queue_url: &str, chunk: &[&Qu
 
 /// Sends an account control (pause, resume) to the worker through the queue.
 pub async fn control<P: Platform>(ctx: &Ctx<'_, P>, control: &AccountControl) -> Result<(), AwsError> {
-    let body = Entry {
-        queue_url: Some(&ctx.config().queue_url),
-        id: None,
-        message_body: serde_json::to_string(control).expect("a control always serializes"),
-        message_attributes: Attributes {
-            creator_id: Attribute { data_type: "String", string_value: control.creator_id.as_str().into() },
-            // Ahead of any message: priorities are 1 to 10.
-            priority: Attribute { data_type: "Number", string_value: "0".into() },
-            message_type: Attribute { data_type: "String", string_value: MESSAGE_TYPE.into() },
-        },
-    };
-    ctx.sqs("SendMessage", &body).await.map(drop)
+    // Priority 0: ahead of any message (priorities are 1 to 10).
+    let body = entry_of(serde_json::to_string(control).expect("a control always serializes"), &control.creator_id, 0);
+    ctx.sqs("SendMessage", &Entry { queue_url: Some(&ctx.config().queue_url), ..body }).await.map(drop)
 }
 
 /// Depth, in-flight and dead-letter counts, as SQS approximates them.

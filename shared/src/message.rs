@@ -118,14 +118,13 @@ pub enum Incoming {
 }
 
 impl Incoming {
-    /// Parses a queue message body: a control names `control`, anything else must be a
-    /// message.
+    /// Parses a queue message body. Messages are read straight into their type (the
+    /// ingest path's common case, one pass); only a body that is not a message is read
+    /// again as a control, and if it is neither, the message's error is the one told.
     pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
-        let value: Value = serde_json::from_str(body)?;
-        if value.get("control").is_some() {
-            serde_json::from_value(value).map(Incoming::Control)
-        } else {
-            serde_json::from_value(value).map(Incoming::Message)
+        match serde_json::from_str::<QueueMessage>(body) {
+            Ok(m) => Ok(Incoming::Message(m)),
+            Err(e) => serde_json::from_str::<AccountControl>(body).map(Incoming::Control).map_err(|_| e),
         }
     }
 }
