@@ -168,7 +168,8 @@ class Emulator:
         self._seen = {}
 
     def queue_messages(self):
-        """Every message the queue has received so far, by id (read and deleted)."""
+        """Every message the queue has received so far, by id (a campaign's reference by
+        the campaign's id), read and deleted."""
         while True:
             r = self.sqs.receive_message(QueueUrl=self.aws.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0)
             batch = r.get("Messages", [])
@@ -176,7 +177,7 @@ class Emulator:
                 return self._seen
             for m in batch:
                 body = json.loads(m["Body"])
-                self._seen.setdefault(body["id"], []).append({"body": body, "attributes": m.get("MessageAttributes", {})})
+                self._seen.setdefault(body.get("id") or body["campaign"], []).append({"body": body, "attributes": m.get("MessageAttributes", {})})
                 self.sqs.delete_message(QueueUrl=self.aws.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
     def item(self, creator, message_id):
@@ -185,6 +186,9 @@ class Emulator:
     def items(self, creator):
         r = self.ddb.query(TableName=self.aws.table, KeyConditionExpression="creatorId = :c", ExpressionAttributeValues={":c": {"S": creator}}, ConsistentRead=True)
         return [i for i in r["Items"] if not i["messageId"]["S"].startswith("#")]
+
+    def campaign(self, creator, campaign_id):
+        return self.item(creator, f"#campaign#{campaign_id}")
 
     def claim(self, creator, key):
         """The idempotency record of `key`."""

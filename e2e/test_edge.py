@@ -2,6 +2,7 @@
 against `wrangler dev`, with SQS and the ledger read back from the AWS emulator."""
 
 import concurrent.futures
+import json
 import time
 from datetime import datetime
 
@@ -184,6 +185,9 @@ def test_queue_position_and_estimate_follow_the_backlog(edge, backend, emulator)
 
 
 def test_mass_message(edge, emulator):
+    """A mass message is one campaign: its item (content once, the recipient list) and
+    one queue message naming it. Every message id answers `GET /{id}` at once, before
+    any worker has fanned it out, and the campaign shows its progress."""
     creator = account()
     fans = [f"fan-{i}" for i in range(25)]
     r = send(edge, creator, {"recipientIds": fans, "content": "News for everyone", "priority": 3})
@@ -193,12 +197,36 @@ def test_mass_message(edge, emulator):
     assert [e["recipientId"] for e in a["messages"]] == fans
     assert [e["queuePosition"] for e in a["messages"]] == list(range(1, 26))
     assert all(e["status"] == "queued" for e in a["messages"])
-    assert len({e["messageId"] for e in a["messages"]}) == 25
-    queued = emulator.queue_messages()
-    for e in a["messages"]:
-        [q] = queued[e["messageId"]]
-        assert q["body"]["recipientId"] == e["recipientId"] and q["body"]["content"] == "News for everyone"
-    assert sorted(i["recipientId"]["S"] for i in emulator.items(creator)) == sorted(fans)
+    ids = [e["messageId"] for e in a["messages"]]
+    assert len(set(ids)) == 25 and ids == sorted(ids), "distinct, in request order"
+    cid = a["campaignId"]
+    [q] = emulator.queue_messages()[cid]
+    assert q["body"] == {"campaign": cid, "creatorId": creator}, "the queue names the campaign, nothing more"
+    assert q["attributes"]["priority"]["StringValue"] == "3"
+    item = emulator.campaign(creator, cid)
+    assert item["content"]["S"] == "News for everyone" and json.loads(item["recipients"]["S"]) == fans
+    assert emulator.items(creator) == [], "the worker writes the messages' items"
+    m = edge.call("GET", f"/{ids[7]}", token(creator))
+    assert m.status_code == 200, m.text
+    assert (m.json()["status"], m.json()["recipientId"], m.json()["content"], m.json()["campaignId"]) == ("queued", "fan-7", "News for everyone", cid)
+    c = edge.call("GET", f"/campaigns/{cid}", token(creator)).json()
+    assert (c["status"], c["total"], c["queued"], c["sent"], c["failed"], c["canceled"]) == ("sending", 25, 25, 0, 0, 0)
+    assert c["estimatedCompletionTime"] >= a["messages"][-1]["estimatedSendTime"][:19]
+    assert edge.call("GET", f"/campaigns/{cid}", token(account())).status_code == 404, "another account's campaign"
+    assert edge.call("GET", f"/{ids[7]}", token(account())).status_code == 404
+
+
+def test_campaigns_are_listed_newest_first_and_paged(edge):
+    creator = account()
+    made = [send(edge, creator, {"recipientIds": [f"a{i}", f"b{i}"], "content": f"c{i}"}).json()["campaignId"] for i in range(3)]
+    first = edge.call("GET", "/campaigns?limit=2", token(creator)).json()
+    assert [c["campaignId"] for c in first["campaigns"]] == made[::-1][:2]
+    assert all(c["total"] == 2 and c["queued"] == 2 for c in first["campaigns"])
+    rest = edge.call("GET", f"/campaigns?limit=2&cursor={first['nextCursor']}", token(creator)).json()
+    assert [c["campaignId"] for c in rest["campaigns"]] == made[:1] and rest["nextCursor"] is None
+    other = edge.call("GET", f"/campaigns?cursor={first['nextCursor']}", token(account()))
+    assert (other.status_code, other.json()["details"][0]["field"]) == (400, "cursor")
+    assert edge.call("GET", "/campaigns", token(account())).json() == {"campaigns": [], "nextCursor": None}
 
 
 def test_validation_lists_every_bad_field(edge):
@@ -628,32 +656,37 @@ def test_a_pending_claim_is_taken_over_after_its_lease_with_the_same_ids(faulty,
     assert [m["messageId"] for m in resumed.json()["messages"]] == ids, "the same messages, not new ones"
     replay = edge.call("POST", "/send", token(creator), body, headers=key)
     assert replay.headers.get("idempotent-replayed") == "true" and replay.json() == resumed.json()
-    assert sorted(i["messageId"]["S"] for i in emulator.items(creator)) == sorted(ids)
-    queued = emulator.queue_messages()
-    assert all(len(queued[i]) == 2 for i in ids), "queued again under the same ids (the worker drops the repeat)"
+    cid = first.json()["campaignId"]
+    assert resumed.json()["campaignId"] == cid and emulator.campaign(creator, cid) is not None
+    assert len(emulator.queue_messages()[cid]) == 2, "queued again under the same id (the worker drops the repeat)"
 
 
-def test_a_mass_send_partly_queued_reports_and_records_the_rest_as_failed(faulty, emulator):
-    """The queue refuses the batch holding the `doomed-` recipients on every try: the
-    other 15 are queued, the 10 are answered `failed` with the reason, recorded failed
-    (listed by GET /failed, counted) and not in the queue."""
+def test_a_campaign_the_queue_refuses_is_answered_503_and_leaves_nothing(faulty, emulator):
+    """The campaign's item is written first; when the queue then refuses to name it,
+    the item is removed again: nothing is left that no worker would ever send."""
     edge, proxy = faulty
     proxy.clear()
     creator = account()
-    fans = [f"ok-{i}" for i in range(10)] + [f"doomed-{i}" for i in range(10)] + [f"ok-{i}" for i in range(10, 15)]
-    proxy.fail('recipientId\\":\\"doomed-')  # as an SQS message body quotes it (the ledger's items do not)
+    proxy.fail('"campaign\\":')  # the SQS body naming the campaign, as SendMessage quotes it
     try:
-        r = send(edge, creator, {"recipientIds": fans, "content": "partly"})
+        r = send(edge, creator, {"recipientIds": ["fan-1", "fan-2"], "content": "never"})
     finally:
         proxy.clear()
-    assert r.status_code == 202, r.text
-    by_status = {}
-    for m in r.json()["messages"]:
-        by_status.setdefault(m["status"], []).append(m)
-    assert sorted(m["recipientId"] for m in by_status["failed"]) == sorted(f for f in fans if f.startswith("doomed-"))
-    assert all("queue" in m["error"] for m in by_status["failed"]) and len(by_status["queued"]) == 15
-    queued = emulator.queue_messages()
-    assert all(m["messageId"] in queued for m in by_status["queued"]) and not any(m["messageId"] in queued for m in by_status["failed"])
-    failed = edge.call("GET", "/failed?limit=100", token(creator)).json()
-    assert sorted(m["id"] for m in failed["failedMessages"]) == sorted(m["messageId"] for m in by_status["failed"])
-    assert failed["total"] == 10
+    assert (r.status_code, r.json()["code"]) == (503, "upstream_unavailable"), r.text
+    assert "amazon" not in r.text.lower() and "sqs" not in r.text.lower()
+    assert edge.call("GET", "/campaigns", token(creator)).json()["campaigns"] == []
+
+
+def test_a_mass_message_costs_the_edge_the_same_as_one(faulty, emulator):
+    """AWS calls the edge makes for 1 and for 1,000 recipients: a campaign item and one
+    queue message (and the account's summary when not read within the second)."""
+    edge, proxy = faulty
+    proxy.clear()
+    creator = account()
+    calls = {}
+    for n in (1, 1000):
+        before = len(proxy.calls)
+        body = {**({"recipientIds": [f"fan-{i}" for i in range(n)]} if n > 1 else {"recipientId": "fan-0"}), "content": "x" * 2000}
+        assert send(edge, creator, body).status_code == 202
+        calls[n] = proxy.calls[before:]
+    assert len(calls[1000]) <= 4 and len(calls[1000]) <= len(calls[1]) + 1, calls

@@ -159,6 +159,14 @@ fn classify(service: Service, status: u16, body: &[u8]) -> AwsError {
     if kind == "ConditionalCheckFailedException" {
         return AwsError::ConditionFailed { item: parsed.get("Item").cloned() };
     }
+    // A transaction refused by a condition is a condition failure too: the item is the
+    // one whose condition failed (as it was, with `ReturnValuesOnConditionCheckFailure`).
+    if kind == "TransactionCanceledException" {
+        let reasons = parsed.get("CancellationReasons").and_then(Value::as_array);
+        if let Some(failed) = reasons.into_iter().flatten().find(|r| r.get("Code").and_then(Value::as_str) == Some("ConditionalCheckFailed")) {
+            return AwsError::ConditionFailed { item: failed.get("Item").cloned() };
+        }
+    }
     AwsError::Refused { service: service.name(), status, kind }
 }
 
@@ -207,6 +215,10 @@ mod tests {
 
     #[test]
     fn classifies_answers() {
+        let refused = classify(Service::DynamoDb, 400, br#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","CancellationReasons":[{"Code":"ConditionalCheckFailed","Item":{"status":{"S":"sent"}}},{"Code":"None"}]}"#);
+        assert!(matches!(refused, AwsError::ConditionFailed { item: Some(ref i) } if i["status"]["S"] == "sent"), "{refused:?}");
+        let conflict = classify(Service::DynamoDb, 400, br#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","CancellationReasons":[{"Code":"TransactionConflict"}]}"#);
+        assert!(matches!(conflict, AwsError::Refused { .. }));
         let cond = classify(Service::DynamoDb, 400, br#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"The conditional request failed","Item":{"status":{"S":"sent"}}}"#);
         assert!(matches!(cond, AwsError::ConditionFailed { item: Some(_) }));
         let throttled = classify(Service::DynamoDb, 400, br#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"}"#);

@@ -5,6 +5,7 @@
 use shared::error::FieldError;
 use shared::rate::RateLimit;
 use shared::settings::Settings;
+use shared::validation::{DEFAULT_MAX_RECIPIENTS, MAX_RECIPIENTS_LIMIT};
 
 use crate::sigv4::Credentials;
 
@@ -30,6 +31,8 @@ pub struct Config {
     /// The per-account send rate, for queue positions and estimates.
     pub rate: RateLimit,
     pub ledger_ttl_days: u64,
+    /// Recipients allowed in one mass message (a campaign).
+    pub max_recipients: usize,
     pub idempotency_ttl_hours: u64,
     /// How long a pending idempotency claim holds its key before another request with
     /// the same key and body may take it over (its first request died or lost track).
@@ -52,6 +55,7 @@ impl Config {
         let leeway = s.number("JWT_LEEWAY_SECONDS", 30, 0..=600);
         let jwks_refresh_seconds = s.number("JWKS_REFRESH_INTERVAL_SECONDS", 30, 0..=3600);
         let ledger_ttl_days = s.number("LEDGER_TTL_DAYS", shared::ledger::DEFAULT_TTL_DAYS, 1..=3650);
+        let max_recipients = s.number("MAX_RECIPIENTS", DEFAULT_MAX_RECIPIENTS as u64, 1..=MAX_RECIPIENTS_LIMIT as u64) as usize;
         let idempotency_ttl_hours = s.number("IDEMPOTENCY_TTL_HOURS", 24, 24..=24 * 30);
         let idempotency_lease_seconds = s.number("IDEMPOTENCY_LEASE_SECONDS", 60, 1..=3600);
         let window_ms = s.duration_ms("RATE_LIMIT_WINDOW", RateLimit::DEFAULT.window_ms);
@@ -87,6 +91,7 @@ impl Config {
             jwks_refresh_seconds,
             rate: RateLimit { max: rate_max as u32, window_ms },
             ledger_ttl_days,
+            max_recipients,
             idempotency_ttl_hours,
             idempotency_lease_seconds,
             cors_origins: s

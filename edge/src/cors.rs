@@ -2,7 +2,7 @@
 
 use crate::http::{ApiRequest, ApiResponse};
 
-const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
+const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 const ALLOW_HEADERS: &str = "authorization, content-type, idempotency-key";
 const EXPOSE_HEADERS: &str = "retry-after, idempotent-replayed";
 

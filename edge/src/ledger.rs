@@ -8,15 +8,12 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use shared::message::{AccountControl, Hold};
+use shared::campaign::{self, CampaignItem};
 use shared::ledger::{self, key, n, s, LedgerItem, MessageStatus, Summary, FAILED_INDEX, FAILED_KEY, PK, SK, SUMMARY_SK};
 
 use crate::aws::AwsError;
 use crate::platform::Platform;
 use crate::services::Ctx;
-
-/// Items per `BatchWriteItem` (DynamoDB's maximum).
-const BATCH: usize = 25;
-const BATCH_ROUNDS: usize = 4;
 
 /// Why a retry was refused.
 #[derive(Debug, thiserror::Error)]
@@ -33,25 +30,25 @@ fn table<'a, P: Platform>(ctx: &'a Ctx<'_, P>) -> &'a str {
     &ctx.config().ledger_table
 }
 
-/// Writes the items of newly accepted messages: `BatchWriteItem`s when the ids are
-/// fresh (no condition needed), otherwise a `PutItem` of each where it is absent: a
-/// single message (one call either way), or a `resumed` request, whose earlier attempt
-/// may have written them, and the worker moved them on since.
-pub async fn put_new<P: Platform>(ctx: &Ctx<'_, P>, items: &[LedgerItem], resumed: bool) -> Result<(), AwsError> {
-    if items.len() == 1 || resumed {
-        return join_all(items.iter().map(|i| put_if_absent(ctx, i))).await.into_iter().collect();
-    }
-    let requests: Vec<Value> = items.iter().map(|i| json!({"PutRequest": {"Item": i.to_item()}})).collect();
-    batch_write(ctx, requests).await
+/// Writes a newly accepted message's item, unless it is there already (a keyed
+/// request taken over: its first attempt wrote it, and the worker may have moved it
+/// on since).
+pub async fn put_new<P: Platform>(ctx: &Ctx<'_, P>, item: &LedgerItem) -> Result<(), AwsError> {
+    put_if_absent(ctx, &item.to_item()).await
+}
+
+/// Writes a newly accepted campaign's item (the same way).
+pub async fn put_campaign<P: Platform>(ctx: &Ctx<'_, P>, item: &CampaignItem) -> Result<(), AwsError> {
+    put_if_absent(ctx, &item.to_item()).await
 }
 
 /// Puts an item unless one with its key exists (then it is written already).
-async fn put_if_absent<P: Platform>(ctx: &Ctx<'_, P>, item: &LedgerItem) -> Result<(), AwsError> {
+async fn put_if_absent<P: Platform>(ctx: &Ctx<'_, P>, item: &impl serde::Serialize) -> Result<(), AwsError> {
     #[derive(serde::Serialize)]
     #[serde(rename_all = "PascalCase")]
-    struct PutItem<'a> {
+    struct PutItem<'a, I> {
         table_name: &'a str,
-        item: &'a LedgerItem,
+        item: &'a I,
         condition_expression: &'static str,
     }
     let body = PutItem { table_name: table(ctx), item, condition_expression: "attribute_not_exists(messageId)" };
@@ -59,6 +56,41 @@ async fn put_if_absent<P: Platform>(ctx: &Ctx<'_, P>, item: &LedgerItem) -> Resu
         Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Removes the item of a campaign that could not be queued (nobody else knows its id).
+pub async fn delete_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Result<(), AwsError> {
+    let body = json!({"TableName": table(ctx), "Key": campaign::item_key(creator, campaign_id)});
+    ctx.dynamodb("DeleteItem", &body).await.map(drop)
+}
+
+/// One campaign of this account (another account's is simply not found).
+pub async fn get_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Result<Option<CampaignItem>, AwsError> {
+    let answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": campaign::item_key(creator, campaign_id), "ConsistentRead": true})).await?;
+    Ok(answer.get("Item").and_then(CampaignItem::from_item))
+}
+
+/// A page of this account's campaigns, newest first (their ids are time-ordered), and
+/// where the next starts. The recipient lists are not read.
+pub async fn campaign_page<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, limit: u32, cursor: Option<&Cursor>) -> Result<(Vec<CampaignItem>, Option<Cursor>), AwsError> {
+    let mut body = json!({
+        "TableName": table(ctx),
+        "KeyConditionExpression": "#pk = :c AND begins_with(#sk, :prefix)",
+        "ProjectionExpression": "#pk, #sk, campaignId, #total, sent, failed, canceled, fanned, canceledAt, priority, acceptedAt, sendAt, #ttl",
+        "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#total": "total", "#ttl": ledger::TTL_ATTR},
+        "ExpressionAttributeValues": {":c": s(creator), ":prefix": s(campaign::CAMPAIGN_SK_PREFIX)},
+        "ScanIndexForward": false,
+        "Limit": limit + 1,
+    });
+    if let Some(c) = cursor {
+        body["ExclusiveStartKey"] = json!({PK: s(creator), SK: s(&c.index_key)});
+    }
+    let answer = ctx.dynamodb("Query", &body).await?;
+    let mut items: Vec<CampaignItem> = answer.get("Items").and_then(Value::as_array).into_iter().flatten().filter_map(CampaignItem::from_item).collect();
+    let more = items.len() > limit as usize;
+    items.truncate(limit as usize);
+    let next = more.then(|| items.last()).flatten().map(|last| Cursor { message_id: last.campaign.id.clone(), index_key: campaign::sort_key(&last.campaign.id) });
+    Ok((items, next))
 }
 
 /// Deletes the items of new messages whose queueing failed (best effort), each only
@@ -81,23 +113,6 @@ pub async fn delete_unqueued<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, ids: 
         }
     });
     join_all(deletes).await.into_iter().collect()
-}
-
-async fn batch_write<P: Platform>(ctx: &Ctx<'_, P>, requests: Vec<Value>) -> Result<(), AwsError> {
-    let results = join_all(requests.chunks(BATCH).map(|chunk| async move {
-        let mut pending = chunk.to_vec();
-        for round in 0..BATCH_ROUNDS {
-            let answer = ctx.dynamodb("BatchWriteItem", &json!({"RequestItems": {table(ctx): pending}})).await?;
-            pending = answer.pointer(&format!("/UnprocessedItems/{}", table(ctx))).and_then(Value::as_array).cloned().unwrap_or_default();
-            if pending.is_empty() {
-                return Ok(());
-            }
-            ctx.p.sleep_ms(25 << round).await;
-        }
-        Err(AwsError::Unavailable { service: "dynamodb", status: 400, kind: "UnprocessedItems".into() })
-    }))
-    .await;
-    results.into_iter().collect()
 }
 
 /// Adds to an account's count of failed messages. (The backlog counter is the
@@ -141,14 +156,15 @@ pub async fn get<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str) -> Resu
     Ok(answer.get("Item").and_then(LedgerItem::from_item))
 }
 
-/// Where a page of `GET /failed` ends: the failed index's key of its last item, minus
-/// the account (which always comes from the token), plus a tag of the account, so that
-/// a cursor handed to another account is refused instead of paging its list from an
-/// arbitrary place.
+/// Where a page of `GET /failed` or `GET /campaigns` ends: the id of its last item
+/// and that item's key in what is paged (the failed index's key, or the campaign's
+/// sort key), minus the account (which always comes from the token), plus a tag of the
+/// account, so that a cursor handed to another account is refused instead of paging
+/// its list from an arbitrary place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
     message_id: String,
-    failed_key: String,
+    index_key: String,
 }
 
 impl Cursor {
@@ -157,16 +173,16 @@ impl Cursor {
     }
 
     pub fn encode(&self, account: &str) -> String {
-        B64.encode(format!("{}\n{}\n{}", self.message_id, self.failed_key, Self::account_tag(account)))
+        B64.encode(format!("{}\n{}\n{}", self.message_id, self.index_key, Self::account_tag(account)))
     }
 
     /// The cursor, if `s` is one this API returned to `account`.
     pub fn decode(s: &str, account: &str) -> Option<Self> {
         let raw = String::from_utf8(B64.decode(s).ok()?).ok()?;
         let mut parts = raw.split('\n');
-        let (message_id, failed_key, tag) = (parts.next()?, parts.next()?, parts.next()?);
-        (parts.next().is_none() && shared::id::is_message_id(message_id) && failed_key.ends_with(message_id) && tag == Self::account_tag(account))
-            .then(|| Cursor { message_id: message_id.to_owned(), failed_key: failed_key.to_owned() })
+        let (message_id, index_key, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        (parts.next().is_none() && shared::id::is_message_id(message_id) && index_key.ends_with(message_id) && tag == Self::account_tag(account))
+            .then(|| Cursor { message_id: message_id.to_owned(), index_key: index_key.to_owned() })
     }
 }
 
@@ -184,7 +200,7 @@ pub async fn failed_page<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, limit: u3
         "Limit": limit + 1,
     });
     if let Some(c) = cursor {
-        body["ExclusiveStartKey"] = json!({PK: s(creator), SK: s(&c.message_id), FAILED_KEY: s(&c.failed_key)});
+        body["ExclusiveStartKey"] = json!({PK: s(creator), SK: s(&c.message_id), FAILED_KEY: s(&c.index_key)});
     }
     let answer = ctx.dynamodb("Query", &body).await?;
     let mut items: Vec<LedgerItem> = answer.get("Items").and_then(Value::as_array).into_iter().flatten().filter_map(LedgerItem::from_item).collect();
@@ -192,9 +208,141 @@ pub async fn failed_page<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, limit: u3
     items.truncate(limit as usize);
     let next = more.then(|| items.last()).flatten().and_then(|last| {
         let failed_at = last.failed_at.as_deref()?;
-        Some(Cursor { message_id: last.message.id.clone(), failed_key: ledger::failed_key(failed_at, &last.message.id) })
+        Some(Cursor { message_id: last.message.id.clone(), index_key: ledger::failed_key(failed_at, &last.message.id) })
     });
     Ok((items, next))
+}
+
+/// Why a cancel was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelRefused {
+    #[error("no such message or campaign")]
+    NotFound,
+    #[error("message is {0:?}")]
+    NotQueued(MessageStatus),
+    #[error("every message of the campaign is sent, failed or canceled")]
+    Completed,
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+}
+
+/// Moves a queued (or scheduled) message to `canceled`, and answers with it. The
+/// worker claims an item (`queued → sending`) before it hands the message to the
+/// gateway, so exactly one of the two wins, whatever the timing. The account's backlog
+/// counter counts the message once the worker has (`countedGen` = its generation):
+/// then it is taken back in the same transaction; otherwise `countedGen` is set with
+/// the cancel, so that the worker never counts it. A campaign's message that the
+/// worker has not written yet is written `canceled` (the worker's own write then finds
+/// it there and leaves it). A condition that fails (the worker moved meanwhile) reads
+/// again. Canceling a canceled message answers as the first cancel did.
+pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<LedgerItem, CancelRefused> {
+    for _ in 0..5 {
+        let answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": key(creator, id), "ConsistentRead": true})).await?;
+        let Some(found) = answer.get("Item") else {
+            match cancel_unwritten(ctx, creator, id, now).await? {
+                Some(item) => return Ok(item),
+                None => continue, // the worker wrote it meanwhile
+            }
+        };
+        let mut item = LedgerItem::from_item(found).ok_or(CancelRefused::NotFound)?;
+        match item.status {
+            MessageStatus::Canceled => return Ok(item),
+            MessageStatus::Queued => {}
+            other => return Err(CancelRefused::NotQueued(other)),
+        }
+        let generation = item.message.generation;
+        let counted = found.get("countedGen").and_then(|v| v.get("N")?.as_str()?.parse::<u32>().ok()) == Some(generation);
+        let mut update = json!({
+            "TableName": table(ctx),
+            "Key": key(creator, id),
+            "UpdateExpression": "SET #st = :canceled, canceledAt = :now, countedGen = :gen",
+            "ExpressionAttributeNames": {"#st": "status"},
+            "ExpressionAttributeValues": {":queued": s("queued"), ":canceled": s("canceled"), ":now": s(now), ":gen": n(generation)},
+        });
+        update["ConditionExpression"] = json!(if counted {
+            "#st = :queued AND countedGen = :gen"
+        } else {
+            "#st = :queued AND (attribute_not_exists(countedGen) OR countedGen < :gen)"
+        });
+        let mut writes = vec![json!({"Update": update})];
+        if counted {
+            writes.push(json!({"Update": {
+                "TableName": table(ctx),
+                "Key": key(creator, SUMMARY_SK),
+                "UpdateExpression": "ADD queued :minus",
+                "ExpressionAttributeValues": {":minus": n(-1)},
+            }}));
+        }
+        if let Some(campaign_id) = &item.message.campaign_id {
+            writes.push(count_canceled(ctx, creator, campaign_id));
+        }
+        match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": writes})).await {
+            Ok(_) => {
+                item.status = MessageStatus::Canceled;
+                return Ok(item);
+            }
+            Err(AwsError::ConditionFailed { .. }) => continue, // the worker moved it: look again
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AwsError::Unavailable { service: "dynamodb", status: 409, kind: "CancelKeptConflicting".into() }.into())
+}
+
+/// A campaign counts one more canceled message.
+fn count_canceled<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Value {
+    json!({"Update": {
+        "TableName": table(ctx),
+        "Key": campaign::item_key(creator, campaign_id),
+        "UpdateExpression": "ADD canceled :one",
+        "ExpressionAttributeValues": {":one": n(1)},
+    }})
+}
+
+/// Cancels a message that has no item: one of a campaign the worker has not fanned
+/// out yet (its item is written `canceled`). `None` when the worker wrote it meanwhile.
+async fn cancel_unwritten<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<Option<LedgerItem>, CancelRefused> {
+    let (campaign_id, index) = campaign::campaign_of(id).ok_or(CancelRefused::NotFound)?;
+    let found = get_campaign(ctx, creator, &campaign_id).await?.ok_or(CancelRefused::NotFound)?;
+    let mut item = found.pending_item(index as usize).ok_or(CancelRefused::NotFound)?;
+    if item.status == MessageStatus::Canceled {
+        return Ok(Some(item)); // canceled with its campaign
+    }
+    item.status = MessageStatus::Canceled;
+    let mut written = item.to_item();
+    written["canceledAt"] = s(now);
+    written["countedGen"] = n(0);
+    let put = json!({"Put": {"TableName": table(ctx), "Item": written, "ConditionExpression": "attribute_not_exists(messageId)"}});
+    match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": [put, count_canceled(ctx, creator, &campaign_id)]})).await {
+        Ok(_) => Ok(Some(item)),
+        Err(AwsError::ConditionFailed { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Marks a campaign canceled (the worker then takes what waits off the schedule and
+/// marks each message `canceled`), and answers with it. A canceled campaign answers
+/// as the first cancel did; a completed one is refused.
+pub async fn cancel_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str, now: &str) -> Result<CampaignItem, CancelRefused> {
+    let mut item = get_campaign(ctx, creator, campaign_id).await?.ok_or(CancelRefused::NotFound)?;
+    if item.canceled_at.is_some() {
+        return Ok(item);
+    }
+    if item.waiting() == 0 {
+        return Err(CancelRefused::Completed);
+    }
+    let body = json!({
+        "TableName": table(ctx),
+        "Key": campaign::item_key(creator, campaign_id),
+        "UpdateExpression": "SET canceledAt = :now",
+        "ConditionExpression": "attribute_not_exists(canceledAt)",
+        "ExpressionAttributeValues": {":now": s(now)},
+    });
+    match ctx.dynamodb("UpdateItem", &body).await {
+        Ok(_) | Err(AwsError::ConditionFailed { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    item.canceled_at = Some(now.to_owned());
+    Ok(item)
 }
 
 /// A failed message just moved back to `queued`: the item as it was, and as it is now.
@@ -292,7 +440,7 @@ mod tests {
     #[test]
     fn cursor_round_trip_and_rejects_garbage() {
         let id = "018bcfe5-6800-7fff-bfff-ffffffffffff";
-        let c = Cursor { message_id: id.into(), failed_key: format!("2026-11-25T06:00:00.000Z#{id}") };
+        let c = Cursor { message_id: id.into(), index_key: format!("2026-11-25T06:00:00.000Z#{id}") };
         assert_eq!(Cursor::decode(&c.encode("creator-1"), "creator-1"), Some(c.clone()));
         assert_eq!(Cursor::decode(&c.encode("creator-1"), "creator-2"), None, "another account's cursor");
         assert_eq!(Cursor::decode("not base64!", "creator-1"), None);

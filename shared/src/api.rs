@@ -23,8 +23,7 @@ pub struct SendAccepted {
 pub struct MassEntry {
     pub recipient_id: String,
     pub message_id: String,
-    /// `queued`, or `failed` when this recipient's message could not be queued (it is
-    /// then listed by `GET /failed` and can be retried).
+    /// `queued`, or `scheduled` when the campaign has a `sendAt` ahead.
     pub status: MessageStatus,
     pub queue_position: u64,
     pub estimated_send_time: String,
@@ -37,6 +36,8 @@ pub struct MassEntry {
 #[serde(rename_all = "camelCase")]
 pub struct MassAccepted {
     pub success: bool,
+    /// The campaign the mass message became: follow it at `GET /campaigns/{id}`.
+    pub campaign_id: String,
     pub status: MessageStatus,
     pub count: usize,
     pub messages: Vec<MassEntry>,
@@ -140,7 +141,7 @@ impl From<LedgerItem> for FailedMessage {
     }
 }
 
-/// `POST /{id}/retry`: 200.
+/// `POST /{id}/retry` and `DELETE /{id}`: 200, the message's new status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryAccepted {
@@ -168,6 +169,9 @@ pub struct MessageView {
     /// When it was scheduled for, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_at: Option<String>,
+    /// The campaign it belongs to, if it was one recipient of a mass message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
 }
 
 impl MessageView {
@@ -179,6 +183,7 @@ impl MessageView {
         let m = item.message;
         MessageView {
             send_at: m.send_at,
+            campaign_id: m.campaign_id,
             id: m.id,
             recipient_id: m.recipient_id,
             content: m.content,

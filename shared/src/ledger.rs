@@ -28,8 +28,11 @@ pub const TTL_ATTR: &str = "ttl";
 /// How long a message's item is kept by default.
 pub const DEFAULT_TTL_DAYS: u64 = 30;
 
-/// Where a message is in its life. `queued → sending → sent | failed`, and
-/// `failed → queued` on a retry. `scheduled` is how the API shows a queued message
+/// Where a message is in its life. `queued → sending → sent | failed`, `sending →
+/// queued` between attempts, `failed → queued` on a retry, and `queued → canceled`:
+/// the worker claims an item (`sending`) before it hands the message to the gateway,
+/// and a cancel needs it still `queued`, so no message is both sent and canceled.
+/// `scheduled` is how the API shows a queued message
 /// whose `sendAt` is still ahead; the ledger stores it as `queued` with its `sendAt`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,6 +42,7 @@ pub enum MessageStatus {
     Sending,
     Sent,
     Failed,
+    Canceled,
 }
 
 impl MessageStatus {
@@ -49,6 +53,7 @@ impl MessageStatus {
             MessageStatus::Sending => "sending",
             MessageStatus::Sent => "sent",
             MessageStatus::Failed => "failed",
+            MessageStatus::Canceled => "canceled",
         }
     }
 
@@ -58,6 +63,7 @@ impl MessageStatus {
             "sending" => MessageStatus::Sending,
             "sent" => MessageStatus::Sent,
             "failed" => MessageStatus::Failed,
+            "canceled" => MessageStatus::Canceled,
             _ => return None,
         })
     }
@@ -136,6 +142,7 @@ impl LedgerItem {
             accepted_at: text("acceptedAt")?,
             generation: num("generation").unwrap_or(0) as u32,
             send_at: text("sendAt"),
+            campaign_id: text("campaignId"),
         };
         Some(Self {
             message,
@@ -201,7 +208,7 @@ impl Serialize for LedgerItem {
         if !m.metadata.is_empty() {
             item.serialize_entry("metadata", &Str(&serde_json::to_string(&m.metadata).expect("a JSON map serializes")))?;
         }
-        for (name, v) in [("sendAt", &m.send_at), ("sentAt", &self.sent_at), ("failedAt", &self.failed_at), ("lastError", &self.last_error)] {
+        for (name, v) in [("campaignId", &m.campaign_id), ("sendAt", &m.send_at), ("sentAt", &self.sent_at), ("failedAt", &self.failed_at), ("lastError", &self.last_error)] {
             if let Some(v) = v {
                 item.serialize_entry(name, &Str(v))?;
             }
@@ -260,6 +267,7 @@ mod tests {
             accepted_at: "2026-11-25T06:00:00.000Z".into(),
             generation: 1,
             send_at: Some("2026-11-25T07:00:00.000Z".into()),
+            campaign_id: Some("018bcfe5-6800-7fff-bfff-ffffffffffff".into()),
         }
     }
 

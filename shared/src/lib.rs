@@ -7,12 +7,14 @@
 //! - [`validation`]: the limits of DESIGN §3, every bad field reported at once;
 //! - [`api`]: the JSON shapes the edge answers with;
 //! - [`error`]: the stable error codes and the error JSON;
+//! - [`campaign`]: mass messages stored once, their derived message ids and progress;
 //! - [`ledger`]: the DynamoDB ledger item layout and its status machine;
 //! - [`rate`]: the per-account rate and the send-time estimate derived from it;
 //! - [`id`] and [`time`]: UUIDv7 message ids and RFC 3339 timestamps;
 //! - [`settings`]: reading configuration, every bad setting reported by name.
 
 pub mod api;
+pub mod campaign;
 pub mod error;
 pub mod id;
 pub mod ledger;

@@ -53,6 +53,7 @@ impl SendRequest {
             accepted_at: accepted_at.to_owned(),
             generation: 0,
             send_at: self.send_at_ms.map(crate::time::rfc3339_ms),
+            campaign_id: None,
         }
     }
 }
@@ -82,6 +83,9 @@ pub struct QueueMessage {
     /// account's limit allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_at: Option<String>,
+    /// The campaign it belongs to, when it is one recipient's message of a mass message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign_id: Option<String>,
 }
 
 impl QueueMessage {
@@ -115,16 +119,21 @@ pub enum Hold {
 pub enum Incoming {
     Message(QueueMessage),
     Control(AccountControl),
+    Campaign(crate::campaign::CampaignRef),
 }
 
 impl Incoming {
     /// Parses a queue message body. Messages are read straight into their type (the
     /// ingest path's common case, one pass); only a body that is not a message is read
-    /// again as a control, and if it is neither, the message's error is the one told.
+    /// again as a campaign or a control, and if it is none, the message's error is the
+    /// one told.
     pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
         match serde_json::from_str::<QueueMessage>(body) {
             Ok(m) => Ok(Incoming::Message(m)),
-            Err(e) => serde_json::from_str::<AccountControl>(body).map(Incoming::Control).map_err(|_| e),
+            Err(e) => serde_json::from_str::<crate::campaign::CampaignRef>(body)
+                .map(Incoming::Campaign)
+                .or_else(|_| serde_json::from_str::<AccountControl>(body).map(Incoming::Control))
+                .map_err(|_| e),
         }
     }
 }

@@ -12,8 +12,11 @@ use crate::message::{Recipients, SendRequest, DEFAULT_PRIORITY};
 pub const MAX_CONTENT_CHARS: usize = 5000;
 /// Characters allowed in one recipient id.
 pub const MAX_RECIPIENT_CHARS: usize = 128;
-/// Recipients in one mass message.
-pub const MAX_RECIPIENTS: usize = 1000;
+/// Recipients in one mass message by default (`MAX_RECIPIENTS`)...
+pub const DEFAULT_MAX_RECIPIENTS: usize = 1000;
+/// ...and at most: a campaign's recipient list is stored in one ledger item (400 KB)
+/// and the request body that carries it is at most [`MAX_BODY_BYTES`].
+pub const MAX_RECIPIENTS_LIMIT: usize = 10_000;
 pub const MIN_PRIORITY: u8 = 1;
 pub const MAX_PRIORITY: u8 = 10;
 pub const MAX_MEDIA_URLS: usize = 20;
@@ -25,14 +28,15 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// How far ahead `sendAt` may be.
 pub const MAX_SCHEDULE_AHEAD_MS: u64 = 30 * 86_400_000;
 
-/// Validates a parsed `POST /send` body received at `now_ms`.
-pub fn validate_send(body: Value, now_ms: u64) -> Result<SendRequest, Vec<FieldError>> {
+/// Validates a parsed `POST /send` body received at `now_ms`, allowing up to
+/// `max_recipients` recipients in a mass message.
+pub fn validate_send(body: Value, now_ms: u64, max_recipients: usize) -> Result<SendRequest, Vec<FieldError>> {
     let Value::Object(mut obj) = body else {
         return Err(vec![FieldError::new("body", "must be a JSON object")]);
     };
     let mut errors = Vec::new();
 
-    let recipients = recipients(obj.remove("recipientId"), obj.remove("recipientIds"), &mut errors);
+    let recipients = recipients(obj.remove("recipientId"), obj.remove("recipientIds"), max_recipients, &mut errors);
     let content = match obj.remove("content") {
         Some(Value::String(s)) => check_text(s, "content", MAX_CONTENT_CHARS, &mut errors),
         Some(_) => bad(&mut errors, "content", "must be a string"),
@@ -95,15 +99,15 @@ fn check_text(s: String, field: &str, max: usize, errors: &mut Vec<FieldError>) 
     }
 }
 
-fn recipients(one: Option<Value>, many: Option<Value>, errors: &mut Vec<FieldError>) -> Option<Recipients> {
+fn recipients(one: Option<Value>, many: Option<Value>, max: usize, errors: &mut Vec<FieldError>) -> Option<Recipients> {
     match (one, many) {
         (Some(_), Some(_)) => bad(errors, "recipientIds", "give either recipientId or recipientIds, not both"),
         (None, None) => bad(errors, "recipientId", "is required (or recipientIds for a mass message)"),
         (Some(Value::String(s)), None) => check_text(s, "recipientId", MAX_RECIPIENT_CHARS, errors).map(Recipients::One),
         (Some(_), None) => bad(errors, "recipientId", "must be a string"),
         (None, Some(Value::Array(ids))) => {
-            if ids.is_empty() || ids.len() > MAX_RECIPIENTS {
-                return bad(errors, "recipientIds", &format!("must hold 1 to {MAX_RECIPIENTS} recipient ids"));
+            if ids.is_empty() || ids.len() > max {
+                return bad(errors, "recipientIds", &format!("must hold 1 to {max} recipient ids"));
             }
             let before = errors.len();
             let mut seen = std::collections::HashMap::with_capacity(ids.len());
@@ -199,11 +203,11 @@ mod tests {
     }
 
     fn fields(body: Value) -> Vec<String> {
-        validate_send(body, NOW).unwrap_err().into_iter().map(|e| e.field).collect()
+        validate_send(body, NOW, DEFAULT_MAX_RECIPIENTS).unwrap_err().into_iter().map(|e| e.field).collect()
     }
 
     fn ok(body: Value) -> SendRequest {
-        validate_send(body, NOW).unwrap()
+        validate_send(body, NOW, DEFAULT_MAX_RECIPIENTS).unwrap()
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn message(account: usize, seq: usize, now_ms: u64) -> QueueMessage {
         accepted_at: shared::time::rfc3339_ms(now_ms),
         generation: 0,
         send_at: None,
+        campaign_id: None,
     }
 }
 
@@ -86,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
+            claim_lead: Duration::ZERO, // no ledger: nothing to claim
         },
         wake: Arc::new(Notify::new()),
     };

@@ -95,6 +95,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         retry_base: config.retry_base,
         retry_max: config.retry_max,
         shutdown_grace: config.shutdown_grace,
+        claim_lead: config.claim_lead,
     };
     if !config.ledger_enabled {
         tracing::warn!("LEDGER_ENABLED=false: outcomes are not recorded in the ledger");

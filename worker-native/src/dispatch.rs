@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::gateway::{Delivery, Gateway};
@@ -29,7 +30,14 @@ pub struct DispatchConfig {
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub shutdown_grace: Duration,
+    /// How long before its slot a message is taken at least, so that its ledger claim
+    /// is done by then (`CLAIM_LEAD`; twice the last claim's time when that is longer).
+    pub claim_lead: Duration,
 }
+
+/// The longest lead a slot is given for its claim, however slow the ledger (what is
+/// taken ahead is committed, so the lead stays short).
+const MAX_LEAD_MS: u64 = 1_000;
 
 /// Longest sleep without looking at the schedule (a safety net: wake-ups and due
 /// times normally end the wait first).
@@ -46,8 +54,113 @@ pub struct Dispatcher<G> {
 
 struct Delivered {
     taken: Taken,
-    delivery: Delivery,
+    /// `None`: not handed to the gateway (its account met a 429 while it waited for
+    /// its slot), given back.
+    delivery: Option<Delivery>,
     at_ms: u64,
+}
+
+/// Accounts this worker saw answered 429, and until when: a message of theirs taken
+/// ahead and waiting for its slot is given back instead of sent into the pause.
+type Paused = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// Claims taken messages in the ledger before any is handed to the gateway: those it
+/// refuses were canceled (or are done) and leave the schedule unsent; one whose claim
+/// came back after its send deadline goes back to its queue (its slot is lost, not the
+/// limit). Without the ledger everything is sendable. If the ledger cannot be reached,
+/// the messages go back to their queues and `None` is returned.
+async fn claim(ledger: Option<&Ledger>, schedule: &Schedule, taken: Vec<Taken>, redis_now: u64, taken_at: Instant) -> Option<Vec<Taken>> {
+    let Some(ledger) = ledger else { return Some(taken) };
+    let messages: Vec<&shared::message::QueueMessage> = taken.iter().map(|t| &t.payload.message).collect();
+    let claimed = match ledger.claim(&messages).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), count = taken.len(), "ledger unreachable: messages not claimed go back to their queues");
+            let back: Vec<Completion> = taken.into_iter().map(Completion::Release).collect();
+            if let Err(e) = schedule.complete(&back).await {
+                tracing::warn!(error = %e, "messages not given back; their leases expire");
+            }
+            return None;
+        }
+    };
+    let redis_time = redis_now + taken_at.elapsed().as_millis() as u64;
+    let mut claimed = claimed.into_iter().peekable();
+    let (mut sendable, mut dropped) = (Vec::with_capacity(taken.len()), Vec::new());
+    for (i, t) in taken.into_iter().enumerate() {
+        if claimed.next_if_eq(&i).is_none() {
+            dropped.push(Completion::Done(t));
+        } else if redis_time > t.deadline_ms {
+            dropped.push(Completion::Release(t));
+        } else {
+            sendable.push(t);
+        }
+    }
+    if !dropped.is_empty() {
+        let late = dropped.iter().filter(|c| matches!(c, Completion::Release(_))).count();
+        if late > 0 {
+            tracing::warn!(late, claim_ms = taken_at.elapsed().as_millis() as u64, "ledger claim slower than the take's lead: messages given back unsent");
+        }
+        tracing::info!(count = dropped.len() - late, "canceled or finished messages left unsent");
+        if let Err(e) = schedule.complete(&dropped).await {
+            // Their leases expire; the next take meets them again.
+            tracing::warn!(error = %e, "unsent messages not given back yet");
+        }
+    }
+    Some(sendable)
+}
+
+/// What the batches of one dispatcher share.
+struct DispatchState<G> {
+    schedule: Schedule,
+    ledger: Option<Ledger>,
+    gateway: Arc<G>,
+    metrics: Arc<Metrics>,
+    in_flight: Held,
+    paused: Paused,
+    /// How long the last claim took (ms): the lead of the next takes.
+    last_claim_ms: AtomicU64,
+    /// Until when (Unix ms) nothing is taken: the ledger could not claim.
+    hold_until_ms: AtomicU64,
+}
+
+/// One take's messages: claimed, then each sent at its slot (they wait concurrently),
+/// its outcome handed to the completer. Runs beside the dispatch loop, so that the
+/// loop goes on taking while a claim is under way.
+async fn send_batch<G: Gateway>(shared: Arc<DispatchState<G>>, taken: Vec<(Taken, OwnedSemaphorePermit)>, redis_now: u64, taken_at: Instant, tx: mpsc::Sender<Delivered>) {
+    let (taken, mut permits): (Vec<Taken>, Vec<OwnedSemaphorePermit>) = taken.into_iter().unzip();
+    let Some(sendable) = claim(shared.ledger.as_ref(), &shared.schedule, taken, redis_now, taken_at).await else {
+        shared.hold_until_ms.store(now_ms() + 500, Ordering::Relaxed);
+        return;
+    };
+    shared.last_claim_ms.store(taken_at.elapsed().as_millis() as u64, Ordering::Relaxed);
+    permits.truncate(sendable.len());
+    let sends = sendable.into_iter().zip(permits).map(|(taken, permit)| {
+        // Sent at its slot: the limit counted it there.
+        let slot = tokio::time::Instant::from_std(taken_at) + Duration::from_millis(taken.slot_ms.saturating_sub(redis_now));
+        shared.in_flight.lock().expect("in-flight lock").insert(taken.id.clone(), (taken.clone(), Instant::now()));
+        let (shared, tx) = (shared.clone(), tx.clone());
+        async move {
+            tokio::time::sleep_until(slot).await;
+            let held = shared.paused.lock().expect("paused lock").get(&taken.account).is_some_and(|until| *until > Instant::now());
+            let delivery = if held {
+                None
+            } else {
+                let started = Instant::now();
+                let delivery = shared.gateway.deliver(&taken.payload.message).await;
+                shared.metrics.latency(started.elapsed());
+                if let Delivery::Retry { rate_limited: true, retry_after, .. } = &delivery {
+                    let until = Instant::now() + retry_after.unwrap_or(Duration::from_secs(1));
+                    let mut paused = shared.paused.lock().expect("paused lock");
+                    paused.retain(|_, u| *u > Instant::now());
+                    paused.insert(taken.account.clone(), until);
+                }
+                Some(delivery)
+            };
+            let _ = tx.send(Delivered { taken, delivery, at_ms: now_ms() }).await;
+            drop(permit);
+        }
+    });
+    futures::future::join_all(sends).await;
 }
 
 impl<G: Gateway> Dispatcher<G> {
@@ -65,6 +178,16 @@ impl<G: Gateway> Dispatcher<G> {
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight));
         let mut tasks = JoinSet::new();
         let mut redis_down_since: Option<Instant> = None;
+        let shared = Arc::new(DispatchState {
+            schedule: self.schedule.clone(),
+            ledger: self.ledger.clone(),
+            gateway: self.gateway.clone(),
+            metrics: self.metrics.clone(),
+            in_flight: in_flight.clone(),
+            paused: Paused::default(),
+            last_claim_ms: AtomicU64::new(0),
+            hold_until_ms: AtomicU64::new(0),
+        });
 
         while !*shutdown.borrow() {
             while tasks.try_join_next().is_some() {}
@@ -76,8 +199,17 @@ impl<G: Gateway> Dispatcher<G> {
                 }
                 continue;
             }
+            let hold = shared.hold_until_ms.load(Ordering::Relaxed).saturating_sub(now_ms());
+            if hold > 0 {
+                sleep_or_shutdown(Duration::from_millis(hold), &mut shutdown).await;
+                continue;
+            }
             let want = available.min(self.config.take_batch);
-            let result = match self.schedule.take(want, self.config.lease.as_millis() as u64).await {
+            // With the ledger, every slot leaves time to claim its message first: the
+            // configured lead, or twice the last claim's time when that was slower.
+            let last_claim_ms = shared.last_claim_ms.load(Ordering::Relaxed);
+            let lead_ms = if self.ledger.is_some() { (self.config.claim_lead.as_millis() as u64).max(2 * last_claim_ms).min(MAX_LEAD_MS) } else { 0 };
+            let result = match self.schedule.take(want, self.config.lease.as_millis() as u64, lead_ms).await {
                 Ok(r) => {
                     if let Some(since) = redis_down_since.take() {
                         tracing::info!(down_for_ms = since.elapsed().as_millis() as u64, "Redis is back; dispatch resumes");
@@ -94,25 +226,21 @@ impl<G: Gateway> Dispatcher<G> {
                     continue;
                 }
             };
+            let taken_at = Instant::now();
             let got = result.taken.len();
-            for taken in result.taken {
-                let permit = permits.clone().acquire_owned().await.expect("semaphore open");
-                let gateway = self.gateway.clone();
-                let tx = tx.clone();
-                let metrics = self.metrics.clone();
-                in_flight.lock().expect("in-flight lock").insert(taken.id.clone(), (taken.clone(), Instant::now()));
-                tasks.spawn(async move {
-                    let started = Instant::now();
-                    let delivery = gateway.deliver(&taken.payload.message).await;
-                    metrics.latency(started.elapsed());
-                    let _ = tx.send(Delivered { taken, delivery, at_ms: now_ms() }).await;
-                    drop(permit);
-                });
+            if got > 0 {
+                // Each message holds an in-flight permit from its take (there are enough:
+                // `want` was what was free) until its outcome is queued for recording.
+                let mut batch = Vec::with_capacity(got);
+                for taken in result.taken {
+                    batch.push((taken, permits.clone().acquire_owned().await.expect("semaphore open")));
+                }
+                tasks.spawn(send_batch(shared.clone(), batch, result.now_ms, taken_at, tx.clone()));
             }
             if got < want {
                 // Nothing more is due: sleep until the next due time or a wake-up.
                 let wait = match result.next_due_ms {
-                    Some(due) => Duration::from_millis(due.saturating_sub(result.now_ms)).min(MAX_IDLE),
+                    Some(due) => Duration::from_millis(due.saturating_sub(result.now_ms + lead_ms)).min(MAX_IDLE),
                     None => MAX_IDLE,
                 };
                 if !wait.is_zero() {
@@ -221,6 +349,10 @@ async fn complete_loop(schedule: Schedule, ledger: Option<Ledger>, metrics: Arc<
         let mut records = Vec::with_capacity(batch.len());
         let mut tally = Tally::default();
         for Delivered { taken, delivery, at_ms } in batch.drain(..) {
+            let Some(delivery) = delivery else {
+                completions.push(Completion::Release(taken));
+                continue;
+            };
             let (completion, record) = settle(taken, delivery, at_ms, &config);
             tally.count(&record.outcome, &completion);
             completions.push(completion);
@@ -318,6 +450,7 @@ mod tests {
             retry_base: Duration::from_millis(100),
             retry_max: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
+            claim_lead: Duration::ZERO,
         }
     }
 

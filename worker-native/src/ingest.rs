@@ -19,6 +19,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry};
 use anyhow::Context;
 use aws_sdk_sqs::Client;
+use shared::campaign::CampaignRef;
 use shared::message::{Incoming, QueueMessage};
 use tokio::sync::{watch, Notify};
 
@@ -69,12 +70,17 @@ pub struct IngestStats {
     pub messages: AtomicU64,
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Why a body was refused.
 fn parse(body: &str) -> Result<Incoming, String> {
     let m = match Incoming::parse(body).map_err(|e| format!("not a queue message: {e}"))? {
         Incoming::Message(m) => m,
         Incoming::Control(c) if c.creator_id.is_empty() => return Err("a control names no creatorId".into()),
-        control => return Ok(control),
+        Incoming::Campaign(c) if c.creator_id.is_empty() || !shared::id::is_message_id(&c.campaign) => return Err("a campaign names no creatorId or no campaign id".into()),
+        other => return Ok(other),
     };
     if !shared::id::is_message_id(&m.id) {
         return Err("id is not a message id".into());
@@ -157,6 +163,7 @@ impl Ingest {
         }
         let mut valid = Vec::with_capacity(messages.len());
         let mut controls = Vec::new();
+        let mut campaigns = Vec::new();
         let mut valid_received = Vec::with_capacity(messages.len());
         let mut done = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
@@ -174,6 +181,10 @@ impl Ingest {
                     controls.push(c);
                     valid_received.push((i.to_string(), m));
                 }
+                Ok(Incoming::Campaign(c)) => {
+                    campaigns.push(c);
+                    valid_received.push((i.to_string(), m));
+                }
                 Err(reason) => self.dead_letter(m.body().unwrap_or_default(), &reason).await?,
             }
             done.push(DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build()?);
@@ -183,7 +194,10 @@ impl Ingest {
             self.wake.notify_one(); // a resumed account may be due now
         }
         let scheduled = match controlled {
-            Ok(_) => self.schedule_batch(&valid).await,
+            Ok(_) => match self.schedule_campaigns(&campaigns).await {
+                Ok(()) => self.schedule_batch(&valid).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(anyhow::Error::from(e).context("account controls not applied")),
         };
         if scheduled.is_err() {
@@ -219,14 +233,56 @@ impl Ingest {
     /// in the account's backlog, then its place in the schedule. Each step is safe to
     /// repeat when the batch is received again.
     async fn schedule_batch(&self, valid: &[QueueMessage]) -> anyhow::Result<crate::schedule::Enqueued> {
+        let mut fresh = std::borrow::Cow::Borrowed(valid);
         if let Some(ledger) = &self.ledger {
-            let written = ledger.ensure_items(valid).await.context("ledger")?;
+            let (written, finished) = ledger.ensure_items(valid).await.context("ledger")?;
             if written > 0 {
                 tracing::info!(written, "ledger items written for messages the edge could not record");
             }
-            ledger.count_scheduled(valid).await.context("ledger")?;
+            if !finished.is_empty() {
+                tracing::info!(duplicates = finished.len(), "late duplicate deliveries of finished messages dropped");
+                fresh = std::borrow::Cow::Owned(valid.iter().enumerate().filter(|(i, _)| !finished.contains(i)).map(|(_, m)| m.clone()).collect());
+            }
+            ledger.count_scheduled(&fresh).await.context("ledger")?;
         }
-        self.schedule.enqueue(valid).await.context("Redis")
+        self.schedule.enqueue(&fresh).await.context("Redis")
+    }
+
+    /// Fans campaigns out (their messages' ledger items, then the campaign on the
+    /// schedule, its content once) or cancels them (off the schedule, then each
+    /// waiting message `canceled` in the ledger). Each step is safe to repeat when the
+    /// queue message is received again; a campaign already on the schedule is skipped.
+    async fn schedule_campaigns(&self, refs: &[CampaignRef]) -> anyhow::Result<()> {
+        if refs.is_empty() {
+            return Ok(());
+        }
+        let ledger = self.ledger.as_ref().context("campaigns need the ledger (LEDGER_ENABLED=false)")?;
+        for r in refs {
+            let Some(c) = ledger.campaign(&r.creator_id, &r.campaign).await.context("ledger")? else {
+                tracing::warn!(campaign = %r.campaign, "a queued campaign has no ledger item (it could not be queued, or expired): dropped");
+                continue;
+            };
+            if r.cancel {
+                let waiting = self.schedule.cancel_campaign(&c.campaign).await.context("Redis")?;
+                let canceled = ledger.cancel_waiting(&c, &shared::time::rfc3339_ms(now_ms())).await.context("ledger")?;
+                tracing::info!(campaign = %c.campaign.id, waiting, canceled, "campaign canceled");
+                continue;
+            }
+            if c.scheduled || c.canceled_at.is_some() {
+                continue; // a duplicate delivery, or canceled before it was fanned out
+            }
+            let Some(written) = ledger.fan_out(&c).await.context("ledger")? else {
+                tracing::info!(campaign = %c.campaign.id, "campaign canceled while it was fanned out");
+                continue;
+            };
+            let added = self.schedule.enqueue_campaign(&c.campaign).await.context("Redis")?;
+            ledger.campaign_scheduled(&c).await.context("ledger")?;
+            tracing::info!(campaign = %c.campaign.id, recipients = c.total, written, added, "campaign scheduled");
+            if added > 0 {
+                self.wake.notify_one();
+            }
+        }
+        Ok(())
     }
 
     /// Deletes received messages that are scheduled, dead-lettered or copied back.

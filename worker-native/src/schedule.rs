@@ -12,6 +12,7 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use serde::{Deserialize, Serialize};
+use shared::campaign::Campaign;
 use shared::message::{AccountControl, Hold, QueueMessage};
 use shared::rate::RateLimit;
 
@@ -30,21 +31,36 @@ pub struct Payload {
     pub attempts: u32,
 }
 
-/// A leased message: the caller must [`Schedule::complete`] it before its lease ends.
+/// A leased message: the caller sends it from `slot_ms` until `deadline_ms` (Redis
+/// time), and must [`Schedule::complete`] it before its lease ends.
 #[derive(Debug, Clone)]
 pub struct Taken {
     pub account: String,
     pub id: String,
     qscore: String,
     pub payload: Payload,
+    pub slot_ms: u64,
+    pub deadline_ms: u64,
 }
 
 impl Taken {
-    /// A message as `take` would lease it (for tests of what happens after a take).
+    /// A message as `take` would lease it now (for tests of what happens after a take).
     pub fn leased(payload: Payload) -> Self {
         let m = &payload.message;
-        Self { account: m.creator_id.clone(), id: m.id.clone(), qscore: queue_score(m).to_string(), payload }
+        Self { account: m.creator_id.clone(), id: m.id.clone(), qscore: queue_score(m).to_string(), payload, slot_ms: 0, deadline_ms: u64::MAX }
     }
+}
+
+/// The payload of a taken message: its own, or a campaign's message built from the
+/// campaign's payload (`template`) and its compact one, `~cid\trecipient`.
+fn taken_payload(id: &str, payload: &str, template: &str) -> Result<Payload, String> {
+    let Some(compact) = payload.strip_prefix('~') else { return serde_json::from_str(payload).map_err(|e| e.to_string()) };
+    let (campaign, recipient) = compact.split_once('\t').ok_or("a campaign payload without its recipient")?;
+    let mut p: Payload = serde_json::from_str(template).map_err(|e| format!("campaign {campaign}: {e}"))?;
+    p.message.id = id.to_owned();
+    p.message.recipient_id = recipient.to_owned();
+    p.message.campaign_id = Some(campaign.to_owned());
+    Ok(p)
 }
 
 /// The result of one take: what was leased, Redis's clock, and when the next message
@@ -117,6 +133,8 @@ pub struct Limits {
 
 struct Scripts {
     enqueue: Script,
+    campaign: Script,
+    cancel_campaign: Script,
     take: Script,
     complete: Script,
     reclaim: Script,
@@ -149,14 +167,18 @@ impl Schedule {
     pub fn new(conn: ConnectionManager, prefix: impl Into<String>, limits: Limits) -> Self {
         let scripts = Scripts {
             enqueue: script(include_str!("lua/enqueue.lua")),
+            campaign: script(include_str!("lua/campaign.lua")),
+            cancel_campaign: script(include_str!("lua/cancel_campaign.lua")),
             take: script(include_str!("lua/take.lua")),
             complete: script(include_str!("lua/complete.lua")),
             reclaim: script(include_str!("lua/reclaim.lua")),
             renew: script(include_str!("lua/renew.lua")),
             control: script(include_str!("lua/control.lua")),
             backlog: Script::new(
+                // A waiting campaign is one queue (or delayed) member and a list.
                 r"local n = redis.call('ZCARD', ARGV[1] .. 'delayed')
                   for _, a in ipairs(redis.call('ZRANGE', ARGV[1] .. 'ready', 0, -1)) do n = n + redis.call('ZCARD', ARGV[1] .. 'q:' .. a) end
+                  for _, c in ipairs(redis.call('SMEMBERS', ARGV[1] .. 'campaigns')) do n = n + redis.call('LLEN', ARGV[1] .. 'cr:' .. c) - 1 end
                   return n",
             ),
         };
@@ -199,6 +221,26 @@ impl Schedule {
         Ok(Enqueued { added, deferred, duplicate_at })
     }
 
+    /// Adds a campaign to its account's queue, its content stored once (see
+    /// lua/campaign.lua); returns how many messages were added (0 for a duplicate).
+    pub async fn enqueue_campaign(&self, c: &Campaign) -> redis::RedisResult<u64> {
+        let template = c.template();
+        let payload = serde_json::to_string(&Payload { message: template.clone(), attempts: 0 }).expect("payload serializes");
+        let mut inv = self.invocation(&self.scripts.campaign);
+        inv.arg(SEEN_TTL_SECONDS).arg(&c.creator_id).arg(&c.id).arg(queue_score(&template)).arg(template.send_at_ms().unwrap_or(0)).arg(payload);
+        for (i, recipient) in c.recipients.iter().enumerate() {
+            inv.arg(format!("{}\t{recipient}", shared::campaign::message_id(&c.id, i as u32)));
+        }
+        self.run(&inv).await
+    }
+
+    /// Takes a canceled campaign's waiting messages off the schedule; returns how many.
+    pub async fn cancel_campaign(&self, c: &Campaign) -> redis::RedisResult<u64> {
+        let mut inv = self.invocation(&self.scripts.cancel_campaign);
+        inv.arg(&c.creator_id).arg(&c.id).arg(queue_score(&c.template()));
+        self.run(&inv).await
+    }
+
     /// Holds or releases accounts (see lua/control.lua); returns how many controls
     /// were newer than the last applied to their account.
     pub async fn control(&self, controls: &[AccountControl]) -> redis::RedisResult<u64> {
@@ -212,21 +254,23 @@ impl Schedule {
         self.run(&inv).await
     }
 
-    /// Leases up to `n` due messages for `lease_ms`.
-    pub async fn take(&self, n: usize, lease_ms: u64) -> redis::RedisResult<TakeResult> {
+    /// Leases up to `n` messages whose slots fall by now + `lead_ms`, none earlier, each
+    /// for `lease_ms` after its slot (see lua/take.lua).
+    pub async fn take(&self, n: usize, lease_ms: u64, lead_ms: u64) -> redis::RedisResult<TakeResult> {
         let mut inv = self.invocation(&self.scripts.take);
-        inv.arg(n).arg(lease_ms);
+        inv.arg(n).arg(lease_ms).arg(lead_ms);
         let (now_ms, next_due, rest): (u64, i64, Vec<String>) = self.run(&inv).await?;
-        let mut taken = Vec::with_capacity(rest.len() / 4);
-        for chunk in rest.chunks_exact(4) {
-            let payload: Payload = match serde_json::from_str(&chunk[3]) {
+        let mut taken = Vec::with_capacity(rest.len() / 7);
+        for chunk in rest.chunks_exact(7) {
+            let payload = match taken_payload(&chunk[1], &chunk[3], &chunk[4]) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(account = %chunk[0], id = %chunk[1], error = %e, "unreadable payload in the schedule; dropped");
                     continue;
                 }
             };
-            taken.push(Taken { account: chunk[0].clone(), id: chunk[1].clone(), qscore: chunk[2].clone(), payload });
+            let time = |s: &str| s.parse::<u64>().unwrap_or(now_ms);
+            taken.push(Taken { account: chunk[0].clone(), id: chunk[1].clone(), qscore: chunk[2].clone(), payload, slot_ms: time(&chunk[5]), deadline_ms: time(&chunk[6]) });
         }
         Ok(TakeResult { now_ms, next_due_ms: (next_due >= 0).then_some(next_due as u64), taken })
     }
@@ -244,7 +288,8 @@ impl Schedule {
                 Completion::Retry { taken, delay_ms } => ("retry", taken, *delay_ms, serde_json::to_string(&taken.payload).expect("payload serializes")),
                 Completion::Pause { taken, delay_ms } => ("pause", taken, *delay_ms, serde_json::to_string(&taken.payload).expect("payload serializes")),
             };
-            inv.arg(kind).arg(&t.account).arg(&t.id).arg(&t.qscore).arg(t.payload.message.generation).arg(delay).arg(payload);
+            let campaign = t.payload.message.campaign_id.as_deref().unwrap_or_default();
+            inv.arg(kind).arg(&t.account).arg(&t.id).arg(&t.qscore).arg(t.payload.message.generation).arg(delay).arg(payload).arg(campaign);
         }
         self.run(&inv).await
     }

@@ -34,6 +34,18 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// A plain connection, to look at what the schedule left in Redis.
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    /// The keys under the tests' prefix.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = redis::cmd("KEYS").arg("t:*").query(&mut self.client()).unwrap();
+        keys.sort();
+        keys
+    }
+
     pub fn schedule(&self, rate: RateLimit, burst: u32, margin_ms: u64) -> Schedule {
         let conn = worker_native::app::connect_redis(&self.url()).unwrap();
         Schedule::new(conn, "t:", Limits { rate, burst, margin_ms })
@@ -66,5 +78,6 @@ pub fn message(account: &str, seq: u16, priority: u8) -> QueueMessage {
         accepted_at: shared::time::rfc3339_ms(accepted_ms),
         generation: 0,
         send_at: None,
+        campaign_id: None,
     }
 }

@@ -2,39 +2,16 @@
 
 use futures_util::future::join;
 use shared::api::FailedPage;
-use shared::error::FieldError;
 
+use super::page_params;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
-use crate::ledger::{self, Cursor};
+use crate::ledger;
 use crate::platform::Platform;
 use crate::services::Ctx;
 
-const DEFAULT_LIMIT: u32 = 20;
-const MAX_LIMIT: u32 = 100;
-
 pub async fn failed<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: &str) -> Result<ApiResponse, ApiError> {
-    let mut bad = Vec::new();
-    let limit = match request.query_param("limit") {
-        None => DEFAULT_LIMIT,
-        Some(v) => match v.parse::<u32>() {
-            Ok(l) if (1..=MAX_LIMIT).contains(&l) => l,
-            _ => {
-                bad.push(FieldError::new("limit", format!("must be a whole number from 1 to {MAX_LIMIT}")));
-                DEFAULT_LIMIT
-            }
-        },
-    };
-    let cursor = match request.query_param("cursor").filter(|c| !c.is_empty()) {
-        None => None,
-        Some(c) => Cursor::decode(&c, account).or_else(|| {
-            bad.push(FieldError::new("cursor", "is not a cursor returned by this API"));
-            None
-        }),
-    };
-    if !bad.is_empty() {
-        return Err(ApiError::invalid(bad));
-    }
+    let (limit, cursor) = page_params(request, account)?;
     let (page, summary) = join(ledger::failed_page(ctx, account, limit, cursor.as_ref()), ledger::summary(ctx, account)).await;
     let (items, next) = page?;
     let failed_messages: Vec<_> = items.into_iter().map(Into::into).collect();

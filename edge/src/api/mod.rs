@@ -2,6 +2,7 @@
 //! the bearer token, the per-account API-call limit, the error JSON.
 
 mod account;
+mod campaigns;
 mod failed;
 mod message;
 mod retry;
@@ -14,6 +15,7 @@ use crate::auth::bearer_token;
 use crate::cors;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
+use crate::ledger::Cursor;
 use crate::platform::Platform;
 use crate::services::{Ctx, Edge};
 
@@ -81,17 +83,43 @@ async fn route<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: 
             let hold = if *action == "pause" { shared::message::Hold::Pause } else { shared::message::Hold::Resume };
             account::hold(&ctx, &account, hold).await
         }
+        ["campaigns"] => {
+            allow(method, &["GET"])?;
+            let account = authenticate(&ctx, request, READ_LIMITER).await?;
+            campaigns::list(&ctx, request, &account).await
+        }
+        ["campaigns", id] if !id.is_empty() => {
+            allow(method, &["GET", "DELETE"])?;
+            let account = authenticate(&ctx, request, limiter_of(method)).await?;
+            match method {
+                "DELETE" => campaigns::cancel(&ctx, id, &account).await,
+                _ => campaigns::campaign(&ctx, id, &account).await,
+            }
+        }
         [id, "retry"] => {
             allow(method, &["POST"])?;
             let account = authenticate(&ctx, request, SEND_LIMITER).await?;
             retry::retry(&ctx, id, &account).await
         }
         [id] if !id.is_empty() => {
-            allow(method, &["GET"])?;
-            let account = authenticate(&ctx, request, READ_LIMITER).await?;
-            message::message(&ctx, id, &account).await
+            allow(method, &["GET", "DELETE"])?;
+            let account = authenticate(&ctx, request, limiter_of(method)).await?;
+            match method {
+                "DELETE" => message::cancel(&ctx, id, &account).await,
+                _ => message::message(&ctx, id, &account).await,
+            }
         }
         _ => Err(ApiError::new(ErrorCode::NotFound)),
+    }
+}
+
+/// Reads count against the read limiter; what changes something (a cancel) against
+/// the send limiter.
+fn limiter_of(method: &str) -> &'static str {
+    if method == "GET" {
+        READ_LIMITER
+    } else {
+        SEND_LIMITER
     }
 }
 
@@ -129,6 +157,37 @@ fn message_id(id: &str) -> Result<&str, ApiError> {
         Ok(id)
     } else {
         Err(ApiError::new(ErrorCode::NotFound))
+    }
+}
+
+const DEFAULT_PAGE: u32 = 20;
+const MAX_PAGE: u32 = 100;
+
+/// `limit` and `cursor` of a paged list (`GET /failed`, `GET /campaigns`), both
+/// checked, every bad one named.
+fn page_params(request: &ApiRequest, account: &str) -> Result<(u32, Option<Cursor>), ApiError> {
+    let mut bad = Vec::new();
+    let limit = match request.query_param("limit") {
+        None => DEFAULT_PAGE,
+        Some(v) => match v.parse::<u32>() {
+            Ok(l) if (1..=MAX_PAGE).contains(&l) => l,
+            _ => {
+                bad.push(FieldError::new("limit", format!("must be a whole number from 1 to {MAX_PAGE}")));
+                DEFAULT_PAGE
+            }
+        },
+    };
+    let cursor = match request.query_param("cursor").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => Cursor::decode(&c, account).or_else(|| {
+            bad.push(FieldError::new("cursor", "is not a cursor returned by this API"));
+            None
+        }),
+    };
+    if bad.is_empty() {
+        Ok((limit, cursor))
+    } else {
+        Err(ApiError::invalid(bad))
     }
 }
 

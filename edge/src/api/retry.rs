@@ -24,7 +24,7 @@ pub async fn retry<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Re
         Err(RetryRefused::Aws(e)) => return Err(e.into()),
     };
     let item = &requeued.after;
-    if let Some(Err(e)) = queue::enqueue(ctx, &[&item.message]).await.pop() {
+    if let Err(e) = queue::enqueue(ctx, &item.message).await {
         // Put it back as it was, so it stays visible and retryable.
         if let Err(undo) = ledger::mark_failed(ctx, &requeued.before, item.message.generation).await {
             ctx.p.log_error(&format!("retry of a message not undone after queueing failed: {undo}"));

@@ -1,14 +1,17 @@
-//! `POST /send`: validate, then write each message to SQS and its ledger item
-//! concurrently, and answer with its place in the account's backlog (see [`crate::position`]).
+//! `POST /send`: validate, then write the message to SQS and its ledger item
+//! concurrently (a mass message: its campaign's item, then one queue message naming
+//! it), and answer with each message's place in the account's backlog (see
+//! [`crate::position`]).
 
 use futures_util::future::{join, join3};
 use shared::api::{MassAccepted, MassEntry, SendAccepted};
+use shared::campaign::{self, Campaign, CampaignItem, CampaignRef};
 use shared::error::{ErrorCode, FieldError};
 use shared::ledger::{LedgerItem, MessageStatus, Summary};
-use shared::message::{QueueMessage, SendRequest};
+use shared::message::{Recipients, SendRequest};
 use shared::validation::{validate_send, MAX_BODY_BYTES};
 
-use super::{now_rfc3339, require_enabled};
+use super::require_enabled;
 use crate::aws::AwsError;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
@@ -16,9 +19,6 @@ use crate::idempotency::{self, Claim, Origin};
 use crate::platform::Platform;
 use crate::services::Ctx;
 use crate::{ledger, queue};
-
-/// `lastError` of a message the queue would not take.
-const UNQUEUED: &str = "could not be queued: the queue was unavailable";
 
 pub async fn send<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: &str) -> Result<ApiResponse, ApiError> {
     require_enabled(ctx)?;
@@ -39,7 +39,7 @@ pub async fn send<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: 
     let idempotency_key = idempotency::parse_key(request.header("idempotency-key")).map_err(|e| ApiError::invalid(vec![e]))?;
     let body = serde_json::from_slice(&raw)
         .map_err(|_| ApiError { details: vec![FieldError::new("body", "must be valid JSON")], ..ApiError::new(ErrorCode::InvalidJson) })?;
-    let send = validate_send(body, ctx.p.now_ms()).map_err(ApiError::invalid)?;
+    let send = validate_send(body, ctx.p.now_ms(), ctx.config().max_recipients).map_err(ApiError::invalid)?;
 
     let Some(key) = idempotency_key else {
         return accept(ctx, account, &send, None).await;
@@ -65,96 +65,131 @@ pub async fn send<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: 
     result
 }
 
-/// Queues the messages of a valid request; a keyed request's ids and acceptance time
-/// come from its claim (`origin`), so that every attempt of it queues the same ids.
+/// Queues a valid request: one message, or a mass message as one campaign. A keyed
+/// request's ids and acceptance time come from its claim (`origin`), so that every
+/// attempt of it queues the same ids.
 async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest, origin: Option<Origin>) -> Result<ApiResponse, ApiError> {
     let now_ms = ctx.p.now_ms();
-    let accepted_ms = origin.map_or(now_ms, |o| o.at_ms);
-    let accepted_at = shared::time::rfc3339_ms(accepted_ms);
-    let expires_at = now_ms / 1000 + ctx.config().ledger_ttl_days * 86_400;
-    let recipients = send.recipients.as_slice();
-    // Each message lives in its ledger item; the queue is sent the same messages.
-    let items: Vec<LedgerItem> = recipients
-        .iter()
-        .enumerate()
-        .map(|(seq, recipient)| {
-            let random = origin.map_or_else(
-                || {
-                    let mut random = [0u8; 8];
-                    ctx.p.fill_random(&mut random);
-                    random
-                },
-                |o| o.seed,
-            );
-            LedgerItem::queued(send.to_queue_message(shared::id::uuid_v7(accepted_ms, seq as u16, random), account, recipient, &accepted_at), expires_at)
-        })
-        .collect();
-    let messages: Vec<&QueueMessage> = items.iter().map(|i| &i.message).collect();
-
-    let resumed = origin.is_some_and(|o| o.resumed);
-    let (queued, written, summary) = if let [_] = items.as_slice() {
-        // One message: its item is a conditional put, which never overwrites what the
-        // worker wrote, so both writes go at once.
-        join3(queue::enqueue(ctx, &messages), ledger::put_new(ctx, &items, resumed), backlog(ctx, account, 1, now_ms)).await
-    } else {
-        // Batch writes carry no condition: written after the worker took a message,
-        // recorded its outcome and wrote it, they would move it back to `queued`. So the
-        // items go first, and a message reaches the queue only once its item is there.
-        let (written, summary) = join(ledger::put_new(ctx, &items, resumed), backlog(ctx, account, items.len() as u64, now_ms)).await;
-        (queue::enqueue(ctx, &messages).await, written, summary)
+    let accepted = Accepted {
+        now_ms,
+        at_ms: origin.map_or(now_ms, |o| o.at_ms),
+        expires_at: now_ms / 1000 + ctx.config().ledger_ttl_days * 86_400,
+        seed: origin.map_or_else(
+            || {
+                let mut random = [0u8; 8];
+                ctx.p.fill_random(&mut random);
+                random
+            },
+            |o| o.seed,
+        ),
+        resumed: origin.is_some_and(|o| o.resumed),
+        // Scheduled messages wait for `sendAt`, then go at the account's rate like others.
+        status: if send.send_at_ms.is_some() { MessageStatus::Scheduled } else { MessageStatus::Queued },
     };
+    match &send.recipients {
+        Recipients::One(recipient) => accept_one(ctx, account, send, recipient, &accepted).await,
+        Recipients::Many(_) => accept_campaign(ctx, account, send, &accepted).await,
+    }
+}
 
-    let unqueued: Vec<usize> = (0..messages.len()).filter(|&i| queued[i].is_err()).collect();
+/// What every message of one accepted request shares.
+struct Accepted {
+    now_ms: u64,
+    at_ms: u64,
+    expires_at: u64,
+    seed: [u8; 8],
+    resumed: bool,
+    status: MessageStatus,
+}
+
+impl Accepted {
+    /// Where the `i`-th message of the request stands: its place in the account's
+    /// backlog (after `ahead`) and when it should go, at the account's rate and not
+    /// before `sendAt`.
+    fn place<P: Platform>(&self, ctx: &Ctx<'_, P>, send: &SendRequest, ahead: &Result<Summary, AwsError>, i: u64) -> (u64, String) {
+        let (ahead, last_sent) = match ahead {
+            Ok(s) => (s.queued, s.last_sent_at_ms),
+            Err(_) => (0, None),
+        };
+        let rate = ctx.config().rate;
+        let position = ahead + 1 + i;
+        let estimate = rate.estimated_send_ms(position, last_sent, self.now_ms);
+        let estimate = send.send_at_ms.map_or(estimate, |at| estimate.max(at + i * rate.spacing_ms()));
+        (position, shared::time::rfc3339_ms(estimate))
+    }
+}
+
+/// One message: its item is a conditional put, which never overwrites what the worker
+/// wrote, so the queue and ledger writes go at once.
+async fn accept_one<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest, recipient: &str, a: &Accepted) -> Result<ApiResponse, ApiError> {
+    let accepted_at = shared::time::rfc3339_ms(a.at_ms);
+    let item = LedgerItem::queued(send.to_queue_message(shared::id::uuid_v7(a.at_ms, 0, a.seed), account, recipient, &accepted_at), a.expires_at);
+    let (queued, written, summary) = join3(queue::enqueue(ctx, &item.message), ledger::put_new(ctx, &item), backlog(ctx, account, 1, a.now_ms)).await;
     if let Err(e) = &written {
         // The worker writes the item again when it takes the message from the queue.
-        ctx.p.log_error(&format!("ledger items not written for {} message(s): {e}", messages.len()));
+        ctx.p.log_error(&format!("ledger item not written: {e}"));
     }
-    ctx.edge.positions.release(account, unqueued.len() as u64);
-    if unqueued.len() == messages.len() {
+    if let Err(e) = queued {
+        ctx.edge.positions.release(account, 1);
         if written.is_ok() {
-            undo(ctx, account, &messages).await;
+            undo(ctx, account, &item.message.id).await;
         }
-        let first_error = queued.into_iter().find_map(Result::err).expect("at least one message");
-        return Err(first_error.into());
+        return Err(e.into());
     }
-    if !unqueued.is_empty() {
-        mark_unqueued(ctx, account, &items, &unqueued, written.is_ok()).await;
-    }
+    log_unread(ctx, &summary);
+    let (queue_position, estimated_send_time) = a.place(ctx, send, &summary, 0);
+    Ok(ApiResponse::json(202, &SendAccepted { success: true, message_id: item.message.id, status: a.status, queue_position, estimated_send_time }))
+}
 
-    let (ahead, last_sent) = match summary {
-        Ok(s) => (s.queued, s.last_sent_at_ms),
-        Err(e) => {
-            ctx.p.log_error(&format!("summary not read: {e}"));
-            (0, None)
-        }
+/// A mass message: the campaign's item (content, settings, recipients), then one queue
+/// message naming it, whatever the number of recipients; the worker fans it out. The
+/// answer lists every recipient's message id, derived from the campaign's.
+async fn accept_campaign<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest, a: &Accepted) -> Result<ApiResponse, ApiError> {
+    let accepted_at = shared::time::rfc3339_ms(a.at_ms);
+    let item = CampaignItem::new(Campaign::new(send, campaign::campaign_id(a.at_ms, a.seed), account, &accepted_at), a.expires_at);
+    let count = item.total;
+    let (written, summary) = join(ledger::put_campaign(ctx, &item), backlog(ctx, account, count, a.now_ms)).await;
+    // The item goes first: the worker reads the campaign from it when the queue names it.
+    let reference = CampaignRef { campaign: item.campaign.id.clone(), creator_id: account.to_owned(), cancel: false };
+    let queued = match written {
+        Ok(()) => queue::campaign(ctx, &reference, send.priority).await,
+        Err(e) => Err(e),
     };
-    let first_position = ahead + 1;
-    let rate = ctx.config().rate;
-    // Scheduled messages wait for `sendAt`, then go at the account's rate like others.
-    let accepted = if send.send_at_ms.is_some() { MessageStatus::Scheduled } else { MessageStatus::Queued };
-    let mut entries = items.into_iter().zip(queued).enumerate().map(|(i, (item, outcome))| {
-        let position = first_position + i as u64;
-        let estimate = rate.estimated_send_ms(position, last_sent, now_ms);
-        let estimate = send.send_at_ms.map_or(estimate, |at| estimate.max(at + i as u64 * rate.spacing_ms()));
-        MassEntry {
-            recipient_id: item.message.recipient_id,
-            message_id: item.message.id,
-            status: if outcome.is_ok() { accepted } else { MessageStatus::Failed },
-            queue_position: position,
-            estimated_send_time: shared::time::rfc3339_ms(estimate),
-            error: outcome.err().map(|_| UNQUEUED.to_owned()),
+    if let Err(e) = queued {
+        ctx.edge.positions.release(account, count);
+        // A request taken over may have queued it the first time: its item stays.
+        if !a.resumed {
+            if let Err(undo) = ledger::delete_campaign(ctx, account, &item.campaign.id).await {
+                ctx.p.log_error(&format!("could not remove the item of an unqueued campaign: {undo}"));
+            }
         }
-    });
-    Ok(if send.recipients.is_mass() {
-        let messages: Vec<MassEntry> = entries.collect();
-        ApiResponse::json(202, &MassAccepted { success: true, status: accepted, count: messages.len(), messages })
-    } else {
-        let e = entries.next().expect("one recipient");
-        ApiResponse::json(
-            202,
-            &SendAccepted { success: true, message_id: e.message_id, status: accepted, queue_position: e.queue_position, estimated_send_time: e.estimated_send_time },
-        )
-    })
+        return Err(e.into());
+    }
+    log_unread(ctx, &summary);
+    let messages: Vec<MassEntry> = item
+        .campaign
+        .recipients
+        .iter()
+        .enumerate()
+        .map(|(i, recipient)| {
+            let (queue_position, estimated_send_time) = a.place(ctx, send, &summary, i as u64);
+            MassEntry {
+                recipient_id: recipient.clone(),
+                message_id: campaign::message_id(&item.campaign.id, i as u32),
+                status: a.status,
+                queue_position,
+                estimated_send_time,
+                error: None,
+            }
+        })
+        .collect();
+    Ok(ApiResponse::json(202, &MassAccepted { success: true, campaign_id: reference.campaign, status: a.status, count: messages.len(), messages }))
+}
+
+fn log_unread<P: Platform>(ctx: &Ctx<'_, P>, summary: &Result<Summary, AwsError>) {
+    if let Err(e) = summary {
+        ctx.p.log_error(&format!("summary not read: {e}"));
+    }
 }
 
 /// The account's backlog ahead of `count` new messages, whose places it takes: from
@@ -172,30 +207,10 @@ async fn backlog<P: Platform>(ctx: &Ctx<'_, P>, account: &str, count: u64, now_m
     Ok(reservation.ahead(&summary))
 }
 
-/// Nothing was queued: remove the items written, so the ledger does not show messages
+/// The message was not queued: remove its item, so the ledger does not show a message
 /// that will never be sent.
-async fn undo<P: Platform>(ctx: &Ctx<'_, P>, account: &str, messages: &[&QueueMessage]) {
-    let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
-    if let Err(e) = ledger::delete_unqueued(ctx, account, &ids).await {
-        ctx.p.log_error(&format!("could not remove ledger items of unqueued messages: {e}"));
-    }
-}
-
-/// Part of a mass message was queued: the rest is recorded as failed, so the user sees
-/// it in `GET /failed` and can retry it.
-async fn mark_unqueued<P: Platform>(ctx: &Ctx<'_, P>, account: &str, items: &[LedgerItem], unqueued: &[usize], items_written: bool) {
-    if items_written {
-        let now = now_rfc3339(ctx);
-        for &i in unqueued {
-            let mut failed = items[i].clone();
-            failed.failed_at = Some(now.clone());
-            failed.last_error = Some(UNQUEUED.to_owned());
-            if let Err(e) = ledger::mark_failed(ctx, &failed, 0).await {
-                ctx.p.log_error(&format!("could not mark an unqueued message failed: {e}"));
-            }
-        }
-    }
-    if let Err(e) = ledger::add_failed(ctx, account, unqueued.len() as i64).await {
-        ctx.p.log_error(&format!("failed count not updated: {e}"));
+async fn undo<P: Platform>(ctx: &Ctx<'_, P>, account: &str, id: &str) {
+    if let Err(e) = ledger::delete_unqueued(ctx, account, &[id]).await {
+        ctx.p.log_error(&format!("could not remove the ledger item of an unqueued message: {e}"));
     }
 }

@@ -1,8 +1,14 @@
 -- Shared by every schedule script (prepended to each). Keys, all under the prefix P:
 --   P..'ready'        ZSET account -> ms when it may next send (accounts with work, and
 --                     those whose queue ran empty, until they are next due)
---   P..'q:'..acct     ZSET message id -> priority * 1e13 + accepted ms (most urgent, oldest first)
---   P..'body:'..acct  HASH message id -> payload (the queue message and its attempts)
+--   P..'q:'..acct     ZSET message id -> priority * 1e13 + accepted ms (most urgent, oldest first);
+--                     a campaign waits there as one member '~'..campaign id
+--   P..'body:'..acct  HASH message id -> payload (the queue message and its attempts), or,
+--                     for a campaign's message taken from its list, '~'..cid..'\t'..recipient
+--   P..'c:'..cid      HASH t (the campaign's payload without id and recipient: its content is
+--                     stored once), left (its messages not done), removed with the last
+--   P..'cr:'..cid     LIST the campaign's waiting messages, "id\trecipient", in order
+--   P..'campaigns'    SET the campaigns whose list is not empty (for the backlog metric)
 --   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until, or held: control.lua), n
 --                     (sends so far, burst 1); with burst 1, tat is written when the
 --                     account leaves `ready` (while it is in `ready`, its score is its tat)
@@ -11,7 +17,8 @@
 --   P..'delayed'      ZSET "acct\nid\nqscore" -> ms when a retry is due
 --   P..'leases'       ZSET "acct\nid\nqscore" -> ms when a worker's lease expires
 --   P..'seen:'..id    STRING the newest generation enqueued, to drop duplicate deliveries
---                     from SQS and completions of an older generation
+--                     from SQS and completions of an older generation; removed when the
+--                     message is done (a later duplicate is refused by its ledger claim)
 --
 -- The limit (DESIGN §6): never more than `max` sends in any rolling window of
 -- `window + margin` ms. With burst 1 (the default) sends are spaced by window / max,
@@ -88,8 +95,15 @@ local function ensure_ready(acct)
   return t
 end
 
+-- Whether a queue member still has something to send: a message its body, a
+-- campaign ('~'..cid) its list.
+local function waiting(acct, id)
+  if string.sub(id, 1, 1) == '~' then return redis.call('EXISTS', P .. 'cr:' .. string.sub(id, 2)) == 1 end
+  return redis.call('HEXISTS', P .. 'body:' .. acct, id) == 1
+end
+
 local function requeue(acct, id, qs)
-  if redis.call('HEXISTS', P .. 'body:' .. acct, id) == 1 then
+  if waiting(acct, id) then
     redis.call('ZADD', P .. 'q:' .. acct, qs, id)
     ensure_ready(acct)
     return 1
@@ -100,4 +114,12 @@ end
 local function split(member)
   local acct, id, qs = string.match(member, '^(.*)\n([^\n]*)\n([^\n]*)$')
   return acct, id, qs
+end
+
+-- `count` more of a campaign's messages are done: with its last, its content and its
+-- duplicate marker go.
+local function campaign_done(cid, count)
+  if redis.call('HINCRBY', P .. 'c:' .. cid, 'left', -count) <= 0 then
+    redis.call('DEL', P .. 'c:' .. cid, P .. 'seen:' .. cid)
+  end
 end

@@ -1,6 +1,8 @@
 -- Records what became of leased messages. ARGV after the common ones, per message:
--- kind, account, id, qscore, generation, delay_ms, payload, where kind is
---   done    finished (sent or failed for good): forgotten everywhere;
+-- kind, account, id, qscore, generation, delay_ms, payload, campaign id ('' if none),
+-- where kind is
+--   done    finished (sent, failed for good, or refused by its ledger claim):
+--           forgotten everywhere, and its campaign's content with its last message;
 --   retry   back to its queue after delay_ms, with the new payload (attempts + 1);
 --   pause   as retry, and the account sends nothing for delay_ms (gateway 429);
 --   release given back unsent (shutdown): straight back to its queue.
@@ -12,15 +14,17 @@
 -- released.
 local now = now_ms()
 local released = 0
-for i = ARG0 + 1, #ARGV, 7 do
-  local kind, acct, id, qs, gen, delay, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6]
+for i = ARG0 + 1, #ARGV, 8 do
+  local kind, acct, id, qs, gen, delay, payload, cid = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6], ARGV[i + 7]
   local body_key = P .. 'body:' .. acct
   if (tonumber(redis.call('GET', P .. 'seen:' .. id)) or gen) <= gen then
     local member = acct .. '\n' .. id .. '\n' .. qs
     local held = redis.call('ZREM', P .. 'leases', member) == 1
     if held then released = released + 1 end
     if kind == 'done' then
-      redis.call('HDEL', body_key, id)
+      -- Counted once: a second `done` (a duplicate delivery) finds no body.
+      if redis.call('HDEL', body_key, id) == 1 and cid ~= '' then campaign_done(cid, 1) end
+      redis.call('DEL', P .. 'seen:' .. id)
       if not held then -- requeued after its lease expired: take it out again
         redis.call('ZREM', P .. 'q:' .. acct, id)
         redis.call('ZREM', P .. 'delayed', member)

@@ -1,9 +1,18 @@
--- Takes up to `n` due messages, earliest-due account first, the most urgent message of
--- each, records each send in its account's limit state and leases it to the caller.
--- ARGV after the common ones: n, lease_ms.
--- Returns {now, next_due (-1 when idle), {acct1, id1, qscore1, payload1, ...}}.
+-- Takes up to `n` messages whose slots fall by now + lead, earliest-due account first,
+-- the most urgent message of each, records each send in its account's limit state at
+-- its slot and leases it to the caller, who sends it at its slot. No slot is earlier
+-- than now + lead: the time the caller needs to claim the message in the ledger before
+-- it sends (a later slot is always safe for the limit: the spacing counts from it).
+-- The lead is kept short: what is taken ahead is committed (a 429 or a pause that
+-- comes meanwhile holds it back only in the worker that took it).
+-- ARGV after the common ones: n, lease_ms, lead_ms.
+-- Returns {now, next_due (-1 when idle), {acct1, id1, qscore1, payload1, template1,
+-- slot1, deadline1, ...}}: the template is the campaign's payload when the payload is
+-- a campaign's compact one ('' otherwise); the message may go from its slot until its
+-- deadline (later, it could come closer than a window to the sends a window later).
 local now = now_ms()
-local n, lease = tonumber(ARGV[ARG0 + 1]), tonumber(ARGV[ARG0 + 2])
+local n, lease, lead = tonumber(ARGV[ARG0 + 1]), tonumber(ARGV[ARG0 + 2]), tonumber(ARGV[ARG0 + 3])
+local earliest = now + lead
 
 -- Retries whose backoff is over, and scheduled messages now due (`sendAt`), join their
 -- queues.
@@ -14,9 +23,28 @@ for _, member in ipairs(due_retries) do
   requeue(acct, id, qs)
 end
 
+-- The next message of a queue member: a message's own body, or the next of a
+-- campaign's list (which goes back in the queue while more wait), given a body of
+-- its own now that it is taken. Returns id, payload (nil when gone).
+local function next_message(acct, q, id, qs)
+  if string.sub(id, 1, 1) ~= '~' then return id, redis.call('HGET', P .. 'body:' .. acct, id) end
+  local cid = string.sub(id, 2)
+  local entry = redis.call('LPOP', P .. 'cr:' .. cid)
+  if not entry then return id, nil end
+  if redis.call('EXISTS', P .. 'cr:' .. cid) == 1 then
+    redis.call('ZADD', q, qs, id)
+  else
+    redis.call('SREM', P .. 'campaigns', cid)
+  end
+  local mid, recipient = string.match(entry, '^([^\t]*)\t(.*)$')
+  local payload = '~' .. cid .. '\t' .. recipient
+  redis.call('HSET', P .. 'body:' .. acct, mid, payload)
+  return mid, payload
+end
+
 local out = {}
 local taken = 0
-local due = redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', now, 'WITHSCORES', 'LIMIT', 0, n)
+local due = redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', earliest, 'WITHSCORES', 'LIMIT', 0, n)
 for i = 1, #due, 2 do
   if taken >= n then break end
   local acct, slot = due[i], tonumber(due[i + 1])
@@ -32,33 +60,42 @@ for i = 1, #due, 2 do
       if burst == 1 then redis.call('HSET', P .. 'st:' .. acct, 'tat', slot) end
       break
     end
-    local id, qs = popped[1], popped[2]
-    local payload = redis.call('HGET', P .. 'body:' .. acct, id)
-    local next = now
+    local id, payload = next_message(acct, q, popped[1], popped[2])
+    local qs = popped[2]
+    local next, at, late = now, now, math.min(MARGIN / 2, window / max / 20)
     if payload then
       if burst == 1 then
-        -- Evenly spaced sends (see common.lua): the account is taken only when due, so
-        -- its pause is over and `slot` (its score) is at most now. A send taken a little
-        -- late (up to a twentieth of the spacing, and half the margin) counts at its
-        -- slot, so that dispatch delays do not add up; later than that (an idle
-        -- account, a worker far behind) it counts at now. Every `max`-th send adds the
-        -- margin once: any `max + 1` sends are then a window plus at least half the
-        -- margin apart, at a cost of one margin per `max` sends.
+        -- Evenly spaced sends (see common.lua): the account is taken only when due
+        -- by the earliest slot, so its pause is over by its slot. A send taken a little late
+        -- (its slot up to a twentieth of the spacing, and half the margin, before the
+        -- earliest slot this take gives) keeps its slot, so that dispatch delays do not
+        -- add up; later than that (an idle account, a worker far behind) it counts at
+        -- the earliest slot. Every `max`-th send adds the margin
+        -- once: any `max + 1` sends are then a window plus at least half the margin
+        -- apart, at a cost of one margin per `max` sends.
         local spacing = window / max
-        if now - slot > math.min(MARGIN / 2, spacing / 20) then slot = now end
-        next = slot + spacing
+        if earliest - slot > late then slot = earliest end
+        at = slot
+        next = at + spacing
         if MARGIN > 0 and redis.call('HINCRBY', P .. 'st:' .. acct, 'n', 1) % max == 0 then next = next + MARGIN end
       else
-        next = next_allowed(acct, record_send(acct, now))
+        at = math.max(earliest, slot)
+        late = MARGIN / 2
+        next = next_allowed(acct, record_send(acct, at))
       end
-      redis.call('ZADD', P .. 'leases', now + lease, acct .. '\n' .. id .. '\n' .. qs)
-      out[#out + 1] = acct; out[#out + 1] = id; out[#out + 1] = qs; out[#out + 1] = payload
+      redis.call('ZADD', P .. 'leases', at + lease, acct .. '\n' .. id .. '\n' .. qs)
+      local template = ''
+      if string.sub(payload, 1, 1) == '~' then
+        template = redis.call('HGET', P .. 'c:' .. string.match(payload, '^~([^\t]*)'), 't') or ''
+      end
+      for _, v in ipairs({acct, id, qs, payload, template, tostring(math.floor(at)), tostring(math.floor(at + late))}) do out[#out + 1] = v end
       taken = taken + 1
     end
-    if next > now or taken >= n then
+    if next > earliest or taken >= n then
       redis.call('ZADD', P .. 'ready', next, acct)
       break
     end
+    slot = next -- the account's next message, in the same take
   end
 end
 
