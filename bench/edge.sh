@@ -16,9 +16,6 @@ mkdir -p "$work" "$out"
 bash "$root/scripts/install-tools.sh"
 # shellcheck source=scripts/tool-versions.sh
 source "$root/scripts/tool-versions.sh"
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light wrk >/dev/null
-fi
 peer=$(bash "$root/bench/peer.sh" js-edge)
 bash "$root/scripts/build-edge.sh"
 
