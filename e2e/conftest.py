@@ -3,6 +3,7 @@ under `wrangler dev` (built beforehand; started without rebuilding), a JWKS serv
 helpers to mint tokens and to read back what reached SQS and the ledger."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,9 +30,19 @@ ORIGIN = "https://app.example.com"
 LOGS = Path(stack.ROOT) / "target" / "e2e-logs"
 
 
+# Every secret handed to an edge or a worker is written here (devstack.stack), so that
+# the last test can check that no log holds one (test_secrets.py).
+os.environ["SECRETS_RECORD"] = str(LOGS / "secrets.list")
+
+
 def pytest_sessionstart(session):
     shutil.rmtree(LOGS, ignore_errors=True)
     LOGS.mkdir(parents=True)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The check of the logs for secrets runs last, over what every other test wrote."""
+    items.sort(key=lambda item: item.path.name == "test_secrets.py")
 
 
 @pytest.fixture(scope="session")
