@@ -87,8 +87,8 @@ def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator_url
 
     table = prov.client("dynamodb", emulator_url).describe_table(TableName=outputs["LedgerTableName"])["Table"]
     assert [k["AttributeName"] for k in table["KeySchema"]] == ["creatorId", "messageId"]
-    [index] = table["GlobalSecondaryIndexes"]
-    assert (index["IndexName"], [k["AttributeName"] for k in index["KeySchema"]]) == ("failed-index", ["creatorId", "failedKey"])
+    indexes = {i["IndexName"]: [k["AttributeName"] for k in i["KeySchema"]] for i in table["GlobalSecondaryIndexes"]}
+    assert indexes == {"failed-index": ["creatorId", "failedKey"], "waiting-index": ["waitShard", "messageId"]}
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     declared = template()["Resources"]["LedgerTable"]
     assert declared["DeletionPolicy"] == "Retain" and declared["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]

@@ -8,6 +8,7 @@ seconds. Measured figures are appended to target/e2e-logs/figures.jsonl."""
 import email.utils
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -27,6 +28,7 @@ WINDOW_MS = 2000
 MAX = 10
 MARGIN_MS = 100  # against delivery jitter on a loaded 2-core machine (5% of the compressed window)
 SPACING_MS = WINDOW_MS / MAX  # the margin is added once per MAX sends, not to each spacing
+CLAIM_LEAD_MS = 200  # the worker's default: a message is taken this long before its slot
 
 
 def figure(name, **values):
@@ -272,7 +274,9 @@ def test_busy_account_does_not_delay_another(system):
         stop_all(workers)
         system.sqs.purge_queue(QueueUrl=system.aws.queue_url)
     figure("fairness", quiet_account_latency_ms=round(latency), spacing_ms=SPACING_MS)
-    assert latency <= SPACING_MS, f"the quiet account waited {latency:.0f} ms behind 500 queued messages"
+    # Within a spacing, plus the lead every message is taken ahead of its slot to claim it
+    # in the ledger first (CLAIM_LEAD): not behind the busy account's 500.
+    assert latency <= SPACING_MS + CLAIM_LEAD_MS, f"the quiet account waited {latency:.0f} ms behind 500 queued messages"
 
 
 def test_priority_then_age_within_an_account(system):
@@ -503,9 +507,9 @@ def test_redis_restart_loses_nothing_sends_nothing_while_down_and_keeps_the_limi
     delivered = [d["messageId"] for d in got]
     worst = max(max_in_window([ms(d["receivedAt"]) for d in got if d["accountId"] == a], WINDOW_MS) for a in accounts)
     # A send taken just before the stop may reach the gateway just after it: a message is
-    # taken up to its claim's lead before its slot (CLAIM_LEAD, or twice the last claim's
-    # time through the emulator), and sent at the slot.
-    while_down = [d for d in got if stopped + 400 < ms(d["receivedAt"]) < started]
+    # taken up to its claim's lead before its slot (CLAIM_LEAD, or twice the recent
+    # claims' time through the emulator; at most 1 s), and sent at the slot.
+    while_down = [d for d in got if stopped + 1000 < ms(d["receivedAt"]) < started]
     figure("redis_restart", messages=len(ids), delivered=len(set(delivered)), duplicates=len(delivered) - len(set(delivered)),
            worst_window_count=worst, sent_while_down=len(while_down))
     assert set(delivered) == set(ids) and len(delivered) == len(ids)
@@ -899,3 +903,41 @@ def test_cancels_racing_three_workers_never_both(system):
     for a in accounts:
         times = sorted(ms(d["receivedAt"]) for d in system.deliveries({a}))
         assert max_in_window(times, WINDOW_MS) <= MAX
+
+
+def test_redis_losing_its_data_mid_run_loses_no_message(system):
+    """FLUSHALL mid-run (what an ElastiCache failover without persistence, a replaced
+    node or an eviction does): the next take finds the schedule's epoch missing, one
+    worker rebuilds it from the ledger's waiting index, and every message is delivered
+    (again only what was in flight at the loss), the ledger all `sent`, the summaries
+    back to 0 waiting, no rolling window over the limit."""
+    accounts = [f"lost-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    workers = system.start_workers("lost", n=2)
+    try:
+        ids = [i for a in accounts[:2] for i in system.send(a, fans(a, 20))]
+        ids += system.send(accounts[2], fans(accounts[2], 20))  # a campaign, fanned out
+        wait_until(lambda: len(system.deliveries(set(accounts))) >= 15, 20, "deliveries under way")
+        subprocess.run(["redis-cli", "-p", str(system.redis_port), "FLUSHALL"], check=True, capture_output=True)
+        lost_at = time.time() * 1000
+        system.wait_delivered(ids, timeout=60)
+        for a in accounts:
+            wait_statuses(system, a, 20)
+    finally:
+        stop_all(workers)
+    got = system.deliveries(set(accounts))
+    delivered = [d["messageId"] for d in got]
+    duplicates = len(delivered) - len(set(delivered))
+    worst = max(max_in_window([ms(d["receivedAt"]) for d in got if d["accountId"] == a], WINDOW_MS) for a in accounts)
+    logs = "".join((LOGS / f"worker-lost-{i}.log").read_text() for i in range(2))
+    # "rebuilt from the ledger messages=45 added=45 pages=16 ms=53", less the log's colours
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", logs)
+    rebuilt = [{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)} for line in plain.splitlines() if "rebuilt from the ledger" in line]
+    after_loss = [r for r in rebuilt if r["added"] > 0]
+    figure("redis_data_lost", messages=len(ids), duplicates=duplicates, worst_window_count=worst, rebuilt=after_loss,
+           last_delivery_after_loss_ms=round(max(ms(d["receivedAt"]) for d in got) - lost_at))
+    assert set(delivered) == set(ids), f"{len(set(ids) - set(delivered))} messages lost"
+    assert duplicates <= 2, f"{duplicates} sent twice: at most what was in flight at the loss"
+    assert worst <= MAX
+    assert len(after_loss) == 1, f"one worker rebuilt the schedule, putting back what waited: {rebuilt}"
+    for a in accounts:
+        assert summary(system, a).get("queued", 0) == 0

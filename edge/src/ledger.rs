@@ -255,7 +255,7 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now:
         let mut update = json!({
             "TableName": table(ctx),
             "Key": key(creator, id),
-            "UpdateExpression": "SET #st = :canceled, canceledAt = :now, countedGen = :gen",
+            "UpdateExpression": "SET #st = :canceled, canceledAt = :now, countedGen = :gen REMOVE waitShard",
             "ExpressionAttributeNames": {"#st": "status"},
             "ExpressionAttributeValues": {":queued": s("queued"), ":canceled": s("canceled"), ":now": s(now), ":gen": n(generation)},
         });
@@ -364,9 +364,9 @@ pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &s
         "TableName": table(ctx),
         "Key": key(creator, id),
         "ConditionExpression": "#st = :failed",
-        "UpdateExpression": "SET #st = :queued, attempts = :zero, retriedAt = :now, retryToken = :token, previousAttempts = attempts, generation = if_not_exists(generation, :zero) + :one REMOVE failedKey",
+        "UpdateExpression": "SET #st = :queued, attempts = :zero, retriedAt = :now, retryToken = :token, previousAttempts = attempts, generation = if_not_exists(generation, :zero) + :one, waitShard = :ws REMOVE failedKey",
         "ExpressionAttributeNames": {"#st": "status"},
-        "ExpressionAttributeValues": {":failed": s("failed"), ":queued": s("queued"), ":zero": n(0), ":one": n(1), ":now": s(now), ":token": s(&token)},
+        "ExpressionAttributeValues": {":failed": s("failed"), ":queued": s("queued"), ":zero": n(0), ":one": n(1), ":now": s(now), ":token": s(&token), ":ws": s(ledger::wait_shard(id))},
         "ReturnValues": "ALL_OLD",
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     });
@@ -426,7 +426,7 @@ pub async fn mark_failed<P: Platform>(ctx: &Ctx<'_, P>, failed: &LedgerItem, gen
         "TableName": table(ctx),
         "Key": key(&m.creator_id, &m.id),
         "ConditionExpression": "#st = :queued AND generation = :gen",
-        "UpdateExpression": update,
+        "UpdateExpression": format!("{update} REMOVE waitShard"),
         "ExpressionAttributeNames": {"#st": "status"},
         "ExpressionAttributeValues": values,
     });

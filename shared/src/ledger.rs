@@ -17,12 +17,33 @@ pub const PK: &str = "creatorId";
 pub const SK: &str = "messageId";
 /// Sort key of the per-account summary item (atomic counters).
 pub const SUMMARY_SK: &str = "#summary";
+/// The partition of the records of schedules (one per Redis key prefix) that have run,
+/// sorted by `SCHEDULE_SK_PREFIX` and the prefix: a schedule the ledger knows and Redis
+/// does not was lost, one it does not know is new.
+pub const SCHEDULE_PK: &str = "#schedules";
+pub const SCHEDULE_SK_PREFIX: &str = "#schedule#";
 /// Sort-key prefix of idempotency records.
 pub const IDEMPOTENCY_SK_PREFIX: &str = "#idem#";
 /// The sparse global secondary index of failed messages, newest first.
 pub const FAILED_INDEX: &str = "failed-index";
 /// Its sort key: `<failedAt>#<messageId>`, present only while `status` is `failed`.
 pub const FAILED_KEY: &str = "failedKey";
+/// The sparse global secondary index of waiting messages (`queued`, scheduled, being
+/// sent or between attempts): what the worker reads to put them back on the schedule
+/// when Redis lost its data, without scanning the table.
+pub const WAITING_INDEX: &str = "waiting-index";
+/// Its partition key, present only while a message waits: one of 16 shards ("w0" to
+/// "wf", the id's last hex digit), so that its writes spread and a recovery reads 16
+/// partitions in parallel.
+pub const WAIT_SHARD: &str = "waitShard";
+/// The shards of the waiting index.
+pub const WAIT_SHARDS: [&str; 16] = ["w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "wa", "wb", "wc", "wd", "we", "wf"];
+
+/// The waiting index's shard of a message.
+pub fn wait_shard(message_id: &str) -> String {
+    format!("w{}", message_id.chars().last().unwrap_or('0'))
+}
+
 /// The TTL attribute (epoch seconds).
 pub const TTL_ATTR: &str = "ttl";
 /// How long a message's item is kept by default.
@@ -216,6 +237,9 @@ impl Serialize for LedgerItem {
         if let (MessageStatus::Failed, Some(at)) = (self.status, &self.failed_at) {
             item.serialize_entry(FAILED_KEY, &Str(&failed_key(at, &m.id)))?;
         }
+        if self.status == MessageStatus::Queued {
+            item.serialize_entry(WAIT_SHARD, &Str(&wait_shard(&m.id)))?;
+        }
         item.end()
     }
 }
@@ -279,6 +303,7 @@ mod tests {
         item.failed_at = Some("2026-11-25T06:01:00.000Z".into());
         item.last_error = Some("gateway answered 400".into());
         let json = item.to_item();
+        assert!(json.get(WAIT_SHARD).is_none(), "a failed item is not waiting");
         assert_eq!(json[FAILED_KEY]["S"], "2026-11-25T06:01:00.000Z#018bcfe5-6800-7fff-bfff-ffffffffffff");
         assert_eq!(json["metadata"]["S"], r#"{"campaign":"spring"}"#);
         assert_eq!(LedgerItem::from_item(&json), Some(item));
@@ -290,6 +315,7 @@ mod tests {
         m.media_urls.clear();
         m.metadata.clear();
         let json = LedgerItem::queued(m, 1).to_item();
+        assert_eq!(json[WAIT_SHARD]["S"], "wf", "a queued item is in the waiting index");
         for absent in [FAILED_KEY, "mediaUrls", "metadata", "sentAt", "failedAt", "lastError"] {
             assert!(json.get(absent).is_none(), "{absent} should be absent");
         }

@@ -41,7 +41,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("METRICS_ENABLED", "true", "false = no PutMetricData"),
     ("HEALTH_PORT", "8081", "port of GET /healthz and /readyz (0 = off)"),
     ("SHUTDOWN_GRACE", "20s", "on SIGTERM, how long in-flight deliveries may take"),
-    ("CLAIM_LEAD", "50ms", "how long before its slot a message is taken at least, to claim it in the ledger first (a cancel never races its send); twice the last claim's time when that is longer, at most 1 s"),
+    ("CLAIM_LEAD", "200ms", "how long before its slot a message is taken at least, to claim it in the ledger first (a cancel never races its send); twice the last claim's time when that is longer, at most 1 s"),
     ("LOG_FORMAT", "text", "text or json"),
     ("RUST_LOG", "info", "log filter"),
 ];
@@ -124,7 +124,7 @@ impl Config {
         }
         let metrics_interval = ms(s.duration_ms("METRICS_INTERVAL", 60_000));
         let shutdown_grace = ms(s.duration_ms("SHUTDOWN_GRACE", 20_000));
-        let claim_lead = ms(s.duration_ms("CLAIM_LEAD", 50));
+        let claim_lead = ms(s.duration_ms("CLAIM_LEAD", 200));
         let margin_ms = match s.get("RATE_LIMIT_MARGIN") {
             None => rate.default_margin_ms(),
             Some(v) => {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -37,7 +37,7 @@ pub struct DispatchConfig {
 
 /// The longest lead a slot is given for its claim, however slow the ledger (what is
 /// taken ahead is committed, so the lead stays short).
-const MAX_LEAD_MS: u64 = 1_000;
+pub const MAX_LEAD_MS: u64 = 1_000;
 
 /// Longest sleep without looking at the schedule (a safety net: wake-ups and due
 /// times normally end the wait first).
@@ -117,10 +117,12 @@ struct DispatchState<G> {
     metrics: Arc<Metrics>,
     in_flight: Held,
     paused: Paused,
-    /// How long the last claim took (ms): the lead of the next takes.
+    /// How long recent claims took at most (ms, decaying): the lead of the next takes.
     last_claim_ms: AtomicU64,
     /// Until when (Unix ms) nothing is taken: the ledger could not claim.
     hold_until_ms: AtomicU64,
+    /// A rebuild of a lost schedule is under way in this process.
+    recovering: AtomicBool,
 }
 
 /// One take's messages: claimed, then each sent at its slot (they wait concurrently),
@@ -132,7 +134,9 @@ async fn send_batch<G: Gateway>(shared: Arc<DispatchState<G>>, taken: Vec<(Taken
         shared.hold_until_ms.store(now_ms() + 500, Ordering::Relaxed);
         return;
     };
-    shared.last_claim_ms.store(taken_at.elapsed().as_millis() as u64, Ordering::Relaxed);
+    // The slowest recent claim, decaying: one slow answer keeps the lead up for a while.
+    let claim_ms = taken_at.elapsed().as_millis() as u64;
+    let _ = shared.last_claim_ms.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |prev| Some(claim_ms.max(prev * 9 / 10)));
     permits.truncate(sendable.len());
     let sends = sendable.into_iter().zip(permits).map(|(taken, permit)| {
         // Sent at its slot: the limit counted it there.
@@ -187,6 +191,7 @@ impl<G: Gateway> Dispatcher<G> {
             paused: Paused::default(),
             last_claim_ms: AtomicU64::new(0),
             hold_until_ms: AtomicU64::new(0),
+            recovering: AtomicBool::new(false),
         });
 
         while !*shutdown.borrow() {
@@ -226,6 +231,18 @@ impl<G: Gateway> Dispatcher<G> {
                     continue;
                 }
             };
+            if result.lost && !shared.recovering.swap(true, Ordering::Relaxed) {
+                let (state, wake) = (shared.clone(), self.wake.clone());
+                tokio::spawn(async move {
+                    match crate::recover::recover(&state.schedule, state.ledger.as_ref()).await {
+                        Ok(Some(r)) => tracing::warn!(messages = r.messages, added = r.added, pages = r.pages, ms = r.millis, "Redis had lost the schedule: rebuilt from the ledger"),
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %format!("{e:#}"), "the schedule was lost and could not be rebuilt yet; tried again at the next take"),
+                    }
+                    state.recovering.store(false, Ordering::Relaxed);
+                    wake.notify_one(); // the schedule is complete again: take at once
+                });
+            }
             let taken_at = Instant::now();
             let got = result.taken.len();
             if got > 0 {

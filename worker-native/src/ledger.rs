@@ -192,6 +192,48 @@ impl Ledger {
         Ok(answer.item().map(from_attrs).as_ref().and_then(CampaignItem::from_item))
     }
 
+    /// Whether the ledger knows the schedule named `prefix` (it has run before): a
+    /// schedule it does not know is new, not lost, and is recorded now.
+    pub async fn schedule_known(&self, prefix: &str) -> anyhow::Result<bool> {
+        self.count(1);
+        let sort_key = format!("{}{prefix}", ledger::SCHEDULE_SK_PREFIX);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PK, s(ledger::SCHEDULE_PK))
+            .item(SK, s(sort_key))
+            .item("createdAt", s(shared::time::rfc3339_ms(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64)))
+            .condition_expression("attribute_not_exists(messageId)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(false),
+            Err(e) if is_condition_failure(&e) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A page of the waiting index's `shard`: the messages waiting there (queued,
+    /// scheduled, being sent or between attempts) with the attempts they have made, and
+    /// where the next page starts.
+    pub async fn waiting_page(&self, shard: &str, start: Option<HashMap<String, AttributeValue>>) -> anyhow::Result<(Vec<(QueueMessage, u32)>, Option<HashMap<String, AttributeValue>>)> {
+        self.count(1);
+        let answer = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ledger::WAITING_INDEX)
+            .key_condition_expression("#ws = :ws")
+            .expression_attribute_names("#ws", ledger::WAIT_SHARD)
+            .expression_attribute_values(":ws", s(shard))
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        let messages = answer.items().iter().filter_map(|i| LedgerItem::from_item(&from_attrs(i))).map(|i| (i.message, i.attempts)).collect();
+        Ok((messages, answer.last_evaluated_key().cloned()))
+    }
+
     /// Marks a campaign as put on the schedule.
     pub async fn campaign_scheduled(&self, c: &CampaignItem) -> anyhow::Result<()> {
         self.count(1);
@@ -235,7 +277,7 @@ impl Ledger {
         for m in &messages {
             let update = self
                 .item_update(m)
-                .update_expression("SET #st = :canceled, canceledAt = :at")
+                .update_expression("SET #st = :canceled, canceledAt = :at REMOVE waitShard")
                 .condition_expression("#st = :queued AND generation = :gen")
                 .expression_attribute_names("#st", "status")
                 .expression_attribute_values(":queued", s("queued"))
@@ -322,7 +364,7 @@ impl Ledger {
             .condition_expression("attribute_exists(messageId) AND (attribute_not_exists(generation) OR generation = :gen) AND #st IN (:queued, :sending)");
         let (update, delta) = match &r.outcome {
             Outcome::Sent { at } => (
-                base.update_expression("SET #st = :sent, sentAt = :at, attempts = :attempts REMOVE failedKey")
+                base.update_expression("SET #st = :sent, sentAt = :at, attempts = :attempts REMOVE failedKey, waitShard")
                     .expression_attribute_values(":sent", s("sent"))
                     .expression_attribute_values(":at", s(at)),
                 Delta { queued: -1, sent: 1, last_sent_ms: shared::time::parse_rfc3339_ms(at), ..Delta::default() },
@@ -332,7 +374,7 @@ impl Ledger {
                 (base.update_expression("SET attempts = :attempts, lastError = :err, #st = :queued").expression_attribute_values(":err", s(error)), Delta::default())
             }
             Outcome::Failed { at, error } => (
-                base.update_expression("SET #st = :failed, failedAt = :at, lastError = :err, attempts = :attempts, failedKey = :fk")
+                base.update_expression("SET #st = :failed, failedAt = :at, lastError = :err, attempts = :attempts, failedKey = :fk REMOVE waitShard")
                     .expression_attribute_values(":failed", s("failed"))
                     .expression_attribute_values(":at", s(at))
                     .expression_attribute_values(":err", s(error))

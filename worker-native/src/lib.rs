@@ -6,6 +6,7 @@
 //! - [`config`]: settings from the environment, `--help`;
 //! - [`schedule`] (+ `lua/`): the per-account queues and the limit, in Redis;
 //! - [`ingest`]: SQS → schedule; [`dispatch`]: schedule → gateway → outcomes;
+//! - [`recover`]: the schedule rebuilt from the ledger when Redis lost its data;
 //! - [`gateway`]: HTTP and dry-run delivery; [`ledger`]: DynamoDB writes;
 //! - [`metrics`]: CloudWatch; [`health`]: probes; [`app`]: wiring and shutdown.
 
@@ -17,4 +18,5 @@ pub mod health;
 pub mod ingest;
 pub mod ledger;
 pub mod metrics;
+pub mod recover;
 pub mod schedule;

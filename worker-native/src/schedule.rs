@@ -41,13 +41,15 @@ pub struct Taken {
     pub payload: Payload,
     pub slot_ms: u64,
     pub deadline_ms: u64,
+    /// Redis time of its take.
+    pub taken_ms: u64,
 }
 
 impl Taken {
     /// A message as `take` would lease it now (for tests of what happens after a take).
     pub fn leased(payload: Payload) -> Self {
         let m = &payload.message;
-        Self { account: m.creator_id.clone(), id: m.id.clone(), qscore: queue_score(m).to_string(), payload, slot_ms: 0, deadline_ms: u64::MAX }
+        Self { account: m.creator_id.clone(), id: m.id.clone(), qscore: queue_score(m).to_string(), payload, slot_ms: 0, deadline_ms: u64::MAX, taken_ms: 0 }
     }
 }
 
@@ -70,6 +72,9 @@ pub struct TakeResult {
     pub now_ms: u64,
     pub next_due_ms: Option<u64>,
     pub taken: Vec<Taken>,
+    /// The schedule's epoch is missing: Redis lost its data (or is new), and the
+    /// schedule must be rebuilt from the ledger (`crate::recover`).
+    pub lost: bool,
 }
 
 /// What became of a leased message.
@@ -121,6 +126,15 @@ impl Enqueued {
     }
 }
 
+/// The steps of a rebuild (see lua/recover.lua).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryStep {
+    Begin,
+    Lost,
+    Renew,
+    End,
+}
+
 /// Rate-limit settings every script needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -135,6 +149,7 @@ struct Scripts {
     enqueue: Script,
     campaign: Script,
     cancel_campaign: Script,
+    recover: Script,
     take: Script,
     complete: Script,
     reclaim: Script,
@@ -169,6 +184,7 @@ impl Schedule {
             enqueue: script(include_str!("lua/enqueue.lua")),
             campaign: script(include_str!("lua/campaign.lua")),
             cancel_campaign: script(include_str!("lua/cancel_campaign.lua")),
+            recover: script(include_str!("lua/recover.lua")),
             take: script(include_str!("lua/take.lua")),
             complete: script(include_str!("lua/complete.lua")),
             reclaim: script(include_str!("lua/reclaim.lua")),
@@ -183,6 +199,11 @@ impl Schedule {
             ),
         };
         Self { conn, prefix: prefix.into(), limits, scripts: Arc::new(scripts), round_trips: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// The prefix of its keys: the schedule's name.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Redis round trips made through this handle (and its clones) so far.
@@ -208,13 +229,20 @@ impl Schedule {
 
     /// Adds messages to their accounts' queues, dropping duplicate deliveries.
     pub async fn enqueue(&self, messages: &[QueueMessage]) -> redis::RedisResult<Enqueued> {
-        if messages.is_empty() {
+        let payloads: Vec<Payload> = messages.iter().map(|m| Payload { message: m.clone(), attempts: 0 }).collect();
+        self.enqueue_payloads(&payloads).await
+    }
+
+    /// Adds messages with the attempts they have made (a rebuild from the ledger).
+    pub async fn enqueue_payloads(&self, payloads: &[Payload]) -> redis::RedisResult<Enqueued> {
+        if payloads.is_empty() {
             return Ok(Enqueued::default());
         }
         let mut inv = self.invocation(&self.scripts.enqueue);
         inv.arg(SEEN_TTL_SECONDS);
-        for m in messages {
-            let payload = serde_json::to_string(&Payload { message: m.clone(), attempts: 0 }).expect("payload serializes");
+        for p in payloads {
+            let m = &p.message;
+            let payload = serde_json::to_string(p).expect("payload serializes");
             inv.arg(&m.creator_id).arg(&m.id).arg(m.generation).arg(queue_score(m)).arg(payload).arg(m.send_at_ms().unwrap_or(0));
         }
         let (added, deferred, duplicate_at): (u64, u64, Vec<usize>) = self.run(&inv).await?;
@@ -241,6 +269,20 @@ impl Schedule {
         self.run(&inv).await
     }
 
+    /// One step of a rebuild of the schedule after a loss (see lua/recover.lua);
+    /// whether it was this worker's to take.
+    pub async fn recovery(&self, step: RecoveryStep, token: &str) -> redis::RedisResult<bool> {
+        let mut inv = self.invocation(&self.scripts.recover);
+        let step = match step {
+            RecoveryStep::Begin => "begin",
+            RecoveryStep::Lost => "lost",
+            RecoveryStep::Renew => "renew",
+            RecoveryStep::End => "end",
+        };
+        inv.arg(step).arg(token).arg(crate::dispatch::MAX_LEAD_MS);
+        self.run::<u8>(&inv).await.map(|r| r == 1)
+    }
+
     /// Holds or releases accounts (see lua/control.lua); returns how many controls
     /// were newer than the last applied to their account.
     pub async fn control(&self, controls: &[AccountControl]) -> redis::RedisResult<u64> {
@@ -259,7 +301,7 @@ impl Schedule {
     pub async fn take(&self, n: usize, lease_ms: u64, lead_ms: u64) -> redis::RedisResult<TakeResult> {
         let mut inv = self.invocation(&self.scripts.take);
         inv.arg(n).arg(lease_ms).arg(lead_ms);
-        let (now_ms, next_due, rest): (u64, i64, Vec<String>) = self.run(&inv).await?;
+        let (now_ms, next_due, rest, lost): (u64, i64, Vec<String>, u8) = self.run(&inv).await?;
         let mut taken = Vec::with_capacity(rest.len() / 7);
         for chunk in rest.chunks_exact(7) {
             let payload = match taken_payload(&chunk[1], &chunk[3], &chunk[4]) {
@@ -270,9 +312,9 @@ impl Schedule {
                 }
             };
             let time = |s: &str| s.parse::<u64>().unwrap_or(now_ms);
-            taken.push(Taken { account: chunk[0].clone(), id: chunk[1].clone(), qscore: chunk[2].clone(), payload, slot_ms: time(&chunk[5]), deadline_ms: time(&chunk[6]) });
+            taken.push(Taken { account: chunk[0].clone(), id: chunk[1].clone(), qscore: chunk[2].clone(), payload, slot_ms: time(&chunk[5]), deadline_ms: time(&chunk[6]), taken_ms: now_ms });
         }
-        Ok(TakeResult { now_ms, next_due_ms: (next_due >= 0).then_some(next_due as u64), taken })
+        Ok(TakeResult { now_ms, next_due_ms: (next_due >= 0).then_some(next_due as u64), taken, lost: lost == 1 })
     }
 
     /// Records outcomes of leased messages, in one round trip.
@@ -284,12 +326,12 @@ impl Schedule {
         for o in outcomes {
             let (kind, t, delay, payload) = match o {
                 Completion::Done(t) => ("done", t, 0, String::new()),
-                Completion::Release(t) => ("release", t, 0, String::new()),
+                Completion::Release(t) => ("release", t, 0, serde_json::to_string(&t.payload).expect("payload serializes")),
                 Completion::Retry { taken, delay_ms } => ("retry", taken, *delay_ms, serde_json::to_string(&taken.payload).expect("payload serializes")),
                 Completion::Pause { taken, delay_ms } => ("pause", taken, *delay_ms, serde_json::to_string(&taken.payload).expect("payload serializes")),
             };
             let campaign = t.payload.message.campaign_id.as_deref().unwrap_or_default();
-            inv.arg(kind).arg(&t.account).arg(&t.id).arg(&t.qscore).arg(t.payload.message.generation).arg(delay).arg(payload).arg(campaign);
+            inv.arg(kind).arg(&t.account).arg(&t.id).arg(&t.qscore).arg(t.payload.message.generation).arg(delay).arg(payload).arg(campaign).arg(t.taken_ms);
         }
         self.run(&inv).await
     }

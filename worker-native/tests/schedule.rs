@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shared::rate::RateLimit;
 use support::{message, RedisServer};
-use worker_native::schedule::{Completion, Schedule, Taken};
+use worker_native::schedule::{Completion, RecoveryStep, Schedule, Taken};
 
 const FAST: RateLimit = RateLimit { max: 10, window_ms: 2000 };
 const UNLIMITED: RateLimit = RateLimit { max: 1_000_000, window_ms: 1000 };
@@ -354,7 +354,7 @@ async fn a_canceled_campaign_leaves_the_schedule_and_its_taken_messages_finish()
     let rest = drain(&s, 1).await;
     assert_eq!(rest[0].1.payload.message.campaign_id, None, "only the other message is left");
     s.complete(&first.into_iter().map(Completion::Done).collect::<Vec<_>>()).await.unwrap();
-    assert!(redis.keys().iter().all(|k| k.starts_with("t:st:") || k == "t:ready"), "{:?}", redis.keys());
+    assert!(redis.keys().iter().all(|k| k.starts_with("t:st:") || k == "t:ready" || k == "t:epoch"), "{:?}", redis.keys());
 }
 
 /// Taken ahead of its slot (never less than the lead ahead: time to claim it), a
@@ -373,4 +373,49 @@ async fn taken_ahead_a_message_keeps_its_slot() {
     let second = s.take(10, 30_000, 500).await.unwrap();
     let [two] = second.taken.as_slice() else { panic!("{:?}", second.taken) };
     assert!(two.slot_ms >= one.slot_ms + FAST.spacing_ms() && two.slot_ms >= second.now_ms + 500, "{} then {}", one.slot_ms, two.slot_ms);
+}
+
+/// Redis loses its data (FLUSHALL: a failover without persistence): the next take says
+/// so, one worker gets to rebuild, an account rebuilt sends no earlier than a spacing
+/// after the loss was found (it may have sent just before), and a message a worker
+/// held through the loss goes back on the schedule with its outcome.
+#[tokio::test]
+async fn a_lost_schedule_is_found_rebuilt_once_and_does_not_burst() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 1, 0);
+    let _: () = redis::cmd("DEL").arg("t:epoch").query(&mut redis.client()).unwrap(); // as on a new Redis
+    s.enqueue(&(0..3).map(|i| message("a", i, 5)).collect::<Vec<_>>()).await.unwrap();
+    let new = s.take(10, 30_000, 0).await.unwrap();
+    assert!(new.lost && new.taken.is_empty(), "a new Redis has no epoch: nothing is taken until it is rebuilt");
+    // A new schedule (the ledger does not know it): nothing to read back.
+    assert!(s.recovery(RecoveryStep::Begin, "w1").await.unwrap() && s.recovery(RecoveryStep::End, "w1").await.unwrap());
+    let held = s.take(10, 30_000, 0).await.unwrap();
+    assert!(!held.lost && held.taken.len() == 1, "{held:?}");
+
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.client()).unwrap();
+    let after = s.take(10, 30_000, 0).await.unwrap();
+    assert!(after.lost && after.taken.is_empty());
+    assert!(s.recovery(RecoveryStep::Begin, "w1").await.unwrap(), "the first worker rebuilds");
+    assert!(!s.recovery(RecoveryStep::Begin, "w2").await.unwrap(), "and no other at the same time");
+    assert!(s.recovery(RecoveryStep::Lost, "w1").await.unwrap(), "the ledger knew the schedule: lost, not new");
+    // What the ledger says waits: the two not taken (the held one is still its worker's).
+    s.enqueue(&(1..3).map(|i| message("a", i, 5)).collect::<Vec<_>>()).await.unwrap();
+    assert!(s.take(10, 30_000, 0).await.unwrap().taken.is_empty(), "nothing is taken while it is rebuilt");
+    assert!(!s.recovery(RecoveryStep::End, "w2").await.unwrap(), "only the rebuilding worker ends it");
+    assert!(s.recovery(RecoveryStep::End, "w1").await.unwrap());
+    let retried = Completion::Retry { taken: held.taken[0].clone(), delay_ms: 0 };
+    s.complete(&[retried]).await.unwrap();
+
+    let got = drain(&s, 3).await;
+    assert!(!s.take(1, 30_000, 0).await.unwrap().lost, "the epoch is back");
+    let first = got.iter().map(|(t, _)| *t).min().unwrap();
+    // Not before a spacing after the loss was found, plus the longest lead a message
+    // taken before the loss may still be sent at.
+    let floor = after.now_ms + worker_native::dispatch::MAX_LEAD_MS + FAST.spacing_ms();
+    assert!(first >= floor, "rebuilt account sent {} ms after the loss was found", first - after.now_ms);
+    let mut ids: Vec<&str> = got.iter().map(|(_, t)| t.id.as_str()).collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..3).map(|i| message("a", i, 5).id).collect();
+    want.sort();
+    assert_eq!(ids, want, "the held message came back with its outcome, the others from the ledger");
 }

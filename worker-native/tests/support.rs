@@ -46,8 +46,10 @@ impl RedisServer {
         keys
     }
 
+    /// A schedule on this Redis, complete (its epoch set, as a worker's first start does).
     pub fn schedule(&self, rate: RateLimit, burst: u32, margin_ms: u64) -> Schedule {
         let conn = worker_native::app::connect_redis(&self.url()).unwrap();
+        let _: () = redis::cmd("SET").arg("t:epoch").arg("test").query(&mut self.client()).unwrap();
         Schedule::new(conn, "t:", Limits { rate, burst, margin_ms })
     }
 }

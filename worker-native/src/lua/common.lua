@@ -9,6 +9,11 @@
 --                     stored once), left (its messages not done), removed with the last
 --   P..'cr:'..cid     LIST the campaign's waiting messages, "id\trecipient", in order
 --   P..'campaigns'    SET the campaigns whose list is not empty (for the backlog metric)
+--   P..'epoch'        STRING set once the schedule is complete: missing, Redis lost its data (or
+--                     is new), and a worker rebuilds the schedule from the ledger (recover.lua)
+--   P..'lost_at'      STRING when the last loss was found, plus the longest lead of a take: an
+--                     account whose state was lost sends no earlier than a spacing (a window,
+--                     with bursts) after it
 --   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until, or held: control.lua), n
 --                     (sends so far, burst 1); with burst 1, tat is written when the
 --                     account leaves `ready` (while it is in `ready`, its score is its tat)
@@ -67,9 +72,23 @@ local function next_allowed(acct, tat, pause)
   return math.max(t, pause or 0)
 end
 
+-- Its state {tat, pause}. An account with none after Redis lost its data may have sent
+-- just before the loss, or have a message taken before it still going at its slot:
+-- every such send is before `lost_at`, so one spacing after it (a whole window with
+-- bursts, whose log is lost too) keeps the limit.
+local lost_at = tonumber(redis.call('GET', P .. 'lost_at'))
 local function state(acct)
   local st = redis.call('HMGET', P .. 'st:' .. acct, 'tat', 'pause')
-  return tonumber(st[1]), tonumber(st[2])
+  local tat, pause = tonumber(st[1]), tonumber(st[2])
+  if not tat and lost_at then
+    local max, window, burst = limit_of(acct)
+    if burst == 1 then
+      tat = lost_at + (window + MARGIN) / max
+    else
+      pause = math.max(pause or 0, lost_at + window + MARGIN)
+    end
+  end
+  return tat, pause
 end
 
 -- Records a send at `now` (with a burst); returns the account's new {tat, pause}.

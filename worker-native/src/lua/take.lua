@@ -7,11 +7,16 @@
 -- comes meanwhile holds it back only in the worker that took it).
 -- ARGV after the common ones: n, lease_ms, lead_ms.
 -- Returns {now, next_due (-1 when idle), {acct1, id1, qscore1, payload1, template1,
--- slot1, deadline1, ...}}: the template is the campaign's payload when the payload is
+-- slot1, deadline1, ...}, lost (1 when the schedule's epoch is missing: Redis lost its
+-- data or is new, and the schedule must be rebuilt from the ledger first)}: the template is the campaign's payload when the payload is
 -- a campaign's compact one ('' otherwise); the message may go from its slot until its
 -- deadline (later, it could come closer than a window to the sends a window later).
 local now = now_ms()
 local n, lease, lead = tonumber(ARGV[ARG0 + 1]), tonumber(ARGV[ARG0 + 2]), tonumber(ARGV[ARG0 + 3])
+
+-- Without its epoch the schedule is incomplete (Redis lost its data, or is new): nothing
+-- is taken until a worker has rebuilt it from the ledger (recover.lua).
+if redis.call('EXISTS', P .. 'epoch') == 0 then return {now, -1, {}, 1} end
 local earliest = now + lead
 
 -- Retries whose backoff is over, and scheduled messages now due (`sendAt`), join their
@@ -88,6 +93,8 @@ for i = 1, #due, 2 do
       if string.sub(payload, 1, 1) == '~' then
         template = redis.call('HGET', P .. 'c:' .. string.match(payload, '^~([^\t]*)'), 't') or ''
       end
+      -- It may go until `late` after its slot, as a take that late keeps its slot: the
+      -- other half of the margin is for the delivery's own jitter (common.lua).
       for _, v in ipairs({acct, id, qs, payload, template, tostring(math.floor(at)), tostring(math.floor(at + late))}) do out[#out + 1] = v end
       taken = taken + 1
     end
@@ -104,4 +111,4 @@ local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
 local next_due = -1
 if #r > 0 then next_due = tonumber(r[2]) end
 if #d > 0 and (next_due < 0 or tonumber(d[2]) < next_due) then next_due = tonumber(d[2]) end
-return {now, next_due, out}
+return {now, next_due, out, 0}
