@@ -11,9 +11,9 @@
 --   P..'campaigns'    SET the campaigns whose list is not empty (for the backlog metric)
 --   P..'epoch'        STRING set once the schedule is complete: missing, Redis lost its data (or
 --                     is new), and a worker rebuilds the schedule from the ledger (recover.lua)
---   P..'lost_at'      STRING when the last loss was found, plus the longest lead of a take: an
---                     account whose state was lost sends no earlier than a spacing (a window,
---                     with bursts) after it
+--   P..'lost_at'      STRING when the last loss was found, and P..'lost_lead' the longest lead of
+--                     a take: an account whose state was lost sends no earlier than a spacing
+--                     (a window, with bursts) after both
 --   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until, or held: control.lua), n
 --                     (sends so far, burst 1); with burst 1, tat is written when the
 --                     account leaves `ready` (while it is in `ready`, its score is its tat)
@@ -76,16 +76,17 @@ end
 -- just before the loss, or have a message taken before it still going at its slot:
 -- every such send is before `lost_at`, so one spacing after it (a whole window with
 -- bursts, whose log is lost too) keeps the limit.
-local lost_at = tonumber(redis.call('GET', P .. 'lost_at'))
+local lost = redis.call('MGET', P .. 'lost_at', P .. 'lost_lead')
+local lost_at, lost_lead = tonumber(lost[1]), tonumber(lost[2]) or 0
 local function state(acct)
   local st = redis.call('HMGET', P .. 'st:' .. acct, 'tat', 'pause')
   local tat, pause = tonumber(st[1]), tonumber(st[2])
   if not tat and lost_at then
     local max, window, burst = limit_of(acct)
     if burst == 1 then
-      tat = lost_at + (window + MARGIN) / max
+      tat = lost_at + lost_lead + (window + MARGIN) / max
     else
-      pause = math.max(pause or 0, lost_at + window + MARGIN)
+      pause = math.max(pause or 0, lost_at + lost_lead + window + MARGIN)
     end
   end
   return tat, pause

@@ -3,10 +3,10 @@
 -- ones: the step, a token of the rebuilding worker.
 --   begin  takes the rebuild: one worker at a time, for 30 s, which each step renews
 --          (should that worker die, another takes over);
---   lost   the ledger knows this schedule: it was lost, not new. Records when, plus
---          the longest lead a message is taken ahead of its slot (the third argument),
---          since a message taken before the loss may still go at its slot after it
---          (`lost_at`, see common.lua's `state`);
+--   lost   the ledger knows this schedule: it was lost, not new. Records when
+--          (`lost_at`), and the longest lead a message is taken ahead of its slot (the
+--          third argument, `lost_lead`): a message taken before the loss may still go
+--          at its slot after it (see common.lua's `state`);
 --   end    sets the epoch: the schedule is complete again.
 -- Returns 1 when done, 0 when it is not this worker's to do (the epoch is there, or
 -- another worker is rebuilding).
@@ -19,7 +19,7 @@ if step == 'begin' then
 end
 if redis.call('GET', lock) ~= token then return 0 end
 if step == 'lost' then
-  redis.call('SET', P .. 'lost_at', now_ms() + tonumber(ARGV[ARG0 + 3]))
+  redis.call('MSET', P .. 'lost_at', now_ms(), P .. 'lost_lead', ARGV[ARG0 + 3])
   redis.call('PEXPIRE', lock, 30000)
   return 1
 end
