@@ -859,7 +859,7 @@ def test_cancel_a_campaign_mid_run_and_one_message(system):
 
 
 def test_cancels_racing_three_workers_never_both(system):
-    """Every message of 20 accounts (15 each) is canceled at a random moment while
+    """Every message of 20 accounts (30 each) is canceled at a random moment while
     three workers send at full rate: each cancel answered 200 is never delivered, each
     answered 409 was claimed for sending (and is delivered); no message is both sent
     and canceled in the ledger, and the limit holds."""
@@ -869,16 +869,16 @@ def test_cancels_racing_three_workers_never_both(system):
     edge = system.edge()
     workers = system.start_workers("race", n=3)
     try:
-        ids = {a: system.send(a, fans(a, 15)) for a in accounts}
+        ids = {a: system.send(a, fans(a, 30)) for a in accounts}
         targets = [(a, m) for a in accounts for m in ids[a]]
         random.Random(7).shuffle(targets)
         time.sleep(0.5)
 
         def cancel(target):
-            time.sleep(random.random() * 3.0)
+            time.sleep(random.random() * 2.0)
             return target, edge.call("DELETE", f"/{target[1]}", token(target[0])).status_code
 
-        with ThreadPoolExecutor(16) as pool:
+        with ThreadPoolExecutor(32) as pool:
             answers = dict(pool.map(cancel, targets))
         not_canceled = [m for (a, m), code in answers.items() if code == 409]
         system.wait_delivered(not_canceled, timeout=30)
