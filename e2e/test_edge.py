@@ -690,3 +690,48 @@ def test_a_mass_message_costs_the_edge_the_same_as_one(faulty, emulator):
         assert send(edge, creator, body).status_code == 202
         calls[n] = proxy.calls[before:]
     assert len(calls[1000]) <= 4 and len(calls[1000]) <= len(calls[1]) + 1, calls
+
+
+def test_openapi_describes_every_route_and_every_answer_matches_it(edge, emulator):
+    """`GET /openapi.json` (no token): OpenAPI 3.1 with every route; then one request of
+    each kind, success and error, each answered with a status the description lists for
+    it and a body that matches its schema (JSON Schema 2020-12, as OpenAPI 3.1 says)."""
+    from jsonschema import Draft202012Validator
+    r = edge.call("GET", "/openapi.json")
+    assert r.status_code == 200, r.text
+    spec = r.json()
+    assert spec["openapi"] == "3.1.0" and spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert set(spec["paths"]) == {"/health", "/test", "/openapi.json", "/send", "/status", "/failed", "/account/pause", "/account/resume",
+                                  "/campaigns", "/campaigns/{id}", "/{id}", "/{id}/retry"}
+
+    def check(response, path, method):
+        responses = spec["paths"][path][method]["responses"]
+        status = str(response.status_code)
+        assert status in responses, f"{method.upper()} {path} answered {status}, not described"
+        schema = {**responses[status]["content"]["application/json"]["schema"], "components": spec["components"]}
+        errors = [e.message for e in Draft202012Validator(schema).iter_errors(response.json())]
+        assert not errors, f"{method.upper()} {path} {status}: {errors[:3]}"
+        return response.json()
+
+    creator, other = account(), account()
+    tok = token(creator)
+    check(edge.call("GET", "/health"), "/health", "get")
+    one = check(send(edge, creator), "/send", "post")
+    mass = check(send(edge, creator, {"recipientIds": ["a", "b", "c"], "content": "x", "priority": 2}), "/send", "post")
+    check(send(edge, creator, {"recipientId": "", "content": 7}), "/send", "post")
+    check(edge.call("POST", "/send", None, {"recipientId": "a", "content": "x"}), "/send", "post")
+    check(edge.call("POST", "/send", tok, data="x", headers={"content-type": "text/plain"}), "/send", "post")
+    check(edge.call("PUT", "/send", tok), "/send", "post")
+    check(edge.call("GET", f"/{one['messageId']}", tok), "/{id}", "get")
+    check(edge.call("GET", f"/{mass['messages'][1]['messageId']}", tok), "/{id}", "get")
+    check(edge.call("GET", f"/{one['messageId']}", token(other)), "/{id}", "get")
+    check(edge.call("POST", f"/{one['messageId']}/retry", tok), "/{id}/retry", "post")
+    check(edge.call("DELETE", f"/{one['messageId']}", tok), "/{id}", "delete")
+    check(edge.call("GET", f"/campaigns/{mass['campaignId']}", tok), "/campaigns/{id}", "get")
+    check(edge.call("GET", "/campaigns?limit=1", tok), "/campaigns", "get")
+    check(edge.call("GET", "/campaigns?limit=0", tok), "/campaigns", "get")
+    check(edge.call("DELETE", f"/campaigns/{mass['campaignId']}", tok), "/campaigns/{id}", "delete")
+    check(edge.call("GET", "/status", tok), "/status", "get")
+    check(edge.call("GET", "/failed", tok), "/failed", "get")
+    check(edge.call("POST", "/account/pause", tok), "/account/pause", "post")
+    check(edge.call("POST", "/account/resume", tok), "/account/resume", "post")

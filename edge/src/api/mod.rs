@@ -20,6 +20,9 @@ use crate::platform::Platform;
 use crate::services::{Ctx, Edge};
 
 pub const BASE_PATH: &str = "/api/onlyfans/messaging";
+/// The API's description (OpenAPI 3.1), served as is at `openapi.json`, no token needed:
+/// the one source of truth the end-to-end tests check every answer against.
+const OPENAPI: &str = include_str!("../../openapi.json");
 /// Workers rate-limiting bindings: one for calls that queue, one for reads.
 pub const SEND_LIMITER: &str = "SEND_RATE_LIMITER";
 pub const READ_LIMITER: &str = "READ_RATE_LIMITER";
@@ -51,6 +54,10 @@ async fn route<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: 
     };
     let rest = rest.trim_end_matches('/');
     let method = request.method.as_str();
+    if rest == "openapi.json" {
+        allow(method, &["GET", "HEAD"])?;
+        return Ok(ApiResponse::raw_json(200, OPENAPI.to_owned()));
+    }
     if rest == "health" || rest == "test" {
         allow(method, &["GET", "HEAD"])?;
         return Ok(ApiResponse::json(200, &serde_json::json!({"status": "ok", "timestamp": shared::time::rfc3339_ms(p.now_ms())})));
