@@ -41,7 +41,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("METRICS_ENABLED", "true", "false = no PutMetricData"),
     ("HEALTH_PORT", "8081", "port of GET /healthz and /readyz (0 = off)"),
     ("SHUTDOWN_GRACE", "20s", "on SIGTERM, how long in-flight deliveries may take"),
-    ("CLAIM_LEAD", "200ms", "how long before its slot a message is taken at least, to claim it in the ledger first (a cancel never races its send); twice the last claim's time when that is longer, at most 1 s"),
+    ("CLAIM_LEAD", "200ms", "how long before its slot a message is taken at least, to claim it in the ledger first (a cancel never races its send): set it above the ledger's claim latency; messages are taken up to twice the recent claims' time ahead when that is longer, at most 1 s"),
     ("LOG_FORMAT", "text", "text or json"),
     ("RUST_LOG", "info", "log filter"),
 ];

@@ -210,11 +210,18 @@ impl<G: Gateway> Dispatcher<G> {
                 continue;
             }
             let want = available.min(self.config.take_batch);
-            // With the ledger, every slot leaves time to claim its message first: the
-            // configured lead, or twice the last claim's time when that was slower.
+            // With the ledger, every slot leaves time to claim its message first: no slot
+            // earlier than the configured lead, and messages taken further ahead (twice
+            // the recent claims' time) when claims run slower than that.
             let last_claim_ms = shared.last_claim_ms.load(Ordering::Relaxed);
-            let lead_ms = if self.ledger.is_some() { (self.config.claim_lead.as_millis() as u64).max(2 * last_claim_ms).min(MAX_LEAD_MS) } else { 0 };
-            let result = match self.schedule.take(want, self.config.lease.as_millis() as u64, lead_ms).await {
+            let (lead_ms, horizon_ms) = match self.ledger {
+                Some(_) => {
+                    let lead = (self.config.claim_lead.as_millis() as u64).min(MAX_LEAD_MS);
+                    (lead, lead.max(2 * last_claim_ms).min(MAX_LEAD_MS))
+                }
+                None => (0, 0),
+            };
+            let result = match self.schedule.take(want, self.config.lease.as_millis() as u64, lead_ms, horizon_ms).await {
                 Ok(r) => {
                     if let Some(since) = redis_down_since.take() {
                         tracing::info!(down_for_ms = since.elapsed().as_millis() as u64, "Redis is back; dispatch resumes");
@@ -257,7 +264,7 @@ impl<G: Gateway> Dispatcher<G> {
             if got < want {
                 // Nothing more is due: sleep until the next due time or a wake-up.
                 let wait = match result.next_due_ms {
-                    Some(due) => Duration::from_millis(due.saturating_sub(result.now_ms + lead_ms)).min(MAX_IDLE),
+                    Some(due) => Duration::from_millis(due.saturating_sub(result.now_ms + horizon_ms)).min(MAX_IDLE),
                     None => MAX_IDLE,
                 };
                 if !wait.is_zero() {

@@ -296,11 +296,11 @@ impl Schedule {
         self.run(&inv).await
     }
 
-    /// Leases up to `n` messages whose slots fall by now + `lead_ms`, none earlier, each
-    /// for `lease_ms` after its slot (see lua/take.lua).
-    pub async fn take(&self, n: usize, lease_ms: u64, lead_ms: u64) -> redis::RedisResult<TakeResult> {
+    /// Leases up to `n` messages whose slots fall by now + `horizon_ms`, none earlier
+    /// than now + `lead_ms`, each for `lease_ms` after its slot (see lua/take.lua).
+    pub async fn take(&self, n: usize, lease_ms: u64, lead_ms: u64, horizon_ms: u64) -> redis::RedisResult<TakeResult> {
         let mut inv = self.invocation(&self.scripts.take);
-        inv.arg(n).arg(lease_ms).arg(lead_ms);
+        inv.arg(n).arg(lease_ms).arg(lead_ms).arg(horizon_ms);
         let (now_ms, next_due, rest, lost): (u64, i64, Vec<String>, u8) = self.run(&inv).await?;
         let mut taken = Vec::with_capacity(rest.len() / 7);
         for chunk in rest.chunks_exact(7) {

@@ -21,7 +21,7 @@ async fn drain(s: &Schedule, n: usize) -> Vec<(u64, Taken)> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while out.len() < n {
         assert!(std::time::Instant::now() < deadline, "only {} of {n} messages taken within 20 s", out.len());
-        let r = s.take(64, 30_000, 0).await.unwrap();
+        let r = s.take(64, 30_000, 0, 0).await.unwrap();
         let done: Vec<Completion> = r.taken.iter().cloned().map(Completion::Done).collect();
         s.complete(&done).await.unwrap();
         out.extend(r.taken.into_iter().map(|t| (r.now_ms, t)));
@@ -97,7 +97,7 @@ async fn a_busy_account_does_not_delay_another() {
     let redis = RedisServer::start();
     let s = redis.schedule(FAST, 1, 0);
     s.enqueue(&(0..500).map(|i| message("busy", i, 5)).collect::<Vec<_>>()).await.unwrap();
-    let start = s.take(1, 30_000, 0).await.unwrap();
+    let start = s.take(1, 30_000, 0, 0).await.unwrap();
     s.complete(&start.taken.into_iter().map(Completion::Done).collect::<Vec<_>>()).await.unwrap();
     s.enqueue(&[message("quiet", 0, 5)]).await.unwrap();
     let got = drain(&s, 2).await;
@@ -143,20 +143,20 @@ async fn expired_leases_return_to_the_queue() {
     let redis = RedisServer::start();
     let s = redis.schedule(UNLIMITED, 1, 0);
     s.enqueue(&[message("a", 0, 5)]).await.unwrap();
-    let first = s.take(10, 100, 0).await.unwrap();
+    let first = s.take(10, 100, 0, 0).await.unwrap();
     assert_eq!(first.taken.len(), 1);
-    assert_eq!(s.take(10, 100, 0).await.unwrap().taken.len(), 0, "leased, not taken twice");
+    assert_eq!(s.take(10, 100, 0, 0).await.unwrap().taken.len(), 0, "leased, not taken twice");
     assert_eq!(s.reclaim(10).await.unwrap(), 0, "lease still valid");
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(s.reclaim(10).await.unwrap(), 1);
-    let again = s.take(10, 100, 0).await.unwrap();
+    let again = s.take(10, 100, 0, 0).await.unwrap();
     assert_eq!(again.taken[0].id, first.taken[0].id);
     // The first holder's late report of success still finishes the message.
     s.complete(&[Completion::Done(first.taken[0].clone())]).await.unwrap();
     // ...and the second holder's lease went with it: its release puts nothing back.
     assert_eq!(s.complete(&[Completion::Release(again.taken[0].clone())]).await.unwrap(), 0);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(s.take(10, 100, 0).await.unwrap().taken.is_empty(), "finished messages are not requeued");
+    assert!(s.take(10, 100, 0, 0).await.unwrap().taken.is_empty(), "finished messages are not requeued");
 }
 
 #[tokio::test]
@@ -164,7 +164,7 @@ async fn retries_wait_their_backoff_and_429_pauses_the_account() {
     let redis = RedisServer::start();
     let s = redis.schedule(UNLIMITED, 1000, 0);
     s.enqueue(&[message("a", 0, 5), message("a", 1, 5), message("b", 0, 5)]).await.unwrap();
-    let r = s.take(10, 30_000, 0).await.unwrap();
+    let r = s.take(10, 30_000, 0, 0).await.unwrap();
     let by_account: HashMap<(String, String), Taken> = r.taken.into_iter().map(|t| ((t.account.clone(), t.id.clone()), t)).collect();
     assert_eq!(by_account.len(), 3);
     let mut done = Vec::new();
@@ -173,7 +173,7 @@ async fn retries_wait_their_backoff_and_429_pauses_the_account() {
         done.push(if account == "a" { Completion::Pause { taken: t, delay_ms: 400 } } else { Completion::Retry { taken: t, delay_ms: 200 } });
     }
     s.complete(&done).await.unwrap();
-    let start = s.take(10, 30_000, 0).await.unwrap();
+    let start = s.take(10, 30_000, 0, 0).await.unwrap();
     assert!(start.taken.is_empty());
     let got = drain(&s, 3).await;
     for (t, taken) in &got {
@@ -193,23 +193,23 @@ async fn an_old_generations_completion_leaves_the_retried_message_alone() {
     let s = redis.schedule(UNLIMITED, 1, 0);
     let m = message("a", 0, 5);
     s.enqueue(std::slice::from_ref(&m)).await.unwrap();
-    let first = s.take(10, 30_000, 0).await.unwrap().taken.pop().expect("generation 0 taken");
+    let first = s.take(10, 30_000, 0, 0).await.unwrap().taken.pop().expect("generation 0 taken");
     let mut retried = m.clone();
     retried.generation = 1;
     assert_eq!(s.enqueue(&[retried]).await.unwrap().added, 1);
     s.complete(&[Completion::Done(first)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await; // the account's next slot, a millisecond on
-    let again = s.take(10, 30_000, 0).await.unwrap().taken;
+    let again = s.take(10, 30_000, 0, 0).await.unwrap().taken;
     assert_eq!(again.iter().map(|t| (t.id.as_str(), t.payload.message.generation)).collect::<Vec<_>>(), [(m.id.as_str(), 1)], "generation 1 is still scheduled");
     // A late retry of generation 0 does not touch its successor either.
     let mut m2 = message("b", 0, 5);
     s.enqueue(std::slice::from_ref(&m2)).await.unwrap();
-    let old = s.take(10, 30_000, 0).await.unwrap().taken.pop().unwrap();
+    let old = s.take(10, 30_000, 0, 0).await.unwrap().taken.pop().unwrap();
     m2.generation = 1;
     s.enqueue(&[m2]).await.unwrap();
     s.complete(&[Completion::Retry { taken: old, delay_ms: 0 }]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let b = s.take(10, 30_000, 0).await.unwrap().taken;
+    let b = s.take(10, 30_000, 0, 0).await.unwrap().taken;
     assert_eq!(b.iter().map(|t| t.payload.message.generation).collect::<Vec<_>>(), [1], "generation 1 once, not the old retry");
 }
 
@@ -218,7 +218,7 @@ async fn a_renewed_lease_is_not_reclaimed_and_a_reclaimed_one_is_not_renewed() {
     let redis = RedisServer::start();
     let s = redis.schedule(UNLIMITED, 1, 0);
     s.enqueue(&[message("a", 0, 5), message("b", 0, 5)]).await.unwrap();
-    let taken = s.take(10, 100, 0).await.unwrap().taken;
+    let taken = s.take(10, 100, 0, 0).await.unwrap().taken;
     assert_eq!(taken.len(), 2);
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(s.renew(&taken[..1], 1000).await.unwrap(), 1);
@@ -242,7 +242,7 @@ async fn a_scheduled_message_waits_for_send_at_then_keeps_the_spacing() {
     }
     let now_msg = message("b", 0, 5);
     s.enqueue(&[scheduled.clone(), vec![now_msg.clone()]].concat()).await.unwrap();
-    let first = s.take(10, 30_000, 0).await.unwrap();
+    let first = s.take(10, 30_000, 0, 0).await.unwrap();
     assert_eq!(first.taken.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), vec![now_msg.id.clone()], "only the unscheduled one");
     assert!(first.next_due_ms.is_some_and(|d| d <= send_at), "the dispatcher is told when the scheduled ones fall due");
     s.complete(&first.taken.into_iter().map(Completion::Done).collect::<Vec<_>>()).await.unwrap();
@@ -272,7 +272,7 @@ async fn a_held_account_sends_nothing_until_released_then_keeps_its_spacing() {
     assert_eq!(s.control(&[control("a", Hold::Resume, 9)]).await.unwrap(), 0, "an older control is ignored");
     s.enqueue(&[message("a", 6, 1), message("b", 0, 5)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await; // three spacings: a would be due
-    let during = s.take(10, 30_000, 0).await.unwrap();
+    let during = s.take(10, 30_000, 0, 0).await.unwrap();
     assert_eq!(during.taken.iter().map(|t| t.account.as_str()).collect::<Vec<_>>(), ["b"], "only the other account");
     s.complete(&during.taken.into_iter().map(Completion::Done).collect::<Vec<_>>()).await.unwrap();
     assert_eq!(s.control(&[control("a", Hold::Resume, 11)]).await.unwrap(), 1);
@@ -346,7 +346,7 @@ async fn a_canceled_campaign_leaves_the_schedule_and_its_taken_messages_finish()
     s.enqueue_campaign(&c).await.unwrap();
     let mut first = Vec::new();
     for _ in 0..3 {
-        first.extend(s.take(1, 30_000, 0).await.unwrap().taken);
+        first.extend(s.take(1, 30_000, 0, 0).await.unwrap().taken);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     assert_eq!(first.iter().map(|t| t.payload.message.campaign_id.is_some()).collect::<Vec<_>>(), [true, true, true]);
@@ -365,12 +365,12 @@ async fn taken_ahead_a_message_keeps_its_slot() {
     let redis = RedisServer::start();
     let s = redis.schedule(FAST, 1, 100);
     s.enqueue(&(0..3).map(|i| message("a", i, 5)).collect::<Vec<_>>()).await.unwrap();
-    let first = s.take(10, 30_000, 500).await.unwrap();
+    let first = s.take(10, 30_000, 500, 0).await.unwrap();
     let [one] = first.taken.as_slice() else { panic!("one slot by the lead: {:?}", first.taken) };
     assert!(one.slot_ms >= first.now_ms + 500 && one.deadline_ms == one.slot_ms + FAST.spacing_ms() / 20);
-    assert!(s.take(10, 30_000, 500).await.unwrap().taken.is_empty(), "the next slot is beyond the lead");
+    assert!(s.take(10, 30_000, 500, 0).await.unwrap().taken.is_empty(), "the next slot is beyond the lead");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = s.take(10, 30_000, 500).await.unwrap();
+    let second = s.take(10, 30_000, 500, 0).await.unwrap();
     let [two] = second.taken.as_slice() else { panic!("{:?}", second.taken) };
     assert!(two.slot_ms >= one.slot_ms + FAST.spacing_ms() && two.slot_ms >= second.now_ms + 500, "{} then {}", one.slot_ms, two.slot_ms);
 }
@@ -385,29 +385,29 @@ async fn a_lost_schedule_is_found_rebuilt_once_and_does_not_burst() {
     let s = redis.schedule(FAST, 1, 0);
     let _: () = redis::cmd("DEL").arg("t:epoch").query(&mut redis.client()).unwrap(); // as on a new Redis
     s.enqueue(&(0..3).map(|i| message("a", i, 5)).collect::<Vec<_>>()).await.unwrap();
-    let new = s.take(10, 30_000, 0).await.unwrap();
+    let new = s.take(10, 30_000, 0, 0).await.unwrap();
     assert!(new.lost && new.taken.is_empty(), "a new Redis has no epoch: nothing is taken until it is rebuilt");
     // A new schedule (the ledger does not know it): nothing to read back.
     assert!(s.recovery(RecoveryStep::Begin, "w1").await.unwrap() && s.recovery(RecoveryStep::End, "w1").await.unwrap());
-    let held = s.take(10, 30_000, 0).await.unwrap();
+    let held = s.take(10, 30_000, 0, 0).await.unwrap();
     assert!(!held.lost && held.taken.len() == 1, "{held:?}");
 
     let _: () = redis::cmd("FLUSHALL").query(&mut redis.client()).unwrap();
-    let after = s.take(10, 30_000, 0).await.unwrap();
+    let after = s.take(10, 30_000, 0, 0).await.unwrap();
     assert!(after.lost && after.taken.is_empty());
     assert!(s.recovery(RecoveryStep::Begin, "w1").await.unwrap(), "the first worker rebuilds");
     assert!(!s.recovery(RecoveryStep::Begin, "w2").await.unwrap(), "and no other at the same time");
     assert!(s.recovery(RecoveryStep::Lost, "w1").await.unwrap(), "the ledger knew the schedule: lost, not new");
     // What the ledger says waits: the two not taken (the held one is still its worker's).
     s.enqueue(&(1..3).map(|i| message("a", i, 5)).collect::<Vec<_>>()).await.unwrap();
-    assert!(s.take(10, 30_000, 0).await.unwrap().taken.is_empty(), "nothing is taken while it is rebuilt");
+    assert!(s.take(10, 30_000, 0, 0).await.unwrap().taken.is_empty(), "nothing is taken while it is rebuilt");
     assert!(!s.recovery(RecoveryStep::End, "w2").await.unwrap(), "only the rebuilding worker ends it");
     assert!(s.recovery(RecoveryStep::End, "w1").await.unwrap());
     let retried = Completion::Retry { taken: held.taken[0].clone(), delay_ms: 0 };
     s.complete(&[retried]).await.unwrap();
 
     let got = drain(&s, 3).await;
-    assert!(!s.take(1, 30_000, 0).await.unwrap().lost, "the epoch is back");
+    assert!(!s.take(1, 30_000, 0, 0).await.unwrap().lost, "the epoch is back");
     let first = got.iter().map(|(t, _)| *t).min().unwrap();
     // Not before a spacing after the loss was found, plus the longest lead a message
     // taken before the loss may still be sent at.

@@ -1,23 +1,26 @@
--- Takes up to `n` messages whose slots fall by now + lead, earliest-due account first,
--- the most urgent message of each, records each send in its account's limit state at
--- its slot and leases it to the caller, who sends it at its slot. No slot is earlier
--- than now + lead: the time the caller needs to claim the message in the ledger before
--- it sends (a later slot is always safe for the limit: the spacing counts from it).
--- The lead is kept short: what is taken ahead is committed (a 429 or a pause that
--- comes meanwhile holds it back only in the worker that took it).
--- ARGV after the common ones: n, lease_ms, lead_ms.
+-- Takes up to `n` messages whose slots fall by now + horizon, earliest-due account
+-- first, the most urgent message of each, records each send in its account's limit
+-- state at its slot and leases it to the caller, who sends it at its slot. No slot is
+-- earlier than now + lead: the least time the caller needs to claim the message in the
+-- ledger before it sends (a later slot is always safe for the limit: the spacing counts
+-- from it); the horizon, at least the lead, is how far ahead the caller takes when its
+-- claims run slow. A slot is moved only when it is earlier than the lead allows, so a
+-- horizon that grows costs no idle time. Both are kept short: what is taken ahead is
+-- committed (a 429 or a pause that comes meanwhile holds it back only in the worker
+-- that took it). ARGV after the common ones: n, lease_ms, lead_ms, horizon_ms.
 -- Returns {now, next_due (-1 when idle), {acct1, id1, qscore1, payload1, template1,
 -- slot1, deadline1, ...}, lost (1 when the schedule's epoch is missing: Redis lost its
 -- data or is new, and the schedule must be rebuilt from the ledger first)}: the template is the campaign's payload when the payload is
 -- a campaign's compact one ('' otherwise); the message may go from its slot until its
 -- deadline (later, it could come closer than a window to the sends a window later).
 local now = now_ms()
-local n, lease, lead = tonumber(ARGV[ARG0 + 1]), tonumber(ARGV[ARG0 + 2]), tonumber(ARGV[ARG0 + 3])
+local n, lease, lead, ahead = tonumber(ARGV[ARG0 + 1]), tonumber(ARGV[ARG0 + 2]), tonumber(ARGV[ARG0 + 3]), tonumber(ARGV[ARG0 + 4])
 
 -- Without its epoch the schedule is incomplete (Redis lost its data, or is new): nothing
 -- is taken until a worker has rebuilt it from the ledger (recover.lua).
 if redis.call('EXISTS', P .. 'epoch') == 0 then return {now, -1, {}, 1} end
 local earliest = now + lead
+local horizon = now + math.max(lead, ahead)
 
 -- Retries whose backoff is over, and scheduled messages now due (`sendAt`), join their
 -- queues.
@@ -49,7 +52,7 @@ end
 
 local out = {}
 local taken = 0
-local due = redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', earliest, 'WITHSCORES', 'LIMIT', 0, n)
+local due = redis.call('ZRANGEBYSCORE', P .. 'ready', '-inf', horizon, 'WITHSCORES', 'LIMIT', 0, n)
 for i = 1, #due, 2 do
   if taken >= n then break end
   local acct, slot = due[i], tonumber(due[i + 1])
@@ -71,7 +74,7 @@ for i = 1, #due, 2 do
     if payload then
       if burst == 1 then
         -- Evenly spaced sends (see common.lua): the account is taken only when due
-        -- by the earliest slot, so its pause is over by its slot. A send taken a little late
+        -- by the horizon, so its pause is over by its slot. A send taken a little late
         -- (its slot up to a twentieth of the spacing, and half the margin, before the
         -- earliest slot this take gives) keeps its slot, so that dispatch delays do not
         -- add up; later than that (an idle account, a worker far behind) it counts at
@@ -98,7 +101,7 @@ for i = 1, #due, 2 do
       for _, v in ipairs({acct, id, qs, payload, template, tostring(math.floor(at)), tostring(math.floor(at + late))}) do out[#out + 1] = v end
       taken = taken + 1
     end
-    if next > earliest or taken >= n then
+    if next > horizon or taken >= n then
       redis.call('ZADD', P .. 'ready', next, acct)
       break
     end
