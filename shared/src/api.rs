@@ -27,8 +27,6 @@ pub struct MassEntry {
     pub status: MessageStatus,
     pub queue_position: u64,
     pub estimated_send_time: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// `POST /send` with `recipientIds`: 202, one entry per recipient in request order.

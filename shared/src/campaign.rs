@@ -108,6 +108,11 @@ impl Campaign {
         }
     }
 
+    /// Every message of the campaign, in order.
+    pub fn messages(&self) -> impl Iterator<Item = QueueMessage> + '_ {
+        (0..self.recipients.len()).map(|i| self.message(i))
+    }
+
     /// The message as a template for all of them: no id or recipient (the schedule
     /// stores it once per campaign and each recipient's id and recipient beside it).
     pub fn template(&self) -> QueueMessage {

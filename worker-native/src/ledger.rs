@@ -249,7 +249,7 @@ impl Ledger {
     /// written, or `None` when the campaign was canceled first.
     pub async fn fan_out(&self, campaign: &CampaignItem) -> anyhow::Result<Option<usize>> {
         let expires = campaign.expires_at;
-        let messages: Vec<QueueMessage> = (0..campaign.campaign.recipients.len()).map(|i| campaign.campaign.message(i)).collect();
+        let messages: Vec<QueueMessage> = campaign.campaign.messages().collect();
         let mut changes = Vec::with_capacity(messages.len());
         for m in &messages {
             let mut item = LedgerItem::queued(m.clone(), expires).to_item();
@@ -273,7 +273,7 @@ impl Ledger {
     /// into the campaign's `canceled` in the same transaction. Returns how many.
     pub async fn cancel_waiting(&self, campaign: &CampaignItem, at: &str) -> anyhow::Result<usize> {
         let mut changes = Vec::with_capacity(campaign.campaign.recipients.len());
-        let messages: Vec<QueueMessage> = (0..campaign.campaign.recipients.len()).map(|i| campaign.campaign.message(i)).collect();
+        let messages: Vec<QueueMessage> = campaign.campaign.messages().collect();
         for m in &messages {
             let update = self
                 .item_update(m)

@@ -179,7 +179,6 @@ async fn accept_campaign<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &Se
                 status: a.status,
                 queue_position,
                 estimated_send_time,
-                error: None,
             }
         })
         .collect();

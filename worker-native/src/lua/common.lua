@@ -76,11 +76,22 @@ end
 -- just before the loss, or have a message taken before it still going at its slot:
 -- every such send is before `lost_at`, so one spacing after it (a whole window with
 -- bursts, whose log is lost too) keeps the limit.
-local lost = redis.call('MGET', P .. 'lost_at', P .. 'lost_lead')
-local lost_at, lost_lead = tonumber(lost[1]), tonumber(lost[2]) or 0
+-- Read only when needed (an account without state, a completion without its lease),
+-- once per script run: the common path does not pay for it.
+local lost_cache
+local function loss()
+  if not lost_cache then
+    local l = redis.call('MGET', P .. 'lost_at', P .. 'lost_lead')
+    lost_cache = {tonumber(l[1]), tonumber(l[2]) or 0}
+  end
+  return lost_cache[1], lost_cache[2]
+end
+
 local function state(acct)
   local st = redis.call('HMGET', P .. 'st:' .. acct, 'tat', 'pause')
   local tat, pause = tonumber(st[1]), tonumber(st[2])
+  local lost_at, lost_lead
+  if not tat then lost_at, lost_lead = loss() end
   if not tat and lost_at then
     local max, window, burst = limit_of(acct)
     if burst == 1 then

@@ -31,7 +31,7 @@ for i = ARG0 + 1, #ARGV, 9 do
         redis.call('ZREM', P .. 'q:' .. acct, id)
         redis.call('ZREM', P .. 'delayed', member)
       end
-    elseif not held and lost_at and taken_at < lost_at and redis.call('HEXISTS', body_key, id) == 0 then
+    elseif not held and (loss() or 0) > taken_at and redis.call('HEXISTS', body_key, id) == 0 then
       -- Taken before Redis lost its data, and nobody has it now: back on the schedule
       -- (a rebuild that read the ledger meanwhile may have put it back too: the same id
       -- and generation, so `seen` drops the second).
