@@ -15,19 +15,45 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// Tests run in parallel threads, each picking a free port: two may pick the same one,
+    /// and then the second server cannot bind while its client reaches the first (whose
+    /// test later kills it). So a server counts as started only when the process that
+    /// answers on the port is this child; otherwise another port is tried.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/install-tools.sh installs it)");
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server (scripts/install-tools.sh installs it)");
+            let mut server = Self { child, port };
+            if server.answers_as_itself() {
+                return server;
+            }
+            let _ = server.child.kill();
+        }
+        panic!("redis-server did not start on any of 5 free ports");
+    }
+
+    /// Waits (up to 10 s) until this child answers on its port; false if it exited or
+    /// another process answers there.
+    fn answers_as_itself(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            let info: Option<String> = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("INFO").arg("server").query(&mut c))
+                .ok();
+            if let Some(info) = info {
+                return info.lines().any(|l| l.trim() == format!("process_id:{}", self.child.id()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { child, port }
+        panic!("redis-server did not start within 10 s");
     }
 
     pub fn url(&self) -> String {
