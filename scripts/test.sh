@@ -12,6 +12,15 @@ source scripts/tool-versions.sh
 echo "==> host tests (cargo test)"
 cargo test --workspace --locked
 
+echo "==> the schedule tests again, on a local Redis Cluster (3 primaries, 3 replicas, 4 shards)"
+cluster_dir=$root/target/redis-cluster
+rm -rf "$cluster_dir"
+cluster_urls=$("$PYTHON_VENV/bin/python" -m devstack.cluster start "$cluster_dir")
+trap '"$PYTHON_VENV/bin/python" -m devstack.cluster stop "$cluster_dir"' EXIT
+TEST_REDIS_CLUSTER=$cluster_urls TEST_SCHEDULE_SHARDS=4 cargo test --locked -p worker-native --test schedule
+"$PYTHON_VENV/bin/python" -m devstack.cluster stop "$cluster_dir"
+trap - EXIT
+
 echo "==> the edge's JS glue (node --test)"
 node --test edge/js/
 

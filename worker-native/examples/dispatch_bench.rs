@@ -5,6 +5,10 @@
 //!
 //!     cargo run --release -p worker-native --example dispatch_bench -- \
 //!         --redis redis://127.0.0.1:6390 [--accounts 1000] [--messages 100000] [--margin-ms N]
+//!         [--cluster --shards 16]   (--redis then lists the cluster's nodes, comma-separated)
+//!
+//! It also prints how evenly the schedule's shards carried the messages (each shard's
+//! share against an even split).
 //!
 //! With `--load-only PREFIX` it only fills the schedule under that key prefix (for the
 //! worker benchmarks, which then start real worker processes on it).
@@ -57,7 +61,10 @@ async fn main() -> anyhow::Result<()> {
     let rate = RateLimit { max: 1_000_000, window_ms: 1000 };
     let margin_ms: u64 = arg("--margin-ms", &rate.default_margin_ms().to_string()).parse()?;
     let limits = Limits { rate, burst: 1, margin_ms };
-    let schedule = Schedule::new(worker_native::app::connect_redis(&redis)?, prefix.clone(), limits);
+    let cluster = std::env::args().any(|a| a == "--cluster");
+    let shards: u16 = arg("--shards", if cluster { "16" } else { "1" }).parse()?;
+    let conn = worker_native::connection::RedisConn::open(&redis, cluster)?;
+    let schedule = Schedule::sharded(conn.clone(), prefix.clone(), limits, shards, cluster);
 
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
     let started = Instant::now();
@@ -103,12 +110,16 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     run.await?;
 
-    // Clean up what the benchmark left in Redis.
-    let mut conn = worker_native::app::connect_redis(&redis)?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await?;
-    for chunk in keys.chunks(1000) {
-        redis::cmd("DEL").arg(chunk).query_async::<()>(&mut conn).await?;
+    // Clean up what the benchmark left in Redis (a cluster is the script's to stop).
+    if !cluster {
+        let mut conn = conn.clone();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await?;
+        for chunk in keys.chunks(1000) {
+            redis::cmd("DEL").arg(chunk).query_async::<()>(&mut conn).await?;
+        }
     }
+    let per_shard = gateway.per_shard(&schedule);
+    let even = total as f64 / schedule.shard_count() as f64;
 
     println!(
         "{}",
@@ -120,6 +131,9 @@ async fn main() -> anyhow::Result<()> {
             "enqueueRoundTripsPerMessage": enqueue_trips as f64 / total as f64,
             "roundTripsPerMessage": schedule.round_trips() as f64 / total as f64,
             "delivered": gateway.calls(), "distinctDelivered": gateway.distinct(),
+            "redis": if cluster { "cluster" } else { "single" }, "shards": schedule.shard_count(),
+            "shardMaxOverEven": per_shard.iter().max().copied().unwrap_or(0) as f64 / even,
+            "shardMinOverEven": per_shard.iter().min().copied().unwrap_or(0) as f64 / even,
         })
     );
     Ok(())
@@ -129,7 +143,7 @@ async fn main() -> anyhow::Result<()> {
 /// tell a message sent twice (or one never sent) from a fast run.
 #[derive(Default)]
 struct CountingGateway {
-    seen: Mutex<(u64, HashSet<String>)>,
+    seen: Mutex<(u64, HashSet<String>, std::collections::HashMap<String, u64>)>,
 }
 
 impl CountingGateway {
@@ -140,6 +154,15 @@ impl CountingGateway {
     fn distinct(&self) -> usize {
         self.seen.lock().expect("gateway lock").1.len()
     }
+
+    /// Deliveries per shard of the schedule.
+    fn per_shard(&self, schedule: &Schedule) -> Vec<u64> {
+        let mut counts = vec![0; schedule.shard_count()];
+        for (account, n) in &self.seen.lock().expect("gateway lock").2 {
+            counts[schedule.shard_of(account)] += n;
+        }
+        counts
+    }
 }
 
 impl Gateway for CountingGateway {
@@ -147,6 +170,7 @@ impl Gateway for CountingGateway {
         let mut seen = self.seen.lock().expect("gateway lock");
         seen.0 += 1;
         seen.1.insert(m.id.clone());
+        *seen.2.entry(m.creator_id.clone()).or_default() += 1;
         Delivery::Sent
     }
 }

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use futures::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
+use crate::connection::{seed_urls, RedisConn};
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::gateway::{DryRunGateway, Gateway, HttpGateway};
 use crate::ingest::{Ingest, IngestGate, IngestStats};
@@ -19,20 +18,24 @@ use crate::metrics::{self, Gauges, Metrics};
 use crate::schedule::{Limits, Schedule};
 use crate::{health, ledger};
 
-/// Connects to Redis lazily: the worker starts (and keeps running) while Redis is down.
-pub fn connect_redis(url: &str) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(url).context("REDIS_URL is not a valid Redis URL")?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(1));
-    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
-}
-
 pub fn schedule(config: &Config) -> anyhow::Result<Schedule> {
     let limits = Limits { rate: config.rate, burst: config.burst, margin_ms: config.margin_ms };
-    Ok(Schedule::new(connect_redis(&config.redis_url)?, config.redis_prefix.clone(), limits))
+    let conn = RedisConn::open(&config.redis_url, config.redis_cluster)?;
+    Ok(Schedule::sharded(conn, config.redis_prefix.clone(), limits, config.schedule_shards, config.redis_cluster))
+}
+
+/// Checks the shard count against the one recorded in Redis: a mismatch stops the
+/// worker; Redis down only delays the check to every take (take.lua checks each
+/// shard's epoch).
+async fn check_shards(schedule: &Schedule) -> anyhow::Result<()> {
+    match schedule.check_shards().await {
+        Ok(None) => Ok(()),
+        Ok(Some(mismatch)) => anyhow::bail!(mismatch),
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis unreachable at start: the shard count is checked by every take");
+            Ok(())
+        }
+    }
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -44,6 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&aws), config.ledger_table.clone());
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&aws);
     let schedule = schedule(&config)?;
+    check_shards(&schedule).await?;
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
     let (stop_tx, stop) = watch::channel(false);
@@ -68,7 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         });
     }
-    tasks.spawn(listen_for_wakeups(config.redis_url.clone(), schedule.wake_channel(), wake.clone(), stop.clone()));
+    tasks.spawn(listen_for_wakeups(seed_urls(&config.redis_url), schedule.clone(), wake.clone(), stop.clone()));
     tasks.spawn(reclaim_leases(schedule.clone(), stop.clone()));
     let ingest_done: Vec<_> = (0..config.ingest_tasks)
         .map(|_| {
@@ -147,14 +151,23 @@ async fn wait_for_signal() {
     }
 }
 
-/// Wakes the dispatcher when any worker publishes new work; reconnects on its own.
-async fn listen_for_wakeups(url: String, channel: String, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+/// Wakes the dispatcher when any worker publishes new work (naming the shards that got
+/// it); reconnects on its own. On a cluster a message published on any node reaches
+/// every node's subscribers, so one node is enough: the next seed after a failure.
+async fn listen_for_wakeups(urls: Vec<String>, schedule: Schedule, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    let channel = schedule.wake_channel();
+    let mut turn = 0;
     while !*stop.borrow() {
+        let url = &urls[turn % urls.len().max(1)];
+        turn += 1;
         let result = async {
             let mut pubsub = redis::Client::open(url.as_str())?.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
+            schedule.woken("*"); // what was published while unsubscribed is not lost
+            wake.notify_one();
             let mut messages = pubsub.on_message();
-            while messages.next().await.is_some() {
+            while let Some(m) = messages.next().await {
+                schedule.woken(&m.get_payload::<String>().unwrap_or_default());
                 wake.notify_one();
             }
             Ok::<_, redis::RedisError>(())

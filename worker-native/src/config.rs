@@ -13,7 +13,9 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("RATE_LIMITER_ENABLED", "false", "must be `true` for the worker to send anything"),
     ("SQS_RATE_LIMITER_QUEUE_URL", "(required)", "the send queue"),
     ("SQS_RATE_LIMITER_DLQ_URL", "(required)", "its dead-letter queue (unreadable messages go there)"),
-    ("REDIS_URL / REDIS_ENDPOINT", "(required)", "redis://host:port, or host[:port]"),
+    ("REDIS_URL / REDIS_ENDPOINT", "(required)", "redis://host:port, or host[:port]; with REDIS_CLUSTER, some nodes, comma-separated"),
+    ("REDIS_CLUSTER", "false", "true: Redis Cluster (ElastiCache cluster mode, MemoryDB, Valkey)"),
+    ("SCHEDULE_SHARDS", "1, or 16 with REDIS_CLUSTER", "virtual shards of the schedule (1..1024), the same on every worker"),
     ("REDIS_KEY_PREFIX", "of:", "prefix of every Redis key (one schedule per prefix)"),
     ("LEDGER_TABLE", "onlyfans-message-ledger", "the DynamoDB ledger table"),
     ("LEDGER_ENABLED", "true", "false = no ledger writes (benchmarks of the schedule only)"),
@@ -66,6 +68,8 @@ pub struct Config {
     pub dlq_url: String,
     pub redis_url: String,
     pub redis_prefix: String,
+    pub redis_cluster: bool,
+    pub schedule_shards: u16,
     pub ledger_table: String,
     pub ledger_enabled: bool,
     pub gateway_url: Option<String>,
@@ -145,6 +149,13 @@ impl Config {
         let ingest_tasks = s.number("INGEST_TASKS", 4, 1..=64);
         let sqs_wait_seconds = s.number("SQS_WAIT_SECONDS", 20, 1..=20);
         let health_port = s.number("HEALTH_PORT", 8081, 0..=65535);
+        let redis_cluster = s.flag("REDIS_CLUSTER", false);
+        let schedule_shards = s.number("SCHEDULE_SHARDS", if redis_cluster { 16 } else { 1 }, 1..=u64::from(crate::schedule::MAX_SHARDS)) as u16;
+        let redis_prefix = s.get("REDIS_KEY_PREFIX").unwrap_or_else(|| "of:".into());
+        if redis_prefix.contains(['{', '}']) {
+            // The shards' hash tags are made of braces around the prefix.
+            s.problem("REDIS_KEY_PREFIX", "must not contain { or }");
+        }
         let enabled = s.flag("RATE_LIMITER_ENABLED", false);
         let metrics_enabled = s.flag("METRICS_ENABLED", true);
         let ledger_enabled = s.flag("LEDGER_ENABLED", true);
@@ -161,7 +172,9 @@ impl Config {
             queue_url,
             dlq_url,
             redis_url,
-            redis_prefix: s.get("REDIS_KEY_PREFIX").unwrap_or_else(|| "of:".into()),
+            redis_prefix,
+            redis_cluster,
+            schedule_shards,
             ledger_table: s.get("LEDGER_TABLE").unwrap_or_else(|| "onlyfans-message-ledger".into()),
             ledger_enabled,
             gateway_url: s.get("GATEWAY_URL"),

@@ -238,6 +238,13 @@ impl<G: Gateway> Dispatcher<G> {
                     continue;
                 }
             };
+            if let Some(theirs) = result.other_shards {
+                // Workers with another SCHEDULE_SHARDS made this shard: they split accounts
+                // otherwise, and both would send for one account. Send nothing.
+                tracing::error!(theirs, ours = self.schedule.shard_count(), "the schedule in Redis was made with another SCHEDULE_SHARDS: sending nothing; set the same on every worker");
+                sleep_or_shutdown(Duration::from_secs(5), &mut shutdown).await;
+                continue;
+            }
             if result.lost && !shared.recovering.swap(true, Ordering::Relaxed) {
                 let (state, wake) = (shared.clone(), self.wake.clone());
                 tokio::spawn(async move {
@@ -247,7 +254,8 @@ impl<G: Gateway> Dispatcher<G> {
                         Err(e) => tracing::error!(error = %format!("{e:#}"), "the schedule was lost and could not be rebuilt yet; tried again at the next take"),
                     }
                     state.recovering.store(false, Ordering::Relaxed);
-                    wake.notify_one(); // the schedule is complete again: take at once
+                    state.schedule.woken("*"); // the schedule is complete again: take at once
+                    wake.notify_one();
                 });
             }
             let taken_at = Instant::now();

@@ -4,7 +4,8 @@
 //! worker processes), records outcomes in the ledger and publishes metrics.
 //!
 //! - [`config`]: settings from the environment, `--help`;
-//! - [`schedule`] (+ `lua/`): the per-account queues and the limit, in Redis;
+//! - [`schedule`] (+ `lua/`): the per-account queues and the limit, in Redis, over
+//!   [`connection`] (one Redis or a cluster);
 //! - [`ingest`]: SQS → schedule; [`dispatch`]: schedule → gateway → outcomes;
 //! - [`recover`]: the schedule rebuilt from the ledger when Redis lost its data;
 //! - [`gateway`]: HTTP and dry-run delivery; [`ledger`]: DynamoDB writes;
@@ -12,6 +13,7 @@
 
 pub mod app;
 pub mod config;
+pub mod connection;
 pub mod dispatch;
 pub mod gateway;
 pub mod health;

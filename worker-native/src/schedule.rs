@@ -2,21 +2,54 @@
 //! priority then age, a set of accounts ordered by when each may next send, and the
 //! per-account limit, all changed only by the atomic Lua steps in `lua/`.
 //!
-//! Every call is one round trip, however many messages it carries; [`Schedule`]
-//! counts them so that benchmarks can report round trips per message.
+//! Every call is one round trip per shard it touches, however many messages it
+//! carries; [`Schedule`] counts them so that benchmarks can report round trips per
+//! message.
+//!
+//! **Shards.** The schedule is split into a fixed number of virtual shards; an account
+//! belongs to one by a stable hash of its id ([`shard_of`]), and every key of a shard
+//! shares a hash tag (`{<prefix><shard>}:`), so that on a Redis Cluster each Lua step
+//! runs on the one node that holds its shard: the limit stays exact and a step stays
+//! one round trip. A single Redis is the same code with one shard (whose keys keep the
+//! plain `<prefix>`). The count is recorded in Redis (`<prefix>shards`, checked at
+//! start by [`Schedule::check_shards`]) and in each shard's epoch (checked by every
+//! take), because workers that split accounts differently would each keep their own
+//! limit for the same account. A take serves one shard, in turn among those due (see
+//! [`Schedule::take`]), so none is starved however busy another is.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use redis::aio::ConnectionManager;
+use futures::future::join_all;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use shared::campaign::Campaign;
 use shared::message::{AccountControl, Hold, QueueMessage};
 use shared::rate::RateLimit;
 
+use crate::connection::RedisConn;
+
 const COMMON: &str = include_str!("lua/common.lua");
+
+/// The most shards a schedule may have (`SCHEDULE_SHARDS`).
+pub const MAX_SHARDS: u16 = 1024;
+
+/// How long a shard with nothing due is left without a take: the safety net should a
+/// wake-up be lost (as the dispatcher's own longest sleep).
+const IDLE_POLL_MS: u64 = 1000;
+
+/// The shard of an account, among `shards`: FNV-1a of its id, stable across processes,
+/// versions and platforms (never Rust's randomly seeded hasher).
+pub fn shard_of(account: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in account.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
+}
 
 /// How long a duplicate delivery of a message id is recognised (SQS keeps a message
 /// at most 14 days).
@@ -36,6 +69,8 @@ pub struct Payload {
 #[derive(Debug, Clone)]
 pub struct Taken {
     pub account: String,
+    /// The shard it was taken from (that of its account).
+    pub shard: usize,
     pub id: String,
     qscore: String,
     pub payload: Payload,
@@ -49,7 +84,7 @@ impl Taken {
     /// A message as `take` would lease it now (for tests of what happens after a take).
     pub fn leased(payload: Payload) -> Self {
         let m = &payload.message;
-        Self { account: m.creator_id.clone(), id: m.id.clone(), qscore: queue_score(m).to_string(), payload, slot_ms: 0, deadline_ms: u64::MAX, taken_ms: 0 }
+        Self { account: m.creator_id.clone(), shard: 0, id: m.id.clone(), qscore: queue_score(m).to_string(), payload, slot_ms: 0, deadline_ms: u64::MAX, taken_ms: 0 }
     }
 }
 
@@ -72,9 +107,12 @@ pub struct TakeResult {
     pub now_ms: u64,
     pub next_due_ms: Option<u64>,
     pub taken: Vec<Taken>,
-    /// The schedule's epoch is missing: Redis lost its data (or is new), and the
+    /// The shard's epoch is missing: Redis lost its data (or is new), and the
     /// schedule must be rebuilt from the ledger (`crate::recover`).
     pub lost: bool,
+    /// The shard's epoch was set by workers with another `SCHEDULE_SHARDS` (this
+    /// many): nothing is taken.
+    pub other_shards: Option<u16>,
 }
 
 /// What became of a leased message.
@@ -158,14 +196,32 @@ struct Scripts {
     backlog: Script,
 }
 
+/// One virtual shard: its key prefix and what this process knows of when it is due.
+struct Shard {
+    prefix: String,
+    /// Names the shard to the cluster client: a step is routed by its first key.
+    route_key: String,
+    /// When (ms of this process's clock) the shard next has something due, as its last
+    /// take said; 0 after a wake-up or a local change.
+    due_ms: AtomicU64,
+}
+
 /// Handle on the schedule; cheap to clone.
 #[derive(Clone)]
 pub struct Schedule {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
+    shards: Arc<Vec<Shard>>,
     limits: Limits,
     scripts: Arc<Scripts>,
     round_trips: Arc<AtomicU64>,
+    /// The shard the next take starts looking from (round robin).
+    turn: Arc<AtomicUsize>,
+    /// Shards given new work since the last [`Schedule::wake`].
+    to_wake: Arc<std::sync::Mutex<std::collections::BTreeSet<usize>>>,
+    origin: Instant,
+    /// Names this process's last take in each shard (take.lua).
+    worker: String,
 }
 
 fn script(body: &str) -> Script {
@@ -178,8 +234,34 @@ pub fn queue_score(m: &QueueMessage) -> u64 {
     u64::from(m.priority) * 10_000_000_000_000 + accepted
 }
 
+/// The key prefix of shard `k`: the plain prefix for a single untagged shard, else one
+/// hash tag per shard so that all its keys live in one cluster slot.
+pub fn shard_prefix(prefix: &str, k: usize, tagged: bool) -> String {
+    if tagged {
+        format!("{{{prefix}{k}}}:")
+    } else {
+        prefix.to_owned()
+    }
+}
+
 impl Schedule {
-    pub fn new(conn: ConnectionManager, prefix: impl Into<String>, limits: Limits) -> Self {
+    /// A schedule of one shard under `prefix` (a single Redis).
+    pub fn new(conn: RedisConn, prefix: impl Into<String>, limits: Limits) -> Self {
+        Self::sharded(conn, prefix, limits, 1, false)
+    }
+
+    /// A schedule of `shards` shards; `tagged` keys (always, with more than one shard)
+    /// carry a hash tag per shard, as a cluster needs.
+    pub fn sharded(conn: RedisConn, prefix: impl Into<String>, limits: Limits, shards: u16, tagged: bool) -> Self {
+        let prefix = prefix.into();
+        let count = usize::from(shards.clamp(1, MAX_SHARDS));
+        let tagged = tagged || count > 1;
+        let shards = (0..count)
+            .map(|k| {
+                let p = shard_prefix(&prefix, k, tagged);
+                Shard { route_key: format!("{p}epoch"), prefix: p, due_ms: AtomicU64::new(0) }
+            })
+            .collect();
         let scripts = Scripts {
             enqueue: script(include_str!("lua/enqueue.lua")),
             campaign: script(include_str!("lua/campaign.lua")),
@@ -198,7 +280,73 @@ impl Schedule {
                   return n",
             ),
         };
-        Self { conn, prefix: prefix.into(), limits, scripts: Arc::new(scripts), round_trips: Arc::new(AtomicU64::new(0)) }
+        Self {
+            conn,
+            prefix,
+            shards: Arc::new(shards),
+            limits,
+            scripts: Arc::new(scripts),
+            round_trips: Arc::new(AtomicU64::new(0)),
+            turn: Arc::new(AtomicUsize::new(0)),
+            to_wake: Default::default(),
+            origin: Instant::now(),
+            worker: format!("{:016x}", rand::random::<u64>()),
+        }
+    }
+
+    /// How many shards the schedule has.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard of `account` in this schedule.
+    pub fn shard_of(&self, account: &str) -> usize {
+        shard_of(account, self.shards.len())
+    }
+
+    /// The key prefix of shard `k`.
+    pub fn shard_key_prefix(&self, k: usize) -> &str {
+        &self.shards[k].prefix
+    }
+
+    fn local_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Shard `k` may have something due now (new work, a resumed account, a retry).
+    fn mark_due(&self, k: usize) {
+        self.shards[k].due_ms.store(0, Ordering::Relaxed);
+        self.to_wake.lock().expect("wake set").insert(k);
+    }
+
+    /// Another worker gave these shards new work (its wake-up, see [`Self::wake`]);
+    /// an unreadable notice marks them all.
+    pub fn woken(&self, notice: &str) {
+        let shards: Option<Vec<usize>> = notice.split(',').map(|k| k.parse().ok().filter(|k| *k < self.shards.len())).collect();
+        match shards {
+            Some(shards) => shards.into_iter().for_each(|k| self.shards[k].due_ms.store(0, Ordering::Relaxed)),
+            None => self.shards.iter().for_each(|s| s.due_ms.store(0, Ordering::Relaxed)),
+        }
+    }
+
+    /// Records (and checks) the shard count in Redis: a worker whose
+    /// `SCHEDULE_SHARDS` differs from the one the schedule was made with must not run,
+    /// or two workers would keep two limits for one account.
+    /// Returns what is wrong, naming the setting, on a mismatch.
+    pub async fn check_shards(&self) -> redis::RedisResult<Option<String>> {
+        let mut conn = self.conn.clone();
+        let count = self.shards.len();
+        let recorded: Option<String> = redis::cmd("SET").arg(format!("{}shards", self.prefix)).arg(count).arg("NX").arg("GET").query_async(&mut conn).await?;
+        Ok(match recorded.map(|r| r.parse::<usize>()) {
+            None => None,
+            Some(Ok(r)) if r == count => None,
+            Some(r) => Some(format!(
+                "SCHEDULE_SHARDS={count}, but the schedule in Redis under REDIS_KEY_PREFIX={} has {} shards: set SCHEDULE_SHARDS to that on every worker (to change it, stop every worker and delete the key {}shards: the schedule is then rebuilt from the ledger)",
+                self.prefix,
+                r.map_or_else(|_| "an unreadable count of".to_owned(), |r| r.to_string()),
+                self.prefix
+            )),
+        })
     }
 
     /// The prefix of its keys: the schedule's name.
@@ -211,14 +359,28 @@ impl Schedule {
         self.round_trips.load(Ordering::Relaxed)
     }
 
-    fn invocation<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+    /// A step on shard `k`: routed by the shard's key, with the arguments every script
+    /// reads (common.lua).
+    fn invocation<'a>(&self, script: &'a Script, k: usize) -> redis::ScriptInvocation<'a> {
+        let shard = &self.shards[k];
         let mut inv = script.prepare_invoke();
-        inv.arg(&self.prefix)
+        inv.key(&shard.route_key)
+            .arg(&shard.prefix)
             .arg(self.limits.rate.max)
             .arg(self.limits.rate.window_ms)
             .arg(self.limits.burst.max(1))
-            .arg(self.limits.margin_ms);
+            .arg(self.limits.margin_ms)
+            .arg(self.shards.len());
         inv
+    }
+
+    /// Positions of `accounts` grouped by shard, in shard order.
+    fn by_shard<'a>(&self, accounts: impl Iterator<Item = &'a str>) -> Vec<(usize, Vec<usize>)> {
+        let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, a) in accounts.enumerate() {
+            groups.entry(self.shard_of(a)).or_default().push(i);
+        }
+        groups.into_iter().collect()
     }
 
     async fn run<T: redis::FromRedisValue>(&self, inv: &redis::ScriptInvocation<'_>) -> redis::RedisResult<T> {
@@ -235,18 +397,28 @@ impl Schedule {
 
     /// Adds messages with the attempts they have made (a rebuild from the ledger).
     pub async fn enqueue_payloads(&self, payloads: &[Payload]) -> redis::RedisResult<Enqueued> {
-        if payloads.is_empty() {
-            return Ok(Enqueued::default());
+        let groups = self.by_shard(payloads.iter().map(|p| p.message.creator_id.as_str()));
+        let runs = groups.iter().map(|(k, at)| async move {
+            let mut inv = self.invocation(&self.scripts.enqueue, *k);
+            inv.arg(SEEN_TTL_SECONDS);
+            for &i in at {
+                let m = &payloads[i].message;
+                let payload = serde_json::to_string(&payloads[i]).expect("payload serializes");
+                inv.arg(&m.creator_id).arg(&m.id).arg(m.generation).arg(queue_score(m)).arg(payload).arg(m.send_at_ms().unwrap_or(0));
+            }
+            let r: (u64, u64, Vec<usize>) = self.run(&inv).await?;
+            self.mark_due(*k);
+            Ok::<_, redis::RedisError>(r)
+        });
+        let mut out = Enqueued::default();
+        for ((_, at), r) in groups.iter().zip(join_all(runs).await) {
+            let (added, deferred, duplicates) = r?;
+            out.added += added;
+            out.deferred += deferred;
+            out.duplicate_at.extend(duplicates.into_iter().map(|d| at[d]));
         }
-        let mut inv = self.invocation(&self.scripts.enqueue);
-        inv.arg(SEEN_TTL_SECONDS);
-        for p in payloads {
-            let m = &p.message;
-            let payload = serde_json::to_string(p).expect("payload serializes");
-            inv.arg(&m.creator_id).arg(&m.id).arg(m.generation).arg(queue_score(m)).arg(payload).arg(m.send_at_ms().unwrap_or(0));
-        }
-        let (added, deferred, duplicate_at): (u64, u64, Vec<usize>) = self.run(&inv).await?;
-        Ok(Enqueued { added, deferred, duplicate_at })
+        out.duplicate_at.sort_unstable();
+        Ok(out)
     }
 
     /// Adds a campaign to its account's queue, its content stored once (see
@@ -254,25 +426,28 @@ impl Schedule {
     pub async fn enqueue_campaign(&self, c: &Campaign) -> redis::RedisResult<u64> {
         let template = c.template();
         let payload = serde_json::to_string(&Payload { message: template.clone(), attempts: 0 }).expect("payload serializes");
-        let mut inv = self.invocation(&self.scripts.campaign);
+        let k = self.shard_of(&c.creator_id);
+        let mut inv = self.invocation(&self.scripts.campaign, k);
         inv.arg(SEEN_TTL_SECONDS).arg(&c.creator_id).arg(&c.id).arg(queue_score(&template)).arg(template.send_at_ms().unwrap_or(0)).arg(payload);
         for (i, recipient) in c.recipients.iter().enumerate() {
             inv.arg(format!("{}\t{recipient}", shared::campaign::message_id(&c.id, i as u32)));
         }
-        self.run(&inv).await
+        let added = self.run(&inv).await?;
+        self.mark_due(k);
+        Ok(added)
     }
 
     /// Takes a canceled campaign's waiting messages off the schedule; returns how many.
     pub async fn cancel_campaign(&self, c: &Campaign) -> redis::RedisResult<u64> {
-        let mut inv = self.invocation(&self.scripts.cancel_campaign);
+        let mut inv = self.invocation(&self.scripts.cancel_campaign, self.shard_of(&c.creator_id));
         inv.arg(&c.creator_id).arg(&c.id).arg(queue_score(&c.template()));
         self.run(&inv).await
     }
 
-    /// One step of a rebuild of the schedule after a loss (see lua/recover.lua);
+    /// One step of a rebuild of shard `k` after a loss (see lua/recover.lua);
     /// whether it was this worker's to take.
-    pub async fn recovery(&self, step: RecoveryStep, token: &str) -> redis::RedisResult<bool> {
-        let mut inv = self.invocation(&self.scripts.recover);
+    pub async fn recovery(&self, step: RecoveryStep, token: &str, k: usize) -> redis::RedisResult<bool> {
+        let mut inv = self.invocation(&self.scripts.recover, k);
         let step = match step {
             RecoveryStep::Begin => "begin",
             RecoveryStep::Lost => "lost",
@@ -286,22 +461,37 @@ impl Schedule {
     /// Holds or releases accounts (see lua/control.lua); returns how many controls
     /// were newer than the last applied to their account.
     pub async fn control(&self, controls: &[AccountControl]) -> redis::RedisResult<u64> {
-        if controls.is_empty() {
-            return Ok(0);
-        }
-        let mut inv = self.invocation(&self.scripts.control);
-        for c in controls {
-            inv.arg(&c.creator_id).arg(if c.control == Hold::Pause { "pause" } else { "resume" }).arg(c.at_ms);
-        }
-        self.run(&inv).await
+        let groups = self.by_shard(controls.iter().map(|c| c.creator_id.as_str()));
+        let runs = groups.iter().map(|(k, at)| async move {
+            let mut inv = self.invocation(&self.scripts.control, *k);
+            for c in at.iter().map(|&i| &controls[i]) {
+                inv.arg(&c.creator_id).arg(if c.control == Hold::Pause { "pause" } else { "resume" }).arg(c.at_ms);
+            }
+            let applied: u64 = self.run(&inv).await?;
+            self.mark_due(*k); // a resumed account may be due now
+            Ok::<_, redis::RedisError>(applied)
+        });
+        join_all(runs).await.into_iter().sum()
     }
 
     /// Leases up to `n` messages whose slots fall by now + `horizon_ms`, none earlier
-    /// than now + `lead_ms`, each for `lease_ms` after its slot (see lua/take.lua).
+    /// than now + `lead_ms`, each for `lease_ms` after its slot (see lua/take.lua),
+    /// from one shard: the next in turn among those due by the horizon (as far as this
+    /// process knows: what its takes said, and wake-ups). Round robin, so that no shard
+    /// waits behind a busy one; a caller that got fewer than `n` and sees `next_due_ms`
+    /// already reached takes again at once, from the next shard due.
+    ///
+    /// Each take carries a token; Redis keeps this process's last answer with it for a
+    /// few seconds: a take the cluster client sends again after a connection error gets
+    /// the same messages back instead of taking more (which would strand the first ones
+    /// until their lease ran out). Takes of one handle (and its clones) must not overlap.
     pub async fn take(&self, n: usize, lease_ms: u64, lead_ms: u64, horizon_ms: u64) -> redis::RedisResult<TakeResult> {
-        let mut inv = self.invocation(&self.scripts.take);
-        inv.arg(n).arg(lease_ms).arg(lead_ms).arg(horizon_ms);
-        let (now_ms, next_due, rest, lost): (u64, i64, Vec<String>, u8) = self.run(&inv).await?;
+        let k = self.next_shard(horizon_ms);
+        let token = format!("{:016x}", rand::random::<u64>());
+        let mut inv = self.invocation(&self.scripts.take, k);
+        inv.arg(n).arg(lease_ms).arg(lead_ms).arg(horizon_ms).arg(&self.worker).arg(&token);
+        let local_at = self.local_ms();
+        let (now_ms, next_due, rest, epoch): (u64, i64, Vec<String>, i64) = self.run(&inv).await?;
         let mut taken = Vec::with_capacity(rest.len() / 7);
         for chunk in rest.chunks_exact(7) {
             let payload = match taken_payload(&chunk[1], &chunk[3], &chunk[4]) {
@@ -312,18 +502,48 @@ impl Schedule {
                 }
             };
             let time = |s: &str| s.parse::<u64>().unwrap_or(now_ms);
-            taken.push(Taken { account: chunk[0].clone(), id: chunk[1].clone(), qscore: chunk[2].clone(), payload, slot_ms: time(&chunk[5]), deadline_ms: time(&chunk[6]), taken_ms: now_ms });
+            taken.push(Taken { account: chunk[0].clone(), shard: k, id: chunk[1].clone(), qscore: chunk[2].clone(), payload, slot_ms: time(&chunk[5]), deadline_ms: time(&chunk[6]), taken_ms: now_ms });
         }
-        Ok(TakeResult { now_ms, next_due_ms: (next_due >= 0).then_some(next_due as u64), taken, lost: lost == 1 })
+        // When this shard is next due, on this process's clock; then the earliest of all.
+        let due_in = |due: i64| if due < 0 { IDLE_POLL_MS } else { (due as u64).saturating_sub(now_ms) };
+        self.shards[k].due_ms.store(local_at + due_in(next_due), Ordering::Relaxed);
+        let next_due_ms = if self.shards.len() == 1 {
+            (next_due >= 0).then_some(next_due as u64)
+        } else {
+            let earliest = self.shards.iter().map(|s| s.due_ms.load(Ordering::Relaxed)).min().unwrap_or(local_at);
+            Some(now_ms + earliest.saturating_sub(self.local_ms()))
+        };
+        let other_shards = (epoch > 1).then(|| (epoch - 2) as u16);
+        Ok(TakeResult { now_ms, next_due_ms, taken, lost: epoch == 1, other_shards })
+    }
+
+    /// The shard the next take serves: the first due by `horizon_ms` from this turn on,
+    /// else the one due soonest.
+    fn next_shard(&self, horizon_ms: u64) -> usize {
+        let count = self.shards.len();
+        if count == 1 {
+            return 0;
+        }
+        let by = self.local_ms() + horizon_ms;
+        let start = self.turn.load(Ordering::Relaxed) % count;
+        let due = |k: &usize| self.shards[*k].due_ms.load(Ordering::Relaxed);
+        let k = (start..start + count).map(|i| i % count).find(|k| due(k) <= by).unwrap_or_else(|| (0..count).min_by_key(due).unwrap_or(0));
+        self.turn.store(k + 1, Ordering::Relaxed);
+        k
     }
 
     /// Records outcomes of leased messages, in one round trip.
     pub async fn complete(&self, outcomes: &[Completion]) -> redis::RedisResult<u64> {
-        if outcomes.is_empty() {
-            return Ok(0);
-        }
-        let mut inv = self.invocation(&self.scripts.complete);
+        let groups = self.by_shard(outcomes.iter().map(|o| o.taken().account.as_str()));
+        let runs = groups.iter().map(|(k, at)| self.complete_shard(*k, at.iter().map(|&i| &outcomes[i])));
+        join_all(runs).await.into_iter().sum()
+    }
+
+    async fn complete_shard(&self, k: usize, outcomes: impl Iterator<Item = &Completion>) -> redis::RedisResult<u64> {
+        let mut inv = self.invocation(&self.scripts.complete, k);
+        let mut back = false;
         for o in outcomes {
+            back |= !matches!(o, Completion::Done(_));
             let (kind, t, delay, payload) = match o {
                 Completion::Done(t) => ("done", t, 0, String::new()),
                 Completion::Release(t) => ("release", t, 0, serde_json::to_string(&t.payload).expect("payload serializes")),
@@ -333,37 +553,57 @@ impl Schedule {
             let campaign = t.payload.message.campaign_id.as_deref().unwrap_or_default();
             inv.arg(kind).arg(&t.account).arg(&t.id).arg(&t.qscore).arg(t.payload.message.generation).arg(delay).arg(payload).arg(campaign).arg(t.taken_ms);
         }
-        self.run(&inv).await
+        let released = self.run(&inv).await?;
+        if back {
+            self.mark_due(k); // a message back in its queue, or a retry: look again
+        }
+        Ok(released)
     }
 
     /// Requeues messages whose lease expired (their worker died).
     pub async fn reclaim(&self, max: usize) -> redis::RedisResult<u64> {
-        let mut inv = self.invocation(&self.scripts.reclaim);
-        inv.arg(max);
-        self.run(&inv).await
+        let mut total = 0;
+        for k in 0..self.shards.len() {
+            let mut inv = self.invocation(&self.scripts.reclaim, k);
+            inv.arg(max);
+            let n: u64 = self.run(&inv).await?;
+            if n > 0 {
+                self.mark_due(k);
+            }
+            total += n;
+        }
+        Ok(total)
     }
 
     /// Extends the leases of messages still held, by `lease_ms` from now.
     pub async fn renew(&self, held: &[Taken], lease_ms: u64) -> redis::RedisResult<u64> {
-        let mut inv = self.invocation(&self.scripts.renew);
-        inv.arg(lease_ms);
-        for t in held {
-            inv.arg(&t.account).arg(&t.id).arg(&t.qscore);
-        }
-        self.run(&inv).await
+        let groups = self.by_shard(held.iter().map(|t| t.account.as_str()));
+        let runs = groups.iter().map(|(k, at)| async move {
+            let mut inv = self.invocation(&self.scripts.renew, *k);
+            inv.arg(lease_ms);
+            for t in at.iter().map(|&i| &held[i]) {
+                inv.arg(&t.account).arg(&t.id).arg(&t.qscore);
+            }
+            self.run::<u64>(&inv).await
+        });
+        join_all(runs).await.into_iter().sum()
     }
 
     /// Sets one account's own limit (overrides the configured one).
     pub async fn set_account_limit(&self, account: &str, rate: RateLimit, burst: u32) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        redis::cmd("HSET").arg(format!("{}limits", self.prefix)).arg(account).arg(format!("{} {} {}", rate.max, rate.window_ms, burst.max(1))).query_async(&mut conn).await
+        let k = self.shard_of(account);
+        redis::cmd("HSET").arg(format!("{}limits", self.shards[k].prefix)).arg(account).arg(format!("{} {} {}", rate.max, rate.window_ms, burst.max(1))).query_async(&mut conn).await
     }
 
     /// Messages waiting (queued or delayed, not leased) over all accounts: the
     /// `ScheduledBacklog` metric. O(accounts), so called once per metrics interval.
     pub async fn backlog(&self) -> redis::RedisResult<u64> {
-        let mut conn = self.conn.clone();
-        self.scripts.backlog.arg(&self.prefix).invoke_async(&mut conn).await
+        let runs = self.shards.iter().map(|shard| {
+            let mut conn = self.conn.clone();
+            async move { self.scripts.backlog.key(&shard.route_key).arg(&shard.prefix).invoke_async::<u64>(&mut conn).await }
+        });
+        join_all(runs).await.into_iter().sum()
     }
 
     /// Whether Redis answers.
@@ -372,10 +612,16 @@ impl Schedule {
         redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop)
     }
 
-    /// Tells every worker that new work arrived.
+    /// Tells every worker which shards got new work through this handle since the last
+    /// call (see [`Self::woken`]); nothing when none did.
     pub async fn wake(&self) -> redis::RedisResult<()> {
+        let shards = std::mem::take(&mut *self.to_wake.lock().expect("wake set"));
+        if shards.is_empty() {
+            return Ok(());
+        }
+        let notice = shards.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",");
         let mut conn = self.conn.clone();
-        redis::cmd("PUBLISH").arg(self.wake_channel()).arg(1).query_async::<i64>(&mut conn).await.map(drop)
+        redis::cmd("PUBLISH").arg(self.wake_channel()).arg(notice).query_async::<i64>(&mut conn).await.map(drop)
     }
 
     pub fn wake_channel(&self) -> String {

@@ -1,4 +1,7 @@
--- Shared by every schedule script (prepended to each). Keys, all under the prefix P:
+-- Shared by every schedule script (prepended to each). Each runs on one shard of the
+-- schedule (schedule.rs): KEYS[1] names the shard (its epoch key) so that a cluster
+-- routes the step to the node that holds it, and every key it touches is under the
+-- shard's prefix P, which carries the shard's hash tag. Keys:
 --   P..'ready'        ZSET account -> ms when it may next send (accounts with work, and
 --                     those whose queue ran empty, until they are next due)
 --   P..'q:'..acct     ZSET message id -> priority * 1e13 + accepted ms (most urgent, oldest first);
@@ -9,8 +12,11 @@
 --                     stored once), left (its messages not done), removed with the last
 --   P..'cr:'..cid     LIST the campaign's waiting messages, "id\trecipient", in order
 --   P..'campaigns'    SET the campaigns whose list is not empty (for the backlog metric)
---   P..'epoch'        STRING set once the schedule is complete: missing, Redis lost its data (or
---                     is new), and a worker rebuilds the schedule from the ledger (recover.lua)
+--   P..'epoch'        STRING "shards=N", set once the shard is complete: missing, Redis lost its
+--                     data (or is new), and a worker rebuilds it from the ledger (recover.lua);
+--                     N is the shard count of the workers that made it
+--   P..'took:'..worker STRING a worker's last take (its token and answer), kept 10 s: the same
+--                     take sent again gets it back
 --   P..'lost_at'      STRING when the last loss was found, and P..'lost_lead' the longest lead of
 --                     a take: an account whose state was lost sends no earlier than a spacing
 --                     (a window, with bursts) after both
@@ -35,7 +41,8 @@
 
 local P = ARGV[1]
 local DEF_MAX, DEF_WINDOW, DEF_BURST, MARGIN = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local ARG0 = 5 -- script-specific arguments start after these
+local SHARDS = ARGV[6] -- the shard count of the calling worker
+local ARG0 = 6 -- script-specific arguments start after these
 
 local function now_ms()
   local t = redis.call('TIME')

@@ -1,5 +1,7 @@
 -- Marks the steps of a rebuild of the schedule from the ledger, after Redis lost its
--- data (the epoch is missing; meanwhile `take` takes nothing). ARGV after the common
+-- data (the shard's epoch is missing; meanwhile `take` takes nothing from it). Every
+-- step may be sent twice (a cluster client after a connection error) and does the
+-- same the second time. ARGV after the common
 -- ones: the step, a token of the rebuilding worker.
 --   begin  takes the rebuild: one worker at a time, for 30 s, which each step renews
 --          (should that worker die, another takes over);
@@ -14,6 +16,7 @@ local step, token = ARGV[ARG0 + 1], ARGV[ARG0 + 2]
 local lock = P .. 'recovering'
 if step == 'begin' then
   if redis.call('EXISTS', P .. 'epoch') == 1 then return 0 end
+  if redis.call('GET', lock) == token then return 1 end -- the same step, sent again
   if not redis.call('SET', lock, token, 'NX', 'PX', 30000) then return 0 end
   return 1
 end
@@ -27,6 +30,6 @@ if step == 'renew' then
   redis.call('PEXPIRE', lock, 30000)
   return 1
 end
-redis.call('SET', P .. 'epoch', token)
+redis.call('SET', P .. 'epoch', 'shards=' .. SHARDS)
 redis.call('DEL', lock)
 return 1

@@ -7,18 +7,31 @@
 -- claims run slow. A slot is moved only when it is earlier than the lead allows, so a
 -- horizon that grows costs no idle time. Both are kept short: what is taken ahead is
 -- committed (a 429 or a pause that comes meanwhile holds it back only in the worker
--- that took it). ARGV after the common ones: n, lease_ms, lead_ms, horizon_ms.
+-- that took it). ARGV after the common ones: n, lease_ms, lead_ms, horizon_ms, the
+-- calling worker's id and this take's token (the worker's last answer is kept 10 s
+-- with its token: the same take sent again after a connection error gets it back
+-- rather than taking more; a worker takes one at a time).
 -- Returns {now, next_due (-1 when idle), {acct1, id1, qscore1, payload1, template1,
--- slot1, deadline1, ...}, lost (1 when the schedule's epoch is missing: Redis lost its
--- data or is new, and the schedule must be rebuilt from the ledger first)}: the template is the campaign's payload when the payload is
+-- slot1, deadline1, ...}, epoch (0 when complete; 1 when the shard's epoch is missing:
+-- Redis lost its data or is new, and the shard must be rebuilt from the ledger first;
+-- 2 + N when it was made by workers with N shards, not this worker's count)}: the
+-- template is the campaign's payload when the payload is
 -- a campaign's compact one ('' otherwise); the message may go from its slot until its
 -- deadline (later, it could come closer than a window to the sends a window later).
 local now = now_ms()
 local n, lease, lead, ahead = tonumber(ARGV[ARG0 + 1]), tonumber(ARGV[ARG0 + 2]), tonumber(ARGV[ARG0 + 3]), tonumber(ARGV[ARG0 + 4])
+local took, token = P .. 'took:' .. ARGV[ARG0 + 5], ARGV[ARG0 + 6] .. '\n'
+local again = redis.call('GET', took)
+if again and string.sub(again, 1, #token) == token then return cjson.decode(string.sub(again, #token + 1)) end
 
--- Without its epoch the schedule is incomplete (Redis lost its data, or is new): nothing
--- is taken until a worker has rebuilt it from the ledger (recover.lua).
-if redis.call('EXISTS', P .. 'epoch') == 0 then return {now, -1, {}, 1} end
+-- Without its epoch the shard is incomplete (Redis lost its data, or is new): nothing
+-- is taken until a worker has rebuilt it from the ledger (recover.lua). An epoch of
+-- workers with another shard count (an earlier version's, without a count, had one)
+-- means two ways of splitting accounts, two limits for one account: nothing is taken.
+local epoch = redis.call('GET', P .. 'epoch')
+if not epoch then return {now, -1, {}, 1} end
+local made_by = string.match(epoch, '^shards=(%d+)$') or '1'
+if made_by ~= SHARDS then return {now, -1, {}, 2 + tonumber(made_by)} end
 local earliest = now + lead
 local horizon = now + math.max(lead, ahead)
 
@@ -114,4 +127,6 @@ local d = redis.call('ZRANGE', P .. 'delayed', 0, 0, 'WITHSCORES')
 local next_due = -1
 if #r > 0 then next_due = tonumber(r[2]) end
 if #d > 0 and (next_due < 0 or tonumber(d[2]) < next_due) then next_due = tonumber(d[2]) end
-return {now, next_due, out, 0}
+local answer = {now, next_due, out, 0}
+if taken > 0 then redis.call('SET', took, token .. cjson.encode(answer), 'PX', 10000) end
+return answer
