@@ -85,14 +85,19 @@ class Cluster:
                 ports.append(int(fields[1].split(":")[1].split("@")[0]))
         return sorted(ports)
 
-    def replica_of(self, primary: int) -> int:
-        out = self.cli(primary, "CLUSTER", "NODES")
-        me = next(line.split()[0] for line in out.splitlines() if "myself" in line.split()[2])
-        for line in out.splitlines():
-            fields = line.split()
-            if "slave" in fields[2] and fields[3] == me and "fail" not in fields[2]:
-                return int(fields[1].split(":")[1].split("@")[0])
-        raise RuntimeError(f"no live replica of {primary}")
+    def replica_of(self, primary: int, timeout: float = 15) -> int:
+        """A live replica of `primary` (after a failover, the old primary may take a moment to report as one)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.cli(primary, "CLUSTER", "NODES")
+            me = next(line.split()[0] for line in out.splitlines() if "myself" in line.split()[2])
+            for line in out.splitlines():
+                fields = line.split()
+                if "slave" in fields[2] and fields[3] == me and "fail" not in fields[2] and "disconnected" not in fields[7:8]:
+                    return int(fields[1].split(":")[1].split("@")[0])
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no live replica of {primary}")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         for part in self.parts.values():

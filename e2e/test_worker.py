@@ -628,6 +628,14 @@ def test_the_worker_refuses_to_send_without_the_rate_limiter(system):
     assert json.loads(body)["creatorId"] == account
 
 
+def rebuilds(prefix, workers):
+    """The rebuilds the workers started with `prefix` logged: "rebuilt from the ledger
+    messages=45 added=45 pages=16 ms=53" (less the log's colours), as dicts."""
+    logs = "".join((LOGS / f"worker-{prefix}-{i}.log").read_text() for i in range(workers))
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", logs)
+    return [{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)} for line in plain.splitlines() if "rebuilt from the ledger" in line]
+
+
 def summary(system, account):
     """The account's summary counters as stored (not clamped at 0 as the API reads them)."""
     item = system.emulator.item(account, "#summary") or {}
@@ -928,10 +936,7 @@ def test_redis_losing_its_data_mid_run_loses_no_message(system):
     delivered = [d["messageId"] for d in got]
     duplicates = len(delivered) - len(set(delivered))
     worst = max(max_in_window([ms(d["receivedAt"]) for d in got if d["accountId"] == a], WINDOW_MS) for a in accounts)
-    logs = "".join((LOGS / f"worker-lost-{i}.log").read_text() for i in range(2))
-    # "rebuilt from the ledger messages=45 added=45 pages=16 ms=53", less the log's colours
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", logs)
-    rebuilt = [{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)} for line in plain.splitlines() if "rebuilt from the ledger" in line]
+    rebuilt = rebuilds("lost", 2)
     after_loss = [r for r in rebuilt if r["added"] > 0]
     figure("redis_data_lost", messages=len(ids), duplicates=duplicates, worst_window_count=worst, rebuilt=after_loss,
            last_delivery_after_loss_ms=round(max(ms(d["receivedAt"]) for d in got) - lost_at))

@@ -5,7 +5,7 @@
 //!
 //!     cargo run --release -p worker-native --example dispatch_bench -- \
 //!         --redis redis://127.0.0.1:6390 [--accounts 1000] [--messages 100000] [--margin-ms N]
-//!         [--cluster --shards 16]   (--redis then lists the cluster's nodes, comma-separated)
+//!         [--cluster --shards 16 [--wait-replicas 1]]   (--redis then lists the cluster's nodes)
 //!
 //! It also prints how evenly the schedule's shards carried the messages (each shard's
 //! share against an even split).
@@ -64,7 +64,8 @@ async fn main() -> anyhow::Result<()> {
     let cluster = std::env::args().any(|a| a == "--cluster");
     let shards: u16 = arg("--shards", if cluster { "16" } else { "1" }).parse()?;
     let conn = worker_native::connection::RedisConn::open(&redis, cluster)?;
-    let schedule = Schedule::sharded(conn.clone(), prefix.clone(), limits, shards, cluster);
+    let wait_replicas: u32 = arg("--wait-replicas", "0").parse()?;
+    let schedule = Schedule::sharded(conn.clone(), prefix.clone(), limits, shards, cluster).with_replicas(wait_replicas);
 
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
     let started = Instant::now();
@@ -131,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
             "enqueueRoundTripsPerMessage": enqueue_trips as f64 / total as f64,
             "roundTripsPerMessage": schedule.round_trips() as f64 / total as f64,
             "delivered": gateway.calls(), "distinctDelivered": gateway.distinct(),
-            "redis": if cluster { "cluster" } else { "single" }, "shards": schedule.shard_count(),
+            "redis": if cluster { "cluster" } else { "single" }, "shards": schedule.shard_count(), "waitReplicas": wait_replicas,
             "shardMaxOverEven": per_shard.iter().max().copied().unwrap_or(0) as f64 / even,
             "shardMinOverEven": per_shard.iter().min().copied().unwrap_or(0) as f64 / even,
         })

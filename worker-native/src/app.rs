@@ -21,7 +21,7 @@ use crate::{health, ledger};
 pub fn schedule(config: &Config) -> anyhow::Result<Schedule> {
     let limits = Limits { rate: config.rate, burst: config.burst, margin_ms: config.margin_ms };
     let conn = RedisConn::open(&config.redis_url, config.redis_cluster)?;
-    Ok(Schedule::sharded(conn, config.redis_prefix.clone(), limits, config.schedule_shards, config.redis_cluster))
+    Ok(Schedule::sharded(conn, config.redis_prefix.clone(), limits, config.schedule_shards, config.redis_cluster).with_replicas(config.redis_wait_replicas))
 }
 
 /// Checks the shard count against the one recorded in Redis: a mismatch stops the

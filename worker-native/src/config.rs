@@ -15,6 +15,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ("SQS_RATE_LIMITER_DLQ_URL", "(required)", "its dead-letter queue (unreadable messages go there)"),
     ("REDIS_URL / REDIS_ENDPOINT", "(required)", "redis://host:port, or host[:port]; with REDIS_CLUSTER, some nodes, comma-separated"),
     ("REDIS_CLUSTER", "false", "true: Redis Cluster (ElastiCache cluster mode, MemoryDB, Valkey)"),
+    ("REDIS_WAIT_REPLICAS", "0", "replicas that must have each take before its messages are sent (WAIT; 1 with a replica)"),
     ("SCHEDULE_SHARDS", "1, or 16 with REDIS_CLUSTER", "virtual shards of the schedule (1..1024), the same on every worker"),
     ("REDIS_KEY_PREFIX", "of:", "prefix of every Redis key (one schedule per prefix)"),
     ("LEDGER_TABLE", "onlyfans-message-ledger", "the DynamoDB ledger table"),
@@ -70,6 +71,7 @@ pub struct Config {
     pub redis_prefix: String,
     pub redis_cluster: bool,
     pub schedule_shards: u16,
+    pub redis_wait_replicas: u32,
     pub ledger_table: String,
     pub ledger_enabled: bool,
     pub gateway_url: Option<String>,
@@ -151,6 +153,7 @@ impl Config {
         let health_port = s.number("HEALTH_PORT", 8081, 0..=65535);
         let redis_cluster = s.flag("REDIS_CLUSTER", false);
         let schedule_shards = s.number("SCHEDULE_SHARDS", if redis_cluster { 16 } else { 1 }, 1..=u64::from(crate::schedule::MAX_SHARDS)) as u16;
+        let redis_wait_replicas = s.number("REDIS_WAIT_REPLICAS", 0, 0..=5) as u32;
         let redis_prefix = s.get("REDIS_KEY_PREFIX").unwrap_or_else(|| "of:".into());
         if redis_prefix.contains(['{', '}']) {
             // The shards' hash tags are made of braces around the prefix.
@@ -175,6 +178,7 @@ impl Config {
             redis_prefix,
             redis_cluster,
             schedule_shards,
+            redis_wait_replicas,
             ledger_table: s.get("LEDGER_TABLE").unwrap_or_else(|| "onlyfans-message-ledger".into()),
             ledger_enabled,
             gateway_url: s.get("GATEWAY_URL"),

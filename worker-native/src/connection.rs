@@ -63,6 +63,23 @@ impl RedisConn {
     }
 }
 
+impl RedisConn {
+    /// Waits until `replicas` replicas of the node holding `key` have every write this
+    /// connection sent it so far, or `timeout_ms` passed (`WAIT`); how many have.
+    pub async fn wait_for_replicas(&self, key: &str, replicas: u32, timeout_ms: u64) -> redis::RedisResult<u32> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(timeout_ms);
+        match self {
+            Self::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Self::Cluster(lazy) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master)));
+                Ok(redis::from_redis_value(lazy.get().await?.route_command(cmd, route).await?)?)
+            }
+        }
+    }
+}
+
 /// The seed nodes of a cluster in a comma-separated `REDIS_URL`.
 pub fn seed_urls(urls: &str) -> Vec<String> {
     urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect()

@@ -33,6 +33,10 @@ use crate::connection::RedisConn;
 
 const COMMON: &str = include_str!("lua/common.lua");
 
+/// The longest a take waits for its replicas (`REDIS_WAIT_REPLICAS`): well within the
+/// claim lead, so that slots do not move.
+pub const REPLICA_WAIT_MS: u64 = 50;
+
 /// The most shards a schedule may have (`SCHEDULE_SHARDS`).
 pub const MAX_SHARDS: u16 = 1024;
 
@@ -40,15 +44,40 @@ pub const MAX_SHARDS: u16 = 1024;
 /// wake-up be lost (as the dispatcher's own longest sleep).
 const IDLE_POLL_MS: u64 = 1000;
 
-/// The shard of an account, among `shards`: FNV-1a of its id, stable across processes,
-/// versions and platforms (never Rust's randomly seeded hasher).
+/// The shard of an account, among `shards`: FNV-1a of its id, then MurmurHash3's
+/// finalizer, stable across processes, versions and platforms (never Rust's randomly
+/// seeded hasher). Without the finalizer FNV-1a modulo a power of two reads only the
+/// low bits of each byte: ids differing in one character's high bits would collide.
 pub fn shard_of(account: &str, shards: usize) -> usize {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in account.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
     (h % shards.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_of;
+
+    /// The mapping is part of the data in Redis: it must never change (a worker of
+    /// another version would keep another limit for the same account).
+    #[test]
+    fn the_shard_of_an_account_is_stable_and_even() {
+        assert_eq!(["a", "q", "creator-1", "creator-2"].map(|a| shard_of(a, 16)), [11, 12, 11, 3]);
+        let mut counts = [0u32; 16];
+        for i in 0..16_000 {
+            counts[shard_of(&format!("acct-{i:05}"), 16)] += 1;
+        }
+        assert!(counts.iter().all(|&c| (850..=1150).contains(&c)), "{counts:?}");
+        assert_ne!(shard_of("a", 16), shard_of("q", 16), "ids one high bit apart");
+    }
 }
 
 /// How long a duplicate delivery of a message id is recognised (SQS keeps a message
@@ -222,6 +251,10 @@ pub struct Schedule {
     origin: Instant,
     /// Names this process's last take in each shard (take.lua).
     worker: String,
+    /// Replicas that should have a take before its messages are handed out (0: none).
+    wait_replicas: u32,
+    /// Whether the last take waited for in vain (logged when it changes).
+    unreplicated: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn script(body: &str) -> Script {
@@ -291,7 +324,20 @@ impl Schedule {
             to_wake: Default::default(),
             origin: Instant::now(),
             worker: format!("{:016x}", rand::random::<u64>()),
+            wait_replicas: 0,
+            unreplicated: Default::default(),
         }
+    }
+
+    /// Every take that leases messages waits until `replicas` replicas have it (`WAIT`,
+    /// one more round trip per such take): a failover then cannot forget a send the
+    /// worker is about to make (its limit state) unless the replicas fail too. The wait
+    /// is bounded ([`REPLICA_WAIT_MS`], within the claim lead): a shard whose primary
+    /// has no live replica (its replica was just promoted) goes on without, logged,
+    /// rather than stop sending.
+    pub fn with_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = replicas;
+        self
     }
 
     /// How many shards the schedule has.
@@ -513,6 +559,18 @@ impl Schedule {
             let earliest = self.shards.iter().map(|s| s.due_ms.load(Ordering::Relaxed)).min().unwrap_or(local_at);
             Some(now_ms + earliest.saturating_sub(self.local_ms()))
         };
+        if self.wait_replicas > 0 && !taken.is_empty() {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            let acked = self.conn.wait_for_replicas(&self.shards[k].route_key, self.wait_replicas, REPLICA_WAIT_MS).await?;
+            let missing = acked < self.wait_replicas;
+            if missing != self.unreplicated.swap(missing, Ordering::Relaxed) {
+                if missing {
+                    tracing::warn!(acked, wanted = self.wait_replicas, shard = k, "takes not replicated in time: going on without (a failover now may forget the last sends)");
+                } else {
+                    tracing::info!("takes replicated again");
+                }
+            }
+        }
         let other_shards = (epoch > 1).then(|| (epoch - 2) as u16);
         Ok(TakeResult { now_ms, next_due_ms, taken, lost: epoch == 1, other_shards })
     }

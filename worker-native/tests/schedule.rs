@@ -488,3 +488,22 @@ async fn a_take_sent_again_takes_nothing_more() {
     assert_eq!(second.len(), 2);
     assert!(second.iter().all(|id| !first.contains(id)), "a new take takes the others");
 }
+
+/// With `REDIS_WAIT_REPLICAS`, a take waits for its replica (one more round trip); a
+/// primary without a live replica does not stop the sending: the wait is bounded.
+#[tokio::test]
+async fn a_take_waits_for_its_replica_but_not_forever() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(UNLIMITED, 1, 0).with_replicas(1);
+    s.enqueue(&[message("a", 0, 5)]).await.unwrap();
+    let (trips, started) = (s.round_trips(), std::time::Instant::now());
+    let r = take(&s, 10, 30_000, 0, 0).await.unwrap();
+    assert_eq!(r.taken.len(), 1);
+    let waited = started.elapsed();
+    if redis.is_cluster() {
+        assert!(waited < Duration::from_millis(worker_native::schedule::REPLICA_WAIT_MS), "the replica acknowledged at once: {waited:?}");
+    } else {
+        assert!(waited >= Duration::from_millis(worker_native::schedule::REPLICA_WAIT_MS), "no replica: the whole wait, {waited:?}");
+    }
+    assert_eq!(s.round_trips() - trips, s.shard_count() as u64 + 1, "the takes and one WAIT");
+}

@@ -1,0 +1,114 @@
+"""The worker on a Redis Cluster (3 primaries, 3 replicas of Debian's redis-server on
+loopback, devstack/cluster.py), with the same real parts as test_worker.py: the edge
+under `wrangler dev`, the AWS emulator, the gateway stub, two worker processes with a
+schedule of 8 shards, each take waiting for its replica (`REDIS_WAIT_REPLICAS=1`). A replica promoted by hand (`CLUSTER FAILOVER`) and a primary
+killed (`kill -9`) mid-run, then a cluster that loses all its data: nothing lost,
+duplicates counted (only what was in flight), no rolling window over the limit."""
+
+import signal
+import time
+import uuid
+
+import pytest
+
+from conftest import LOGS
+from conftest import wait_for as wait_until
+from devstack.cluster import Cluster
+from test_worker import MAX, WINDOW_MS, System, fans, figure, max_in_window, ms, rebuilds, stop_all, wait_statuses
+
+SHARDS = 8
+
+
+@pytest.fixture(scope="module")
+def system():
+    s = System()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = Cluster(LOGS / "redis-cluster")
+    yield c
+    c.stop()
+
+
+def start_cluster_workers(system, cluster, prefix, n=2):
+    return system.start_workers(prefix, n=n, REDIS_URL=cluster.urls, REDIS_CLUSTER="true", SCHEDULE_SHARDS=str(SHARDS),
+                                REDIS_WAIT_REPLICAS="1")
+
+
+def send_load(system, accounts):
+    """20 messages per account: one at a time for the first half, a campaign for the rest."""
+    ids = []
+    for i, a in enumerate(accounts):
+        if i % 2:
+            ids += system.send(a, fans(a, 20))
+        else:
+            ids += [system.send(a, [f"{a}-fan-{k}"])[0] for k in range(20)]
+    return ids
+
+
+def outcome(system, accounts, ids):
+    got = system.deliveries(set(accounts))
+    delivered = [d["messageId"] for d in got]
+    worst = max(max_in_window([ms(d["receivedAt"]) for d in got if d["accountId"] == a], WINDOW_MS) for a in accounts)
+    return delivered, len(delivered) - len(set(delivered)), worst
+
+
+def test_workers_on_a_cluster_keep_the_limit_through_failovers(system, cluster):
+    accounts = [f"clu-{uuid.uuid4().hex[:8]}" for _ in range(6)]
+    workers = start_cluster_workers(system, cluster, "clu")
+    try:
+        ids = send_load(system, accounts)
+        wait_until(lambda: len(system.deliveries(set(accounts))) >= 20, 30, "deliveries under way")
+        # A replica promoted by hand: the old primary hands over, nothing is lost.
+        promoted = cluster.replica_of(cluster.primaries()[0])
+        cluster.cli(promoted, "CLUSTER", "FAILOVER")
+        wait_until(lambda: promoted in cluster.primaries(promoted), 20, f"{promoted} promoted")
+        cluster.wait_ok()
+        failover_at = time.time() * 1000
+        wait_until(lambda: len(system.deliveries(set(accounts))) >= 50, 30, "deliveries after the failover")
+        # A primary killed: its replica takes over after the node timeout (2 s).
+        victim = cluster.primaries()[1]
+        heir = cluster.replica_of(victim)
+        cluster.parts[victim].stop(signal.SIGKILL)
+        killed_at = time.time() * 1000
+        wait_until(lambda: heir in cluster.primaries(heir), 30, f"{heir} promoted after {victim} was killed")
+        cluster.wait_ok()
+        recovered_in = time.time() * 1000 - killed_at
+        system.wait_delivered(ids, timeout=90)
+        for a in accounts:
+            wait_statuses(system, a, 20)
+    finally:
+        stop_all(workers)
+    delivered, duplicates, worst = outcome(system, accounts, ids)
+    figure("cluster_failovers", messages=len(ids), duplicates=duplicates, worst_window_count=worst,
+           replica_promoted_after_kill_ms=round(recovered_in), after_manual_failover_ms=round(max(ms(d["receivedAt"]) for d in system.deliveries(set(accounts))) - failover_at))
+    assert set(delivered) == set(ids), f"{len(set(ids) - set(delivered))} messages lost"
+    assert duplicates <= len(accounts), f"{duplicates} sent twice: at most what was in flight at the kill"
+    assert worst <= MAX
+
+
+def test_a_cluster_losing_its_data_mid_run_loses_no_message(system, cluster):
+    """FLUSHALL on every primary mid-run: each shard's epoch is gone, the workers rebuild
+    the shards from the ledger, every message is delivered once more at most."""
+    accounts = [f"clw-{uuid.uuid4().hex[:8]}" for _ in range(4)]
+    workers = start_cluster_workers(system, cluster, "clw")
+    try:
+        ids = send_load(system, accounts)
+        wait_until(lambda: len(system.deliveries(set(accounts))) >= 15, 30, "deliveries under way")
+        for p in cluster.primaries():
+            cluster.cli(p, "FLUSHALL")
+        system.wait_delivered(ids, timeout=60)
+        for a in accounts:
+            wait_statuses(system, a, 20)
+    finally:
+        stop_all(workers)
+    delivered, duplicates, worst = outcome(system, accounts, ids)
+    rebuilt = [r for r in rebuilds("clw", 2) if r["added"] > 0]
+    figure("cluster_data_lost", messages=len(ids), duplicates=duplicates, worst_window_count=worst, rebuilt=rebuilt)
+    assert rebuilt, "the shards were rebuilt from the ledger"
+    assert set(delivered) == set(ids), f"{len(set(ids) - set(delivered))} messages lost"
+    assert duplicates <= len(accounts), f"{duplicates} sent twice: at most what was in flight at the loss"
+    assert worst <= MAX
