@@ -2,7 +2,8 @@
 # Cluster benchmark: the dispatch benchmark (bench/scheduler.sh's load: 1,000 accounts,
 # 100,000 messages, a limit enforced but not binding, no-op gateway) on a single Redis
 # with one shard and on a local Redis Cluster (3 primaries, 3 replicas on this machine,
-# devstack/cluster.py) with SHARDS shards, run after run. Prints each run as JSON, then
+# devstack/cluster.py) with SHARDS shards, without and with REDIS_WAIT_REPLICAS=1 (each
+# take waits for its replica), run after run. Prints each run as JSON, then
 # the medians: messages/s, Redis round trips per message, and how evenly the shards
 # carried the messages (the busiest and the idlest shard against an even split).
 #
@@ -32,5 +33,6 @@ for r in $(seq 1 "$runs"); do
   echo "==> run $r/$runs" >&2
   "$bench" --redis "redis://127.0.0.1:$port" --accounts 1000 --messages 100000 | tee -a "$results"
   "$bench" --redis "$urls" --cluster --shards "$shards" --accounts 1000 --messages 100000 | tee -a "$results"
+  "$bench" --redis "$urls" --cluster --shards "$shards" --wait-replicas 1 --accounts 1000 --messages 100000 | tee -a "$results"
 done
 python3 "$root/bench/cluster_summary.py" "$results"

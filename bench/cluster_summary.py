@@ -14,11 +14,11 @@ from goals import Goals  # noqa: E402
 
 def main(path: str) -> None:
     goals = Goals("bench/cluster.sh")
-    runs = {"single": [], "cluster": []}
+    runs = {"single": [], "cluster": [], "cluster+WAIT": []}
     for line in open(path):
         if line.startswith("{"):
             r = json.loads(line)
-            runs[r["redis"]].append(r)
+            runs[r["redis"] + ("+WAIT" if r.get("waitReplicas") else "")].append(r)
     for kind, rs in runs.items():
         goals.at_least(f"{kind} runs", len(rs), 1)
         for i, r in enumerate(rs, 1):
@@ -27,11 +27,12 @@ def main(path: str) -> None:
     med = {k: {f: statistics.median(r[f] for r in rs) for f in ("dispatchMessagesPerSec", "dispatchRoundTripsPerMessage", "roundTripsPerMessage", "shardMaxOverEven", "shardMinOverEven")} for k, rs in runs.items() if rs}
     for kind, m in med.items():
         shards = runs[kind][0]["shards"]
-        print(f"{kind:8} {shards:3} shard(s): {m['dispatchMessagesPerSec']:.0f} messages/s dispatched, "
+        print(f"{kind:12} {shards:3} shard(s): {m['dispatchMessagesPerSec']:.0f} messages/s dispatched, "
               f"{m['dispatchRoundTripsPerMessage']:.4f} round trips per message dispatched ({m['roundTripsPerMessage']:.3f} with enqueue), "
               f"shards from {m['shardMinOverEven']:.2f}x to {m['shardMaxOverEven']:.2f}x an even share")
-    if len(med) == 2:
-        print(f"cluster/single: {med['cluster']['dispatchMessagesPerSec'] / med['single']['dispatchMessagesPerSec']:.2f}x messages/s")
+    for kind in ("cluster", "cluster+WAIT"):
+        if kind in med and "single" in med:
+            print(f"{kind}/single: {med[kind]['dispatchMessagesPerSec'] / med['single']['dispatchMessagesPerSec']:.2f}x messages/s")
     goals.finish()
 
 
