@@ -5,7 +5,9 @@ and fails the requests that match a rule:
 - `error`: answers 500 without forwarding (the call never happened);
 - `lose`: forwards, then answers 500 (the call happened, its answer was lost);
 - `delay`: waits `delay` seconds, then forwards (a slow call, e.g. behind the
-  Workers' limit of 6 connections).
+  Workers' limit of 6 connections);
+- `throttle`: answers 400 `ThrottlingException` without forwarding (AWS throttling);
+- `drop`: closes the connection without an answer, without forwarding.
 
 A rule matches when its `match` string is in the request's X-Amz-Target header or
 body; it applies `count` times (None: until removed) or until `until` (monotonic time).
@@ -13,12 +15,14 @@ Every request's operation is recorded in `calls` (what the benchmarks count).
 """
 
 import http.client
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 FAILED = b'{"__type":"com.amazonaws#InternalFailure","message":"injected by the fault proxy"}'
+THROTTLED = b'{"__type":"com.amazonaws#ThrottlingException","message":"Rate exceeded (injected by the fault proxy)"}'
 
 
 class FaultProxy:
@@ -52,6 +56,12 @@ class FaultProxy:
                     time.sleep(delay)
                 if mode == "error":
                     return self._answer(500, FAILED, "application/x-amz-json-1.0")
+                if mode == "throttle":
+                    return self._answer(400, THROTTLED, "application/x-amz-json-1.0")
+                if mode == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "transfer-encoding")}
@@ -84,7 +94,7 @@ class FaultProxy:
     def fail(self, match: str, mode: str = "error", count: int | None = None, seconds: float | None = None, delay: float = 0):
         """Fails (or, with mode `delay`, slows) requests containing `match` (see the
         module's doc)."""
-        assert mode in ("error", "lose", "delay")
+        assert mode in ("error", "lose", "delay", "throttle", "drop")
         until = time.monotonic() + seconds if seconds is not None else None
         with self.lock:
             self.rules.append({"match": match, "mode": mode, "count": count, "until": until, "delay": delay})

@@ -129,7 +129,8 @@ def binary(name: str) -> Path:
 
 def start_redis(port: int, log: Path, data_dir: Path | None = None) -> Part:
     """redis-server on 127.0.0.1:port; with `data_dir`, persistent (AOF, fsync always)."""
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    # DEBUG (loopback only) lets the fault tests stall it (DEBUG SLEEP).
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--enable-debug-command", "local"]
     if data_dir:
         data_dir.mkdir(parents=True, exist_ok=True)
         cmd += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always"]

@@ -180,7 +180,7 @@ class Emulator:
 
     def queue_messages(self):
         """Every message the queue has received so far, by id (a campaign's reference by
-        the campaign's id), read and deleted."""
+        the campaign's id, a pause or resume by "control:account"), read and deleted."""
         while True:
             r = self.sqs.receive_message(QueueUrl=self.aws.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=0)
             batch = r.get("Messages", [])
@@ -188,7 +188,8 @@ class Emulator:
                 return self._seen
             for m in batch:
                 body = json.loads(m["Body"])
-                self._seen.setdefault(body.get("id") or body["campaign"], []).append({"body": body, "attributes": m.get("MessageAttributes", {})})
+                key = body.get("id") or body.get("campaign") or f"{body.get('control')}:{body.get('creatorId')}"  # a pause or resume
+                self._seen.setdefault(key, []).append({"body": body, "attributes": m.get("MessageAttributes", {})})
                 self.sqs.delete_message(QueueUrl=self.aws.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
     def item(self, creator, message_id):

@@ -34,7 +34,8 @@ def test_health_and_test_need_no_token(edge):
 def test_unknown_route_and_wrong_method(edge):
     assert edge.call("GET", "/nope/deeper/still", token(account())).json()["code"] == "not_found"
     r = edge.call("GET", "/send", token(account()))
-    assert (r.status_code, r.json()["code"]) == (405, "method_not_allowed")
+    assert (r.status_code, r.json()["code"], r.headers.get("allow")) == (405, "method_not_allowed", "POST"), "RFC 9110: a 405 names the methods"
+    assert edge.call("TRACE", "/campaigns/x", token(account())).headers.get("allow") == "GET, DELETE"
 
 
 # ---- authentication -------------------------------------------------------------

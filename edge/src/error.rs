@@ -15,13 +15,15 @@ pub struct ApiError {
     pub details: Vec<FieldError>,
     /// Seconds, for 429.
     pub retry_after: Option<u64>,
+    /// The methods the route has, for 405 (RFC 9110 requires the `Allow` header).
+    pub allow: Option<String>,
     /// For the operator's log only.
     pub log: Option<String>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode) -> Self {
-        Self { code, message: None, details: Vec::new(), retry_after: None, log: None }
+        Self { code, message: None, details: Vec::new(), retry_after: None, allow: None, log: None }
     }
 
     pub fn invalid(details: Vec<FieldError>) -> Self {
@@ -46,6 +48,9 @@ impl ApiError {
         }
         if let Some(secs) = self.retry_after {
             response.headers.push(("retry-after", secs.to_string()));
+        }
+        if let Some(methods) = self.allow {
+            response.headers.push(("allow", methods));
         }
         response
     }

@@ -145,7 +145,16 @@ async fn send_batch<G: Gateway>(shared: Arc<DispatchState<G>>, taken: Vec<(Taken
         let (shared, tx) = (shared.clone(), tx.clone());
         async move {
             tokio::time::sleep_until(slot).await;
-            let held = shared.paused.lock().expect("paused lock").get(&taken.account).is_some_and(|until| *until > Instant::now());
+            // Woken far past its deadline (the process was stopped or starved): its lease
+            // may have expired and the message gone to another worker, and sent now it
+            // could come closer than a window to the account's later sends. Given back
+            // unsent. Within half the margin of it, it goes: that half is the delivery's
+            // own jitter (lua/common.lua).
+            let stalled = redis_now + taken_at.elapsed().as_millis() as u64 > taken.deadline_ms + shared.schedule.margin_ms() / 2;
+            if stalled {
+                tracing::warn!(id = %taken.id, late_ms = (redis_now + taken_at.elapsed().as_millis() as u64).saturating_sub(taken.deadline_ms), "woken past the send deadline (the process stalled): given back unsent");
+            }
+            let held = stalled || shared.paused.lock().expect("paused lock").get(&taken.account).is_some_and(|until| *until > Instant::now());
             let delivery = if held {
                 None
             } else {

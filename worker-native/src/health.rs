@@ -39,9 +39,17 @@ async fn stats(State(p): State<Probes>) -> Json<Value> {
     }))
 }
 
+/// How long each dependency may take to answer a readiness probe: a stalled Redis or
+/// SQS is not ready, and the probe answers within its own timeout (ECS: 5 s).
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn ready(State(p): State<Probes>) -> (StatusCode, Json<Value>) {
-    let redis = p.schedule.ping().await.is_ok();
-    let sqs = p.sqs.get_queue_attributes().queue_url(&p.queue_url).send().await.is_ok();
+    let answers = |r: Result<bool, tokio::time::error::Elapsed>| r.unwrap_or(false);
+    let (redis, sqs) = tokio::join!(
+        tokio::time::timeout(PROBE_TIMEOUT, async { p.schedule.ping().await.is_ok() }),
+        tokio::time::timeout(PROBE_TIMEOUT, async { p.sqs.get_queue_attributes().queue_url(&p.queue_url).send().await.is_ok() }),
+    );
+    let (redis, sqs) = (answers(redis), answers(sqs));
     let status = if redis && sqs { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({"ready": redis && sqs, "redis": redis, "sqs": sqs})))
 }

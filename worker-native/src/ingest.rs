@@ -74,8 +74,8 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Why a body was refused.
-fn parse(body: &str) -> Result<Incoming, String> {
+/// A queue message's body decoded and checked; why it was refused.
+pub fn parse(body: &str) -> Result<Incoming, String> {
     let m = match Incoming::parse(body).map_err(|e| format!("not a queue message: {e}"))? {
         Incoming::Message(m) => m,
         Incoming::Control(c) if c.creator_id.is_empty() => return Err("a control names no creatorId".into()),

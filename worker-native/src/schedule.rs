@@ -340,6 +340,11 @@ impl Schedule {
         self
     }
 
+    /// The limit's margin (see lua/common.lua).
+    pub fn margin_ms(&self) -> u64 {
+        self.limits.margin_ms
+    }
+
     /// How many shards the schedule has.
     pub fn shard_count(&self) -> usize {
         self.shards.len()

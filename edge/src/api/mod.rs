@@ -134,7 +134,7 @@ fn allow(method: &str, allowed: &[&str]) -> Result<(), ApiError> {
     if allowed.contains(&method) {
         Ok(())
     } else {
-        Err(ApiError::new(ErrorCode::MethodNotAllowed))
+        Err(ApiError { allow: Some(allowed.join(", ")), ..ApiError::new(ErrorCode::MethodNotAllowed) })
     }
 }
 
