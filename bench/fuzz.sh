@@ -14,10 +14,10 @@ seconds=${1:-60}
 shift || true
 cd "$root/fuzz"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
-command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.1
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz@0.13.2
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
-cargo +nightly fuzz build -O "${targets[@]/#/}" 2>&1 | tail -1 || cargo +nightly fuzz build -O
+cargo +nightly fuzz build -O
 summary=()
 failed=0
 for t in "${targets[@]}"; do
@@ -25,7 +25,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$work"
   log=$root/target/fuzz-$t.log
   echo "==> $t for ${seconds}s" >&2
-  if cargo +nightly fuzz run -O "$t" "$work" "corpus/$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 >"$log" 2>&1; then
+  if cargo +nightly fuzz run -O "$t" "$work" "corpus/$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
     verdict="no crash"
   else
     verdict="CRASHED (see $log and fuzz/artifacts/$t/)"
