@@ -258,7 +258,9 @@ def test_a_worker_stopped_past_its_lease_then_resumed(system):
     finally:
         stop_all([victim.part, other.part])
         system.control("DELETE", "/_control/failures")
-    duplicates = outcome(system, accounts, ids, "sigstop", leases_at_stop=held, in_flight_at_stop=len(in_flight))
-    assert duplicates <= len(in_flight), f"{duplicates} sent twice; {len(in_flight)} deliveries were in flight at the stop ({held} leases)"
+    gave_back = (LOGS / "worker-stopw-0.log").read_text().count("woken past the send deadline")
+    duplicates = outcome(system, accounts, ids, "sigstop", leases_at_stop=held, in_flight_at_stop=len(in_flight), given_back_on_resume=gave_back)
+    assert duplicates <= held, f"{duplicates} sent twice; {held} leases held at the stop ({len(in_flight)} deliveries in flight)"
+    assert gave_back, "the resumed worker gave back what it woke up to past its deadline"
     assert stopped_answer == (None, None), stopped_answer
     assert resumed_answer[0] == 200
