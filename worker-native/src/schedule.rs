@@ -37,6 +37,10 @@ const COMMON: &str = include_str!("lua/common.lua");
 /// claim lead, so that slots do not move.
 pub const REPLICA_WAIT_MS: u64 = 50;
 
+/// Takes in a row not acknowledged by the replicas in time after which a shard's
+/// primary is taken to have none left, and its takes go on without.
+pub const REPLICA_MISSES: u32 = 3;
+
 /// The most shards a schedule may have (`SCHEDULE_SHARDS`).
 pub const MAX_SHARDS: u16 = 1024;
 
@@ -233,6 +237,8 @@ struct Shard {
     /// When (ms of this process's clock) the shard next has something due, as its last
     /// take said; 0 after a wake-up or a local change.
     due_ms: AtomicU64,
+    /// Takes in a row whose replicas did not acknowledge in time (`REDIS_WAIT_REPLICAS`).
+    wait_misses: std::sync::atomic::AtomicU32,
 }
 
 /// Handle on the schedule; cheap to clone.
@@ -292,7 +298,7 @@ impl Schedule {
         let shards = (0..count)
             .map(|k| {
                 let p = shard_prefix(&prefix, k, tagged);
-                Shard { route_key: format!("{p}epoch"), prefix: p, due_ms: AtomicU64::new(0) }
+                Shard { route_key: format!("{p}epoch"), prefix: p, due_ms: AtomicU64::new(0), wait_misses: Default::default() }
             })
             .collect();
         let scripts = Scripts {
@@ -332,9 +338,11 @@ impl Schedule {
     /// Every take that leases messages waits until `replicas` replicas have it (`WAIT`,
     /// one more round trip per such take): a failover then cannot forget a send the
     /// worker is about to make (its limit state) unless the replicas fail too. The wait
-    /// is bounded ([`REPLICA_WAIT_MS`], within the claim lead): a shard whose primary
-    /// has no live replica (its replica was just promoted) goes on without, logged,
-    /// rather than stop sending.
+    /// is bounded ([`REPLICA_WAIT_MS`], within the claim lead); a take not acknowledged
+    /// in time gives its messages back (their slots are lost, not the limit), unless
+    /// [`REPLICA_MISSES`] takes in a row were not: then the shard's primary has no live
+    /// replica (its replica was just promoted), and it goes on without, logged, rather
+    /// than stop sending.
     pub fn with_replicas(mut self, replicas: u32) -> Self {
         self.wait_replicas = replicas;
         self
@@ -567,7 +575,14 @@ impl Schedule {
         if self.wait_replicas > 0 && !taken.is_empty() {
             self.round_trips.fetch_add(1, Ordering::Relaxed);
             let acked = self.conn.wait_for_replicas(&self.shards[k].route_key, self.wait_replicas, REPLICA_WAIT_MS).await?;
-            let missing = acked < self.wait_replicas;
+            let misses = if acked < self.wait_replicas { self.shards[k].wait_misses.fetch_add(1, Ordering::Relaxed) + 1 } else { 0 };
+            if misses == 0 {
+                self.shards[k].wait_misses.store(0, Ordering::Relaxed);
+            } else if misses < REPLICA_MISSES {
+                let back: Vec<Completion> = std::mem::take(&mut taken).into_iter().map(Completion::Release).collect();
+                self.complete(&back).await?;
+            }
+            let missing = misses >= REPLICA_MISSES;
             if missing != self.unreplicated.swap(missing, Ordering::Relaxed) {
                 if missing {
                     tracing::warn!(acked, wanted = self.wait_replicas, shard = k, "takes not replicated in time: going on without (a failover now may forget the last sends)");
