@@ -49,11 +49,24 @@ def send_load(system, accounts):
     return ids
 
 
-def outcome(system, accounts, ids):
+def delivered_and_recorded(system, accounts, ids, timeout):
+    system.wait_delivered(ids, timeout=timeout)
+    for a in accounts:
+        wait_statuses(system, a, 20)
+
+
+def check(system, accounts, ids, name, **figures):
+    """Records the run's figure, then: every id delivered, no more duplicates than one per
+    account (what was in flight at the failure), no window over the limit."""
     got = system.deliveries(set(accounts))
     delivered = [d["messageId"] for d in got]
+    duplicates = len(delivered) - len(set(delivered))
     worst = max(max_in_window([ms(d["receivedAt"]) for d in got if d["accountId"] == a], WINDOW_MS) for a in accounts)
-    return delivered, len(delivered) - len(set(delivered)), worst
+    figure(name, messages=len(ids), duplicates=duplicates, worst_window_count=worst,
+           **{k: (v(got) if callable(v) else v) for k, v in figures.items()})
+    assert set(delivered) == set(ids), f"{len(set(ids) - set(delivered))} messages lost"
+    assert duplicates <= len(accounts), f"{duplicates} sent twice: at most what was in flight at the failure"
+    assert worst <= MAX
 
 
 def test_workers_on_a_cluster_keep_the_limit_through_failovers(system, cluster):
@@ -77,17 +90,11 @@ def test_workers_on_a_cluster_keep_the_limit_through_failovers(system, cluster):
         wait_until(lambda: heir in cluster.primaries(heir), 30, f"{heir} promoted after {victim} was killed")
         cluster.wait_ok()
         recovered_in = time.time() * 1000 - killed_at
-        system.wait_delivered(ids, timeout=90)
-        for a in accounts:
-            wait_statuses(system, a, 20)
+        delivered_and_recorded(system, accounts, ids, timeout=90)
     finally:
         stop_all(workers)
-    delivered, duplicates, worst = outcome(system, accounts, ids)
-    figure("cluster_failovers", messages=len(ids), duplicates=duplicates, worst_window_count=worst,
-           replica_promoted_after_kill_ms=round(recovered_in), after_manual_failover_ms=round(max(ms(d["receivedAt"]) for d in system.deliveries(set(accounts))) - failover_at))
-    assert set(delivered) == set(ids), f"{len(set(ids) - set(delivered))} messages lost"
-    assert duplicates <= len(accounts), f"{duplicates} sent twice: at most what was in flight at the kill"
-    assert worst <= MAX
+    check(system, accounts, ids, "cluster_failovers", replica_promoted_after_kill_ms=round(recovered_in),
+          after_manual_failover_ms=lambda got: round(max(ms(d["receivedAt"]) for d in got) - failover_at))
 
 
 def test_a_cluster_losing_its_data_mid_run_loses_no_message(system, cluster):
@@ -100,15 +107,9 @@ def test_a_cluster_losing_its_data_mid_run_loses_no_message(system, cluster):
         wait_until(lambda: len(system.deliveries(set(accounts))) >= 15, 30, "deliveries under way")
         for p in cluster.primaries():
             cluster.cli(p, "FLUSHALL")
-        system.wait_delivered(ids, timeout=60)
-        for a in accounts:
-            wait_statuses(system, a, 20)
+        delivered_and_recorded(system, accounts, ids, timeout=60)
     finally:
         stop_all(workers)
-    delivered, duplicates, worst = outcome(system, accounts, ids)
     rebuilt = [r for r in rebuilds("clw", 2) if r["added"] > 0]
-    figure("cluster_data_lost", messages=len(ids), duplicates=duplicates, worst_window_count=worst, rebuilt=rebuilt)
+    check(system, accounts, ids, "cluster_data_lost", rebuilt=rebuilt)
     assert rebuilt, "the shards were rebuilt from the ledger"
-    assert set(delivered) == set(ids), f"{len(set(ids) - set(delivered))} messages lost"
-    assert duplicates <= len(accounts), f"{duplicates} sent twice: at most what was in flight at the loss"
-    assert worst <= MAX

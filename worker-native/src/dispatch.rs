@@ -150,9 +150,10 @@ async fn send_batch<G: Gateway>(shared: Arc<DispatchState<G>>, taken: Vec<(Taken
             // could come closer than a window to the account's later sends. Given back
             // unsent. Within half the margin of it, it goes: that half is the delivery's
             // own jitter (lua/common.lua).
-            let stalled = redis_now + taken_at.elapsed().as_millis() as u64 > taken.deadline_ms + shared.schedule.margin_ms() / 2;
+            let now = redis_now + taken_at.elapsed().as_millis() as u64;
+            let stalled = now > taken.deadline_ms + shared.schedule.margin_ms() / 2;
             if stalled {
-                tracing::warn!(id = %taken.id, late_ms = (redis_now + taken_at.elapsed().as_millis() as u64).saturating_sub(taken.deadline_ms), "woken past the send deadline (the process stalled): given back unsent");
+                tracing::warn!(id = %taken.id, late_ms = now - taken.deadline_ms, "woken past the send deadline (the process stalled): given back unsent");
             }
             let held = stalled || shared.paused.lock().expect("paused lock").get(&taken.account).is_some_and(|until| *until > Instant::now());
             let delivery = if held {
