@@ -159,13 +159,7 @@ impl std::fmt::Debug for JwtVerifier {
 
 impl JwtVerifier {
     pub fn new(secret: Option<&str>, issuer: Option<String>, audience: Option<String>, account_claim: String, leeway_seconds: u32) -> Self {
-        Self {
-            secret: secret.map(|s| Hs256Key::new(s.as_bytes())),
-            issuer,
-            audience,
-            account_claim,
-            leeway: Duration::seconds(i64::from(leeway_seconds)),
-        }
+        Self { secret: secret.map(|s| Hs256Key::new(s.as_bytes())), issuer, audience, account_claim, leeway: Duration::seconds(i64::from(leeway_seconds)) }
     }
 
     /// The `kid` and algorithm a token names, read before any verification so that the

@@ -178,7 +178,11 @@ fn is_retryable(error: &AwsError) -> bool {
                 || *status == 429
                 || matches!(
                     kind.as_str(),
-                    "ThrottlingException" | "ProvisionedThroughputExceededException" | "RequestLimitExceeded" | "RequestThrottled" | "TransactionInProgressException"
+                    "ThrottlingException"
+                        | "ProvisionedThroughputExceededException"
+                        | "RequestLimitExceeded"
+                        | "RequestThrottled"
+                        | "TransactionInProgressException"
                 )
         }
         _ => false,
@@ -217,7 +221,11 @@ mod tests {
     fn classifies_answers() {
         let refused = classify(Service::DynamoDb, 400, br#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","CancellationReasons":[{"Code":"ConditionalCheckFailed","Item":{"status":{"S":"sent"}}},{"Code":"None"}]}"#);
         assert!(matches!(refused, AwsError::ConditionFailed { item: Some(ref i) } if i["status"]["S"] == "sent"), "{refused:?}");
-        let conflict = classify(Service::DynamoDb, 400, br#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","CancellationReasons":[{"Code":"TransactionConflict"}]}"#);
+        let conflict = classify(
+            Service::DynamoDb,
+            400,
+            br#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","CancellationReasons":[{"Code":"TransactionConflict"}]}"#,
+        );
         assert!(matches!(conflict, AwsError::Refused { .. }));
         let cond = classify(Service::DynamoDb, 400, br#"{"__type":"com.amazonaws.dynamodb.v20120810#ConditionalCheckFailedException","message":"The conditional request failed","Item":{"status":{"S":"sent"}}}"#);
         assert!(matches!(cond, AwsError::ConditionFailed { item: Some(_) }));

@@ -67,7 +67,9 @@ impl Config {
             _ => {}
         }
         let endpoint_url = s.get("AWS_ENDPOINT_URL");
-        for (name, url) in [("JWT_JWKS_URL", jwks_url.clone()), ("AWS_ENDPOINT_URL", endpoint_url.clone()), ("SQS_RATE_LIMITER_QUEUE_URL", Some(queue_url.clone()))] {
+        for (name, url) in
+            [("JWT_JWKS_URL", jwks_url.clone()), ("AWS_ENDPOINT_URL", endpoint_url.clone()), ("SQS_RATE_LIMITER_QUEUE_URL", Some(queue_url.clone()))]
+        {
             if url.as_deref().is_some_and(|u| !(u.is_empty() || u.starts_with("https://") || u.starts_with("http://"))) {
                 s.problem(name, "must be an http(s) URL");
             }

@@ -119,7 +119,14 @@ pub async fn claim<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_key
 
 /// Takes over a pending claim whose lease ran out, unless another request just did
 /// (the claim's token is compared). A lost answer shows our own token on the retry.
-async fn take_over<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_key: &str, old_token: &str, token: &str, lease_until: u64) -> Result<bool, AwsError> {
+async fn take_over<P: Platform>(
+    ctx: &Ctx<'_, P>,
+    account: &str,
+    idempotency_key: &str,
+    old_token: &str,
+    token: &str,
+    lease_until: u64,
+) -> Result<bool, AwsError> {
     let update = json!({
         "TableName": ctx.config().ledger_table,
         "Key": key(account, &sort_key(idempotency_key)),

@@ -7,9 +7,9 @@ use base64::Engine;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use shared::message::{AccountControl, Hold};
 use shared::campaign::{self, CampaignItem};
 use shared::ledger::{self, key, n, s, LedgerItem, MessageStatus, Summary, FAILED_INDEX, FAILED_KEY, PK, SK, SUMMARY_SK};
+use shared::message::{AccountControl, Hold};
 
 use crate::aws::AwsError;
 use crate::platform::Platform;
@@ -72,7 +72,12 @@ pub async fn get_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign
 
 /// A page of this account's campaigns, newest first (their ids are time-ordered), and
 /// where the next starts. The recipient lists are not read.
-pub async fn campaign_page<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, limit: u32, cursor: Option<&Cursor>) -> Result<(Vec<CampaignItem>, Option<Cursor>), AwsError> {
+pub async fn campaign_page<P: Platform>(
+    ctx: &Ctx<'_, P>,
+    creator: &str,
+    limit: u32,
+    cursor: Option<&Cursor>,
+) -> Result<(Vec<CampaignItem>, Option<Cursor>), AwsError> {
     let mut body = json!({
         "TableName": table(ctx),
         "KeyConditionExpression": "#pk = :c AND begins_with(#sk, :prefix)",
@@ -89,7 +94,8 @@ pub async fn campaign_page<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, limit: 
     let mut items: Vec<CampaignItem> = answer.get("Items").and_then(Value::as_array).into_iter().flatten().filter_map(CampaignItem::from_item).collect();
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
-    let next = more.then(|| items.last()).flatten().map(|last| Cursor { message_id: last.campaign.id.clone(), index_key: campaign::sort_key(&last.campaign.id) });
+    let next =
+        more.then(|| items.last()).flatten().map(|last| Cursor { message_id: last.campaign.id.clone(), index_key: campaign::sort_key(&last.campaign.id) });
     Ok((items, next))
 }
 
@@ -189,7 +195,12 @@ impl Cursor {
 /// A page of this account's failed messages, newest first, and where the next page
 /// starts: only when there is one (one item more than the page is read, so that a list
 /// whose length is a multiple of `limit` does not end with a cursor to an empty page).
-pub async fn failed_page<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, limit: u32, cursor: Option<&Cursor>) -> Result<(Vec<LedgerItem>, Option<Cursor>), AwsError> {
+pub async fn failed_page<P: Platform>(
+    ctx: &Ctx<'_, P>,
+    creator: &str,
+    limit: u32,
+    cursor: Option<&Cursor>,
+) -> Result<(Vec<LedgerItem>, Option<Cursor>), AwsError> {
     let mut body = json!({
         "TableName": table(ctx),
         "IndexName": FAILED_INDEX,
@@ -259,11 +270,8 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now:
             "ExpressionAttributeNames": {"#st": "status"},
             "ExpressionAttributeValues": {":queued": s("queued"), ":canceled": s("canceled"), ":now": s(now), ":gen": n(generation)},
         });
-        update["ConditionExpression"] = json!(if counted {
-            "#st = :queued AND countedGen = :gen"
-        } else {
-            "#st = :queued AND (attribute_not_exists(countedGen) OR countedGen < :gen)"
-        });
+        update["ConditionExpression"] =
+            json!(if counted { "#st = :queued AND countedGen = :gen" } else { "#st = :queued AND (attribute_not_exists(countedGen) OR countedGen < :gen)" });
         let mut writes = vec![json!({"Update": update})];
         if counted {
             writes.push(json!({"Update": {

@@ -43,7 +43,15 @@ impl Edge {
             config.jwt_account_claim.clone(),
             config.jwt_leeway_seconds,
         );
-        Ok(Self { config, aws, verifier, positions: Positions::default(), jwks: RefCell::new(None), jwks_attempt: Cell::new(None), jwks_fetching: Cell::new(false) })
+        Ok(Self {
+            config,
+            aws,
+            verifier,
+            positions: Positions::default(),
+            jwks: RefCell::new(None),
+            jwks_attempt: Cell::new(None),
+            jwks_fetching: Cell::new(false),
+        })
     }
 }
 

@@ -71,11 +71,8 @@ impl Signer {
         }
         canonical.push_str("\nx-amz-target:");
         canonical.push_str(target);
-        let signed_headers = if token.is_some() {
-            "content-type;host;x-amz-date;x-amz-security-token;x-amz-target"
-        } else {
-            "content-type;host;x-amz-date;x-amz-target"
-        };
+        let signed_headers =
+            if token.is_some() { "content-type;host;x-amz-date;x-amz-security-token;x-amz-target" } else { "content-type;host;x-amz-date;x-amz-target" };
         canonical.push_str("\n\n");
         canonical.push_str(signed_headers);
         canonical.push('\n');
@@ -160,7 +157,11 @@ mod tests {
     #[test]
     fn matches_the_reference_signer_with_and_without_session_token() {
         for token in [None, Some("FwoGZXIvYXdzEJr//////////session".to_owned())] {
-            let creds = Credentials { access_key_id: "AKIDEXAMPLE".into(), secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(), session_token: token.clone() };
+            let creds = Credentials {
+                access_key_id: "AKIDEXAMPLE".into(),
+                secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+                session_token: token.clone(),
+            };
             let signer = Signer::new(creds.clone(), "us-east-1", "sqs");
             for (now, body) in [(1_795_586_400_000u64, &b"{\"QueueUrl\":\"x\"}"[..]), (1_795_672_800_123, b"")] {
                 let headers = our(&signer, "127.0.0.1:4566", "AmazonSQS.SendMessage", body, now);

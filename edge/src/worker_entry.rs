@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use shared::error::FieldError;
-use wasm_bindgen::JsValue;
 use wasm_bindgen::JsCast;
+use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
 use worker::{console_error, event, web_sys, Context, Delay, Env, Result};
 

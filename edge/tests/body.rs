@@ -49,16 +49,18 @@ impl Platform for CountingPlatform {
 
 fn edge() -> Edge {
     let setting = |name: &str| {
-        Some(match name {
-            "SQS_RATE_LIMITER_QUEUE_URL" => "http://127.0.0.1:9/queue",
-            "AWS_REGION" => "us-east-1",
-            "AWS_ACCESS_KEY_ID" => "AKIDEXAMPLE",
-            "AWS_SECRET_ACCESS_KEY" => "secret",
-            "JWT_SECRET" => SECRET,
-            "RATE_LIMITER_ENABLED" => "true",
-            _ => return None,
-        }
-        .to_owned())
+        Some(
+            match name {
+                "SQS_RATE_LIMITER_QUEUE_URL" => "http://127.0.0.1:9/queue",
+                "AWS_REGION" => "us-east-1",
+                "AWS_ACCESS_KEY_ID" => "AKIDEXAMPLE",
+                "AWS_SECRET_ACCESS_KEY" => "secret",
+                "JWT_SECRET" => SECRET,
+                "RATE_LIMITER_ENABLED" => "true",
+                _ => return None,
+            }
+            .to_owned(),
+        )
     };
     Edge::new(Config::from_env(setting).expect("settings")).expect("edge")
 }

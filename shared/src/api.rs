@@ -128,14 +128,7 @@ pub struct FailedMessage {
 impl From<LedgerItem> for FailedMessage {
     fn from(item: LedgerItem) -> Self {
         let m = item.message;
-        FailedMessage {
-            id: m.id,
-            recipient_id: m.recipient_id,
-            content: m.content,
-            failed_at: item.failed_at,
-            error: item.last_error,
-            attempts: item.attempts,
-        }
+        FailedMessage { id: m.id, recipient_id: m.recipient_id, content: m.content, failed_at: item.failed_at, error: item.last_error, attempts: item.attempts }
     }
 }
 

@@ -142,7 +142,17 @@ pub struct CampaignItem {
 
 impl CampaignItem {
     pub fn new(campaign: Campaign, expires_at: u64) -> Self {
-        CampaignItem { total: campaign.recipients.len() as u64, campaign, sent: 0, failed: 0, canceled: 0, fanned: 0, scheduled: false, canceled_at: None, expires_at }
+        CampaignItem {
+            total: campaign.recipients.len() as u64,
+            campaign,
+            sent: 0,
+            failed: 0,
+            canceled: 0,
+            fanned: 0,
+            scheduled: false,
+            canceled_at: None,
+            expires_at,
+        }
     }
 
     /// Messages not yet sent, failed or canceled.

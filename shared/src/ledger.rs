@@ -229,7 +229,9 @@ impl Serialize for LedgerItem {
         if !m.metadata.is_empty() {
             item.serialize_entry("metadata", &Str(&serde_json::to_string(&m.metadata).expect("a JSON map serializes")))?;
         }
-        for (name, v) in [("campaignId", &m.campaign_id), ("sendAt", &m.send_at), ("sentAt", &self.sent_at), ("failedAt", &self.failed_at), ("lastError", &self.last_error)] {
+        for (name, v) in
+            [("campaignId", &m.campaign_id), ("sendAt", &m.send_at), ("sentAt", &self.sent_at), ("failedAt", &self.failed_at), ("lastError", &self.last_error)]
+        {
             if let Some(v) = v {
                 item.serialize_entry(name, &Str(v))?;
             }

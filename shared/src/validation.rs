@@ -160,9 +160,7 @@ fn is_https_url(s: &str) -> bool {
         }
         _ => host,
     };
-    s.len() <= MAX_MEDIA_URL_BYTES
-        && !host.is_empty()
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+    s.len() <= MAX_MEDIA_URL_BYTES && !host.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn metadata(m: Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<Map<String, Value>> {
@@ -267,7 +265,10 @@ mod tests {
         assert_eq!(ok(json!({"recipientId": "a", "content": "x", "mediaUrls": urls(20)})).media_urls.len(), 20);
         assert_eq!(fields(json!({"recipientId": "a", "content": "x", "mediaUrls": urls(21)})), ["mediaUrls"]);
         let bad = json!(["http://cdn.example.com/a.jpg", "https://", "https://a b.com/x", 5, "https://ok.example.com:8443/p?q=1", "https://x.com:abc/"]);
-        assert_eq!(fields(json!({"recipientId": "a", "content": "x", "mediaUrls": bad})), ["mediaUrls[0]", "mediaUrls[1]", "mediaUrls[2]", "mediaUrls[3]", "mediaUrls[5]"]);
+        assert_eq!(
+            fields(json!({"recipientId": "a", "content": "x", "mediaUrls": bad})),
+            ["mediaUrls[0]", "mediaUrls[1]", "mediaUrls[2]", "mediaUrls[3]", "mediaUrls[5]"]
+        );
         let long = format!("https://cdn.example.com/{}", "a".repeat(2048));
         assert_eq!(fields(json!({"recipientId": "a", "content": "x", "mediaUrls": [long]})), ["mediaUrls[0]"]);
     }

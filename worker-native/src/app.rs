@@ -106,7 +106,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let ledger_for_dispatch = config.ledger_enabled.then(|| ledger.clone());
     let dispatch_done = match &config.gateway_url {
-        Some(url) => spawn_dispatch(HttpGateway::new(url.clone(), config.gateway_token.clone(), config.gateway_timeout)?, &schedule, ledger_for_dispatch.clone(), &metrics, dispatch_config, &wake, &stop),
+        Some(url) => spawn_dispatch(
+            HttpGateway::new(url.clone(), config.gateway_token.clone(), config.gateway_timeout)?,
+            &schedule,
+            ledger_for_dispatch.clone(),
+            &metrics,
+            dispatch_config,
+            &wake,
+            &stop,
+        ),
         None => {
             tracing::warn!("GATEWAY_URL not set: dry run, messages are logged and marked sent, not delivered");
             spawn_dispatch(DryRunGateway, &schedule, ledger_for_dispatch.clone(), &metrics, dispatch_config, &wake, &stop)
@@ -220,7 +228,13 @@ impl MetricsFlush {
         let count = |url: String| {
             let sqs = self.sqs.clone();
             async move {
-                let r = sqs.get_queue_attributes().queue_url(url).attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages).send().await.ok()?;
+                let r = sqs
+                    .get_queue_attributes()
+                    .queue_url(url)
+                    .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                    .send()
+                    .await
+                    .ok()?;
                 r.attributes()?.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)?.parse().ok()
             }
         };

@@ -128,7 +128,13 @@ struct DispatchState<G> {
 /// One take's messages: claimed, then each sent at its slot (they wait concurrently),
 /// its outcome handed to the completer. Runs beside the dispatch loop, so that the
 /// loop goes on taking while a claim is under way.
-async fn send_batch<G: Gateway>(shared: Arc<DispatchState<G>>, taken: Vec<(Taken, OwnedSemaphorePermit)>, redis_now: u64, taken_at: Instant, tx: mpsc::Sender<Delivered>) {
+async fn send_batch<G: Gateway>(
+    shared: Arc<DispatchState<G>>,
+    taken: Vec<(Taken, OwnedSemaphorePermit)>,
+    redis_now: u64,
+    taken_at: Instant,
+    tx: mpsc::Sender<Delivered>,
+) {
     let (taken, mut permits): (Vec<Taken>, Vec<OwnedSemaphorePermit>) = taken.into_iter().unzip();
     let Some(sendable) = claim(shared.ledger.as_ref(), &shared.schedule, taken, redis_now, taken_at).await else {
         shared.hold_until_ms.store(now_ms() + 500, Ordering::Relaxed);
@@ -186,7 +192,8 @@ impl<G: Gateway> Dispatcher<G> {
         let (tx, rx) = mpsc::channel::<Delivered>(self.config.max_in_flight);
         // Every message taken and not yet completed in Redis, and when it was taken.
         let in_flight: Held = Arc::default();
-        let completer = tokio::spawn(complete_loop(self.schedule.clone(), self.ledger.clone(), self.metrics.clone(), self.config.clone(), rx, in_flight.clone()));
+        let completer =
+            tokio::spawn(complete_loop(self.schedule.clone(), self.ledger.clone(), self.metrics.clone(), self.config.clone(), rx, in_flight.clone()));
         let (renew_stop, renew_stopped) = watch::channel(false);
         let renewer = tokio::spawn(renew_leases(self.schedule.clone(), in_flight.clone(), self.config.lease, renew_stopped));
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight));
@@ -251,7 +258,11 @@ impl<G: Gateway> Dispatcher<G> {
             if let Some(theirs) = result.other_shards {
                 // Workers with another SCHEDULE_SHARDS made this shard: they split accounts
                 // otherwise, and both would send for one account. Send nothing.
-                tracing::error!(theirs, ours = self.schedule.shard_count(), "the schedule in Redis was made with another SCHEDULE_SHARDS: sending nothing; set the same on every worker");
+                tracing::error!(
+                    theirs,
+                    ours = self.schedule.shard_count(),
+                    "the schedule in Redis was made with another SCHEDULE_SHARDS: sending nothing; set the same on every worker"
+                );
                 sleep_or_shutdown(Duration::from_secs(5), &mut shutdown).await;
                 continue;
             }
@@ -259,9 +270,17 @@ impl<G: Gateway> Dispatcher<G> {
                 let (state, wake) = (shared.clone(), self.wake.clone());
                 tokio::spawn(async move {
                     match crate::recover::recover(&state.schedule, state.ledger.as_ref()).await {
-                        Ok(Some(r)) => tracing::warn!(messages = r.messages, added = r.added, pages = r.pages, ms = r.millis, "Redis had lost the schedule: rebuilt from the ledger"),
+                        Ok(Some(r)) => tracing::warn!(
+                            messages = r.messages,
+                            added = r.added,
+                            pages = r.pages,
+                            ms = r.millis,
+                            "Redis had lost the schedule: rebuilt from the ledger"
+                        ),
                         Ok(None) => {}
-                        Err(e) => tracing::error!(error = %format!("{e:#}"), "the schedule was lost and could not be rebuilt yet; tried again at the next take"),
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "the schedule was lost and could not be rebuilt yet; tried again at the next take")
+                        }
                     }
                     state.recovering.store(false, Ordering::Relaxed);
                     state.schedule.woken("*"); // the schedule is complete again: take at once
@@ -384,7 +403,14 @@ where
 }
 
 /// Turns deliveries into ledger records and schedule completions, in batches.
-async fn complete_loop(schedule: Schedule, ledger: Option<Ledger>, metrics: Arc<Metrics>, config: DispatchConfig, mut rx: mpsc::Receiver<Delivered>, held: Held) {
+async fn complete_loop(
+    schedule: Schedule,
+    ledger: Option<Ledger>,
+    metrics: Arc<Metrics>,
+    config: DispatchConfig,
+    mut rx: mpsc::Receiver<Delivered>,
+    held: Held,
+) {
     let mut batch = Vec::with_capacity(512);
     while rx.recv_many(&mut batch, 512).await > 0 {
         let mut completions = Vec::with_capacity(batch.len());

@@ -21,9 +21,15 @@ use shared::message::QueueMessage;
 pub enum Delivery {
     Sent,
     /// A passing failure; `retry_after` when the gateway said when (429).
-    Retry { reason: String, rate_limited: bool, retry_after: Option<Duration> },
+    Retry {
+        reason: String,
+        rate_limited: bool,
+        retry_after: Option<Duration>,
+    },
     /// Will not succeed by trying again.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 pub trait Gateway: Send + Sync + 'static {
@@ -157,7 +163,10 @@ mod tests {
     #[test]
     fn url_template_encodes_ids() {
         let g = HttpGateway::new("http://gw/accounts/{accountId}/messages/{recipientId}".into(), None, Duration::from_secs(1)).unwrap();
-        let m: QueueMessage = serde_json::from_value(json!({"id": "x", "creatorId": "a b", "recipientId": "fan/1", "content": "c", "priority": 5, "acceptedAt": "2026-11-25T00:00:00Z"})).unwrap();
+        let m: QueueMessage = serde_json::from_value(
+            json!({"id": "x", "creatorId": "a b", "recipientId": "fan/1", "content": "c", "priority": 5, "acceptedAt": "2026-11-25T00:00:00Z"}),
+        )
+        .unwrap();
         assert_eq!(g.url(&m), "http://gw/accounts/a%20b/messages/fan%2F1");
     }
 }

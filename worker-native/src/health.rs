@@ -57,7 +57,11 @@ async fn ready(State(p): State<Probes>) -> (StatusCode, Json<Value>) {
 /// Serves the probes on all interfaces (ECS checks come from outside the container)
 /// until `shutdown`.
 pub async fn serve(port: u16, probes: Probes, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let app = Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) })).route("/readyz", get(ready)).route("/stats", get(stats)).with_state(probes);
+    let app = Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(ready))
+        .route("/stats", get(stats))
+        .with_state(probes);
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await.map_err(|e| anyhow::anyhow!("HEALTH_PORT {port}: {e}"))?;
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

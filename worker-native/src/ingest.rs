@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry};
 use anyhow::Context;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use shared::campaign::CampaignRef;
 use shared::message::{Incoming, QueueMessage};
@@ -79,7 +79,9 @@ pub fn parse(body: &str) -> Result<Incoming, String> {
     let m = match Incoming::parse(body).map_err(|e| format!("not a queue message: {e}"))? {
         Incoming::Message(m) => m,
         Incoming::Control(c) if c.creator_id.is_empty() => return Err("a control names no creatorId".into()),
-        Incoming::Campaign(c) if c.creator_id.is_empty() || !shared::id::is_message_id(&c.campaign) => return Err("a campaign names no creatorId or no campaign id".into()),
+        Incoming::Campaign(c) if c.creator_id.is_empty() || !shared::id::is_message_id(&c.campaign) => {
+            return Err("a campaign names no creatorId or no campaign id".into())
+        }
         other => return Ok(other),
     };
     if !shared::id::is_message_id(&m.id) {

@@ -22,10 +22,17 @@ use shared::message::QueueMessage;
 /// A finished attempt to record.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Sent { at: String },
+    Sent {
+        at: String,
+    },
     /// Will be tried again; `attempts` so far.
-    Retrying { error: String },
-    Failed { at: String, error: String },
+    Retrying {
+        error: String,
+    },
+    Failed {
+        at: String,
+        error: String,
+    },
 }
 
 /// One message's outcome.
@@ -217,7 +224,11 @@ impl Ledger {
     /// A page of the waiting index's `shard`: the messages waiting there (queued,
     /// scheduled, being sent or between attempts) with the attempts they have made, and
     /// where the next page starts.
-    pub async fn waiting_page(&self, shard: &str, start: Option<HashMap<String, AttributeValue>>) -> anyhow::Result<(Vec<(QueueMessage, u32)>, Option<HashMap<String, AttributeValue>>)> {
+    pub async fn waiting_page(
+        &self,
+        shard: &str,
+        start: Option<HashMap<String, AttributeValue>>,
+    ) -> anyhow::Result<(Vec<(QueueMessage, u32)>, Option<HashMap<String, AttributeValue>>)> {
         self.count(1);
         let answer = self
             .client
@@ -238,7 +249,14 @@ impl Ledger {
     pub async fn campaign_scheduled(&self, c: &CampaignItem) -> anyhow::Result<()> {
         self.count(1);
         let key = item_map(&campaign::item_key(&c.campaign.creator_id, &c.campaign.id));
-        self.client.update_item().table_name(&self.table).set_key(Some(key)).update_expression("SET scheduled = :t").expression_attribute_values(":t", AttributeValue::Bool(true)).send().await?;
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET scheduled = :t")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .send()
+            .await?;
         Ok(())
     }
 
@@ -370,9 +388,10 @@ impl Ledger {
                 Delta { queued: -1, sent: 1, last_sent_ms: shared::time::parse_rfc3339_ms(at), ..Delta::default() },
             ),
             // Back to `queued` between attempts: it may be canceled until the next claim.
-            Outcome::Retrying { error } => {
-                (base.update_expression("SET attempts = :attempts, lastError = :err, #st = :queued").expression_attribute_values(":err", s(error)), Delta::default())
-            }
+            Outcome::Retrying { error } => (
+                base.update_expression("SET attempts = :attempts, lastError = :err, #st = :queued").expression_attribute_values(":err", s(error)),
+                Delta::default(),
+            ),
             Outcome::Failed { at, error } => (
                 base.update_expression("SET #st = :failed, failedAt = :at, lastError = :err, attempts = :attempts, failedKey = :fk REMOVE waitShard")
                     .expression_attribute_values(":failed", s("failed"))
@@ -440,7 +459,11 @@ impl Ledger {
                             tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(10..50) * u64::from(conflicts))).await;
                         }
                         // A refused campaign guard: that campaign was canceled.
-                        let canceled: Vec<String> = refused.iter().filter(|&&i| i >= counters_at && i - counters_at < counted.len()).map(|&i| counted[i - counters_at].to_owned()).collect();
+                        let canceled: Vec<String> = refused
+                            .iter()
+                            .filter(|&&i| i >= counters_at && i - counters_at < counted.len())
+                            .map(|&i| counted[i - counters_at].to_owned())
+                            .collect();
                         let mut i = 0;
                         live.retain(|(_, c)| {
                             let keep = !refused.contains(&i) && !c.campaign.as_ref().is_some_and(|id| canceled.contains(id));
@@ -464,7 +487,8 @@ impl Ledger {
             if !guard {
                 return Ok(None);
             }
-            let check = ConditionCheck::builder().table_name(&self.table).set_key(Some(key)).condition_expression("attribute_not_exists(canceledAt)").build()?;
+            let check =
+                ConditionCheck::builder().table_name(&self.table).set_key(Some(key)).condition_expression("attribute_not_exists(canceledAt)").build()?;
             return Ok(Some(TransactWriteItem::builder().condition_check(check).build()));
         }
         let mut u = Update::builder().table_name(&self.table).set_key(Some(key));

@@ -80,14 +80,21 @@ pub async fn recover(schedule: &Schedule, ledger: Option<&Ledger>) -> anyhow::Re
 
 /// Reads one shard of the ledger's waiting index and puts back what belongs to the
 /// schedule shards this worker rebuilds (`mine`); the others kept theirs.
-async fn recover_index_shard<F: std::future::Future<Output = anyhow::Result<()>>>(schedule: &Schedule, ledger: &Ledger, shard: &str, mine: &[bool], renew: &impl Fn() -> F) -> anyhow::Result<Recovered> {
+async fn recover_index_shard<F: std::future::Future<Output = anyhow::Result<()>>>(
+    schedule: &Schedule,
+    ledger: &Ledger,
+    shard: &str,
+    mine: &[bool],
+    renew: &impl Fn() -> F,
+) -> anyhow::Result<Recovered> {
     let mut done = Recovered::default();
     let mut start = None;
     loop {
         let (messages, next) = ledger.waiting_page(shard, start).await?;
         done.pages += 1;
         done.messages += messages.len() as u64;
-        let payloads: Vec<Payload> = messages.into_iter().filter(|(m, _)| mine[schedule.shard_of(&m.creator_id)]).map(|(message, attempts)| Payload { message, attempts }).collect();
+        let payloads: Vec<Payload> =
+            messages.into_iter().filter(|(m, _)| mine[schedule.shard_of(&m.creator_id)]).map(|(message, attempts)| Payload { message, attempts }).collect();
         for chunk in payloads.chunks(100) {
             done.added += schedule.enqueue_payloads(chunk).await?.added;
         }

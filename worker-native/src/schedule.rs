@@ -117,7 +117,16 @@ impl Taken {
     /// A message as `take` would lease it now (for tests of what happens after a take).
     pub fn leased(payload: Payload) -> Self {
         let m = &payload.message;
-        Self { account: m.creator_id.clone(), shard: 0, id: m.id.clone(), qscore: queue_score(m).to_string(), payload, slot_ms: 0, deadline_ms: u64::MAX, taken_ms: 0 }
+        Self {
+            account: m.creator_id.clone(),
+            shard: 0,
+            id: m.id.clone(),
+            qscore: queue_score(m).to_string(),
+            payload,
+            slot_ms: 0,
+            deadline_ms: u64::MAX,
+            taken_ms: 0,
+        }
     }
 }
 
@@ -561,7 +570,16 @@ impl Schedule {
                 }
             };
             let time = |s: &str| s.parse::<u64>().unwrap_or(now_ms);
-            taken.push(Taken { account: chunk[0].clone(), shard: k, id: chunk[1].clone(), qscore: chunk[2].clone(), payload, slot_ms: time(&chunk[5]), deadline_ms: time(&chunk[6]), taken_ms: now_ms });
+            taken.push(Taken {
+                account: chunk[0].clone(),
+                shard: k,
+                id: chunk[1].clone(),
+                qscore: chunk[2].clone(),
+                payload,
+                slot_ms: time(&chunk[5]),
+                deadline_ms: time(&chunk[6]),
+                taken_ms: now_ms,
+            });
         }
         // When this shard is next due, on this process's clock; then the earliest of all.
         let due_in = |due: i64| if due < 0 { IDLE_POLL_MS } else { (due as u64).saturating_sub(now_ms) };
@@ -585,7 +603,12 @@ impl Schedule {
             let missing = misses >= REPLICA_MISSES;
             if missing != self.unreplicated.swap(missing, Ordering::Relaxed) {
                 if missing {
-                    tracing::warn!(acked, wanted = self.wait_replicas, shard = k, "takes not replicated in time: going on without (a failover now may forget the last sends)");
+                    tracing::warn!(
+                        acked,
+                        wanted = self.wait_replicas,
+                        shard = k,
+                        "takes not replicated in time: going on without (a failover now may forget the last sends)"
+                    );
                 } else {
                     tracing::info!("takes replicated again");
                 }
@@ -671,7 +694,12 @@ impl Schedule {
     pub async fn set_account_limit(&self, account: &str, rate: RateLimit, burst: u32) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
         let k = self.shard_of(account);
-        redis::cmd("HSET").arg(format!("{}limits", self.shards[k].prefix)).arg(account).arg(format!("{} {} {}", rate.max, rate.window_ms, burst.max(1))).query_async(&mut conn).await
+        redis::cmd("HSET")
+            .arg(format!("{}limits", self.shards[k].prefix))
+            .arg(account)
+            .arg(format!("{} {} {}", rate.max, rate.window_ms, burst.max(1)))
+            .query_async(&mut conn)
+            .await
     }
 
     /// Messages waiting (queued or delayed, not leased) over all accounts: the

@@ -222,7 +222,11 @@ async fn an_old_generations_completion_leaves_the_retried_message_alone() {
     s.complete(&[Completion::Done(first)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await; // the account's next slot, a millisecond on
     let again = take(&s, 10, 30_000, 0, 0).await.unwrap().taken;
-    assert_eq!(again.iter().map(|t| (t.id.as_str(), t.payload.message.generation)).collect::<Vec<_>>(), [(m.id.as_str(), 1)], "generation 1 is still scheduled");
+    assert_eq!(
+        again.iter().map(|t| (t.id.as_str(), t.payload.message.generation)).collect::<Vec<_>>(),
+        [(m.id.as_str(), 1)],
+        "generation 1 is still scheduled"
+    );
     // A late retry of generation 0 does not touch its successor either.
     let mut m2 = message("b", 0, 5);
     s.enqueue(std::slice::from_ref(&m2)).await.unwrap();
@@ -322,7 +326,6 @@ fn campaign(account: &str, recipients: usize) -> shared::campaign::Campaign {
     }
 }
 
-
 /// A campaign is stored once: its waiting recipients cost a list entry each (at most
 /// 200 bytes, measured with INFO memory), are taken in order as whole messages, and
 /// with its last message done every key it made is gone.
@@ -355,7 +358,8 @@ async fn a_campaign_is_stored_once_taken_in_order_and_leaves_nothing() {
     }
     assert_eq!(taken[999].payload.message, c.message(999), "the whole message, built from the campaign");
     // What stays: the account's limit state, and this process's last take (10 s).
-    let left: Vec<String> = redis.keys().into_iter().filter(|k| !before_keys.contains(k) && !k.starts_with("t:st:") && k != "t:ready" && !k.starts_with("t:took:")).collect();
+    let left: Vec<String> =
+        redis.keys().into_iter().filter(|k| !before_keys.contains(k) && !k.starts_with("t:st:") && k != "t:ready" && !k.starts_with("t:took:")).collect();
     assert!(left.is_empty(), "keys left by a finished campaign: {left:?}");
 }
 

@@ -62,10 +62,8 @@ impl RedisServer {
             if matches!(child.try_wait(), Ok(Some(_))) {
                 return false;
             }
-            let info: Option<String> = redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("INFO").arg("server").query(&mut c))
-                .ok();
+            let info: Option<String> =
+                redis::Client::open(url.as_str()).and_then(|c| c.get_connection()).and_then(|mut c| redis::cmd("INFO").arg("server").query(&mut c)).ok();
             if let Some(info) = info {
                 return info.lines().any(|l| l.trim() == format!("process_id:{pid}"));
             }

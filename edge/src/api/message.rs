@@ -30,9 +30,8 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> R
     let id = message_id(id)?;
     match ledger::cancel(ctx, account, id, &now_rfc3339(ctx)).await {
         Ok(item) => Ok(ApiResponse::json(200, &RetryAccepted { success: true, message_id: item.message.id, status: item.status })),
-        Err(CancelRefused::NotQueued(status)) => {
-            Err(ApiError::new(ErrorCode::NotCancelable).with_message(format!("Only a queued or scheduled message can be canceled; this one is {}", status.as_str())))
-        }
+        Err(CancelRefused::NotQueued(status)) => Err(ApiError::new(ErrorCode::NotCancelable)
+            .with_message(format!("Only a queued or scheduled message can be canceled; this one is {}", status.as_str()))),
         Err(CancelRefused::Aws(e)) => Err(e.into()),
         Err(_) => Err(ApiError::new(ErrorCode::NotFound)),
     }

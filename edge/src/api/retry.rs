@@ -9,8 +9,8 @@ use crate::error::ApiError;
 use crate::http::ApiResponse;
 use crate::ledger::{self, RetryRefused};
 use crate::platform::Platform;
-use crate::services::Ctx;
 use crate::queue;
+use crate::services::Ctx;
 
 pub async fn retry<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Result<ApiResponse, ApiError> {
     require_enabled(ctx)?;

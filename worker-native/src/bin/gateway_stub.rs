@@ -87,7 +87,9 @@ async fn deliver(State(stub): State<Shared>, headers: HeaderMap, Json(body): Jso
         if status.is_success() {
             s.deliveries.push(record);
         } else {
-            s.refused.push(json!({"messageId": record["messageId"], "recipientId": record["recipientId"], "status": status.as_u16(), "receivedAt": record["receivedAt"]}));
+            s.refused.push(
+                json!({"messageId": record["messageId"], "recipientId": record["recipientId"], "status": status.as_u16(), "receivedAt": record["receivedAt"]}),
+            );
         }
         (status, h, std::time::Duration::from_millis(delay_ms))
     };
@@ -113,7 +115,13 @@ async fn main() -> anyhow::Result<()> {
     let stub: Shared = Arc::default();
     let app = Router::new()
         .route("/deliveries", get(|State(s): State<Shared>| async move { Json(Value::Array(s.lock().expect("stub lock").deliveries.clone())) }))
-        .route("/deliveries", delete(|State(s): State<Shared>| async move { s.lock().expect("stub lock").deliveries.clear(); StatusCode::NO_CONTENT }))
+        .route(
+            "/deliveries",
+            delete(|State(s): State<Shared>| async move {
+                s.lock().expect("stub lock").deliveries.clear();
+                StatusCode::NO_CONTENT
+            }),
+        )
         .route("/refused", get(|State(s): State<Shared>| async move { Json(Value::Array(s.lock().expect("stub lock").refused.clone())) }))
         .route(
             "/_control/failures",
@@ -121,7 +129,10 @@ async fn main() -> anyhow::Result<()> {
                 s.lock().expect("stub lock").rules.push(rule);
                 StatusCode::NO_CONTENT
             })
-            .delete(|State(s): State<Shared>| async move { s.lock().expect("stub lock").rules.clear(); StatusCode::NO_CONTENT }),
+            .delete(|State(s): State<Shared>| async move {
+                s.lock().expect("stub lock").rules.clear();
+                StatusCode::NO_CONTENT
+            }),
         )
         .fallback(post(deliver))
         .with_state(stub);
