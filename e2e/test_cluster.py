@@ -11,10 +11,8 @@ import uuid
 
 import pytest
 
-from conftest import LOGS
-from conftest import wait_for as wait_until
+from harness import LOGS, MAX, System, WINDOW_MS, fans, figure, max_in_window, ms, rebuilds, stop_all, wait_for as wait_until, wait_statuses
 from devstack.cluster import Cluster
-from test_worker import MAX, WINDOW_MS, System, fans, figure, max_in_window, ms, rebuilds, stop_all, wait_statuses
 
 SHARDS = 8
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import BASE, JWT_SECRET, LOGS, account, edge_settings, start_edge, token
+from harness import BASE, JWT_SECRET, LOGS, account, edge_settings, start_edge, token
 from devstack import stack
 
 SPEC = Path(stack.ROOT) / "edge" / "openapi.json"

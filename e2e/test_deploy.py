@@ -20,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import LOGS, Edge, token, wait_for
+from harness import Edge, LOGS, token, wait_for
 from devstack import provision as prov
 from devstack import stack
 

@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import BASE, JWT_SECRET, ORIGIN, account, edge_settings, start_edge, token, wait_for
+from harness import BASE, ORIGIN, account, edge_settings, start_edge, token, wait_for
 from devstack.faultproxy import FaultProxy
 
 

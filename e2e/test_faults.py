@@ -17,11 +17,9 @@ import uuid
 import pytest
 import requests
 
-from conftest import LOGS, account, edge_settings, start_edge, token
-from conftest import wait_for as wait_until
+from harness import LOGS, MAX, System, WINDOW_MS, account, edge_settings, fans, figure, max_in_window, ms, start_edge, stop_all, summary, token, wait_for as wait_until, wait_statuses
 from devstack import stack
 from devstack.faultproxy import FaultProxy
-from test_worker import MAX, WINDOW_MS, System, fans, figure, max_in_window, ms, stop_all, summary, wait_statuses
 
 # What an answer of the edge must never carry, whatever AWS answered.
 AWS_WORDS = ("amazonaws", "InternalFailure", "Throttling", "Rate exceeded", "injected", "__type", "x-amz")

@@ -3,7 +3,7 @@ session tokens, and the gateway token handed to any edge or worker (recorded by
 `devstack.stack` as they are handed over). Runs after every other test (conftest.py).
 Configuration files (`.vars`, the record itself) hold them by design and are skipped."""
 
-from conftest import JWT_SECRET, LOGS
+from harness import JWT_SECRET, LOGS
 
 # The emulator's root key ("test") is not a secret, and short values would match by chance.
 MIN_SECRET_CHARS = 8

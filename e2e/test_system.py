@@ -9,10 +9,9 @@ from datetime import datetime
 import pytest
 import requests
 
-from conftest import LOGS
+from harness import LOGS, figure, max_in_window
 from devstack.mint_jwt import mint
 from devstack.system import LocalSystem, Ports
-from test_worker import figure, max_in_window
 
 WINDOW_MS, MAX = 2000, 10
 SPACING_MS = WINDOW_MS / MAX

@@ -8,7 +8,6 @@ seconds. Measured figures are appended to target/e2e-logs/figures.jsonl."""
 import email.utils
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -16,203 +15,20 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
-import requests
 
-from conftest import LOGS, Emulator, edge_settings, start_edge, token
-from conftest import wait_for as wait_until
-from devstack import provision as prov
+from harness import (
+    CLAIM_LEAD_MS, LOGS, MAX, SPACING_MS, WINDOW_MS, System, edge_settings, fans, figure, max_in_window, ms, rebuilds, span_bound, start_edge,
+    stop_all, summary, token, wait_statuses,
+)
+from harness import wait_for as wait_until
 from devstack import stack
 from devstack.faultproxy import FaultProxy
-
-WINDOW_MS = 2000
-MAX = 10
-MARGIN_MS = 100  # against delivery jitter on a loaded 2-core machine (5% of the compressed window)
-SPACING_MS = WINDOW_MS / MAX  # the margin is added once per MAX sends, not to each spacing
-CLAIM_LEAD_MS = 200  # the worker's default: a message is taken this long before its slot
-
-
-def figure(name, **values):
-    LOGS.mkdir(parents=True, exist_ok=True)
-    with open(LOGS / "figures.jsonl", "a") as f:
-        f.write(json.dumps({"test": name, **values}) + "\n")
-
-
-def ms(ts):
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000
-
-
-def max_in_window(times, window):
-    times = sorted(times)
-    best, j = 0, 0
-    for i in range(len(times)):
-        while times[i] - times[j] >= window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
-
-def span_bound(n, window_ms=WINDOW_MS):
-    """The longest an account's n sends may take against the ideal (n - 1) spacings:
-    the margins the limit adds (one per MAX sends), plus 1%."""
-    ideal = (n - 1) * window_ms / MAX
-    return (ideal + (n - 1) // MAX * MARGIN_MS) / ideal + 0.01
-
-
-def fans(tag, n):
-    return [f"{tag}-fan-{i}" for i in range(n)]
-
-
-class System:
-    def __init__(self):
-        self.parts = []
-        LOGS.mkdir(parents=True, exist_ok=True)
-        self.aws_port = stack.free_port()
-        self.parts.append(stack.start_ministack(self.aws_port, LOGS / "worker-ministack.log"))
-        self.aws = prov.provision(f"http://127.0.0.1:{self.aws_port}", prefix="wk")
-        self.redis_port = stack.free_port()
-        self.redis_dir = LOGS / "redis-data"
-        self.redis = stack.start_redis(self.redis_port, LOGS / "redis.log", self.redis_dir)
-        self.gw_port = stack.free_port()
-        self.parts.append(stack.start_gateway_stub(self.gw_port, LOGS / "gateway-stub.log"))
-        self.gw = f"http://127.0.0.1:{self.gw_port}"
-        self.sqs = prov.client("sqs", self.aws.endpoint)
-        self.emulator = Emulator(self.aws)
-        self.cloudwatch = prov.client("cloudwatch", self.aws.endpoint)
-        self._edge = None
-
-    def edge(self):
-        """The edge the tests send through (started on first use; no API-call limit)."""
-        if self._edge is None:
-            part, self._edge = start_edge("edge-worker", edge_settings(self.aws, API_CALL_LIMITS="false"))
-            self.parts.append(part)
-        return self._edge
-
-    def send(self, account, recipients, priority=5, content="hello", edge=None):
-        """Queues one message per recipient through the edge (one request); their ids."""
-        body = {"content": content, "priority": priority}
-        body.update({"recipientIds": recipients} if len(recipients) > 1 else {"recipientId": recipients[0]})
-        r = (edge or self.edge()).call("POST", "/send", token(account), body)
-        assert r.status_code == 202, r.text
-        a = r.json()
-        return [m["messageId"] for m in a["messages"]] if "messages" in a else [a["messageId"]]
-
-    def capture(self, ids):
-        """Takes the edge's queue messages for `ids` off the queue (no worker may be
-        running), to hand them to the worker again as SQS would: [(body, attributes)]."""
-        wanted, got = set(ids), {}
-        deadline = time.monotonic() + 20
-        while wanted - set(got):
-            assert time.monotonic() < deadline, f"{len(wanted - set(got))} queue messages not found"
-            r = self.sqs.receive_message(QueueUrl=self.aws.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=1)
-            for m in r.get("Messages", []):
-                mid = json.loads(m["Body"])["id"]
-                if mid in wanted:
-                    got[mid] = (m["Body"], {k: {"DataType": v["DataType"], "StringValue": v["StringValue"]} for k, v in m.get("MessageAttributes", {}).items()})
-                    self.sqs.delete_message(QueueUrl=self.aws.queue_url, ReceiptHandle=m["ReceiptHandle"])
-                else:
-                    self.sqs.change_message_visibility(QueueUrl=self.aws.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0)
-        return [got[i] for i in ids]
-
-    def requeue(self, captured):
-        """Puts captured messages back in one SendMessageBatch (so they arrive together)."""
-        entries = [{"Id": str(i), "MessageBody": body, "MessageAttributes": attrs} for i, (body, attrs) in enumerate(captured)]
-        r = self.sqs.send_message_batch(QueueUrl=self.aws.queue_url, Entries=entries)
-        assert not r.get("Failed"), r
-
-    def queue_empty(self):
-        a = self.sqs.get_queue_attributes(QueueUrl=self.aws.queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
-        return int(a["ApproximateNumberOfMessages"]) + int(a["ApproximateNumberOfMessagesNotVisible"]) == 0
-
-    def restart_redis(self, down_for):
-        """Stops Redis for `down_for` seconds; returns (stopped, started) in epoch ms."""
-        self.redis.stop()
-        stopped = time.time() * 1000
-        time.sleep(down_for)
-        started = time.time() * 1000
-        self.redis = stack.start_redis(self.redis_port, LOGS / "redis.log", self.redis_dir)
-        return stopped, started
-
-    def redis_count(self, *args):
-        out = subprocess.run(["redis-cli", "-p", str(self.redis_port), *args], capture_output=True, text=True, check=True).stdout.strip()
-        return int(out or 0)
-
-    def worker_env(self, prefix, **extra):
-        return {
-            **stack.worker_settings(self.aws.worker_env(), self.redis_port, self.gw, prefix),
-            "GATEWAY_TIMEOUT": "2s",
-            "RATE_LIMIT_MAX": str(MAX),
-            "RATE_LIMIT_WINDOW": f"{WINDOW_MS}ms",
-            "RATE_LIMIT_MARGIN": f"{MARGIN_MS}ms",
-            "RETRY_BASE_DELAY": "100ms",
-            "RETRY_MAX_DELAY": "400ms",
-            "LEASE_TIMEOUT": "3s",
-            "METRICS_INTERVAL": "1s",
-            "ENVIRONMENT": prefix,
-            "SHUTDOWN_GRACE": "5s",
-            "SQS_WAIT_SECONDS": "2",
-            **extra,
-        }
-
-    def start_workers(self, prefix, n=1, **extra):
-        return [stack.start_worker(self.worker_env(prefix, **extra), LOGS / f"worker-{prefix}-{i}.log", stack.free_port()) for i in range(n)]
-
-    def deliveries(self, accounts=None):
-        d = requests.get(self.gw + "/deliveries", timeout=10).json()
-        return [x for x in d if accounts is None or x["accountId"] in accounts]
-
-    def refused(self, pattern):
-        return [x for x in requests.get(self.gw + "/refused", timeout=10).json() if pattern in x["recipientId"]]
-
-    def wait_delivered(self, ids, timeout):
-        ids = set(ids)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = {d["messageId"] for d in self.deliveries()}
-            if ids <= got:
-                return
-            time.sleep(0.2)
-        missing = ids - {d["messageId"] for d in self.deliveries()}
-        raise AssertionError(f"{len(missing)} of {len(ids)} messages not delivered within {timeout}s")
-
-    def control(self, method, path, body=None):
-        requests.request(method, self.gw + path, json=body, timeout=10).raise_for_status()
-
-    def metric(self, environment, name, stat="Sum", since=None):
-        """Datapoints of one metric of `environment` (1 s periods), the stat of each."""
-        start = since if since is not None else time.time() - 600
-        r = self.cloudwatch.get_metric_statistics(
-            Namespace="Huntaze/OnlyFans", MetricName=name, Dimensions=[{"Name": "Environment", "Value": environment}],
-            StartTime=datetime.fromtimestamp(start, timezone.utc), EndTime=datetime.fromtimestamp(time.time() + 60, timezone.utc),
-            Period=1, Statistics=[stat])
-        return [p[stat] for p in sorted(r["Datapoints"], key=lambda p: p["Timestamp"])]
-
-    def wait_metrics(self, environment, expected, timeout=20):
-        """Polls until each metric's total over its flushes is as expected: {(name, stat): value}."""
-        def totals():
-            return {k: sum(self.metric(environment, *k)) for k in expected}
-        deadline = time.monotonic() + timeout
-        got = totals()
-        while got != expected and time.monotonic() < deadline:
-            time.sleep(0.5)
-            got = totals()
-        assert got == expected, f"metrics of {environment}: {got}, want {expected}"
-
-    def stop(self):
-        for p in reversed(self.parts):
-            p.stop()
-        self.redis.stop()
-
 
 @pytest.fixture(scope="module")
 def system():
     s = System()
     yield s
     s.stop()
-
-
-def stop_all(workers, sig=signal.SIGTERM):
-    for w in workers:
-        w.stop(sig)
 
 
 # A window of 4 s here (spacing 400 ms): a send taken more than a twentieth of the
@@ -626,27 +442,6 @@ def test_the_worker_refuses_to_send_without_the_rate_limiter(system):
     assert not system.deliveries({account})
     [(body, _)] = system.capture([mid])  # still in the queue, never received
     assert json.loads(body)["creatorId"] == account
-
-
-def rebuilds(prefix, workers):
-    """The rebuilds the workers started with `prefix` logged: "rebuilt from the ledger
-    messages=45 added=45 pages=16 ms=53" (less the log's colours), as dicts."""
-    logs = "".join((LOGS / f"worker-{prefix}-{i}.log").read_text() for i in range(workers))
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", logs)
-    return [{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)} for line in plain.splitlines() if "rebuilt from the ledger" in line]
-
-
-def summary(system, account):
-    """The account's summary counters as stored (not clamped at 0 as the API reads them)."""
-    item = system.emulator.item(account, "#summary") or {}
-    return {k: int(item[k]["N"]) for k in ("queued", "sent", "failed") if k in item}
-
-
-def wait_statuses(system, account, count, status="sent", timeout=30):
-    def done():
-        items = system.emulator.items(account)
-        return len(items) == count and all(i["status"]["S"] == status for i in items)
-    wait_until(done, timeout, f"{count} items of {account} {status}")
 
 
 @pytest.fixture
