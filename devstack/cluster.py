@@ -85,6 +85,20 @@ class Cluster:
                 ports.append(int(fields[1].split(":")[1].split("@")[0]))
         return sorted(ports)
 
+    def primary_of(self, key: str) -> int:
+        """The port of the primary that serves `key`'s slot now."""
+        via = self.alive()[0]
+        slot = int(self.cli(via, "CLUSTER", "KEYSLOT", key).strip())
+        for line in self.cli(via, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for served in fields[8:]:
+                lo, _, hi = served.partition("-")
+                if not served.startswith("[") and int(lo) <= slot <= int(hi or lo):
+                    return int(fields[1].split(":")[1].split("@")[0])
+        raise RuntimeError(f"no live primary serves slot {slot} ({key})")
+
     def replica_of(self, primary: int, timeout: float = 15) -> int:
         """A live replica of `primary` (after a failover, the old primary may take a moment to report as one)."""
         deadline = time.monotonic() + timeout

@@ -11,7 +11,9 @@ and fails the requests that match a rule:
 
 A rule matches when its `match` string is in the request's X-Amz-Target header or
 body; it applies `count` times (None: until removed) or until `until` (monotonic time).
-Every request's operation is recorded in `calls` (what the benchmarks count).
+Every request's operation is recorded in `calls` (what the benchmarks count), and the
+bodies of the requests whose operation contains a string given to `record` in
+`recorded` (what the history checker hands to SQS again as a duplicate delivery).
 """
 
 import http.client
@@ -33,6 +35,8 @@ class FaultProxy:
         self.hits = []  # (mode, match) of each request a rule failed
         self.settled = 0  # requests a rule matched whose answer has been given
         self.calls = []  # the operation (X-Amz-Target, or the path) of every request
+        self.recording = []  # operations whose request bodies are kept
+        self.recorded = []  # (operation, body) of those requests, answered 2xx
         self.lock = threading.Lock()
         proxy = self
 
@@ -46,6 +50,8 @@ class FaultProxy:
                 mode, delay = proxy._match(self.headers.get("x-amz-target", ""), body)
                 try:
                     self._forward(body, mode, delay)
+                except OSError:
+                    pass  # the upstream or the caller went away (a stopped emulator, a killed worker)
                 finally:
                     if mode:
                         with proxy.lock:
@@ -68,6 +74,10 @@ class FaultProxy:
                     conn.request(self.command, self.path, body=body, headers=headers)
                     r = conn.getresponse()
                     data = r.read()
+                    target = self.headers.get("x-amz-target", "")
+                    if r.status < 300 and any(m in target for m in proxy.recording):
+                        with proxy.lock:
+                            proxy.recorded.append((target, body))
                     if mode == "lose":
                         return self._answer(500, FAILED, "application/x-amz-json-1.0")
                     self._answer(r.status, data, r.getheader("content-type", "application/json"))
@@ -99,8 +109,20 @@ class FaultProxy:
         with self.lock:
             self.rules.append({"match": match, "mode": mode, "count": count, "until": until, "delay": delay})
 
+    def record(self, operation: str):
+        """Keeps the bodies of the requests whose X-Amz-Target contains `operation`
+        (those the upstream accepted) in `recorded`."""
+        with self.lock:
+            self.recording.append(operation)
+
+    def clear_rules(self):
+        """No more faults (what is recorded stays)."""
+        with self.lock:
+            self.rules.clear()
+
     def clear(self):
         with self.lock:
+            self.recorded.clear()
             self.rules.clear()
             self.hits.clear()
             self.settled = 0

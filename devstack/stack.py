@@ -127,13 +127,15 @@ def binary(name: str) -> Path:
     return path
 
 
-def start_redis(port: int, log: Path, data_dir: Path | None = None) -> Part:
-    """redis-server on 127.0.0.1:port; with `data_dir`, persistent (AOF, fsync always)."""
+def start_redis(port: int, log: Path, data_dir: Path | None = None, load_rdb: bool = False) -> Part:
+    """redis-server on 127.0.0.1:port; with `data_dir`, persistent (AOF, fsync always).
+    With `load_rdb`, it starts from the snapshot `dump.rdb` in `data_dir` instead of its
+    append-only file (Redis restored from an older snapshot), then goes on with AOF."""
     # DEBUG (loopback only) lets the fault tests stall it (DEBUG SLEEP).
     cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--enable-debug-command", "local"]
     if data_dir:
         data_dir.mkdir(parents=True, exist_ok=True)
-        cmd += ["--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "always"]
+        cmd += ["--dir", str(data_dir), "--appendonly", "no" if load_rdb else "yes", "--appendfsync", "always"]
     else:
         cmd += ["--appendonly", "no"]
     part = Part("redis", cmd, log)
@@ -142,6 +144,10 @@ def start_redis(port: int, log: Path, data_dir: Path | None = None) -> Part:
         if part.proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"redis-server did not start; see {log}")
         time.sleep(0.05)
+    if load_rdb:
+        while "loading:0" not in subprocess.run(["redis-cli", "-p", str(port), "INFO", "persistence"], capture_output=True, text=True).stdout:
+            time.sleep(0.02)
+        subprocess.run(["redis-cli", "-p", str(port), "CONFIG", "SET", "appendonly", "yes"], check=True, capture_output=True)
     return part
 
 

@@ -4,23 +4,27 @@
 //!
 //! - `POST /...` with `{"messageId", "accountId", "recipientId", ...}`: a delivery;
 //!   answers 202, or the status of a matching failure rule;
-//! - `GET /deliveries`: `[{"messageId", "accountId", "recipientId", "receivedAt"}]`
-//!   (`receivedAt` RFC 3339 with milliseconds), in arrival order;
+//! - `GET /deliveries`: `[{"messageId", "accountId", "recipientId", "receivedAt",
+//!   "path", "authorization", "body", "delayMs"}]` (`receivedAt` RFC 3339 with
+//!   milliseconds; `authorization` the header as received; `body` the request's JSON;
+//!   `delayMs` how long the answer was held), in arrival order; `?account=` keeps one
+//!   account's;
 //! - `POST /_control/failures` `{"recipientPattern", "status", "count", "retryAfter",
 //!   "delayMs"}`: the next `count` deliveries (all when absent) to recipients containing
 //!   the pattern (`*` = any) answer `status` (a 2xx status is a delivery, recorded when
 //!   it arrives), with `Retry-After: retryAfter` (seconds, or a string sent as is, such
 //!   as an HTTP date), after holding the answer `delayMs`; `DELETE /_control/failures`
 //!   clears the rules;
-//! - `GET /refused`: the deliveries answered with a failure status, in arrival order;
+//! - `GET /refused`: the deliveries answered with a failure status (the same fields,
+//!   and `status` and `retryAfter`), in arrival order; `?account=` as above;
 //! - `DELETE /deliveries`: forgets what was recorded.
 //!
 //! Usage: `gateway-stub [--port PORT]` (default 9090; 0 = any free port, printed).
 
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -47,19 +51,36 @@ struct Stub {
 
 type Shared = Arc<Mutex<Stub>>;
 
+/// `?account=`: one account's records only.
+#[derive(Debug, Deserialize)]
+struct Filter {
+    account: Option<String>,
+}
+
+impl Filter {
+    fn keep(&self, records: &[Value]) -> Value {
+        let kept = records.iter().filter(|r| self.account.as_deref().is_none_or(|a| r["accountId"] == a)).cloned();
+        Value::Array(kept.collect())
+    }
+}
+
 fn now_rfc3339() -> String {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     shared::time::rfc3339_ms(ms)
 }
 
-async fn deliver(State(stub): State<Shared>, headers: HeaderMap, Json(body): Json<Value>) -> impl IntoResponse {
+async fn deliver(State(stub): State<Shared>, uri: Uri, headers: HeaderMap, Json(body): Json<Value>) -> impl IntoResponse {
     let received_at = now_rfc3339();
     let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
     let (message_id, account_id, recipient_id) = (text("messageId"), text("accountId"), text("recipientId"));
     if message_id.is_empty() || headers.get("idempotency-key").and_then(|v| v.to_str().ok()) != Some(message_id.as_str()) {
         return (StatusCode::BAD_REQUEST, HeaderMap::new(), Json(json!({"error": "messageId and a matching Idempotency-Key are required"})));
     }
-    let record = json!({"messageId": message_id, "accountId": account_id, "recipientId": recipient_id, "receivedAt": received_at});
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mut record = json!({
+        "messageId": message_id, "accountId": account_id, "recipientId": recipient_id, "receivedAt": received_at,
+        "path": uri.path(), "authorization": authorization, "body": body,
+    });
     let (status, headers, delay) = {
         let mut guard = stub.lock().expect("stub lock");
         let s = &mut *guard;
@@ -74,22 +95,23 @@ async fn deliver(State(stub): State<Shared>, headers: HeaderMap, Json(body): Jso
             None => (StatusCode::ACCEPTED, None, 0),
         };
         let mut h = HeaderMap::new();
-        let value = match retry_after {
+        let value: Option<axum::http::HeaderValue> = match retry_after {
             Some(Value::String(text)) => text.parse().ok(),
             Some(other) => other.to_string().parse().ok(),
             None => None,
         };
         if let Some(v) = value {
+            record["retryAfter"] = json!(v.to_str().unwrap_or_default());
             h.insert("retry-after", v);
         }
+        record["delayMs"] = json!(delay_ms);
         // Recorded on arrival: a caller that gives up on a held answer has still
         // reached the gateway, as with a real one.
         if status.is_success() {
             s.deliveries.push(record);
         } else {
-            s.refused.push(
-                json!({"messageId": record["messageId"], "recipientId": record["recipientId"], "status": status.as_u16(), "receivedAt": record["receivedAt"]}),
-            );
+            record["status"] = json!(status.as_u16());
+            s.refused.push(record);
         }
         (status, h, std::time::Duration::from_millis(delay_ms))
     };
@@ -114,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let stub: Shared = Arc::default();
     let app = Router::new()
-        .route("/deliveries", get(|State(s): State<Shared>| async move { Json(Value::Array(s.lock().expect("stub lock").deliveries.clone())) }))
+        .route("/deliveries", get(|State(s): State<Shared>, Query(q): Query<Filter>| async move { Json(q.keep(&s.lock().expect("stub lock").deliveries)) }))
         .route(
             "/deliveries",
             delete(|State(s): State<Shared>| async move {
@@ -122,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
                 StatusCode::NO_CONTENT
             }),
         )
-        .route("/refused", get(|State(s): State<Shared>| async move { Json(Value::Array(s.lock().expect("stub lock").refused.clone())) }))
+        .route("/refused", get(|State(s): State<Shared>, Query(q): Query<Filter>| async move { Json(q.keep(&s.lock().expect("stub lock").refused)) }))
         .route(
             "/_control/failures",
             post(|State(s): State<Shared>, Json(rule): Json<FailureRule>| async move {

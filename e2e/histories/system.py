@@ -1,0 +1,204 @@
+"""The real parts a history runs against, started once and shared by the histories of a
+run (each history has its own accounts and its own Redis key prefix, and histories run
+one after another): the AWS emulator, a fault proxy in front of it for the edge and
+another for the workers, Redis (persistent, so that it can restart from an older
+snapshot) or a Redis Cluster, the gateway stub, the edge under `wrangler dev`, and the
+history's two worker processes, which the faults kill, stop and restart."""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from devstack import provision as prov
+from devstack import stack
+from devstack.cluster import Cluster
+from devstack.faultproxy import FaultProxy
+from harness import LOGS, edge_settings, start_edge
+
+# The compressed limit of every history: 10 per 2 s, as the worker suite.
+MAX = 10
+WINDOW_MS = 2000
+MARGIN_MS = 100
+# The worker settings the checks rely on (the lease, the timeout, the retries).
+GATEWAY_TIMEOUT_MS = 2000
+LEASE_MS = 3000
+MAX_ATTEMPTS = 3
+LEDGER_TTL_DAYS = 1
+WORKERS = 2
+
+
+class HistorySystem:
+    def __init__(self, cluster: bool = False, home: Path = LOGS / "histories"):
+        self.home = home
+        self.cluster_mode = cluster
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        self.parts = []
+        aws_port = stack.free_port()
+        self.parts.append(stack.start_ministack(aws_port, home / "ministack.log"))
+        self.aws = prov.provision(f"http://127.0.0.1:{aws_port}", prefix="hs")
+        self.ddb = prov.client("dynamodb", self.aws.endpoint)
+        self.sqs = prov.client("sqs", self.aws.endpoint)
+        self.edge_proxy = FaultProxy(self.aws.endpoint)
+        self.edge_proxy.record("AmazonSQS.SendMessage")  # the queue bodies, for SQS duplicates
+        self.worker_proxy = FaultProxy(self.aws.endpoint)
+        gw_port = stack.free_port()
+        self.parts.append(stack.start_gateway_stub(gw_port, home / "gateway-stub.log"))
+        self.gateway = f"http://127.0.0.1:{gw_port}"
+        self.redis_port = stack.free_port()
+        self.redis_dir = home / "redis"
+        self.redis = None
+        self.cluster = None
+        if cluster:
+            self.cluster = Cluster(home / "cluster")
+        else:
+            self.redis = stack.start_redis(self.redis_port, home / "redis.log", self.redis_dir)
+        part, self.edge = start_edge("edge-histories", edge_settings(
+            self.aws, AWS_ENDPOINT_URL=self.edge_proxy.url, API_CALL_LIMITS="false", RATE_LIMIT_MAX=str(MAX),
+            RATE_LIMIT_WINDOW=f"{WINDOW_MS}ms", LEDGER_TTL_DAYS=str(LEDGER_TTL_DAYS)))
+        self.parts.append(part)
+        self.workers = {}  # index -> Part (absent while down)
+        self.prefix = None
+
+    # --- workers
+
+    def worker_env(self, prefix: str) -> dict:
+        env = {
+            **stack.worker_settings(self.aws.worker_env(), self.redis_port, self.gateway, prefix.rstrip(":")),
+            "AWS_ENDPOINT_URL": self.worker_proxy.url,
+            "RATE_LIMIT_MAX": str(MAX), "RATE_LIMIT_WINDOW": f"{WINDOW_MS}ms", "RATE_LIMIT_MARGIN": f"{MARGIN_MS}ms",
+            "GATEWAY_TIMEOUT": f"{GATEWAY_TIMEOUT_MS}ms", "LEASE_TIMEOUT": f"{LEASE_MS}ms", "MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+            "RETRY_BASE_DELAY": "100ms", "RETRY_MAX_DELAY": "400ms", "SHUTDOWN_GRACE": "3s", "SQS_WAIT_SECONDS": "1",
+            "METRICS_ENABLED": "false", "LEDGER_TTL_DAYS": str(LEDGER_TTL_DAYS),
+        }
+        if self.cluster:
+            env.update(REDIS_URL=self.cluster.urls, REDIS_CLUSTER="true", SCHEDULE_SHARDS="4", REDIS_WAIT_REPLICAS="1")
+        return env
+
+    def start_worker(self, i: int) -> None:
+        log = self.home / f"worker-{self.prefix.rstrip(':')}-{i}.log"
+        self.workers[i] = stack.start_worker(self.worker_env(self.prefix), log, stack.free_port())
+
+    def begin(self, prefix: str) -> None:
+        """A new history: its prefix, clean proxies and gateway rules, an empty queue, workers."""
+        self.prefix = prefix
+        self.edge_proxy.clear()
+        self.worker_proxy.clear()
+        requests.delete(self.gateway + "/_control/failures", timeout=10).raise_for_status()
+        self.sqs.purge_queue(QueueUrl=self.aws.queue_url)
+        for i in range(WORKERS):
+            self.start_worker(i)
+
+    def end(self) -> None:
+        for i in list(self.workers):
+            self.send_signal(i, signal.SIGCONT)
+            self.workers.pop(i).stop()
+
+    def send_signal(self, i: int, sig) -> None:
+        """Signals worker `i`'s process group, if it runs."""
+        part = self.workers.get(i)
+        if part:
+            self.signal_part(part, sig)
+
+    @staticmethod
+    def signal_part(part, sig) -> None:
+        try:
+            os.killpg(part.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    # --- Redis
+
+    def redis_cli(self, *args: str, port: int | None = None) -> str:
+        return subprocess.run(["redis-cli", "-p", str(port or self.redis_port), *args], capture_output=True, text=True, timeout=15).stdout
+
+    def primaries(self) -> list[int]:
+        return self.cluster.primaries() if self.cluster else [self.redis_port]
+
+    def flushall(self) -> None:
+        for p in self.primaries():
+            self.redis_cli("FLUSHALL", port=p)
+
+    def snapshot(self) -> None:
+        """Saves Redis's data as it is now (an RDB file beside the live one)."""
+        before = self.redis_cli("LASTSAVE").strip()
+        self.redis_cli("BGSAVE")
+        deadline = time.monotonic() + 10
+        while self.redis_cli("LASTSAVE").strip() == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        shutil.copy(self.redis_dir / "dump.rdb", self.redis_dir / "snapshot.rdb")
+
+    def restart_from_snapshot(self) -> bool:
+        """Redis killed and started again from the last snapshot (what it wrote since is
+        lost, its epoch survives); False without a snapshot."""
+        snap = self.redis_dir / "snapshot.rdb"
+        if not snap.exists():
+            return False
+        self.redis.stop(signal.SIGKILL)
+        shutil.rmtree(self.redis_dir / "appendonlydir", ignore_errors=True)
+        shutil.copy(snap, self.redis_dir / "dump.rdb")
+        self.redis = stack.start_redis(self.redis_port, self.home / "redis.log", self.redis_dir, load_rdb=True)
+        return True
+
+    def keys(self, prefix: str) -> dict:
+        """Every key under `prefix`, with its TTL in ms (-1: none)."""
+        out = {}
+        for port in self.primaries():
+            cursor = "0"
+            while True:
+                lines = self.redis_cli("SCAN", cursor, "MATCH", f"*{prefix}*", "COUNT", "1000", port=port).split()
+                cursor, found = lines[0], lines[1:]
+                for k in found:
+                    out[k] = int(self.redis_cli("PTTL", k, port=port).strip() or -1)
+                if cursor == "0":
+                    break
+        return out
+
+    def queue_empty(self) -> bool:
+        a = self.sqs.get_queue_attributes(QueueUrl=self.aws.queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        return sum(int(v) for v in a["Attributes"].values()) == 0
+
+    # --- the gateway
+
+    def rule(self, **rule) -> None:
+        requests.post(self.gateway + "/_control/failures", json=rule, timeout=10).raise_for_status()
+
+    def gateway_records(self, path: str, account: str) -> list:
+        return requests.get(f"{self.gateway}/{path}", params={"account": account}, timeout=30).json()
+
+    # --- the ledger (the emulator's root key: what is stored, not what the API says)
+
+    def items(self, account: str) -> list:
+        items, start = [], None
+        while True:
+            kw = {"ExclusiveStartKey": start} if start else {}
+            r = self.ddb.query(TableName=self.aws.table, KeyConditionExpression="creatorId = :c",
+                               ExpressionAttributeValues={":c": {"S": account}}, ConsistentRead=True, **kw)
+            items += r["Items"]
+            start = r.get("LastEvaluatedKey")
+            if not start:
+                return items
+
+    def forget_schedules(self) -> int:
+        """Deletes the ledger's records of the schedules that have run (a table restored
+        from a backup made before the schedule first ran); returns how many."""
+        r = self.ddb.query(TableName=self.aws.table, KeyConditionExpression="creatorId = :c", ExpressionAttributeValues={":c": {"S": "#schedules"}})
+        for item in r["Items"]:
+            self.ddb.delete_item(TableName=self.aws.table, Key={"creatorId": item["creatorId"], "messageId": item["messageId"]})
+        return len(r["Items"])
+
+    def stop(self) -> None:
+        self.end()
+        for p in reversed(self.parts):
+            p.stop()
+        if self.redis:
+            self.redis.stop()
+        if self.cluster:
+            self.cluster.stop()
+        self.edge_proxy.stop()
+        self.worker_proxy.stop()
