@@ -8,18 +8,16 @@
 # carried the messages (the busiest and the idlest shard against an even split).
 #
 #   bench/cluster.sh [RUNS=3] [SHARDS=16]
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/../scripts/lib.sh"
 runs=${RUNS:-3}
 shards=${SHARDS:-16}
 work=$root/target/bench
 mkdir -p "$work"
-bash "$root/scripts/install-tools.sh"
-# shellcheck source=scripts/tool-versions.sh
-source "$root/scripts/tool-versions.sh"
+install_tools
 cargo build --release --locked -q -p worker-native --example dispatch_bench
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
   --pidfile "$work/redis-$port.pid" --logfile "$work/redis-$port.log" --dir "$work"
 cluster_dir=$work/cluster-$$

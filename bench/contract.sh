@@ -6,12 +6,10 @@
 # in target/e2e-logs/schemathesis/answers.har.
 #
 #   bench/contract.sh [EXAMPLES=500] [SEED=...]
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/../scripts/lib.sh"
 cd "$root"
-bash scripts/install-tools.sh
-# shellcheck source=scripts/tool-versions.sh
-source scripts/tool-versions.sh
+install_tools
 bash scripts/build-edge.sh
 CONTRACT_EXAMPLES=${EXAMPLES:-500} CONTRACT_SEED=${SEED:-$RANDOM$RANDOM} \
   "$PYTHON_VENV/bin/python" -m pytest e2e/test_contract.py -q -p no:cacheprovider -s "$@" || status=$?

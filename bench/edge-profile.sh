@@ -5,15 +5,14 @@
 # in Chrome DevTools). Run bench/edge.sh first (it installs and copies the harness).
 #
 #   bench/edge-profile.sh [SECONDS=10]
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/../scripts/lib.sh"
 seconds=${1:-10}
 harness=$root/target/bench/js-edge
 out=$root/target/bench/profile-$(date -u +%Y%m%dT%H%M%SZ)
 [ -x "$harness/bench.sh" ] || { echo "edge-profile: run bench/edge.sh first (it sets up $harness)" >&2; exit 1; }
 mkdir -p "$out" /tmp/aws-stub
 bash "$root/scripts/build-edge.sh"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 stub_port=$(free_port); port=$(free_port); inspector_port=$(free_port)
 
 sed "s/127\.0\.0\.1:4599/127.0.0.1:$stub_port/" "$harness/aws-stub.conf" > "$out/aws-stub.conf"

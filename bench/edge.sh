@@ -5,17 +5,15 @@
 # the ratio, the gzip size of both bundles and the time to the first 202 after start.
 #
 #   bench/edge.sh [RUNS=3] [DURATION=10s]        (env: PEER_DIR, the js-edge peer folder)
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/../scripts/lib.sh"
 runs=${RUNS:-3}
 duration=${DURATION:-10s}
 work=$root/target/bench
 out=$work/edge-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$work" "$out"
 
-bash "$root/scripts/install-tools.sh"
-# shellcheck source=scripts/tool-versions.sh
-source "$root/scripts/tool-versions.sh"
+install_tools
 peer=$(bash "$root/bench/peer.sh" js-edge)
 bash "$root/scripts/build-edge.sh"
 
@@ -29,4 +27,4 @@ for r in $(seq 1 "$runs"); do
     fi
   done
 done
-python3 "$root/bench/edge_summary.py" "$out"
+python3 "$root/bench/edge_summary.py" "$out" "$runs"

@@ -8,8 +8,8 @@
 # the ordinary suite.
 #
 #   bench/fuzz.sh [SECONDS=60] [TARGET...]
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/../scripts/lib.sh"
 seconds=${1:-60}
 shift || true
 cd "$root/fuzz"

@@ -3,8 +3,8 @@
 # written beside the repository, and installs its pinned packages once (and, for the
 # js-edge harness, its nginx AWS stub and wrk); prints the folder.
 #   bench/peer.sh bullmq|js-edge
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/../scripts/lib.sh"
 name=$1
 src=${PEER_DIR:-$root/../shared/peers/$name}
 dest=$root/target/bench/$name

@@ -7,15 +7,15 @@
 # the ratio to BullMQ.
 #
 #   bench/scheduler.sh [RUNS=3]               (env: PEER_DIR, the bullmq peer folder)
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/../scripts/lib.sh"
 runs=${RUNS:-3}
 work=$root/target/bench
-bash "$root/scripts/install-tools.sh"
+install_tools
 peer=$(bash "$root/bench/peer.sh" bullmq)
 cargo build --release --locked -q -p worker-native --example dispatch_bench
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
   --pidfile "$work/redis-$port.pid" --logfile "$work/redis-$port.log" --dir "$work"
 trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true' EXIT

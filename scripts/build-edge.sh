@@ -3,10 +3,8 @@
 # using the pinned tools from scripts/install-tools.sh. wrangler runs this as its
 # [build] command. A build newer than every source is reused; EDGE_SKIP_BUILD=1 reuses
 # any existing build (tests build once, then start `wrangler dev` without rebuilding).
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=scripts/tool-versions.sh
-source "$root/scripts/tool-versions.sh"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 out="$root/edge/build/index_bg.wasm"
 if [ -f "$out" ] && [ -f "$root/edge/build/index.js" ]; then
   if [ "${EDGE_SKIP_BUILD:-}" = 1 ] || [ -z "$(cd "$root" && find edge/src edge/js shared/src edge/Cargo.toml shared/Cargo.toml Cargo.toml Cargo.lock -newer "$out" -print -quit)" ]; then

@@ -3,10 +3,8 @@
 #   scripts/deploy.sh aws ENV [--param Key=Value ...] [--edge-vars FILE] [--worker-env FILE]
 #   scripts/deploy.sh edge ENV [--stack NAME] [--dry-run]
 # Runs deploy/deploy.py with the project's Python (boto3), installed if missing.
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=scripts/tool-versions.sh
-source "$root/scripts/tool-versions.sh"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 if [ ! -x "$PYTHON_VENV/bin/python" ]; then
   bash "$root/scripts/install-tools.sh"
 fi

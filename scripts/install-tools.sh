@@ -4,10 +4,8 @@
 # Slow builds (worker-build, wasm-bindgen-cli) and the emulator's venv live in a
 # cache outside the checkout (TOOLS_CACHE), keyed by version, so a fresh clone on
 # the same machine reuses them.
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=scripts/tool-versions.sh
-source "$root/scripts/tool-versions.sh"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 step() { printf '==> %s\n' "$*" >&2; }
 
@@ -28,6 +26,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The package starts a system instance; ours are started on free ports per run.
   (service redis-server stop || true) >/dev/null 2>&1
 fi
+
+for component in rustfmt clippy; do
+  if ! rustup component list --installed | grep -q "^$component"; then
+    step "adding rustup component $component"
+    rustup component add "$component"
+  fi
+done
 
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   step "adding rustup target wasm32-unknown-unknown"

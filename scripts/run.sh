@@ -4,12 +4,10 @@
 # `wrangler dev` on 127.0.0.1:8787. Settings: .dev.vars (edge), .worker.env (worker).
 # --real-limit for 10 per 60 s (default: the demo limit, 10 per 2 s); --help for ports.
 # Ctrl-C stops everything it started.
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$root"
-bash scripts/install-tools.sh
-# shellcheck source=scripts/tool-versions.sh
-source scripts/tool-versions.sh
+install_tools
 bash scripts/build-edge.sh
 cargo build --locked -p worker-native --bins
 exec "$PYTHON_VENV/bin/python" -m devstack.run "$@"

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Runs every test: the host unit tests of all crates, then the end-to-end suite against
-# the edge under `wrangler dev` and the AWS emulator (each started on free ports and
-# stopped by process group). Installs what is missing first.
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+# Runs every test: formatting and lints, the host unit tests of all crates, the schedule
+# tests on one Redis and on a Redis Cluster, then the end-to-end suite against the edge
+# under `wrangler dev` and the AWS emulator (each part started on free ports and stopped
+# by process group), the history checker's fixed seeds among it. Installs what is
+# missing first.
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 cd "$root"
-bash scripts/install-tools.sh
-# shellcheck source=scripts/tool-versions.sh
-source scripts/tool-versions.sh
+install_tools
+
+echo "==> formatting and lints (cargo fmt --check, clippy -D warnings)"
+cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> the fuzz targets still build (cargo check; bench/fuzz.sh runs them)"
+cargo check --manifest-path fuzz/Cargo.toml --bins --locked
 
 echo "==> host tests (cargo test)"
 cargo test --workspace --locked
