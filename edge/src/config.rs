@@ -80,7 +80,7 @@ impl Config {
             rate_limiter_enabled,
             queue_url,
             dlq_url: s.get("SQS_RATE_LIMITER_DLQ_URL"),
-            ledger_table: s.get("LEDGER_TABLE").unwrap_or_else(|| "onlyfans-message-ledger".into()),
+            ledger_table: s.get("LEDGER_TABLE").unwrap_or_else(|| shared::settings::DEFAULT_LEDGER_TABLE.into()),
             region,
             endpoint_url,
             credentials: Credentials { access_key_id, secret_access_key, session_token: s.get("AWS_SESSION_TOKEN") },

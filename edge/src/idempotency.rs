@@ -3,8 +3,9 @@
 //!
 //! A request first claims the key with a conditional `PutItem` in the account's ledger
 //! partition (sort key `#idem#<key>`), so two concurrent requests cannot both queue;
-//! the winner stores its answer on the claim when done, or drops the claim when it
-//! queued nothing, so the client may try again.
+//! the winner stores its answer on the claim when done, or lets go of it when it failed,
+//! so that the client may try again (and gets the same message ids: it may have queued
+//! them all the same).
 //!
 //! A claim left pending (its request was cancelled, or storing the answer failed) holds
 //! the key for `IDEMPOTENCY_LEASE_SECONDS`; after that, a request with the same key and
@@ -154,10 +155,24 @@ pub async fn complete<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_
     ctx.dynamodb("UpdateItem", &body).await.map(drop)
 }
 
-/// Drops the claim of a request that queued nothing.
+/// Lets go of the claim of a request that failed: a request with the same key and body
+/// takes it over at once, with the same origin and so the same message ids. The claim
+/// is not dropped: a failed request may have queued its messages all the same (an SQS
+/// answer lost after the write), and a retry under a new origin would queue them again
+/// under new ids, sending each twice.
 pub async fn release<P: Platform>(ctx: &Ctx<'_, P>, account: &str, idempotency_key: &str) -> Result<(), AwsError> {
-    let body = json!({"TableName": ctx.config().ledger_table, "Key": key(account, &sort_key(idempotency_key))});
-    ctx.dynamodb("DeleteItem", &body).await.map(drop)
+    let body = json!({
+        "TableName": ctx.config().ledger_table,
+        "Key": key(account, &sort_key(idempotency_key)),
+        "UpdateExpression": "SET leaseUntilMs = :zero",
+        "ConditionExpression": "#state = :pending",
+        "ExpressionAttributeNames": {"#state": "state"},
+        "ExpressionAttributeValues": {":zero": n(0), ":pending": s("pending")},
+    });
+    match ctx.dynamodb("UpdateItem", &body).await {
+        Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

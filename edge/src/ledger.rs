@@ -4,12 +4,12 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use futures_util::future::join_all;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use shared::campaign::{self, CampaignItem};
+use shared::ledger::machine;
 use shared::ledger::{self, key, n, s, LedgerItem, MessageStatus, Summary, FAILED_INDEX, FAILED_KEY, PK, SK, SUMMARY_SK};
-use shared::message::{AccountControl, Hold};
+use shared::queue::{AccountControl, Hold};
 
 use crate::aws::AwsError;
 use crate::platform::Platform;
@@ -51,17 +51,11 @@ async fn put_if_absent<P: Platform>(ctx: &Ctx<'_, P>, item: &impl serde::Seriali
         item: &'a I,
         condition_expression: &'static str,
     }
-    let body = PutItem { table_name: table(ctx), item, condition_expression: "attribute_not_exists(messageId)" };
+    let body = PutItem { table_name: table(ctx), item, condition_expression: machine::PUT_NEW };
     match ctx.dynamodb("PutItem", &body).await {
         Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// Removes the item of a campaign that could not be queued (nobody else knows its id).
-pub async fn delete_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Result<(), AwsError> {
-    let body = json!({"TableName": table(ctx), "Key": campaign::item_key(creator, campaign_id)});
-    ctx.dynamodb("DeleteItem", &body).await.map(drop)
 }
 
 /// One campaign of this account (another account's is simply not found).
@@ -99,38 +93,23 @@ pub async fn campaign_page<P: Platform>(
     Ok((items, next))
 }
 
-/// Deletes the items of new messages whose queueing failed (best effort), each only
-/// while it is still `queued` at generation 0: an edge write never moves an item that
-/// the worker has moved on (an SQS answer can be lost after the message was queued).
-pub async fn delete_unqueued<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, ids: &[&str]) -> Result<(), AwsError> {
-    let deletes = ids.iter().map(|id| {
-        let body = json!({
-            "TableName": table(ctx),
-            "Key": key(creator, id),
-            "ConditionExpression": "#st = :queued AND generation = :zero",
-            "ExpressionAttributeNames": {"#st": "status"},
-            "ExpressionAttributeValues": {":queued": s("queued"), ":zero": n(0)},
-        });
-        async move {
-            match ctx.dynamodb("DeleteItem", &body).await {
-                Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
-    });
-    join_all(deletes).await.into_iter().collect()
+/// Removes the item of a message whose queue write failed, unless a worker took it:
+/// then the queue had it and only its answer was lost (`true`: it is accepted).
+pub async fn delete_unqueued<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str) -> Result<bool, AwsError> {
+    delete_unless_taken(ctx, key(creator, id), machine::DELETE_UNQUEUED).await
 }
 
-/// Adds to an account's count of failed messages. (The backlog counter is the
-/// worker's: it adds what it schedules and takes off each outcome.)
-pub async fn add_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, failed: i64) -> Result<(), AwsError> {
-    let body = json!({
-        "TableName": table(ctx),
-        "Key": key(creator, SUMMARY_SK),
-        "UpdateExpression": "ADD failed :f",
-        "ExpressionAttributeValues": {":f": n(failed)},
-    });
-    ctx.dynamodb("UpdateItem", &body).await.map(drop)
+/// The same for a campaign's item (`machine::DELETE_UNQUEUED_CAMPAIGN`).
+pub async fn delete_unqueued_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Result<bool, AwsError> {
+    delete_unless_taken(ctx, campaign::item_key(creator, campaign_id), machine::DELETE_UNQUEUED_CAMPAIGN).await
+}
+
+async fn delete_unless_taken<P: Platform>(ctx: &Ctx<'_, P>, key: Value, condition: &str) -> Result<bool, AwsError> {
+    match ctx.dynamodb("DeleteItem", &json!({"TableName": table(ctx), "Key": key, "ConditionExpression": condition})).await {
+        Ok(_) => Ok(false),
+        Err(AwsError::ConditionFailed { .. }) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 pub async fn summary<P: Platform>(ctx: &Ctx<'_, P>, creator: &str) -> Result<Summary, AwsError> {
@@ -138,17 +117,11 @@ pub async fn summary<P: Platform>(ctx: &Ctx<'_, P>, creator: &str) -> Result<Sum
     Ok(Summary::from_item(answer.get("Item")))
 }
 
-/// Sets the account's `paused` flag on its summary item, unless a newer control set it
-/// already (its time is kept with it).
+/// Sets the account's `paused` flag on its summary item (`machine::set_hold`), unless a
+/// newer control set it already.
 pub async fn set_paused<P: Platform>(ctx: &Ctx<'_, P>, control: &AccountControl) -> Result<(), AwsError> {
-    let body = json!({
-        "TableName": table(ctx),
-        "Key": key(&control.creator_id, SUMMARY_SK),
-        "UpdateExpression": "SET paused = :p, holdAtMs = :at",
-        "ConditionExpression": "attribute_not_exists(holdAtMs) OR holdAtMs < :at",
-        "ExpressionAttributeValues": {":p": {"BOOL": control.control == Hold::Pause}, ":at": n(control.at_ms)},
-    });
-    match ctx.dynamodb("UpdateItem", &body).await {
+    let write = machine::set_hold(control.control == Hold::Pause, control.at_ms, &control.creator_id);
+    match ctx.dynamodb("UpdateItem", &write.to_update_item(table(ctx), key(&control.creator_id, SUMMARY_SK))).await {
         // A newer control got there first: it stands.
         Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),
         Err(e) => Err(e),
@@ -233,24 +206,26 @@ pub enum CancelRefused {
     NotQueued(MessageStatus),
     #[error("every message of the campaign is sent, failed or canceled")]
     Completed,
+    #[error("an attempt got no answer: it may have been sent")]
+    MaybeSent,
     #[error(transparent)]
     Aws(#[from] AwsError),
 }
 
-/// Moves a queued (or scheduled) message to `canceled`, and answers with it. The
-/// worker claims an item (`queued → sending`) before it hands the message to the
-/// gateway, so exactly one of the two wins, whatever the timing. The account's backlog
-/// counter counts the message once the worker has (`countedGen` = its generation):
-/// then it is taken back in the same transaction; otherwise `countedGen` is set with
-/// the cancel, so that the worker never counts it. A campaign's message that the
-/// worker has not written yet is written `canceled` (the worker's own write then finds
-/// it there and leaves it). A condition that fails (the worker moved meanwhile) reads
-/// again. Canceling a canceled message answers as the first cancel did.
-pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<LedgerItem, CancelRefused> {
+/// Moves a queued (or scheduled) message to `canceled` (`machine::cancel`), and answers
+/// with it. The worker claims an item (`queued → sending`) before it hands the message
+/// to the gateway, so exactly one of the two wins, whatever the timing. The counters it
+/// moves (the account's backlog once the worker counted the message, the campaign's
+/// canceled) go in the same transaction. A campaign's message that the worker has not
+/// written yet is written `canceled` (the worker's own write then finds it there and
+/// leaves it). A condition that fails (the worker moved meanwhile) reads again.
+/// Canceling a canceled message answers as the first cancel did.
+pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now_ms: u64) -> Result<LedgerItem, CancelRefused> {
+    let (now, ttl) = (shared::time::rfc3339_ms(now_ms), ledger::expiry(now_ms, ctx.config().ledger_ttl_days));
     for _ in 0..5 {
         let answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": key(creator, id), "ConsistentRead": true})).await?;
         let Some(found) = answer.get("Item") else {
-            match cancel_unwritten(ctx, creator, id, now).await? {
+            match cancel_unwritten(ctx, creator, id, &now, ttl).await? {
                 Some(item) => return Ok(item),
                 None => continue, // the worker wrote it meanwhile
             }
@@ -258,32 +233,15 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now:
         let mut item = LedgerItem::from_item(found).ok_or(CancelRefused::NotFound)?;
         match item.status {
             MessageStatus::Canceled => return Ok(item),
+            MessageStatus::Queued if found.get(machine::MAYBE_SENT).is_some() => return Err(CancelRefused::MaybeSent),
             MessageStatus::Queued => {}
             other => return Err(CancelRefused::NotQueued(other)),
         }
         let generation = item.message.generation;
         let counted = found.get("countedGen").and_then(|v| v.get("N")?.as_str()?.parse::<u32>().ok()) == Some(generation);
-        let mut update = json!({
-            "TableName": table(ctx),
-            "Key": key(creator, id),
-            "UpdateExpression": "SET #st = :canceled, canceledAt = :now, countedGen = :gen REMOVE waitShard",
-            "ExpressionAttributeNames": {"#st": "status"},
-            "ExpressionAttributeValues": {":queued": s("queued"), ":canceled": s("canceled"), ":now": s(now), ":gen": n(generation)},
-        });
-        update["ConditionExpression"] =
-            json!(if counted { "#st = :queued AND countedGen = :gen" } else { "#st = :queued AND (attribute_not_exists(countedGen) OR countedGen < :gen)" });
-        let mut writes = vec![json!({"Update": update})];
-        if counted {
-            writes.push(json!({"Update": {
-                "TableName": table(ctx),
-                "Key": key(creator, SUMMARY_SK),
-                "UpdateExpression": "ADD queued :minus",
-                "ExpressionAttributeValues": {":minus": n(-1)},
-            }}));
-        }
-        if let Some(campaign_id) = &item.message.campaign_id {
-            writes.push(count_canceled(ctx, creator, campaign_id));
-        }
+        let write = machine::cancel(generation, counted, &now, ttl);
+        let mut writes = vec![json!({"Update": write.to_update_item(table(ctx), key(creator, id))})];
+        writes.extend(counters(ctx, creator, item.message.campaign_id.as_deref(), &write.counts, ttl));
         match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": writes})).await {
             Ok(_) => {
                 item.status = MessageStatus::Canceled;
@@ -296,19 +254,31 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now:
     Err(AwsError::Unavailable { service: "dynamodb", status: 409, kind: "CancelKeptConflicting".into() }.into())
 }
 
-/// A campaign counts one more canceled message.
-fn count_canceled<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Value {
-    json!({"Update": {
-        "TableName": table(ctx),
-        "Key": campaign::item_key(creator, campaign_id),
-        "UpdateExpression": "ADD canceled :one",
-        "ExpressionAttributeValues": {":one": n(1)},
-    }})
+/// The updates of the counters a transition moves: its account's summary and its
+/// campaign's, as transaction items.
+fn counters<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: Option<&str>, counts: &machine::Counts, ttl: u64) -> Vec<Value> {
+    let mut writes = Vec::new();
+    let object = |values: Vec<(&str, Value)>| Value::Object(values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+    if counts.moves_summary() {
+        let (update, values) = counts.summary_update();
+        writes.push(json!({"Update": {"TableName": table(ctx), "Key": key(creator, SUMMARY_SK), "UpdateExpression": update, "ExpressionAttributeValues": object(values)}}));
+    }
+    if let Some(id) = campaign_id.filter(|_| counts.moves_campaign()) {
+        let (update, values) = counts.campaign_update(ttl);
+        writes.push(json!({"Update": {
+            "TableName": table(ctx),
+            "Key": campaign::item_key(creator, id),
+            "UpdateExpression": update,
+            "ExpressionAttributeNames": {"#ttl": ledger::TTL_ATTR},
+            "ExpressionAttributeValues": object(values),
+        }}));
+    }
+    writes
 }
 
 /// Cancels a message that has no item: one of a campaign the worker has not fanned
 /// out yet (its item is written `canceled`). `None` when the worker wrote it meanwhile.
-async fn cancel_unwritten<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<Option<LedgerItem>, CancelRefused> {
+async fn cancel_unwritten<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str, ttl: u64) -> Result<Option<LedgerItem>, CancelRefused> {
     let (campaign_id, index) = campaign::campaign_of(id).ok_or(CancelRefused::NotFound)?;
     let found = get_campaign(ctx, creator, &campaign_id).await?.ok_or(CancelRefused::NotFound)?;
     let mut item = found.pending_item(index as usize).ok_or(CancelRefused::NotFound)?;
@@ -316,11 +286,13 @@ async fn cancel_unwritten<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str
         return Ok(Some(item)); // canceled with its campaign
     }
     item.status = MessageStatus::Canceled;
+    item.expires_at = Some(ttl);
     let mut written = item.to_item();
     written["canceledAt"] = s(now);
     written["countedGen"] = n(0);
-    let put = json!({"Put": {"TableName": table(ctx), "Item": written, "ConditionExpression": "attribute_not_exists(messageId)"}});
-    match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": [put, count_canceled(ctx, creator, &campaign_id)]})).await {
+    let mut writes = vec![json!({"Put": {"TableName": table(ctx), "Item": written, "ConditionExpression": machine::PUT_NEW}})];
+    writes.extend(counters(ctx, creator, Some(&campaign_id), &machine::CANCEL_UNWRITTEN, ttl));
+    match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": writes})).await {
         Ok(_) => Ok(Some(item)),
         Err(AwsError::ConditionFailed { .. }) => Ok(None),
         Err(e) => Err(e.into()),
@@ -338,13 +310,7 @@ pub async fn cancel_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campa
     if item.waiting() == 0 {
         return Err(CancelRefused::Completed);
     }
-    let body = json!({
-        "TableName": table(ctx),
-        "Key": campaign::item_key(creator, campaign_id),
-        "UpdateExpression": "SET canceledAt = :now",
-        "ConditionExpression": "attribute_not_exists(canceledAt)",
-        "ExpressionAttributeValues": {":now": s(now)},
-    });
+    let body = machine::cancel_campaign(now).to_update_item(table(ctx), campaign::item_key(creator, campaign_id));
     match ctx.dynamodb("UpdateItem", &body).await {
         Ok(_) | Err(AwsError::ConditionFailed { .. }) => {}
         Err(e) => return Err(e.into()),
@@ -368,16 +334,9 @@ pub struct Requeued {
 /// of answering 409 with the message queued in the ledger and never in SQS.
 pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<Requeued, RetryRefused> {
     let token = request_token(ctx);
-    let body = json!({
-        "TableName": table(ctx),
-        "Key": key(creator, id),
-        "ConditionExpression": "#st = :failed",
-        "UpdateExpression": "SET #st = :queued, attempts = :zero, retriedAt = :now, retryToken = :token, previousAttempts = attempts, generation = if_not_exists(generation, :zero) + :one, waitShard = :ws REMOVE failedKey",
-        "ExpressionAttributeNames": {"#st": "status"},
-        "ExpressionAttributeValues": {":failed": s("failed"), ":queued": s("queued"), ":zero": n(0), ":one": n(1), ":now": s(now), ":token": s(&token), ":ws": s(ledger::wait_shard(id))},
-        "ReturnValues": "ALL_OLD",
-        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-    });
+    let mut body = machine::requeue_failed(id, now, &token).to_update_item(table(ctx), key(creator, id));
+    body["ReturnValues"] = json!("ALL_OLD");
+    body["ReturnValuesOnConditionCheckFailure"] = json!("ALL_OLD");
     match ctx.dynamodb("UpdateItem", &body).await {
         Ok(answer) => {
             let before = answer.get("Attributes").and_then(LedgerItem::from_item).ok_or(RetryRefused::NotFound)?;
@@ -415,30 +374,15 @@ pub fn request_token<P: Platform>(ctx: &Ctx<'_, P>) -> String {
 }
 
 /// Records `failed` (its `failedAt`, `lastError`, `attempts`) on a message that is
-/// `queued` at `generation`, unless something moved it on meanwhile. Used when a
-/// message could not be queued: a retry whose SQS write failed goes back to failed, a
-/// newly accepted one shows in `GET /failed`; either way it can be retried.
+/// `queued` at `generation`, unless something moved it on meanwhile
+/// (`machine::mark_failed`): a retry whose SQS write failed goes back to failed, and
+/// can be retried again.
 pub async fn mark_failed<P: Platform>(ctx: &Ctx<'_, P>, failed: &LedgerItem, generation: u32) -> Result<(), AwsError> {
     let m = &failed.message;
     let failed_at = failed.failed_at.clone().unwrap_or_else(|| m.accepted_at.clone());
-    let mut values = json!({
-        ":queued": s("queued"), ":failed": s("failed"), ":gen": n(generation), ":at": s(&failed_at),
-        ":fk": s(ledger::failed_key(&failed_at, &m.id)), ":attempts": n(failed.attempts),
-    });
-    let mut update = String::from("SET #st = :failed, failedAt = :at, failedKey = :fk, attempts = :attempts");
-    if let Some(error) = &failed.last_error {
-        values[":err"] = s(error);
-        update.push_str(", lastError = :err");
-    }
-    let body = json!({
-        "TableName": table(ctx),
-        "Key": key(&m.creator_id, &m.id),
-        "ConditionExpression": "#st = :queued AND generation = :gen",
-        "UpdateExpression": format!("{update} REMOVE waitShard"),
-        "ExpressionAttributeNames": {"#st": "status"},
-        "ExpressionAttributeValues": values,
-    });
-    ctx.dynamodb("UpdateItem", &body).await.map(drop)
+    let ttl = ledger::expiry(ctx.p.now_ms(), ctx.config().ledger_ttl_days);
+    let write = machine::mark_failed(&m.id, generation, &failed_at, failed.attempts, failed.last_error.as_deref(), ttl);
+    ctx.dynamodb("UpdateItem", &write.to_update_item(table(ctx), key(&m.creator_id, &m.id))).await.map(drop)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The edge: the public messaging API (DESIGN §3) as a Cloudflare Worker.
+//! The edge: the public messaging API (docs/design.md §3) as a Cloudflare Worker.
 //!
 //! Plain Rust logic over a [`platform::Platform`] trait; only [`worker_entry`] (wasm32)
 //! touches the Workers runtime. Modules, by concern:

@@ -5,7 +5,7 @@
 //! sends get distinct places, even before the first read is back). A burst of sends reads
 //! the summary about once a second instead of writing it on every send (each DynamoDB
 //! call is a subrequest, the largest part of a send's CPU). A position is an estimate
-//! (DESIGN §5): it may miss what other isolates accepted within the last second.
+//! (docs/design.md §5): it may miss what other isolates accepted within the last second.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

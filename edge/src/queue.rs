@@ -6,7 +6,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use shared::api::QueueState;
 use shared::campaign::CampaignRef;
-use shared::message::{AccountControl, QueueMessage, MESSAGE_TYPE};
+use shared::message::QueueMessage;
+use shared::queue::{AccountControl, CancelNotice, MESSAGE_TYPE};
 
 use crate::aws::AwsError;
 use crate::platform::Platform;
@@ -41,7 +42,7 @@ fn entry(m: &QueueMessage) -> Entry<'_> {
     entry_of(serde_json::to_string(m).expect("a queue message always serializes"), &m.creator_id, m.priority)
 }
 
-/// An SQS entry with the attributes every message carries (DESIGN §4).
+/// An SQS entry with the attributes every message carries (docs/design.md §4).
 fn entry_of(message_body: String, creator_id: &str, priority: u8) -> Entry<'_> {
     Entry {
         queue_url: None,
@@ -63,6 +64,13 @@ pub async fn enqueue<P: Platform>(ctx: &Ctx<'_, P>, message: &QueueMessage) -> R
 /// worker reads the campaign from its ledger item.
 pub async fn campaign<P: Platform>(ctx: &Ctx<'_, P>, campaign: &CampaignRef, priority: u8) -> Result<(), AwsError> {
     send(ctx, entry_of(serde_json::to_string(campaign).expect("a campaign reference always serializes"), &campaign.creator_id, priority)).await
+}
+
+/// Tells the worker a message was canceled, so that it takes it off the schedule.
+pub async fn canceled<P: Platform>(ctx: &Ctx<'_, P>, message: &QueueMessage) -> Result<(), AwsError> {
+    let notice = CancelNotice { canceled: message.clone() };
+    // Priority 0: ahead of any message, as account controls.
+    send(ctx, entry_of(serde_json::to_string(&notice).expect("a cancel notice always serializes"), &message.creator_id, 0)).await
 }
 
 /// Sends an account control (pause, resume) to the worker through the queue.

@@ -1,4 +1,4 @@
-//! Review defect 10: the request body is read through the platform only after the token
+//! The request body is read through the platform only after the token
 //! is checked, never when the declared size is over the limit, and at most up to the
 //! limit otherwise. The real router and handlers run over a platform that serves a
 //! body and counts its reads (`wrangler dev` holds every answer until the upload

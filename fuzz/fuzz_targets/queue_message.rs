@@ -2,7 +2,7 @@
 //! is a well-formed message, control or campaign reference.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use shared::message::Incoming;
+use shared::queue::Incoming;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(body) = std::str::from_utf8(data) else { return };

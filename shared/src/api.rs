@@ -1,4 +1,4 @@
-//! The JSON bodies the edge answers with (DESIGN §3). Field names are `camelCase` and
+//! The JSON bodies the edge answers with (docs/design.md §3). Field names are `camelCase` and
 //! are a contract with existing clients.
 
 use serde::{Deserialize, Serialize};

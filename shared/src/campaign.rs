@@ -224,15 +224,21 @@ impl CampaignItem {
         })
     }
 
-    /// Message `index` as the ledger shows it before the worker wrote its own item.
+    /// Message `index` as the ledger shows it before the worker wrote its own item (a
+    /// canceled campaign's is canceled: the worker will never write it).
     pub fn pending_item(&self, index: usize) -> Option<LedgerItem> {
         (index < self.campaign.recipients.len()).then(|| {
-            let mut item = LedgerItem::queued(self.campaign.message(index), self.expires_at);
+            let mut item = LedgerItem::queued(self.campaign.message(index));
             if self.canceled_at.is_some() {
                 item.status = MessageStatus::Canceled;
             }
             item
         })
+    }
+
+    /// Its messages that have no item: not fanned out yet, or, once it is canceled, never.
+    pub fn unwritten(&self) -> u64 {
+        self.total.saturating_sub(self.fanned)
     }
 
     /// The campaign as `GET /campaigns/{id}` shows it at `now_ms`, its completion
@@ -241,6 +247,7 @@ impl CampaignItem {
         let waiting = self.waiting();
         let send_at_ms = self.campaign.send_at.as_deref().and_then(crate::time::parse_rfc3339_ms);
         let status = if self.canceled_at.is_some() {
+            // Canceled: what was under way may still finish; the rest is canceled.
             CampaignStatus::Canceled
         } else if waiting == 0 {
             CampaignStatus::Completed
@@ -250,17 +257,19 @@ impl CampaignItem {
             CampaignStatus::Sending
         };
         let estimate = (status == CampaignStatus::Sending || status == CampaignStatus::Scheduled)
-            .then(|| crate::time::rfc3339_ms(send_at_ms.unwrap_or(0).max(now_ms) + waiting.saturating_sub(1) * rate.spacing_ms()));
+            .then(|| crate::time::rfc3339_ms(send_at_ms.unwrap_or(0).max(now_ms) + rate.offset_ms(waiting.saturating_sub(1), rate.default_margin_ms())));
+        // Each count is of items: a canceled campaign's messages that have none will never
+        // be written, and count as canceled; those it still waits for (being sent among
+        // them) as queued until the worker has marked or sent each.
+        let canceled = if status == CampaignStatus::Canceled { self.canceled + self.unwritten() } else { self.canceled };
         CampaignView {
             campaign_id: self.campaign.id.clone(),
             status,
             total: self.total,
-            // A canceled campaign's waiting messages are canceled, whether or not the
-            // worker has marked each one yet.
-            queued: if status == CampaignStatus::Canceled { 0 } else { waiting },
+            queued: self.total.saturating_sub(self.sent + self.failed + canceled),
             sent: self.sent,
             failed: self.failed,
-            canceled: if status == CampaignStatus::Canceled { self.canceled + waiting } else { self.canceled },
+            canceled,
             created_at: self.campaign.accepted_at.clone(),
             send_at: self.campaign.send_at.clone(),
             estimated_completion_time: estimate,
@@ -350,9 +359,13 @@ mod tests {
         item.canceled = 1;
         assert_eq!(item.view(now, rate).status, CampaignStatus::Completed);
         item.canceled = 0;
+        item.fanned = 5;
         item.canceled_at = Some("x".into());
         let v = item.view(now, rate);
-        assert_eq!((v.status, v.queued, v.canceled, v.sent + v.failed + v.canceled), (CampaignStatus::Canceled, 0, 1, 5));
+        assert_eq!((v.status, v.queued, v.canceled), (CampaignStatus::Canceled, 1, 0), "one message waits: perhaps under way, not canceled yet");
+        item.fanned = 4;
+        let v = item.view(now, rate);
+        assert_eq!((v.queued, v.canceled), (0, 1), "one never written: canceled with its campaign");
         assert_eq!(item.pending_item(4).map(|i| i.status), Some(MessageStatus::Canceled));
         assert_eq!(item.pending_item(5), None);
     }

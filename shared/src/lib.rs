@@ -3,8 +3,9 @@
 //! Everything here is plain data and pure functions: no I/O, no runtime, so it builds
 //! for `wasm32-unknown-unknown` and the host alike and is tested on the host.
 //!
-//! - [`message`]: the send request, the validated message and the queue message body;
-//! - [`validation`]: the limits of DESIGN §3, every bad field reported at once;
+//! - [`message`]: the send request and the validated message;
+//! - [`queue`]: what travels in the send queue (messages, campaigns, holds, cancels);
+//! - [`validation`]: the limits of docs/design.md §3, every bad field reported at once;
 //! - [`api`]: the JSON shapes the edge answers with;
 //! - [`error`]: the stable error codes and the error JSON;
 //! - [`campaign`]: mass messages stored once, their derived message ids and progress;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod id;
 pub mod ledger;
 pub mod message;
+pub mod queue;
 pub mod rate;
 pub mod settings;
 pub mod time;

@@ -1,5 +1,5 @@
-//! The message as it travels: the validated send request, and the queue message body
-//! that the edge writes to SQS and the worker reads back (DESIGN §4).
+//! The message as it travels: the validated send request, and the message the edge
+//! writes to SQS and the worker reads back (the other bodies of the queue: [`crate::queue`]).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -94,49 +94,3 @@ impl QueueMessage {
         self.send_at.as_deref().and_then(crate::time::parse_rfc3339_ms)
     }
 }
-
-/// An account's sends held or released (`POST /account/pause` / `resume`), told to the
-/// worker through the send queue, since the edge cannot reach the schedule in Redis.
-/// `at_ms` orders them: SQS may hand them over late, out of order or twice, and a
-/// control older than the last one applied to the account is ignored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AccountControl {
-    pub control: Hold,
-    pub creator_id: String,
-    pub at_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Hold {
-    Pause,
-    Resume,
-}
-
-/// What the worker reads from the send queue.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Incoming {
-    Message(QueueMessage),
-    Control(AccountControl),
-    Campaign(crate::campaign::CampaignRef),
-}
-
-impl Incoming {
-    /// Parses a queue message body. Messages are read straight into their type (the
-    /// ingest path's common case, one pass); only a body that is not a message is read
-    /// again as a campaign or a control, and if it is none, the message's error is the
-    /// one told.
-    pub fn parse(body: &str) -> Result<Self, serde_json::Error> {
-        match serde_json::from_str::<QueueMessage>(body) {
-            Ok(m) => Ok(Incoming::Message(m)),
-            Err(e) => serde_json::from_str::<crate::campaign::CampaignRef>(body)
-                .map(Incoming::Campaign)
-                .or_else(|_| serde_json::from_str::<AccountControl>(body).map(Incoming::Control))
-                .map_err(|_| e),
-        }
-    }
-}
-
-/// The message attributes set on every SQS message (DESIGN §4).
-pub const MESSAGE_TYPE: &str = "onlyfans";

@@ -1,9 +1,12 @@
-//! The per-account send rate and what follows from it for the client: where a new
-//! message stands in its account's backlog and when it should go out.
+//! The per-account send rate, the rule that keeps it, and what follows from it for the
+//! client: where a new message stands in its account's backlog and when it should go.
 //!
-//! The rule (DESIGN §6): at most `max` sends in any rolling `window`, spaced by
-//! `window / max`. A message behind `backlog` others of its account therefore goes out
-//! `backlog` spacings after the account's next free slot.
+//! The rule (docs/design.md §6), kept by the schedule in `worker-native/src/lua/common.lua`:
+//! at most `max` sends in any rolling `window`. Sends are spaced by `window / max`, and
+//! every `max`-th send waits a margin once more (against delivery jitter), so that any
+//! `max + 1` sends are at least a window and the margin apart. A message behind others of
+//! its account therefore goes out [`RateLimit::offset_ms`] after the account's next free
+//! slot: the estimates here and the schedule there follow the same rule.
 
 /// An account's allowed rate: `max` sends per `window_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +30,12 @@ impl RateLimit {
         self.window_ms / u64::from(self.max.max(1))
     }
 
+    /// How long after a free slot the `n`-th next send (0-based) of a busy account goes:
+    /// `n` spacings, and the margin once for every `max` of them.
+    pub fn offset_ms(&self, n: u64, margin_ms: u64) -> u64 {
+        n * self.spacing_ms() + n / u64::from(self.max.max(1)) * margin_ms
+    }
+
     /// Human form used by `GET /status`, e.g. `10 messages/minute`.
     pub fn describe(&self) -> String {
         match self.window_ms {
@@ -38,16 +47,15 @@ impl RateLimit {
     }
 
     /// When the message at 1-based `position` in its account's backlog should be sent,
-    /// given the time of the account's last send (if any) and now.
+    /// given the time of the account's last send (if any) and now, at the default margin.
     pub fn estimated_send_ms(&self, position: u64, last_sent_ms: Option<u64>, now_ms: u64) -> u64 {
-        let spacing = self.spacing_ms();
-        let next_free = last_sent_ms.map_or(now_ms, |last| (last + spacing).max(now_ms));
-        next_free + position.saturating_sub(1) * spacing
+        let next_free = last_sent_ms.map_or(now_ms, |last| (last + self.spacing_ms()).max(now_ms));
+        next_free + self.offset_ms(position.saturating_sub(1), self.default_margin_ms())
     }
 
-    /// Seconds until a backlog of `backlog` messages is drained.
+    /// Seconds until a backlog of `backlog` messages is drained (at the default margin).
     pub fn drain_seconds(&self, backlog: u64) -> u64 {
-        (backlog * self.spacing_ms()).div_ceil(1000)
+        self.offset_ms(backlog, self.default_margin_ms()).div_ceil(1000)
     }
 }
 
@@ -67,7 +75,9 @@ mod tests {
         assert_eq!(r.estimated_send_ms(1, Some(900), 1000), 6900);
         // Long idle: a stale last send does not pull the estimate into the past.
         assert_eq!(r.estimated_send_ms(1, Some(0), 100_000), 100_000);
-        assert_eq!(r.drain_seconds(25), 150);
+        // 25 messages: 25 spacings and, past each 10, the margin (600 ms) twice.
+        assert_eq!(r.drain_seconds(25), 152);
+        assert_eq!(r.estimated_send_ms(11, None, 0), 10 * 6000 + 600, "the eleventh waits the margin once");
         assert_eq!(RateLimit { max: 10, window_ms: 2000 }.describe(), "10 messages/2 seconds");
     }
 }

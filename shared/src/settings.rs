@@ -7,6 +7,54 @@ use std::ops::RangeInclusive;
 use crate::error::FieldError;
 use crate::rate::parse_duration_ms;
 
+/// What applies when a setting is unset: said once, read by the parser, by `--help`
+/// and by the checks of the deploy template (which read `--help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Default {
+    /// It must be set.
+    Required,
+    /// None: what it names is off (or, for credentials, taken from elsewhere: `help` says).
+    Unset,
+    Text(&'static str),
+    Number(u64),
+    /// Milliseconds.
+    Duration(u64),
+    Flag(bool),
+    /// Derived from other settings, as said.
+    Derived(&'static str),
+}
+
+impl std::fmt::Display for Default {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Default::Required => write!(f, "(required)"),
+            Default::Unset => write!(f, "(none)"),
+            Default::Text(t) => write!(f, "{t}"),
+            Default::Number(n) => write!(f, "{n}"),
+            Default::Duration(ms) if ms % 1000 == 0 => write!(f, "{}s", ms / 1000),
+            Default::Duration(ms) => write!(f, "{ms}ms"),
+            Default::Flag(b) => write!(f, "{b}"),
+            Default::Derived(how) => write!(f, "{how}"),
+        }
+    }
+}
+
+/// One setting: its name, its default, and what it means.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub default: Default,
+    pub help: &'static str,
+}
+
+/// The setting named `name` of `table` (a name not in it is a programming error).
+pub fn find<'a>(table: &'a [Setting], name: &str) -> &'a Setting {
+    table.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name} is not in the settings table"))
+}
+
+/// The ledger table both parts use unless told otherwise.
+pub const DEFAULT_LEDGER_TABLE: &str = "onlyfans-message-ledger";
+
 pub struct Settings<F> {
     lookup: F,
     pub problems: Vec<FieldError>,
@@ -65,6 +113,38 @@ impl<F: Fn(&str) -> Option<String>> Settings<F> {
                 self.problem(name, "must be true or false");
                 default
             }
+        }
+    }
+
+    /// A number setting of `table`, its default from the table.
+    pub fn number_of(&mut self, table: &[Setting], name: &str, range: RangeInclusive<u64>) -> u64 {
+        match find(table, name).default {
+            Default::Number(d) => self.number(name, d, range),
+            other => panic!("{name}'s default is {other:?}, not a number"),
+        }
+    }
+
+    /// A duration setting of `table` (ms), its default from the table.
+    pub fn duration_of(&mut self, table: &[Setting], name: &str) -> u64 {
+        match find(table, name).default {
+            Default::Duration(d) => self.duration_ms(name, d),
+            other => panic!("{name}'s default is {other:?}, not a duration"),
+        }
+    }
+
+    /// A flag setting of `table`, its default from the table.
+    pub fn flag_of(&mut self, table: &[Setting], name: &str) -> bool {
+        match find(table, name).default {
+            Default::Flag(d) => self.flag(name, d),
+            other => panic!("{name}'s default is {other:?}, not a flag"),
+        }
+    }
+
+    /// A text setting of `table`, its default from the table.
+    pub fn text_of(&mut self, table: &[Setting], name: &str) -> String {
+        match find(table, name).default {
+            Default::Text(d) => self.get(name).unwrap_or_else(|| d.to_owned()),
+            other => panic!("{name}'s default is {other:?}, not a text"),
         }
     }
 

@@ -1,4 +1,4 @@
-//! Input limits (DESIGN §3) and the validation of a `POST /send` body.
+//! Input limits (docs/design.md §3) and the validation of a `POST /send` body.
 //!
 //! Validation walks the whole body and reports every bad field at once, each named
 //! by its JSON path, so a client fixes everything in one round.

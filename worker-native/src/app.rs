@@ -44,7 +44,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let aws = aws_config::load_from_env().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&aws), config.ledger_table.clone());
+    let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&aws), config.ledger_table.clone(), config.ledger_ttl_days);
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&aws);
     let schedule = schedule(&config)?;
     check_shards(&schedule).await?;
@@ -116,7 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             &stop,
         ),
         None => {
-            tracing::warn!("GATEWAY_URL not set: dry run, messages are logged and marked sent, not delivered");
+            tracing::warn!("GATEWAY_DRY_RUN=true: messages are logged and recorded sent, not delivered");
             spawn_dispatch(DryRunGateway, &schedule, ledger_for_dispatch.clone(), &metrics, dispatch_config, &wake, &stop)
         }
     };
@@ -171,11 +171,11 @@ async fn listen_for_wakeups(urls: Vec<String>, schedule: Schedule, wake: Arc<Not
         let result = async {
             let mut pubsub = redis::Client::open(url.as_str())?.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
-            schedule.woken("*"); // what was published while unsubscribed is not lost
+            schedule.shards_woken("*"); // what was published while unsubscribed is not lost
             wake.notify_one();
             let mut messages = pubsub.on_message();
             while let Some(m) = messages.next().await {
-                schedule.woken(&m.get_payload::<String>().unwrap_or_default());
+                schedule.shards_woken(&m.get_payload::<String>().unwrap_or_default());
                 wake.notify_one();
             }
             Ok::<_, redis::RedisError>(())

@@ -1,4 +1,4 @@
-//! The worker's settings, from environment variables (DESIGN §8). A missing or
+//! The worker's settings, from environment variables (docs/design.md §8). A missing or
 //! malformed setting stops the start with a message that names it; secrets are never
 //! printed.
 
@@ -6,48 +6,87 @@ use std::time::Duration;
 
 use shared::error::FieldError;
 use shared::rate::{parse_duration_ms, RateLimit};
-use shared::settings::Settings;
+use shared::settings::{Default, Setting, Settings, DEFAULT_LEDGER_TABLE};
 
-/// Every setting: name, default (None = required or optional, see text), meaning.
-pub const SETTINGS: &[(&str, &str, &str)] = &[
-    ("RATE_LIMITER_ENABLED", "false", "must be `true` for the worker to send anything"),
-    ("SQS_RATE_LIMITER_QUEUE_URL", "(required)", "the send queue"),
-    ("SQS_RATE_LIMITER_DLQ_URL", "(required)", "its dead-letter queue (unreadable messages go there)"),
-    ("REDIS_URL / REDIS_ENDPOINT", "(required)", "redis://host:port, or host[:port]; with REDIS_CLUSTER, some nodes, comma-separated"),
-    ("REDIS_CLUSTER", "false", "true: Redis Cluster (ElastiCache cluster mode, MemoryDB, Valkey)"),
-    ("REDIS_WAIT_REPLICAS", "0", "replicas that must have each take before its messages are sent (WAIT; 1 with a replica)"),
-    ("SCHEDULE_SHARDS", "1, or 16 with REDIS_CLUSTER", "virtual shards of the schedule (1..1024), the same on every worker"),
-    ("REDIS_KEY_PREFIX", "of:", "prefix of every Redis key (one schedule per prefix)"),
-    ("LEDGER_TABLE", "onlyfans-message-ledger", "the DynamoDB ledger table"),
-    ("LEDGER_ENABLED", "true", "false = no ledger writes (benchmarks of the schedule only)"),
-    ("AWS_REGION", "(required)", "region of the queue, table and metrics"),
-    ("AWS_ENDPOINT_URL", "(AWS)", "one endpoint for every AWS service (a local emulator)"),
-    ("AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY", "(default chain)", "credentials; otherwise the AWS default chain (ECS task role, instance profile)"),
-    ("GATEWAY_URL", "(dry run)", "delivery URL template with {accountId} and {recipientId}; unset = dry run (log only)"),
-    ("GATEWAY_TOKEN", "(none)", "bearer token for the gateway (secret)"),
-    ("GATEWAY_TIMEOUT", "10s", "gateway request timeout"),
-    ("RATE_LIMIT_MAX", "10", "sends per account per window"),
-    ("RATE_LIMIT_WINDOW", "60s", "the rolling window (60, 60s, 2000ms)"),
-    ("RATE_LIMIT_BURST", "1", "sends allowed back to back (1 = evenly spaced); the window rule holds either way"),
-    ("RATE_LIMIT_MARGIN", "1% of the window", "added once per RATE_LIMIT_MAX sends against delivery jitter"),
-    ("MAX_ATTEMPTS", "3", "delivery attempts before a message fails for good"),
-    ("RETRY_BASE_DELAY", "1s", "first retry delay (doubles each attempt, full jitter)"),
-    ("RETRY_MAX_DELAY", "60s", "longest retry delay"),
-    ("MAX_IN_FLIGHT", "256", "deliveries under way at once per worker"),
-    ("TAKE_BATCH", "128", "messages leased per Redis round trip"),
-    ("INGEST_TASKS", "4", "concurrent SQS long-poll loops per worker"),
-    ("SQS_WAIT_SECONDS", "20", "long-poll wait (1-20); shutdown waits for polls under way"),
-    ("LEASE_TIMEOUT", "gateway timeout + 20s", "a worker that dies loses its leases after this; must exceed GATEWAY_TIMEOUT"),
-    ("CLOUDWATCH_NAMESPACE", "Huntaze/OnlyFans", "metrics namespace"),
-    ("ENVIRONMENT", "dev", "value of the Environment dimension on every metric"),
-    ("METRICS_INTERVAL", "60s", "how often metrics are flushed"),
-    ("METRICS_ENABLED", "true", "false = no PutMetricData"),
-    ("HEALTH_PORT", "8081", "port of GET /healthz and /readyz (0 = off)"),
-    ("SHUTDOWN_GRACE", "20s", "on SIGTERM, how long in-flight deliveries may take"),
-    ("CLAIM_LEAD", "200ms", "how long before its slot a message is taken at least, to claim it in the ledger first (a cancel never races its send): set it above the ledger's claim latency; messages are taken up to twice the recent claims' time ahead when that is longer, at most 1 s"),
-    ("LOG_FORMAT", "text", "text or json"),
-    ("RUST_LOG", "info", "log filter"),
+/// Every setting of the worker, its default and meaning: `--help` prints it, the parser
+/// takes each default from it, and the deploy template's checks read it (through `--help`).
+pub const SETTINGS: &[Setting] = &[
+    set("RATE_LIMITER_ENABLED", Default::Flag(false), "must be `true` for the worker to send anything"),
+    set("SQS_RATE_LIMITER_QUEUE_URL", Default::Required, "the send queue"),
+    set("SQS_RATE_LIMITER_DLQ_URL", Default::Required, "its dead-letter queue (unreadable messages go there)"),
+    set("REDIS_URL", Default::Required, "redis://host:port (or REDIS_ENDPOINT=host[:port]); with REDIS_CLUSTER, some nodes, comma-separated"),
+    set("REDIS_CLUSTER", Default::Flag(false), "true: Redis Cluster (ElastiCache cluster mode, MemoryDB, Valkey)"),
+    set("REDIS_WAIT_REPLICAS", Default::Number(0), "replicas that must have each take before its messages are sent (WAIT; 1 with a replica)"),
+    set("SCHEDULE_SHARDS", Default::Derived("1, or 16 with REDIS_CLUSTER"), "virtual shards of the schedule (1..1024), the same on every worker"),
+    set("REDIS_KEY_PREFIX", Default::Text("of:"), "prefix of every Redis key (one schedule per prefix)"),
+    set("LEDGER_TABLE", Default::Text(DEFAULT_LEDGER_TABLE), "the DynamoDB ledger table"),
+    set("LEDGER_ENABLED", Default::Flag(true), "false = no ledger writes (benchmarks of the schedule only)"),
+    set(
+        "LEDGER_TTL_DAYS",
+        Default::Number(shared::ledger::DEFAULT_TTL_DAYS),
+        "how long a message's ledger item is kept after it finished (1-3650), as the edge's setting",
+    ),
+    set("AWS_REGION", Default::Required, "region of the queue, table and metrics"),
+    set("AWS_ENDPOINT_URL", Default::Unset, "one endpoint for every AWS service (a local emulator); unset: AWS's"),
+    set(
+        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+        Default::Unset,
+        "credentials; unset: the AWS default chain (ECS task role, instance profile)",
+    ),
+    set("GATEWAY_URL", Default::Required, "delivery URL template with {accountId} and {recipientId}"),
+    set(
+        "GATEWAY_DRY_RUN",
+        Default::Flag(false),
+        "true = no gateway: messages are logged and recorded sent, not delivered (trying the worker out, benchmarks); refused with GATEWAY_URL",
+    ),
+    set("GATEWAY_TOKEN", Default::Unset, "bearer token for the gateway (secret)"),
+    set("GATEWAY_TIMEOUT", Default::Duration(10_000), "gateway request timeout"),
+    set("RATE_LIMIT_MAX", Default::Number(RateLimit::DEFAULT.max as u64), "sends per account per window"),
+    set("RATE_LIMIT_WINDOW", Default::Duration(RateLimit::DEFAULT.window_ms), "the rolling window (60, 60s, 2000ms)"),
+    set("RATE_LIMIT_BURST", Default::Number(1), "sends allowed back to back (1 = evenly spaced); the window rule holds either way"),
+    set("RATE_LIMIT_MARGIN", Default::Derived("1% of the window"), "added once per RATE_LIMIT_MAX sends against delivery jitter (100ms, or 2%)"),
+    set("MAX_ATTEMPTS", Default::Number(3), "delivery attempts before a message fails for good"),
+    set("RETRY_BASE_DELAY", Default::Duration(1_000), "first retry delay (doubles each attempt, full jitter)"),
+    set("RETRY_MAX_DELAY", Default::Duration(60_000), "longest retry delay"),
+    set("MAX_IN_FLIGHT", Default::Number(256), "deliveries under way at once per worker"),
+    set("TAKE_BATCH", Default::Number(128), "messages leased per Redis round trip"),
+    set("INGEST_TASKS", Default::Number(4), "concurrent SQS long-poll loops per worker"),
+    set("SQS_WAIT_SECONDS", Default::Number(20), "long-poll wait (1-20); shutdown waits for polls under way"),
+    set(
+        "LEASE_TIMEOUT",
+        Default::Derived("GATEWAY_TIMEOUT + 20s"),
+        "a worker that dies loses its leases after this; must exceed GATEWAY_TIMEOUT",
+    ),
+    set("CLOUDWATCH_NAMESPACE", Default::Text("Huntaze/OnlyFans"), "metrics namespace"),
+    set("ENVIRONMENT", Default::Text("dev"), "value of the Environment dimension on every metric"),
+    set("METRICS_INTERVAL", Default::Duration(60_000), "how often metrics are flushed"),
+    set("METRICS_ENABLED", Default::Flag(true), "false = no PutMetricData"),
+    set("HEALTH_PORT", Default::Number(8081), "port of GET /healthz and /readyz (0 = off)"),
+    set(
+        "SHUTDOWN_GRACE",
+        Default::Duration(20_000),
+        "on SIGTERM, how often the worker says it still waits for deliveries under way (it never abandons one: their outcomes are recorded)",
+    ),
+    set(
+        "CLAIM_LEAD",
+        Default::Duration(200),
+        "how long before its slot a busy account's message is taken, to claim it in the ledger first (a cancel never races its send): set it above the ledger's claim latency; messages are taken up to twice the recent claims' time ahead when that is longer, at most 1 s. An idle account's message goes as soon as it is claimed (twice the recent claims' time)",
+    ),
+    set("LOG_FORMAT", Default::Text("text"), "text or json"),
+    set("RUST_LOG", Default::Text("info"), "log filter"),
 ];
+
+const fn set(name: &'static str, default: Default, help: &'static str) -> Setting {
+    Setting { name, default, help }
+}
+
+/// The port the health server listens on by default (the container health check uses it).
+pub fn default_health_port() -> u16 {
+    match shared::settings::find(SETTINGS, "HEALTH_PORT").default {
+        Default::Number(p) => p as u16,
+        _ => unreachable!("HEALTH_PORT is a number"),
+    }
+}
 
 /// The help text: every variable with its default and meaning.
 pub fn help() -> String {
@@ -56,8 +95,8 @@ pub fn help() -> String {
          each account's messages through the delivery gateway at its allowed rate.\n\n\
          Usage: worker-native [--help]\n       worker-native healthcheck   exit 0 when the worker on HEALTH_PORT is ready (for container health checks)\n\nConfiguration (environment variables):\n",
     );
-    for (name, default, meaning) in SETTINGS {
-        s.push_str(&format!("  {name:<42} {meaning} [default: {default}]\n"));
+    for setting in SETTINGS {
+        s.push_str(&format!("  {:<42} {} [default: {}]\n", setting.name, setting.help, setting.default));
     }
     s
 }
@@ -75,6 +114,8 @@ pub struct Config {
     pub ledger_table: String,
     pub ledger_enabled: bool,
     pub gateway_url: Option<String>,
+    pub gateway_dry_run: bool,
+    pub ledger_ttl_days: u64,
     pub gateway_token: Option<String>,
     pub gateway_timeout: Duration,
     pub rate: RateLimit,
@@ -118,19 +159,20 @@ impl Config {
             }
         };
         let ms = Duration::from_millis;
-        let rate = RateLimit { max: s.number("RATE_LIMIT_MAX", 10, 1..=1_000_000) as u32, window_ms: s.duration_ms("RATE_LIMIT_WINDOW", 60_000) };
-        let gateway_timeout = ms(s.duration_ms("GATEWAY_TIMEOUT", 10_000));
-        let retry_base = ms(s.duration_ms("RETRY_BASE_DELAY", 1000));
-        let retry_max = ms(s.duration_ms("RETRY_MAX_DELAY", 60_000));
+        let t = SETTINGS;
+        let rate = RateLimit { max: s.number_of(t, "RATE_LIMIT_MAX", 1..=1_000_000) as u32, window_ms: s.duration_of(t, "RATE_LIMIT_WINDOW") };
+        let gateway_timeout = ms(s.duration_of(t, "GATEWAY_TIMEOUT"));
+        let retry_base = ms(s.duration_of(t, "RETRY_BASE_DELAY"));
+        let retry_max = ms(s.duration_of(t, "RETRY_MAX_DELAY"));
         let lease = ms(s.duration_ms("LEASE_TIMEOUT", gateway_timeout.as_millis() as u64 + 20_000));
         if lease <= gateway_timeout {
             // A lease shorter than a delivery may take expires while the delivery is
             // still under way, and another worker sends the message again.
             s.problem("LEASE_TIMEOUT", format!("must be longer than GATEWAY_TIMEOUT ({} ms), or a slow delivery is sent twice", gateway_timeout.as_millis()));
         }
-        let metrics_interval = ms(s.duration_ms("METRICS_INTERVAL", 60_000));
-        let shutdown_grace = ms(s.duration_ms("SHUTDOWN_GRACE", 20_000));
-        let claim_lead = ms(s.duration_ms("CLAIM_LEAD", 200));
+        let metrics_interval = ms(s.duration_of(t, "METRICS_INTERVAL"));
+        let shutdown_grace = ms(s.duration_of(t, "SHUTDOWN_GRACE"));
+        let claim_lead = ms(s.duration_of(t, "CLAIM_LEAD"));
         let margin_ms = match s.get("RATE_LIMIT_MARGIN") {
             None => rate.default_margin_ms(),
             Some(v) => {
@@ -144,28 +186,38 @@ impl Config {
                 })
             }
         };
-        let burst = s.number("RATE_LIMIT_BURST", 1, 1..=1_000_000);
-        let max_attempts = s.number("MAX_ATTEMPTS", 3, 1..=100);
-        let max_in_flight = s.number("MAX_IN_FLIGHT", 256, 1..=100_000);
-        let take_batch = s.number("TAKE_BATCH", 128, 1..=10_000);
-        let ingest_tasks = s.number("INGEST_TASKS", 4, 1..=64);
-        let sqs_wait_seconds = s.number("SQS_WAIT_SECONDS", 20, 1..=20);
-        let health_port = s.number("HEALTH_PORT", 8081, 0..=65535);
-        let redis_cluster = s.flag("REDIS_CLUSTER", false);
+        let burst = s.number_of(t, "RATE_LIMIT_BURST", 1..=1_000_000);
+        let max_attempts = s.number_of(t, "MAX_ATTEMPTS", 1..=100);
+        let max_in_flight = s.number_of(t, "MAX_IN_FLIGHT", 1..=100_000);
+        let take_batch = s.number_of(t, "TAKE_BATCH", 1..=10_000);
+        let ingest_tasks = s.number_of(t, "INGEST_TASKS", 1..=64);
+        let sqs_wait_seconds = s.number_of(t, "SQS_WAIT_SECONDS", 1..=20);
+        let health_port = s.number_of(t, "HEALTH_PORT", 0..=65535);
+        let redis_cluster = s.flag_of(t, "REDIS_CLUSTER");
+        // Derived: one shard on a single Redis, several to spread over a cluster's nodes.
         let schedule_shards = s.number("SCHEDULE_SHARDS", if redis_cluster { 16 } else { 1 }, 1..=u64::from(crate::schedule::MAX_SHARDS)) as u16;
-        let redis_wait_replicas = s.number("REDIS_WAIT_REPLICAS", 0, 0..=5) as u32;
-        let redis_prefix = s.get("REDIS_KEY_PREFIX").unwrap_or_else(|| "of:".into());
+        let redis_wait_replicas = s.number_of(t, "REDIS_WAIT_REPLICAS", 0..=5) as u32;
+        let redis_prefix = s.text_of(t, "REDIS_KEY_PREFIX");
         if redis_prefix.contains(['{', '}']) {
             // The shards' hash tags are made of braces around the prefix.
             s.problem("REDIS_KEY_PREFIX", "must not contain { or }");
         }
-        let enabled = s.flag("RATE_LIMITER_ENABLED", false);
-        let metrics_enabled = s.flag("METRICS_ENABLED", true);
-        let ledger_enabled = s.flag("LEDGER_ENABLED", true);
-        let json_logs = match s.get("LOG_FORMAT").as_deref() {
-            None | Some("text") => false,
-            Some("json") => true,
-            Some(_) => {
+        let enabled = s.flag_of(t, "RATE_LIMITER_ENABLED");
+        let metrics_enabled = s.flag_of(t, "METRICS_ENABLED");
+        let ledger_enabled = s.flag_of(t, "LEDGER_ENABLED");
+        let ledger_ttl_days = s.number_of(t, "LEDGER_TTL_DAYS", 1..=3650);
+        let gateway_dry_run = s.flag_of(t, "GATEWAY_DRY_RUN");
+        let gateway_url = s.get("GATEWAY_URL");
+        match (&gateway_url, gateway_dry_run) {
+            // A worker that marks messages sent without sending them must be asked for.
+            (None, false) => s.problem("GATEWAY_URL", "is required (or GATEWAY_DRY_RUN=true to record messages sent without delivering them)"),
+            (Some(_), true) => s.problem("GATEWAY_DRY_RUN", "must not be true with GATEWAY_URL set: choose one"),
+            _ => {}
+        }
+        let json_logs = match s.text_of(t, "LOG_FORMAT").as_str() {
+            "text" => false,
+            "json" => true,
+            _ => {
                 s.problem("LOG_FORMAT", "must be text or json");
                 false
             }
@@ -179,9 +231,11 @@ impl Config {
             redis_cluster,
             schedule_shards,
             redis_wait_replicas,
-            ledger_table: s.get("LEDGER_TABLE").unwrap_or_else(|| "onlyfans-message-ledger".into()),
+            ledger_table: s.text_of(t, "LEDGER_TABLE"),
             ledger_enabled,
-            gateway_url: s.get("GATEWAY_URL"),
+            gateway_url,
+            gateway_dry_run,
+            ledger_ttl_days,
             gateway_token: s.get("GATEWAY_TOKEN"),
             gateway_timeout,
             rate,
@@ -195,8 +249,8 @@ impl Config {
             ingest_tasks: ingest_tasks as usize,
             sqs_wait_seconds: sqs_wait_seconds as i32,
             lease,
-            namespace: s.get("CLOUDWATCH_NAMESPACE").unwrap_or_else(|| "Huntaze/OnlyFans".into()),
-            environment: s.get("ENVIRONMENT").unwrap_or_else(|| "dev".into()),
+            namespace: s.text_of(t, "CLOUDWATCH_NAMESPACE"),
+            environment: s.text_of(t, "ENVIRONMENT"),
             metrics_interval,
             metrics_enabled,
             health_port: health_port as u16,
@@ -230,11 +284,24 @@ mod tests {
 
     #[test]
     fn defaults_and_compressed_window() {
-        let base = [("SQS_RATE_LIMITER_QUEUE_URL", "q"), ("SQS_RATE_LIMITER_DLQ_URL", "d"), ("AWS_REGION", "us-east-1"), ("REDIS_ENDPOINT", "127.0.0.1:6379")];
+        let base = [
+            ("SQS_RATE_LIMITER_QUEUE_URL", "q"),
+            ("SQS_RATE_LIMITER_DLQ_URL", "d"),
+            ("AWS_REGION", "us-east-1"),
+            ("REDIS_ENDPOINT", "127.0.0.1:6379"),
+            ("GATEWAY_URL", "http://gw/{accountId}/{recipientId}"),
+        ];
         let c = Config::from_lookup(env(&base)).unwrap();
         assert_eq!((c.rate, c.burst, c.margin_ms, c.max_attempts), (RateLimit::DEFAULT, 1, 600, 3));
         assert_eq!(c.redis_url, "redis://127.0.0.1:6379");
         assert!(!c.enabled);
+        assert_eq!(c.ledger_ttl_days, 30);
+        let no_gateway: Vec<_> = base.iter().filter(|(k, _)| *k != "GATEWAY_URL").copied().collect();
+        let refused = Config::from_lookup(env(&no_gateway)).unwrap_err();
+        assert!(refused.iter().any(|p| p.field == "GATEWAY_URL" && p.message.contains("GATEWAY_DRY_RUN")), "{refused:?}");
+        let mut dry = no_gateway.clone();
+        dry.push(("GATEWAY_DRY_RUN", "true"));
+        assert!(Config::from_lookup(env(&dry)).unwrap().gateway_dry_run);
         let mut fast = base.to_vec();
         fast.extend([("RATE_LIMIT_WINDOW", "2s"), ("RATE_LIMIT_MARGIN", "100ms"), ("RATE_LIMITER_ENABLED", "true")]);
         let c = Config::from_lookup(env(&fast)).unwrap();

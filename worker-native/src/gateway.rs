@@ -5,7 +5,9 @@
 //! The protocol: `POST` to a URL template with `{accountId}` and `{recipientId}`, a
 //! bearer token, the message id as `Idempotency-Key`, and the body
 //! `{"messageId", "accountId", "recipientId", "content", "mediaUrls", "metadata"}`.
-//! 2xx = sent; 429, 5xx and timeouts = try again later; any other 4xx = failed for good.
+//! 2xx = sent; 429 = the account waits, then tries again; 5xx = try again later; no
+//! answer (a timeout) = unknown: tried again, never canceled meanwhile; any other 4xx =
+//! failed for good.
 //! A 429's `Retry-After` (seconds or an HTTP date) pauses the account; it is capped at
 //! [`MAX_RETRY_AFTER`] so that a gateway's typo cannot park an account for days.
 
@@ -20,11 +22,22 @@ use shared::message::QueueMessage;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     Sent,
-    /// A passing failure; `retry_after` when the gateway said when (429).
+    /// A passing failure the gateway answered (5xx, 408) or a connection never made: not
+    /// delivered; tried again.
     Retry {
         reason: String,
-        rate_limited: bool,
+    },
+    /// The gateway's rate limit (429): not delivered; the account waits `retry_after`
+    /// (when the gateway said).
+    RateLimited {
+        reason: String,
         retry_after: Option<Duration>,
+    },
+    /// No answer (a timeout, a connection lost once the request was on its way): it may
+    /// have arrived. Tried again, and never canceled meanwhile: a cancel would report a
+    /// message the fan may have received.
+    Unknown {
+        reason: String,
     },
     /// Will not succeed by trying again.
     Failed {
@@ -53,12 +66,13 @@ pub struct HttpGateway {
     client: reqwest::Client,
     url_template: String,
     token: Option<String>,
+    timeout: Duration,
 }
 
 impl HttpGateway {
     pub fn new(url_template: String, token: Option<String>, timeout: Duration) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(256).build()?;
-        Ok(Self { client, url_template, token })
+        Ok(Self { client, url_template, token, timeout })
     }
 
     fn url(&self, m: &QueueMessage) -> String {
@@ -91,10 +105,15 @@ impl Gateway for HttpGateway {
         }
         match request.send().await {
             Ok(r) => classify(r.status().as_u16(), r.headers().get("retry-after").and_then(|v| v.to_str().ok()), SystemTime::now()),
-            Err(e) if e.is_timeout() => Delivery::Retry { reason: "gateway timed out".into(), rate_limited: false, retry_after: None },
+            Err(e) if e.is_timeout() => {
+                // It may have arrived: the next attempt may be a second copy (the
+                // documented bound: one per timeout).
+                tracing::warn!(message_id = %m.id, timeout_ms = self.timeout.as_millis() as u64, "gateway timed out: the message is tried again (it may have arrived)");
+                Delivery::Unknown { reason: "gateway timed out".into() }
+            }
             // The error's text may carry the URL; say only what kind of failure it was.
-            Err(e) if e.is_connect() => Delivery::Retry { reason: "gateway unreachable".into(), rate_limited: false, retry_after: None },
-            Err(_) => Delivery::Retry { reason: "gateway request failed".into(), rate_limited: false, retry_after: None },
+            Err(e) if e.is_connect() => Delivery::Retry { reason: "gateway unreachable".into() },
+            Err(_) => Delivery::Unknown { reason: "gateway request failed".into() },
         }
     }
 }
@@ -117,12 +136,8 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 pub fn classify(status: u16, retry_after: Option<&str>, now: SystemTime) -> Delivery {
     match status {
         200..=299 => Delivery::Sent,
-        429 => Delivery::Retry {
-            reason: "gateway answered 429 (rate limited)".into(),
-            rate_limited: true,
-            retry_after: retry_after.and_then(|v| parse_retry_after(v, now)),
-        },
-        500..=599 | 408 => Delivery::Retry { reason: format!("gateway answered {status}"), rate_limited: false, retry_after: None },
+        429 => Delivery::RateLimited { reason: "gateway answered 429 (rate limited)".into(), retry_after: retry_after.and_then(|v| parse_retry_after(v, now)) },
+        500..=599 | 408 => Delivery::Retry { reason: format!("gateway answered {status}") },
         _ => Delivery::Failed { reason: format!("gateway answered {status}") },
     }
 }
@@ -135,22 +150,22 @@ mod tests {
     fn statuses() {
         let now = SystemTime::now();
         assert_eq!(classify(202, None, now), Delivery::Sent);
-        assert!(matches!(classify(503, None, now), Delivery::Retry { rate_limited: false, .. }));
+        assert!(matches!(classify(503, None, now), Delivery::Retry { .. }));
         assert_eq!(
             classify(429, Some("7"), now),
-            Delivery::Retry { reason: "gateway answered 429 (rate limited)".into(), rate_limited: true, retry_after: Some(Duration::from_secs(7)) }
+            Delivery::RateLimited { reason: "gateway answered 429 (rate limited)".into(), retry_after: Some(Duration::from_secs(7)) }
         );
         assert_eq!(classify(400, None, now), Delivery::Failed { reason: "gateway answered 400".into() });
         assert_eq!(classify(404, None, now), Delivery::Failed { reason: "gateway answered 404".into() });
     }
 
-    /// Review defect 7: an HTTP-date `Retry-After` was ignored, and huge values were
-    /// taken as they came.
+    /// A `Retry-After` may be an HTTP date (it must not be ignored), and a huge value is
+    /// capped (a gateway's typo must not park an account for days).
     #[test]
     fn retry_after_as_a_date_and_capped() {
         let now = httpdate::parse_http_date("Tue, 01 Dec 2026 22:00:00 GMT").unwrap();
         let after = |v: &str| match classify(429, Some(v), now) {
-            Delivery::Retry { retry_after, rate_limited: true, .. } => retry_after,
+            Delivery::RateLimited { retry_after, .. } => retry_after,
             other => panic!("{other:?}"),
         };
         assert_eq!(after("Tue, 01 Dec 2026 22:00:02 GMT"), Some(Duration::from_secs(2)));

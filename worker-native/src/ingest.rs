@@ -20,7 +20,8 @@ use anyhow::Context;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use shared::campaign::CampaignRef;
-use shared::message::{Incoming, QueueMessage};
+use shared::message::QueueMessage;
+use shared::queue::Incoming;
 use tokio::sync::{watch, Notify};
 
 use crate::ledger::Ledger;
@@ -79,6 +80,9 @@ pub fn parse(body: &str) -> Result<Incoming, String> {
     let m = match Incoming::parse(body).map_err(|e| format!("not a queue message: {e}"))? {
         Incoming::Message(m) => m,
         Incoming::Control(c) if c.creator_id.is_empty() => return Err("a control names no creatorId".into()),
+        Incoming::Canceled(c) if c.creator_id.is_empty() || !shared::id::is_message_id(&c.id) => {
+            return Err("a cancel notice names no creatorId or no message id".into())
+        }
         Incoming::Campaign(c) if c.creator_id.is_empty() || !shared::id::is_message_id(&c.campaign) => {
             return Err("a campaign names no creatorId or no campaign id".into())
         }
@@ -166,6 +170,7 @@ impl Ingest {
         let mut valid = Vec::with_capacity(messages.len());
         let mut controls = Vec::new();
         let mut campaigns = Vec::new();
+        let mut canceled = Vec::new();
         let mut valid_received = Vec::with_capacity(messages.len());
         let mut done = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
@@ -187,21 +192,21 @@ impl Ingest {
                     campaigns.push(c);
                     valid_received.push((i.to_string(), m));
                 }
+                Ok(Incoming::Canceled(c)) => {
+                    canceled.push(c);
+                    valid_received.push((i.to_string(), m));
+                }
                 Err(reason) => self.dead_letter(m.body().unwrap_or_default(), &reason).await?,
             }
             done.push(DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build()?);
         }
-        let controlled = self.schedule.control(&controls).await;
-        if matches!(controlled, Ok(n) if n > 0) {
-            self.wake.notify_one(); // a resumed account may be due now
+        let scheduled = async {
+            self.apply_controls(&controls).await.context("account controls not applied")?;
+            self.schedule.drop_canceled(&canceled).await.context("Redis: canceled messages not taken off")?;
+            self.schedule_campaigns(&campaigns).await?;
+            self.schedule_batch(&valid).await
         }
-        let scheduled = match controlled {
-            Ok(_) => match self.schedule_campaigns(&campaigns).await {
-                Ok(()) => self.schedule_batch(&valid).await,
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(anyhow::Error::from(e).context("account controls not applied")),
-        };
+        .await;
         if scheduled.is_err() {
             // Not the messages' fault: receive nothing more until Redis and the ledger
             // answer, and put these back as copies whose receive count starts at 0. An
@@ -231,6 +236,23 @@ impl Ingest {
         Ok(enqueued.added)
     }
 
+    /// Holds and releases accounts: in the ledger first (the summary's flag, ordered by
+    /// each control's time: a control overtaken by a newer one is not applied), then in
+    /// the schedule.
+    async fn apply_controls(&self, controls: &[shared::queue::AccountControl]) -> anyhow::Result<()> {
+        if controls.is_empty() {
+            return Ok(());
+        }
+        let current = match &self.ledger {
+            Some(ledger) => ledger.apply_controls(controls).await.context("ledger")?,
+            None => controls.to_vec(),
+        };
+        if self.schedule.control(&current).await.context("Redis")? > 0 {
+            self.wake.notify_one(); // a resumed account may be due now
+        }
+        Ok(())
+    }
+
     /// The ledger item of each message (when the edge's write is missing), its count
     /// in the account's backlog, then its place in the schedule. Each step is safe to
     /// repeat when the batch is received again.
@@ -241,11 +263,14 @@ impl Ingest {
             if written > 0 {
                 tracing::info!(written, "ledger items written for messages the edge could not record");
             }
+            // Every generation is counted once, a finished one too: a rebuild of the
+            // schedule may have sent it before its queue copy got here, and its outcome
+            // took it out of the backlog already.
+            ledger.count_scheduled(valid).await.context("ledger")?;
             if !finished.is_empty() {
                 tracing::info!(duplicates = finished.len(), "late duplicate deliveries of finished messages dropped");
                 fresh = std::borrow::Cow::Owned(valid.iter().enumerate().filter(|(i, _)| !finished.contains(i)).map(|(_, m)| m.clone()).collect());
             }
-            ledger.count_scheduled(&fresh).await.context("ledger")?;
         }
         self.schedule.enqueue(&fresh).await.context("Redis")
     }
@@ -272,6 +297,10 @@ impl Ingest {
             }
             if c.scheduled || c.canceled_at.is_some() {
                 continue; // a duplicate delivery, or canceled before it was fanned out
+            }
+            if !ledger.start_fan_out(&c).await.context("ledger")? {
+                tracing::warn!(campaign = %c.campaign.id, "a queued campaign's item was deleted (its queue write seemed to fail): dropped");
+                continue;
             }
             let Some(written) = ledger.fan_out(&c).await.context("ledger")? else {
                 tracing::info!(campaign = %c.campaign.id, "campaign canceled while it was fanned out");
@@ -355,7 +384,7 @@ mod tests {
     #[test]
     fn reads_account_controls() {
         let pause = r#"{"control":"pause","creatorId":"a","atMs":5}"#;
-        assert!(matches!(parse(pause), Ok(Incoming::Control(c)) if c.control == shared::message::Hold::Pause && c.at_ms == 5));
+        assert!(matches!(parse(pause), Ok(Incoming::Control(c)) if c.control == shared::queue::Hold::Pause && c.at_ms == 5));
         assert!(parse(r#"{"control":"stop","creatorId":"a","atMs":5}"#).is_err());
         assert!(parse(r#"{"control":"resume","creatorId":"","atMs":5}"#).is_err());
     }

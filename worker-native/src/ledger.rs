@@ -1,23 +1,23 @@
-//! The ledger (DESIGN §5) as the worker writes it: the item of a message it takes from
-//! SQS (when the edge's write did not land), and each outcome, with conditions so that
-//! a late duplicate can never turn `sent` into anything else. Layout: `shared::ledger`.
-//!
-//! The per-account summary counters move only in the same transaction as the item
-//! transition they count (`queued` + 1 when a message is first scheduled, - 1 and
-//! `sent` or `failed` + 1 at its outcome), so they cannot drift from the items.
+//! The ledger as the worker writes it: the item of a message it takes from SQS (when
+//! the edge's write did not land), a campaign's items, each claim and each outcome, the
+//! account holds it applies, and what a rebuild of the schedule reads back. Every write
+//! is a transition of `shared::ledger::machine`, sent with its condition; the counters a
+//! transition moves go in the same transaction, one per account.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, KeysAndAttributes, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use futures::future::join_all;
 use serde_json::Value;
 use shared::campaign::{self, CampaignItem};
-use shared::ledger::{self, LedgerItem, MessageStatus, PK, SK, SUMMARY_SK};
+use shared::ledger::machine::{self, Counts, Write};
+use shared::ledger::{self, LedgerItem, MessageStatus, Summary, PK, SK, SUMMARY_SK};
 use shared::message::QueueMessage;
+use shared::queue::{AccountControl, Hold};
 
 /// A finished attempt to record.
 #[derive(Debug, Clone)]
@@ -25,14 +25,22 @@ pub enum Outcome {
     Sent {
         at: String,
     },
-    /// Will be tried again; `attempts` so far.
+    /// Will be tried again; `maybe_sent` once an attempt got no answer.
     Retrying {
         error: String,
+        maybe_sent: bool,
+    },
+    /// The gateway's rate limit: tried again, and the account paused until `until_ms`.
+    RateLimited {
+        error: String,
+        until_ms: u64,
     },
     Failed {
         at: String,
         error: String,
     },
+    /// Claimed, then not handed to the gateway after all: back to `queued`.
+    Released,
 }
 
 /// One message's outcome.
@@ -43,11 +51,44 @@ pub struct Record {
     pub outcome: Outcome,
 }
 
+/// What a claim came to for one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours until the lease we asked for: it may be sent.
+    Claimed,
+    /// Finished already (sent, failed, canceled, or a newer generation), or gone: never
+    /// to be sent.
+    Finished,
+    /// Its campaign was canceled: it has been marked canceled now.
+    CampaignCanceled,
+    /// Another worker's claim holds it until then (Redis time, ms): its delivery may be
+    /// under way.
+    Held { until_ms: u64 },
+}
+
+/// A message to claim: the slot it was taken for, and whether it may have been sent.
+pub struct ToClaim<'a> {
+    pub message: &'a QueueMessage,
+    pub slot_ms: u64,
+    pub maybe_sent: bool,
+}
+
+/// What the waiting index holds.
+#[derive(Debug, Clone)]
+pub enum Waiting {
+    /// A message, with the attempts it has made.
+    Message(QueueMessage, u32, bool),
+    /// An account's summary: it is held, or was paused by a 429.
+    Account(String, Summary),
+}
+
 #[derive(Clone)]
 pub struct Ledger {
     client: Client,
     table: String,
     ttl_days: u64,
+    /// Names this process's claims (`claimedBy`).
+    owner: String,
     /// DynamoDB calls made (for `/stats` and the ingest-cost benchmark).
     calls: Arc<AtomicU64>,
 }
@@ -57,6 +98,7 @@ pub fn to_attr(v: &Value) -> AttributeValue {
     match v {
         Value::Object(m) if m.contains_key("S") => AttributeValue::S(m["S"].as_str().unwrap_or_default().to_owned()),
         Value::Object(m) if m.contains_key("N") => AttributeValue::N(m["N"].as_str().unwrap_or_default().to_owned()),
+        Value::Object(m) if m.contains_key("BOOL") => AttributeValue::Bool(m["BOOL"].as_bool().unwrap_or_default()),
         Value::Object(m) if m.contains_key("L") => AttributeValue::L(m["L"].as_array().map(|l| l.iter().map(to_attr).collect()).unwrap_or_default()),
         _ => AttributeValue::Null(true),
     }
@@ -85,13 +127,35 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
+fn key_of(creator: &str, sort_key: &str) -> HashMap<String, AttributeValue> {
+    HashMap::from([(PK.to_owned(), s(creator)), (SK.to_owned(), s(sort_key))])
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A transition as an SDK update of the item at `key`; refused, it returns the item as
+/// it was (so the caller knows why).
+fn update_of(table: &str, key: HashMap<String, AttributeValue>, w: &Write) -> anyhow::Result<Update> {
+    let mut u = Update::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        .update_expression(&w.update)
+        .condition_expression(w.condition)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    for (k, v) in &w.names {
+        u = u.expression_attribute_names(*k, *v);
+    }
+    for (k, v) in &w.values {
+        u = u.expression_attribute_values(*k, to_attr(v));
+    }
+    Ok(u.build()?)
 }
 
 impl Ledger {
-    pub fn new(client: Client, table: String) -> Self {
-        Self { client, table, ttl_days: ledger::DEFAULT_TTL_DAYS, calls: Arc::default() }
+    pub fn new(client: Client, table: String, ttl_days: u64) -> Self {
+        Self { client, table, ttl_days, owner: format!("{:016x}", rand::random::<u64>()), calls: Arc::default() }
     }
 
     /// DynamoDB calls made so far.
@@ -101,6 +165,11 @@ impl Ledger {
 
     fn count(&self, n: usize) {
         self.calls.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// When what finishes now may expire.
+    fn expiry(&self) -> u64 {
+        ledger::expiry(now_ms(), self.ttl_days)
     }
 
     /// Writes the items of messages the edge accepted but whose item is missing (its
@@ -119,7 +188,7 @@ impl Ledger {
                 .expression_attribute_names("#st", "status")
                 .consistent_read(true);
             for m in chunk {
-                keys = keys.keys(HashMap::from([(PK.to_owned(), s(&m.creator_id)), (SK.to_owned(), s(&m.id))]));
+                keys = keys.keys(key_of(&m.creator_id, &m.id));
             }
             let mut request = HashMap::from([(self.table.clone(), keys.build()?)]);
             let mut present = HashMap::new();
@@ -146,13 +215,12 @@ impl Ledger {
             }
             let missing: Vec<&QueueMessage> = chunk.iter().filter(|m| !present.contains_key(&(m.creator_id.clone(), m.id.clone()))).collect();
             self.count(missing.len());
-            let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + self.ttl_days * 86_400;
             let puts = missing.iter().map(|m| {
                 self.client
                     .put_item()
                     .table_name(&self.table)
-                    .set_item(Some(item_map(&LedgerItem::queued((*m).clone(), expires).to_item())))
-                    .condition_expression("attribute_not_exists(messageId)")
+                    .set_item(Some(item_map(&LedgerItem::queued((*m).clone()).to_item())))
+                    .condition_expression(machine::PUT_NEW)
                     .send()
             });
             for r in join_all(puts).await {
@@ -173,21 +241,11 @@ impl Ledger {
         Ok(())
     }
 
-    /// Counts messages into their accounts' backlog (the summary's `queued`), once per
-    /// message and generation: each item is marked `countedGen` in the same
-    /// transaction that adds to the counter, so a redelivery, a retry of this call or
-    /// a duplicate after a lease expiry never counts twice. Returns how many counted.
+    /// Counts messages into their accounts' backlog, once per message and generation
+    /// (`machine::count_scheduled`). Returns how many counted.
     pub async fn count_scheduled(&self, messages: &[QueueMessage]) -> anyhow::Result<usize> {
-        let mut changes = Vec::with_capacity(messages.len());
-        for m in messages {
-            let update = self
-                .item_update(m)
-                .update_expression("SET countedGen = :gen")
-                .condition_expression("attribute_exists(messageId) AND (attribute_not_exists(countedGen) OR countedGen < :gen)")
-                .build()?;
-            changes.push(Change::new(m, update, Delta { queued: 1, ..Delta::default() }));
-        }
-        Ok(self.apply_by_account(changes, false).await?.len())
+        let changes = messages.iter().map(|m| Change::write(m, machine::count_scheduled(m.generation))).collect();
+        Ok(self.apply_by_account(changes).await?.applied.len())
     }
 
     /// A campaign's item (consistent read); `None` when it does not exist (the edge
@@ -199,36 +257,14 @@ impl Ledger {
         Ok(answer.item().map(from_attrs).as_ref().and_then(CampaignItem::from_item))
     }
 
-    /// Whether the ledger knows the schedule named `prefix` (it has run before): a
-    /// schedule it does not know is new, not lost, and is recorded now.
-    pub async fn schedule_known(&self, prefix: &str) -> anyhow::Result<bool> {
-        self.count(1);
-        let sort_key = format!("{}{prefix}", ledger::SCHEDULE_SK_PREFIX);
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item(PK, s(ledger::SCHEDULE_PK))
-            .item(SK, s(sort_key))
-            .item("createdAt", s(shared::time::rfc3339_ms(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64)))
-            .condition_expression("attribute_not_exists(messageId)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(false),
-            Err(e) if is_condition_failure(&e) => Ok(true),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// A page of the waiting index's `shard`: the messages waiting there (queued,
-    /// scheduled, being sent or between attempts) with the attempts they have made, and
-    /// where the next page starts.
+    /// scheduled, being sent or between attempts) with the attempts they have made, the
+    /// accounts held or paused, and where the next page starts.
     pub async fn waiting_page(
         &self,
         shard: &str,
         start: Option<HashMap<String, AttributeValue>>,
-    ) -> anyhow::Result<(Vec<(QueueMessage, u32)>, Option<HashMap<String, AttributeValue>>)> {
+    ) -> anyhow::Result<(Vec<Waiting>, Option<HashMap<String, AttributeValue>>)> {
         self.count(1);
         let answer = self
             .client
@@ -241,23 +277,30 @@ impl Ledger {
             .set_exclusive_start_key(start)
             .send()
             .await?;
-        let messages = answer.items().iter().filter_map(|i| LedgerItem::from_item(&from_attrs(i))).map(|i| (i.message, i.attempts)).collect();
-        Ok((messages, answer.last_evaluated_key().cloned()))
+        let waiting = answer
+            .items()
+            .iter()
+            .filter_map(|i| {
+                let item = from_attrs(i);
+                if ledger::text(&item, SK) == Some(SUMMARY_SK) {
+                    return Some(Waiting::Account(ledger::text(&item, PK)?.to_owned(), Summary::from_item(Some(&item))));
+                }
+                let maybe_sent = item.get(machine::MAYBE_SENT).is_some();
+                LedgerItem::from_item(&item).map(|i| Waiting::Message(i.message, i.attempts, maybe_sent))
+            })
+            .collect();
+        Ok((waiting, answer.last_evaluated_key().cloned()))
     }
 
     /// Marks a campaign as put on the schedule.
     pub async fn campaign_scheduled(&self, c: &CampaignItem) -> anyhow::Result<()> {
-        self.count(1);
-        let key = item_map(&campaign::item_key(&c.campaign.creator_id, &c.campaign.id));
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .update_expression("SET scheduled = :t")
-            .expression_attribute_values(":t", AttributeValue::Bool(true))
-            .send()
-            .await?;
-        Ok(())
+        self.update_one(&c.campaign.creator_id, &campaign::sort_key(&c.campaign.id), &machine::campaign_scheduled()).await.map(drop)
+    }
+
+    /// Takes a campaign for its fan-out (`machine::start_fan_out`): `false` when its item
+    /// is gone (the edge deleted it, its queue write having failed).
+    pub async fn start_fan_out(&self, c: &CampaignItem) -> anyhow::Result<bool> {
+        self.update_one(&c.campaign.creator_id, &campaign::sort_key(&c.campaign.id), &machine::start_fan_out(&shared::time::rfc3339_ms(now_ms()))).await
     }
 
     /// Writes the items of a campaign's messages, each counted into the account's
@@ -266,67 +309,98 @@ impl Ledger {
     /// canceled before the worker got to it) is left as it is. Returns how many were
     /// written, or `None` when the campaign was canceled first.
     pub async fn fan_out(&self, campaign: &CampaignItem) -> anyhow::Result<Option<usize>> {
-        let expires = campaign.expires_at;
-        let messages: Vec<QueueMessage> = campaign.campaign.messages().collect();
-        let mut changes = Vec::with_capacity(messages.len());
-        for m in &messages {
-            let mut item = LedgerItem::queued(m.clone(), expires).to_item();
+        let mut changes = Vec::with_capacity(campaign.campaign.recipients.len());
+        for m in campaign.campaign.messages() {
+            let mut item = LedgerItem::queued(m.clone()).to_item();
             item["countedGen"] = ledger::n(0);
-            let obj = item.as_object().expect("an item is an object");
-            let mut update = Update::builder().table_name(&self.table).key(PK, s(&m.creator_id)).key(SK, s(&m.id));
-            let mut sets = Vec::new();
-            for (i, (name, value)) in obj.iter().filter(|(k, _)| *k != PK && *k != SK).enumerate() {
-                sets.push(format!("#a{i} = :a{i}"));
-                update = update.expression_attribute_names(format!("#a{i}"), name).expression_attribute_values(format!(":a{i}"), to_attr(value));
-            }
-            let update = update.update_expression(format!("SET {}", sets.join(", "))).condition_expression("attribute_not_exists(messageId)").build()?;
-            changes.push(Change::new(m, update, Delta { queued: 1, fanned: 1, ..Delta::default() }));
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item_map(&item)))
+                .condition_expression(machine::PUT_NEW)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .build()?;
+            changes.push(Change {
+                account: m.creator_id.clone(),
+                campaign: m.campaign_id.clone(),
+                op: Op::Put(put),
+                counts: machine::FAN_OUT,
+                pause: None,
+                guarded: true,
+            });
         }
-        let applied = self.apply_by_account(changes, true).await?;
-        Ok((applied.canceled_campaigns.is_empty()).then_some(applied.len()))
+        let applied = self.apply_by_account(changes).await?;
+        Ok((applied.canceled_campaigns.is_empty()).then_some(applied.applied.len()))
     }
 
     /// Marks every waiting message of a canceled campaign `canceled` (one not waiting,
-    /// claimed or done, is left as it is), each counted out of the account's backlog and
-    /// into the campaign's `canceled` in the same transaction. Returns how many.
+    /// claimed or done, is left as it is: a claimed one finishes or is given back and
+    /// canceled when claimed again). Returns how many.
     pub async fn cancel_waiting(&self, campaign: &CampaignItem, at: &str) -> anyhow::Result<usize> {
-        let mut changes = Vec::with_capacity(campaign.campaign.recipients.len());
-        let messages: Vec<QueueMessage> = campaign.campaign.messages().collect();
-        for m in &messages {
-            let update = self
-                .item_update(m)
-                .update_expression("SET #st = :canceled, canceledAt = :at REMOVE waitShard")
-                .condition_expression("#st = :queued AND generation = :gen")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":queued", s("queued"))
-                .expression_attribute_values(":canceled", s("canceled"))
-                .expression_attribute_values(":at", s(at))
-                .build()?;
-            changes.push(Change::new(m, update, Delta { queued: -1, canceled: 1, ..Delta::default() }));
-        }
-        Ok(self.apply_by_account(changes, false).await?.len())
+        let ttl = self.expiry();
+        let changes = campaign.campaign.messages().map(|m| Change::write(&m, machine::cancel_waiting(m.generation, at, ttl))).collect();
+        Ok(self.apply_by_account(changes).await?.applied.len())
     }
 
-    /// Claims messages about to be handed to the gateway (`queued → sending`), a
-    /// campaign's only while it is not canceled. Returns the positions (in `messages`)
-    /// of those claimed: one not claimed was canceled (or its campaign was), or is done
-    /// already (its outcome recorded by a worker that died before the schedule heard
-    /// of it), and must not be sent. A cancel needs the item `queued`, so a message is
-    /// never both sent and canceled.
-    pub async fn claim(&self, messages: &[&QueueMessage]) -> anyhow::Result<Vec<usize>> {
-        let mut changes = Vec::with_capacity(messages.len());
-        for m in messages {
-            let update = self
-                .item_update(m)
-                .update_expression("SET #st = :sending")
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":queued", s("queued"))
-                .expression_attribute_values(":sending", s("sending"))
-                .condition_expression("attribute_exists(messageId) AND (attribute_not_exists(generation) OR generation = :gen) AND #st IN (:queued, :sending)")
-                .build()?;
-            changes.push(Change::new(m, update, Delta::default()));
+    /// Claims messages about to be handed to the gateway (`machine::claim`), each for
+    /// `lease_ms` after its slot (Redis time, as `now_ms`). A message whose campaign was
+    /// canceled is canceled now. One verdict per message, in order.
+    pub async fn claim(&self, messages: &[ToClaim<'_>], now_ms: u64, lease_ms: u64) -> anyhow::Result<Vec<Claim>> {
+        let changes = messages
+            .iter()
+            .map(|c| {
+                let change = Change::write(c.message, machine::claim(c.message.generation, now_ms, c.slot_ms + lease_ms, &self.owner));
+                // One that may have been sent cannot be canceled any more: its campaign's
+                // cancel does not hold it back.
+                if c.maybe_sent {
+                    change
+                } else {
+                    change.guarded()
+                }
+            })
+            .collect();
+        let applied = self.apply_by_account(changes).await?;
+        let mut verdicts = vec![Claim::Claimed; messages.len()];
+        for (i, old) in &applied.refused {
+            verdicts[*i] = verdict(old.as_ref(), messages[*i].message, now_ms);
         }
-        Ok(self.apply_by_account(changes, true).await?.positions)
+        if !applied.in_canceled_campaigns.is_empty() {
+            let canceled: Vec<&QueueMessage> = applied.in_canceled_campaigns.iter().map(|&i| messages[i].message).collect();
+            for (k, canceled) in self.cancel_messages(&canceled, now_ms).await?.into_iter().enumerate() {
+                let i = applied.in_canceled_campaigns[k];
+                verdicts[i] = canceled.map_or(Claim::CampaignCanceled, |old| verdict(old.as_ref(), messages[i].message, now_ms));
+            }
+        }
+        Ok(verdicts)
+    }
+
+    /// Cancels waiting messages now (their campaign was canceled): each is taken out of
+    /// the backlog if it was counted into it, as `DELETE /{id}` does. For each, `None`
+    /// when it was canceled, else the item as it was (being sent, or finished).
+    async fn cancel_messages(&self, messages: &[&QueueMessage], now_ms: u64) -> anyhow::Result<Vec<Option<Option<Value>>>> {
+        let (at, ttl) = (shared::time::rfc3339_ms(now_ms), self.expiry());
+        let cancel = |which: &[usize], counted: bool| {
+            let changes = which.iter().map(|&i| Change::write(messages[i], machine::cancel(messages[i].generation, counted, &at, ttl))).collect();
+            self.apply_by_account(changes)
+        };
+        let mut result: Vec<Option<Option<Value>>> = vec![None; messages.len()];
+        let all: Vec<usize> = (0..messages.len()).collect();
+        // As counted into the backlog first; one not counted yet (a rebuild put it back
+        // before its queue copy was counted) again, as such.
+        let mut uncounted = Vec::new();
+        for (i, old) in cancel(&all, true).await?.refused {
+            let waiting_uncounted = old.as_ref().is_some_and(|o| ledger::text(o, "status") == Some("queued") && counted_gen(o) < Some(messages[i].generation));
+            if waiting_uncounted {
+                uncounted.push(i);
+            } else {
+                result[i] = Some(old);
+            }
+        }
+        if !uncounted.is_empty() {
+            for (k, old) in cancel(&uncounted, false).await?.refused {
+                result[uncounted[k]] = Some(old);
+            }
+        }
+        Ok(result)
     }
 
     /// Records outcomes: each item's transition and the summary counters it moves, in
@@ -336,82 +410,96 @@ impl Ledger {
     /// through. Safe to call again with the same records after an error: what was
     /// applied is refused by its condition the second time, so it is counted once.
     pub async fn record(&self, records: &[Record]) -> anyhow::Result<usize> {
+        let ttl = self.expiry();
         let mut changes = Vec::with_capacity(records.len());
         for r in records {
-            let (update, delta) = self.outcome_update(r)?;
-            changes.push(Change::new(&r.message, update, delta));
+            let m = &r.message;
+            let mut pause = None;
+            let write = match &r.outcome {
+                Outcome::Sent { at } => machine::record_sent(m.generation, at, r.attempts, ttl),
+                Outcome::Retrying { error, maybe_sent } => machine::record_retrying(m.generation, r.attempts, error, *maybe_sent),
+                Outcome::RateLimited { error, until_ms } => {
+                    pause = Some(*until_ms);
+                    machine::record_retrying(m.generation, r.attempts, error, false)
+                }
+                Outcome::Failed { at, error } => machine::record_failed(&m.id, m.generation, at, error, r.attempts, ttl),
+                Outcome::Released => machine::unclaim(m.generation, &self.owner),
+            };
+            changes.push(Change { pause, ..Change::write(m, write) });
         }
-        Ok(self.apply_by_account(changes, false).await?.len())
+        Ok(self.apply_by_account(changes).await?.applied.len())
+    }
+
+    /// Applies account controls to their summaries (`machine::set_hold`): returns those
+    /// not overtaken by a newer control, which the schedule then applies.
+    pub async fn apply_controls(&self, controls: &[AccountControl]) -> anyhow::Result<Vec<AccountControl>> {
+        let writes = controls.iter().map(|c| async move {
+            let w = machine::set_hold(c.control == Hold::Pause, c.at_ms, &c.creator_id);
+            Ok::<_, anyhow::Error>(self.update_one(&c.creator_id, SUMMARY_SK, &w).await?.then(|| c.clone()))
+        });
+        Ok(join_all(writes).await.into_iter().collect::<anyhow::Result<Vec<_>>>()?.into_iter().flatten().collect())
+    }
+
+    /// An account's summary leaves the waiting index once it holds nothing any more.
+    pub async fn account_rested(&self, account: &str) -> anyhow::Result<()> {
+        self.update_one(account, SUMMARY_SK, &machine::account_rested(now_ms())).await.map(drop)
+    }
+
+    /// One transition of one item, outside a transaction: whether it applied (its
+    /// condition held).
+    async fn update_one(&self, creator: &str, sort_key: &str, w: &Write) -> anyhow::Result<bool> {
+        self.count(1);
+        let mut u = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(creator, sort_key)))
+            .update_expression(&w.update)
+            .condition_expression(w.condition);
+        for (k, v) in &w.names {
+            u = u.expression_attribute_names(*k, *v);
+        }
+        for (k, v) in &w.values {
+            u = u.expression_attribute_values(*k, to_attr(v));
+        }
+        match u.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Applies item changes in one transaction per account, all accounts at once:
     /// transactions of different accounts never touch the same summary item, so they
-    /// do not conflict. With `guard`, a campaign's changes apply only while it is not
+    /// do not conflict. A guarded change of a campaign's message applies only while it is not
     /// canceled.
-    async fn apply_by_account(&self, changes: Vec<Change>, guard: bool) -> anyhow::Result<Applied> {
+    async fn apply_by_account(&self, changes: Vec<Change>) -> anyhow::Result<Applied> {
         let mut by_account: HashMap<String, Vec<(usize, Change)>> = HashMap::new();
         for (i, change) in changes.into_iter().enumerate() {
             by_account.entry(change.account.clone()).or_default().push((i, change));
         }
-        let applied = join_all(by_account.into_iter().map(|(account, changes)| self.apply_with_summary(account, changes, guard))).await;
+        let applied = join_all(by_account.into_iter().map(|(account, changes)| self.apply_with_summary(account, changes))).await;
         let mut all = Applied::default();
         for a in applied {
             let a = a?;
-            all.positions.extend(a.positions);
+            all.applied.extend(a.applied);
+            all.refused.extend(a.refused);
+            all.in_canceled_campaigns.extend(a.in_canceled_campaigns);
             all.canceled_campaigns.extend(a.canceled_campaigns);
         }
-        all.positions.sort_unstable();
+        all.applied.sort_unstable();
         Ok(all)
-    }
-
-    fn item_update(&self, m: &QueueMessage) -> aws_sdk_dynamodb::types::builders::UpdateBuilder {
-        Update::builder().table_name(&self.table).key(PK, s(&m.creator_id)).key(SK, s(&m.id)).expression_attribute_values(":gen", n(m.generation))
-    }
-
-    fn outcome_update(&self, r: &Record) -> anyhow::Result<(Update, Delta)> {
-        let m = &r.message;
-        let base = self
-            .item_update(m)
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":attempts", n(r.attempts))
-            .expression_attribute_values(":queued", s("queued"))
-            .expression_attribute_values(":sending", s("sending"))
-            // Only an existing item (never a partial one), of the current generation,
-            // claimed (or `queued`, when sent without a claim: no ledger then): an
-            // outcome moves it once.
-            .condition_expression("attribute_exists(messageId) AND (attribute_not_exists(generation) OR generation = :gen) AND #st IN (:queued, :sending)");
-        let (update, delta) = match &r.outcome {
-            Outcome::Sent { at } => (
-                base.update_expression("SET #st = :sent, sentAt = :at, attempts = :attempts REMOVE failedKey, waitShard")
-                    .expression_attribute_values(":sent", s("sent"))
-                    .expression_attribute_values(":at", s(at)),
-                Delta { queued: -1, sent: 1, last_sent_ms: shared::time::parse_rfc3339_ms(at), ..Delta::default() },
-            ),
-            // Back to `queued` between attempts: it may be canceled until the next claim.
-            Outcome::Retrying { error } => (
-                base.update_expression("SET attempts = :attempts, lastError = :err, #st = :queued").expression_attribute_values(":err", s(error)),
-                Delta::default(),
-            ),
-            Outcome::Failed { at, error } => (
-                base.update_expression("SET #st = :failed, failedAt = :at, lastError = :err, attempts = :attempts, failedKey = :fk REMOVE waitShard")
-                    .expression_attribute_values(":failed", s("failed"))
-                    .expression_attribute_values(":at", s(at))
-                    .expression_attribute_values(":err", s(error))
-                    .expression_attribute_values(":fk", s(ledger::failed_key(at, &m.id))),
-                Delta { queued: -1, failed: 1, ..Delta::default() },
-            ),
-        };
-        Ok((update.build()?, delta))
     }
 
     /// Applies item changes of one account together with the change of its summary
     /// counters and of each campaign's they add up to, as transactions of at most 100
-    /// writes. An item whose condition fails is dropped (with its delta) and the rest
+    /// writes. An item whose condition fails is dropped (with its counts) and the rest
     /// applied again; so are all of a campaign's when its guard fails (it was
     /// canceled); a transaction that conflicts with another is tried again.
-    async fn apply_with_summary(&self, account: String, changes: Vec<(usize, Change)>, guard: bool) -> anyhow::Result<Applied> {
+    async fn apply_with_summary(&self, account: String, changes: Vec<(usize, Change)>) -> anyhow::Result<Applied> {
         let mut applied = Applied::default();
         let mut changes = changes.into_iter().peekable();
+        let ttl = self.expiry();
         while changes.peek().is_some() {
             // Room for the summary and each campaign's counters.
             let mut live: Vec<(usize, Change)> = Vec::new();
@@ -428,29 +516,33 @@ impl Ledger {
             }
             let mut conflicts = 0u32;
             while !live.is_empty() {
-                let total = live.iter().fold(Delta::default(), |acc, (_, c)| acc.plus(&c.delta));
-                let mut items: Vec<TransactWriteItem> = live.iter().map(|(_, c)| TransactWriteItem::builder().update(c.update.clone()).build()).collect();
+                let total = live.iter().fold(Counts::default(), |acc, (_, c)| acc.plus(&c.counts));
+                let pause = live.iter().filter_map(|(_, c)| c.pause).max();
+                let mut items: Vec<TransactWriteItem> = live.iter().map(|(_, c)| c.transact_item(&self.table)).collect::<anyhow::Result<_>>()?;
                 let counters_at = items.len();
                 let mut counted: Vec<&str> = Vec::new();
                 for (_, c) in &live {
                     let Some(id) = c.campaign.as_deref().filter(|id| !counted.contains(id)) else { continue };
                     counted.push(id);
-                    let delta = live.iter().filter(|(_, o)| o.campaign.as_deref() == Some(id)).fold(Delta::default(), |acc, (_, o)| acc.plus(&o.delta));
-                    items.extend(self.campaign_update(&account, id, &delta, guard)?);
+                    let theirs = || live.iter().filter(|(_, o)| o.campaign.as_deref() == Some(id));
+                    let counts = theirs().fold(Counts::default(), |acc, (_, o)| acc.plus(&o.counts));
+                    let guard = theirs().any(|(_, o)| o.guarded);
+                    items.extend(self.campaign_update(&account, id, &counts, guard, ttl)?);
                 }
-                if let Some(summary) = self.summary_update(&account, &total)? {
+                if let Some(summary) = self.summary_update(&account, &total, pause)? {
                     items.push(TransactWriteItem::builder().update(summary).build());
                 }
                 self.count(1);
                 match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
                     Ok(_) => {
-                        applied.positions.extend(live.iter().map(|(i, _)| *i));
+                        applied.applied.extend(live.iter().map(|(i, _)| *i));
                         break;
                     }
                     Err(e) => {
                         let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else { return Err(e.into()) };
+                        let reasons = c.cancellation_reasons();
                         let refused: Vec<usize> =
-                            c.cancellation_reasons().iter().enumerate().filter(|(_, r)| r.code() == Some("ConditionalCheckFailed")).map(|(i, _)| i).collect();
+                            reasons.iter().enumerate().filter(|(_, r)| r.code() == Some("ConditionalCheckFailed")).map(|(i, _)| i).collect();
                         if refused.is_empty() {
                             // Nothing was refused: another transaction on the summary
                             // item got in the way (or DynamoDB throttled). Again, shortly.
@@ -464,12 +556,17 @@ impl Ledger {
                             .filter(|&&i| i >= counters_at && i - counters_at < counted.len())
                             .map(|&i| counted[i - counters_at].to_owned())
                             .collect();
-                        let mut i = 0;
-                        live.retain(|(_, c)| {
-                            let keep = !refused.contains(&i) && !c.campaign.as_ref().is_some_and(|id| canceled.contains(id));
-                            i += 1;
-                            keep
-                        });
+                        let mut kept = Vec::with_capacity(live.len());
+                        for (k, (i, c)) in live.into_iter().enumerate() {
+                            if refused.contains(&k) {
+                                applied.refused.push((i, reasons.get(k).and_then(|r| r.item()).map(from_attrs)));
+                            } else if c.guarded && c.campaign.as_ref().is_some_and(|id| canceled.contains(id)) {
+                                applied.in_canceled_campaigns.push(i);
+                            } else {
+                                kept.push((i, c));
+                            }
+                        }
+                        live = kept;
                         applied.canceled_campaigns.extend(canceled);
                     }
                 }
@@ -480,103 +577,116 @@ impl Ledger {
 
     /// The change of a campaign's counters, guarded (applied only while the campaign is
     /// not canceled) when asked: a condition check alone when nothing counts.
-    fn campaign_update(&self, account: &str, id: &str, d: &Delta, guard: bool) -> anyhow::Result<Option<TransactWriteItem>> {
+    fn campaign_update(&self, account: &str, id: &str, counts: &Counts, guard: bool, ttl: u64) -> anyhow::Result<Option<TransactWriteItem>> {
         let key = item_map(&campaign::item_key(account, id));
-        let counts = [("sent", d.sent), ("failed", d.failed), ("canceled", d.canceled), ("fanned", d.fanned)];
-        if counts.iter().all(|(_, v)| *v == 0) {
+        if !counts.moves_campaign() {
             if !guard {
                 return Ok(None);
             }
-            let check =
-                ConditionCheck::builder().table_name(&self.table).set_key(Some(key)).condition_expression("attribute_not_exists(canceledAt)").build()?;
+            let check = ConditionCheck::builder().table_name(&self.table).set_key(Some(key)).condition_expression(machine::CAMPAIGN_NOT_CANCELED).build()?;
             return Ok(Some(TransactWriteItem::builder().condition_check(check).build()));
         }
-        let mut u = Update::builder().table_name(&self.table).set_key(Some(key));
-        let mut adds = Vec::new();
-        for (name, v) in counts.into_iter().filter(|(_, v)| *v != 0) {
-            adds.push(format!("{name} :{name}"));
-            u = u.expression_attribute_values(format!(":{name}"), n(v));
+        let (update, values) = counts.campaign_update(ttl);
+        let mut u = Update::builder().table_name(&self.table).set_key(Some(key)).update_expression(update).expression_attribute_names("#ttl", ledger::TTL_ATTR);
+        for (k, v) in values {
+            u = u.expression_attribute_values(k, to_attr(&v));
         }
-        u = u.update_expression(format!("ADD {}", adds.join(", ")));
         if guard {
-            u = u.condition_expression("attribute_not_exists(canceledAt)");
+            u = u.condition_expression(machine::CAMPAIGN_NOT_CANCELED);
         }
         Ok(Some(TransactWriteItem::builder().update(u.build()?).build()))
     }
 
-    fn summary_update(&self, account: &str, d: &Delta) -> anyhow::Result<Option<Update>> {
-        if d.queued == 0 && d.sent == 0 && d.failed == 0 {
+    /// The account's summary update: its counters, and a 429's pause (kept where a
+    /// rebuild of the schedule finds it).
+    fn summary_update(&self, account: &str, counts: &Counts, pause_until_ms: Option<u64>) -> anyhow::Result<Option<Update>> {
+        if !counts.moves_summary() && pause_until_ms.is_none() {
             return Ok(None);
         }
-        let u = Update::builder()
-            .table_name(&self.table)
-            .key(PK, s(account))
-            .key(SK, s(SUMMARY_SK))
-            .expression_attribute_values(":q", n(d.queued))
-            .expression_attribute_values(":s", n(d.sent))
-            .expression_attribute_values(":f", n(d.failed));
-        let u = match d.last_sent_ms {
-            Some(t) => u.update_expression("ADD queued :q, sent :s, failed :f SET lastSentAtMs = :t").expression_attribute_values(":t", n(t)),
-            None => u.update_expression("ADD queued :q, sent :s, failed :f"),
-        };
+        let (mut update, mut values) = counts.summary_update();
+        if let Some(until) = pause_until_ms {
+            let (sets, more) = machine::rate_limited(account, until);
+            update.push_str(if update.contains(" SET ") { ", " } else { " SET " });
+            update.push_str(&sets);
+            values.extend(more);
+        }
+        let mut u = Update::builder().table_name(&self.table).set_key(Some(key_of(account, SUMMARY_SK))).update_expression(update);
+        for (k, v) in values {
+            u = u.expression_attribute_values(k, to_attr(&v));
+        }
         Ok(Some(u.build()?))
     }
+}
+
+/// What a refused claim means, from the item as it was.
+fn verdict(old: Option<&Value>, m: &QueueMessage, now_ms: u64) -> Claim {
+    let Some(item) = old.and_then(LedgerItem::from_item) else { return Claim::Finished };
+    if item.status == MessageStatus::Sending && item.message.generation == m.generation {
+        let until = old.and_then(|o| o.get("claimedUntil")?.get("N")?.as_str()?.parse().ok()).unwrap_or(now_ms);
+        return Claim::Held { until_ms: until };
+    }
+    Claim::Finished
+}
+
+fn counted_gen(item: &Value) -> Option<u32> {
+    item.get("countedGen")?.get("N")?.as_str()?.parse().ok()
 }
 
 /// DynamoDB's limit of writes in one transaction.
 const MAX_TRANSACTION_WRITES: usize = 100;
 
-/// What an item change does to its account's summary counters (`queued`, `sent`,
-/// `failed`) and its campaign's (`sent`, `failed`, `canceled`, `fanned`).
-#[derive(Debug, Default, Clone, Copy)]
-struct Delta {
-    queued: i64,
-    sent: i64,
-    failed: i64,
-    canceled: i64,
-    fanned: i64,
-    last_sent_ms: Option<u64>,
-}
-
-impl Delta {
-    fn plus(self, o: &Delta) -> Delta {
-        Delta {
-            queued: self.queued + o.queued,
-            sent: self.sent + o.sent,
-            failed: self.failed + o.failed,
-            canceled: self.canceled + o.canceled,
-            fanned: self.fanned + o.fanned,
-            last_sent_ms: self.last_sent_ms.max(o.last_sent_ms),
-        }
-    }
+/// A write of one item.
+enum Op {
+    Update(Write, HashMap<String, AttributeValue>),
+    Put(Put),
 }
 
 /// One item's change, and whose counters it moves.
 struct Change {
     account: String,
     campaign: Option<String>,
-    update: Update,
-    delta: Delta,
+    op: Op,
+    counts: Counts,
+    /// A 429's pause of the account, until (ms).
+    pause: Option<u64>,
+    /// Applies only while its campaign is not canceled (the campaign's guard).
+    guarded: bool,
 }
 
 impl Change {
-    fn new(m: &QueueMessage, update: Update, delta: Delta) -> Self {
-        Change { account: m.creator_id.clone(), campaign: m.campaign_id.clone(), update, delta }
+    fn write(m: &QueueMessage, w: Write) -> Self {
+        let counts = w.counts;
+        Change {
+            account: m.creator_id.clone(),
+            campaign: m.campaign_id.clone(),
+            op: Op::Update(w, key_of(&m.creator_id, &m.id)),
+            counts,
+            pause: None,
+            guarded: false,
+        }
+    }
+
+    fn guarded(self) -> Self {
+        Change { guarded: true, ..self }
+    }
+
+    fn transact_item(&self, table: &str) -> anyhow::Result<TransactWriteItem> {
+        Ok(match &self.op {
+            Op::Update(w, key) => TransactWriteItem::builder().update(update_of(table, key.clone(), w)?).build(),
+            Op::Put(p) => TransactWriteItem::builder().put(p.clone()).build(),
+        })
     }
 }
 
-/// What a set of changes did: the positions of those applied, and the campaigns whose
-/// guard refused them.
+/// What a set of changes did: the positions of those applied, those refused by their
+/// condition (with the item as it was), those dropped because their campaign's guard
+/// refused them, and those campaigns.
 #[derive(Debug, Default)]
 struct Applied {
-    positions: Vec<usize>,
+    applied: Vec<usize>,
+    refused: Vec<(usize, Option<Value>)>,
+    in_canceled_campaigns: Vec<usize>,
     canceled_campaigns: Vec<String>,
-}
-
-impl Applied {
-    fn len(&self) -> usize {
-        self.positions.len()
-    }
 }
 
 fn is_condition_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool

@@ -1,4 +1,4 @@
-//! The native worker (DESIGN §6): the only consumer of the send queue. It moves each
+//! The native worker (docs/design.md §6): the only consumer of the send queue. It moves each
 //! message from SQS into its account's schedule in Redis, sends each account's messages
 //! through the delivery gateway at exactly the allowed rate (across any number of
 //! worker processes), records outcomes in the ledger and publishes metrics.
@@ -6,10 +6,11 @@
 //! - [`config`]: settings from the environment, `--help`;
 //! - [`schedule`] (+ `lua/`): the per-account queues and the limit, in Redis, over
 //!   [`connection`] (one Redis or a cluster);
-//! - [`ingest`]: SQS → schedule; [`dispatch`]: schedule → gateway → outcomes;
+//! - [`ingest`]: SQS → schedule; [`dispatch`]: schedule → claim → gateway → outcomes;
 //! - [`recover`]: the schedule rebuilt from the ledger when Redis lost its data;
 //! - [`gateway`]: HTTP and dry-run delivery; [`ledger`]: DynamoDB writes;
-//! - [`metrics`]: CloudWatch; [`health`]: probes; [`app`]: wiring and shutdown.
+//! - [`metrics`]: CloudWatch; [`health`]: probes; [`retry`]: backoff;
+//!   [`app`]: wiring and shutdown.
 
 pub mod app;
 pub mod config;
@@ -21,4 +22,5 @@ pub mod ingest;
 pub mod ledger;
 pub mod metrics;
 pub mod recover;
+pub mod retry;
 pub mod schedule;

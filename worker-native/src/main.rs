@@ -9,7 +9,7 @@ fn main() -> std::process::ExitCode {
     }
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
         // The container's health check: exit 0 only when this host's worker is ready.
-        let port = std::env::var("HEALTH_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8081);
+        let port = std::env::var("HEALTH_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or_else(config::default_health_port);
         return match worker_native::health::check(port, std::time::Duration::from_secs(3)) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

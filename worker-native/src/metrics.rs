@@ -1,4 +1,4 @@
-//! CloudWatch metrics (DESIGN §7): counted in process and flushed in one batched
+//! CloudWatch metrics (docs/design.md §7): counted in process and flushed in one batched
 //! `PutMetricData` per interval (and on shutdown), never a call per message. Every
 //! metric carries the one `Environment` dimension, so alarms match.
 

@@ -1,23 +1,29 @@
-//! Rebuilding the schedule from the ledger when Redis lost its data (a failover
-//! without persistence, a replaced node, an eviction): the ledger is the truth, Redis
-//! only the schedule. Each shard of the schedule carries an epoch; a take that finds
-//! it missing takes nothing and starts a rebuild of the shards that lost theirs, each
-//! by one worker (`lua/recover.lua`): on a cluster, a node that lost its data costs
-//! the rebuild of its shards only. A schedule
-//! the ledger has never seen is new: it is recorded, and that is all. One it knows
-//! was lost: the worker reads every waiting
-//! message from the ledger's sparse waiting index (16 shards read in parallel, a page
-//! per 1 MB: the cost grows with what waits, never with the table) and puts it back
-//! with the attempts it has made. Accounts whose state was lost send no earlier than a
-//! spacing after the loss was found (`lua/common.lua`), so none bursts; a message in
-//! flight at the moment of loss may be sent again (its claim is its own worker's).
+//! Rebuilding the schedule from the ledger when Redis lost its data (a failover without
+//! persistence, a restart from an older snapshot, a replaced node, a flush): the ledger
+//! is the truth, Redis only the schedule. Each shard of the schedule carries an epoch
+//! naming the Redis process that holds it; a take that finds it missing or set by
+//! another process takes nothing and starts a rebuild of those shards, each by one
+//! worker (`lua/recover.lua`): on a cluster, a node that lost its data costs the rebuild
+//! of its shards only.
+//!
+//! A rebuild first records the loss, so that no account sends earlier than a spacing
+//! after it (`lua/common.lua`: sends made just before the loss are not in what survived),
+//! then reads the ledger's sparse waiting index whole (16 shards in parallel, a page per
+//! 1 MB: the cost grows with what waits, never with the table) and puts back every
+//! waiting message with the attempts it has made (one already there is dropped as a
+//! duplicate), every hold and every 429 pause. A new Redis looks the same as one that
+//! lost everything, and is treated the same: safety does not hang on a marker, and an
+//! empty index costs 16 small reads.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
 use shared::ledger::WAIT_SHARDS;
+use shared::queue::{AccountControl, Hold};
+use tokio::sync::Notify;
 
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Waiting};
 use crate::schedule::{Payload, RecoveryStep, Schedule};
 
 /// What a rebuild did.
@@ -25,14 +31,37 @@ use crate::schedule::{Payload, RecoveryStep, Schedule};
 pub struct Recovered {
     pub messages: u64,
     pub added: u64,
+    /// Accounts held again (paused by their user) or paused again (a 429).
+    pub accounts: u64,
     pub pages: u64,
     pub millis: u64,
 }
 
-/// Rebuilds the schedule if this worker gets to (another may be at it); `None` when
-/// there was nothing for it to do. A schedule the ledger has never seen (its first
-/// start) is new, not lost: it is recorded and nothing is read. Without the ledger
-/// there is nothing to read back: the epoch is set and what Redis lost is lost.
+/// Starts a rebuild in the background (a take found a shard's epoch missing); `done`
+/// runs when it ends, and every shard is then looked at again at once.
+pub fn spawn(schedule: Schedule, ledger: Option<Ledger>, wake: Arc<Notify>, done: impl FnOnce() + Send + 'static) {
+    tokio::spawn(async move {
+        match recover(&schedule, ledger.as_ref()).await {
+            Ok(Some(r)) => tracing::warn!(
+                messages = r.messages,
+                added = r.added,
+                accounts = r.accounts,
+                pages = r.pages,
+                ms = r.millis,
+                "the schedule was missing or incomplete in Redis: rebuilt from the ledger"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "the schedule was lost and could not be rebuilt yet; tried again at the next take"),
+        }
+        done();
+        schedule.shards_woken("*"); // the schedule is complete again: take at once
+        wake.notify_one();
+    });
+}
+
+/// Rebuilds the shards that need it, if this worker gets to (another may be at it);
+/// `None` when there was nothing for it to do. Without the ledger there is nothing to
+/// read back: the loss is recorded, the epoch set, and what Redis lost is lost.
 pub async fn recover(schedule: &Schedule, ledger: Option<&Ledger>) -> anyhow::Result<Option<Recovered>> {
     let token = format!("{:016x}", rand::random::<u64>());
     let begun = join_all((0..schedule.shard_count()).map(|k| schedule.recovery(RecoveryStep::Begin, &token, k))).await;
@@ -55,27 +84,23 @@ pub async fn recover(schedule: &Schedule, ledger: Option<&Ledger>) -> anyhow::Re
     };
     let started = Instant::now();
     let mut total = Recovered::default();
-    let lost = match ledger {
-        Some(l) => l.schedule_known(schedule.prefix()).await?,
-        None => false,
-    };
-    if let (Some(ledger), true) = (ledger, lost) {
-        step(RecoveryStep::Lost).await?;
-        let renew = || step(RecoveryStep::Renew);
-        for shard in join_all(WAIT_SHARDS.iter().map(|shard| recover_index_shard(schedule, ledger, shard, &mine, &renew))).await {
-            let r = shard?;
-            total.messages += r.messages;
-            total.added += r.added;
-            total.pages += r.pages;
+    step(RecoveryStep::Lost).await?;
+    match ledger {
+        Some(ledger) => {
+            let renew = || step(RecoveryStep::Renew);
+            for shard in join_all(WAIT_SHARDS.iter().map(|shard| recover_index_shard(schedule, ledger, shard, &mine, &renew))).await {
+                let r = shard?;
+                total.messages += r.messages;
+                total.added += r.added;
+                total.accounts += r.accounts;
+                total.pages += r.pages;
+            }
         }
-    } else if ledger.is_none() {
-        tracing::warn!("the schedule is new or was lost, and LEDGER_ENABLED=false: nothing to rebuild it from");
-    } else {
-        tracing::info!("a new schedule: recorded in the ledger");
+        None => tracing::warn!("the schedule is new or was lost, and LEDGER_ENABLED=false: nothing to rebuild it from"),
     }
     step(RecoveryStep::End).await?;
     total.millis = started.elapsed().as_millis() as u64;
-    Ok(lost.then_some(total))
+    Ok(Some(total))
 }
 
 /// Reads one shard of the ledger's waiting index and puts back what belongs to the
@@ -90,11 +115,36 @@ async fn recover_index_shard<F: std::future::Future<Output = anyhow::Result<()>>
     let mut done = Recovered::default();
     let mut start = None;
     loop {
-        let (messages, next) = ledger.waiting_page(shard, start).await?;
+        let (waiting, next) = ledger.waiting_page(shard, start).await?;
         done.pages += 1;
-        done.messages += messages.len() as u64;
-        let payloads: Vec<Payload> =
-            messages.into_iter().filter(|(m, _)| mine[schedule.shard_of(&m.creator_id)]).map(|(message, attempts)| Payload { message, attempts }).collect();
+        let (mut payloads, mut holds, mut pauses) = (Vec::new(), Vec::new(), Vec::new());
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        for w in waiting {
+            match w {
+                Waiting::Message(message, attempts, maybe_sent) if mine[schedule.shard_of(&message.creator_id)] => {
+                    done.messages += 1;
+                    payloads.push(Payload { message, attempts, maybe_sent });
+                }
+                Waiting::Account(account, summary) if mine[schedule.shard_of(&account)] => {
+                    let until = summary.rate_limited_until_ms.filter(|u| *u > now_ms);
+                    if summary.paused {
+                        holds.push(AccountControl { control: Hold::Pause, creator_id: account.clone(), at_ms: summary.hold_at_ms.unwrap_or(0) });
+                    }
+                    if let Some(until) = until {
+                        pauses.push((account.clone(), until));
+                    }
+                    if !summary.paused && until.is_none() {
+                        ledger.account_rested(&account).await?;
+                    } else {
+                        done.accounts += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Holds and pauses first: a message put back must not find its account free.
+        schedule.control(&holds).await?;
+        schedule.pause_until(&pauses).await?;
         for chunk in payloads.chunks(100) {
             done.added += schedule.enqueue_payloads(chunk).await?.added;
         }

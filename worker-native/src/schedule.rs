@@ -1,4 +1,4 @@
-//! The per-account schedule in Redis (DESIGN §6): per-account queues ordered by
+//! The per-account schedule in Redis (docs/design.md §6): per-account queues ordered by
 //! priority then age, a set of accounts ordered by when each may next send, and the
 //! per-account limit, all changed only by the atomic Lua steps in `lua/`.
 //!
@@ -26,12 +26,17 @@ use futures::future::join_all;
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use shared::campaign::Campaign;
-use shared::message::{AccountControl, Hold, QueueMessage};
+use shared::message::QueueMessage;
+use shared::queue::{AccountControl, Hold};
 use shared::rate::RateLimit;
 
 use crate::connection::RedisConn;
 
 const COMMON: &str = include_str!("lua/common.lua");
+
+/// The longest lead a slot is given for its claim, however slow the ledger (what is
+/// taken ahead is committed, so the lead stays short).
+pub const MAX_LEAD_MS: u64 = 1_000;
 
 /// The longest a take waits for its replicas (`REDIS_WAIT_REPLICAS`): well within the
 /// claim lead, so that slots do not move.
@@ -95,6 +100,10 @@ pub struct Payload {
     pub message: QueueMessage,
     #[serde(rename = "a")]
     pub attempts: u32,
+    /// An attempt got no answer: it may have been sent. It is claimed (and sent again)
+    /// even if its campaign was canceled meanwhile: it cannot be canceled any more.
+    #[serde(rename = "s", default, skip_serializing_if = "std::ops::Not::not")]
+    pub maybe_sent: bool,
 }
 
 /// A leased message: the caller sends it from `slot_ms` until `deadline_ms` (Redis
@@ -111,6 +120,9 @@ pub struct Taken {
     pub deadline_ms: u64,
     /// Redis time of its take.
     pub taken_ms: u64,
+    /// A campaign's message taken from its list: counted in its campaign's `left` until
+    /// done, so its payload goes back marked as such when an attempt of it comes back.
+    from_list: bool,
 }
 
 impl Taken {
@@ -126,20 +138,26 @@ impl Taken {
             slot_ms: 0,
             deadline_ms: u64::MAX,
             taken_ms: 0,
+            from_list: false,
         }
     }
 }
 
 /// The payload of a taken message: its own, or a campaign's message built from the
-/// campaign's payload (`template`) and its compact one, `~cid\trecipient`.
-fn taken_payload(id: &str, payload: &str, template: &str) -> Result<Payload, String> {
-    let Some(compact) = payload.strip_prefix('~') else { return serde_json::from_str(payload).map_err(|e| e.to_string()) };
+/// campaign's payload (`template`) and its compact one, `~cid\trecipient`, or such a
+/// message back from an attempt, `^payload` (see lua/common.lua); and whether it is
+/// one of its campaign's list.
+fn taken_payload(id: &str, payload: &str, template: &str) -> Result<(Payload, bool), String> {
+    if let Some(back) = payload.strip_prefix('^') {
+        return serde_json::from_str(back).map(|p| (p, true)).map_err(|e| e.to_string());
+    }
+    let Some(compact) = payload.strip_prefix('~') else { return serde_json::from_str(payload).map(|p| (p, false)).map_err(|e| e.to_string()) };
     let (campaign, recipient) = compact.split_once('\t').ok_or("a campaign payload without its recipient")?;
     let mut p: Payload = serde_json::from_str(template).map_err(|e| format!("campaign {campaign}: {e}"))?;
     p.message.id = id.to_owned();
     p.message.recipient_id = recipient.to_owned();
     p.message.campaign_id = Some(campaign.to_owned());
-    Ok(p)
+    Ok((p, true))
 }
 
 /// The result of one take: what was leased, Redis's clock, and when the next message
@@ -162,19 +180,35 @@ pub struct TakeResult {
 pub enum Completion {
     /// Sent, or failed for good: forget it.
     Done(Taken),
+    /// Refused by its ledger claim (canceled, or finished already): forget it, and give
+    /// its slot back to its account (it was never sent).
+    Refused(Taken),
     /// Try again after `delay_ms`; the payload carries the new attempt count.
     Retry { taken: Taken, delay_ms: u64 },
+    /// Another worker's claim holds it (its delivery may be under way): look again after
+    /// `delay_ms`, and give its slot back.
+    Defer { taken: Taken, delay_ms: u64 },
     /// Gateway said 429: retry after `delay_ms` and pause the whole account as long.
     Pause { taken: Taken, delay_ms: u64 },
-    /// Not sent (shutdown): straight back to its queue.
+    /// Not sent (a 429 met meanwhile, a stall, shutdown): straight back to its queue.
     Release(Taken),
 }
 
 impl Completion {
     pub fn taken(&self) -> &Taken {
         match self {
-            Completion::Done(t) | Completion::Release(t) | Completion::Retry { taken: t, .. } | Completion::Pause { taken: t, .. } => t,
+            Completion::Done(t)
+            | Completion::Refused(t)
+            | Completion::Release(t)
+            | Completion::Retry { taken: t, .. }
+            | Completion::Defer { taken: t, .. }
+            | Completion::Pause { taken: t, .. } => t,
         }
+    }
+
+    /// Whether it gives its slot back (complete.lua's `refund`).
+    fn refunds(&self) -> bool {
+        matches!(self, Completion::Refused(_) | Completion::Defer { .. })
     }
 }
 
@@ -229,6 +263,7 @@ struct Scripts {
     enqueue: Script,
     campaign: Script,
     cancel_campaign: Script,
+    drop: Script,
     recover: Script,
     take: Script,
     complete: Script,
@@ -314,6 +349,7 @@ impl Schedule {
             enqueue: script(include_str!("lua/enqueue.lua")),
             campaign: script(include_str!("lua/campaign.lua")),
             cancel_campaign: script(include_str!("lua/cancel_campaign.lua")),
+            drop: script(include_str!("lua/drop.lua")),
             recover: script(include_str!("lua/recover.lua")),
             take: script(include_str!("lua/take.lua")),
             complete: script(include_str!("lua/complete.lua")),
@@ -389,7 +425,7 @@ impl Schedule {
 
     /// Another worker gave these shards new work (its wake-up, see [`Self::wake`]);
     /// an unreadable notice marks them all.
-    pub fn woken(&self, notice: &str) {
+    pub fn shards_woken(&self, notice: &str) {
         let shards: Option<Vec<usize>> = notice.split(',').map(|k| k.parse().ok().filter(|k| *k < self.shards.len())).collect();
         match shards {
             Some(shards) => shards.into_iter().for_each(|k| self.shards[k].due_ms.store(0, Ordering::Relaxed)),
@@ -459,7 +495,7 @@ impl Schedule {
 
     /// Adds messages to their accounts' queues, dropping duplicate deliveries.
     pub async fn enqueue(&self, messages: &[QueueMessage]) -> redis::RedisResult<Enqueued> {
-        let payloads: Vec<Payload> = messages.iter().map(|m| Payload { message: m.clone(), attempts: 0 }).collect();
+        let payloads: Vec<Payload> = messages.iter().map(|m| Payload { message: m.clone(), attempts: 0, maybe_sent: false }).collect();
         self.enqueue_payloads(&payloads).await
     }
 
@@ -493,7 +529,7 @@ impl Schedule {
     /// lua/campaign.lua); returns how many messages were added (0 for a duplicate).
     pub async fn enqueue_campaign(&self, c: &Campaign) -> redis::RedisResult<u64> {
         let template = c.template();
-        let payload = serde_json::to_string(&Payload { message: template.clone(), attempts: 0 }).expect("payload serializes");
+        let payload = serde_json::to_string(&Payload { message: template.clone(), attempts: 0, maybe_sent: false }).expect("payload serializes");
         let k = self.shard_of(&c.creator_id);
         let mut inv = self.invocation(&self.scripts.campaign, k);
         inv.arg(SEEN_TTL_SECONDS).arg(&c.creator_id).arg(&c.id).arg(queue_score(&template)).arg(template.send_at_ms().unwrap_or(0)).arg(payload);
@@ -508,8 +544,36 @@ impl Schedule {
     /// Takes a canceled campaign's waiting messages off the schedule; returns how many.
     pub async fn cancel_campaign(&self, c: &Campaign) -> redis::RedisResult<u64> {
         let mut inv = self.invocation(&self.scripts.cancel_campaign, self.shard_of(&c.creator_id));
-        inv.arg(&c.creator_id).arg(&c.id).arg(queue_score(&c.template()));
+        inv.arg(&c.creator_id).arg(&c.id).arg(queue_score(&c.template())).arg(SEEN_TTL_SECONDS);
         self.run(&inv).await
+    }
+
+    /// Takes canceled messages off the schedule (see lua/drop.lua); returns how many
+    /// were there and not leased.
+    pub async fn drop_canceled(&self, messages: &[QueueMessage]) -> redis::RedisResult<u64> {
+        let groups = self.by_shard(messages.iter().map(|m| m.creator_id.as_str()));
+        let runs = groups.iter().map(|(k, at)| async move {
+            let mut inv = self.invocation(&self.scripts.drop, *k);
+            for m in at.iter().map(|&i| &messages[i]) {
+                inv.arg(&m.creator_id).arg(&m.id).arg(queue_score(m)).arg(m.generation).arg(m.campaign_id.as_deref().unwrap_or_default()).arg(&m.recipient_id);
+            }
+            self.run::<u64>(&inv).await
+        });
+        join_all(runs).await.into_iter().sum()
+    }
+
+    /// Pauses accounts until the given times at least (a 429's pause put back by a
+    /// rebuild; see lua/control.lua).
+    pub async fn pause_until(&self, pauses: &[(String, u64)]) -> redis::RedisResult<u64> {
+        let groups = self.by_shard(pauses.iter().map(|(a, _)| a.as_str()));
+        let runs = groups.iter().map(|(k, at)| async move {
+            let mut inv = self.invocation(&self.scripts.control, *k);
+            for (account, until) in at.iter().map(|&i| &pauses[i]) {
+                inv.arg(account).arg("until").arg(until);
+            }
+            self.run::<u64>(&inv).await
+        });
+        join_all(runs).await.into_iter().sum()
     }
 
     /// One step of a rebuild of shard `k` after a loss (see lua/recover.lua);
@@ -522,7 +586,7 @@ impl Schedule {
             RecoveryStep::Renew => "renew",
             RecoveryStep::End => "end",
         };
-        inv.arg(step).arg(token).arg(crate::dispatch::MAX_LEAD_MS);
+        inv.arg(step).arg(token).arg(MAX_LEAD_MS);
         self.run::<u8>(&inv).await.map(|r| r == 1)
     }
 
@@ -562,7 +626,7 @@ impl Schedule {
         let (now_ms, next_due, rest, epoch): (u64, i64, Vec<String>, i64) = self.run(&inv).await?;
         let mut taken = Vec::with_capacity(rest.len() / 7);
         for chunk in rest.chunks_exact(7) {
-            let payload = match taken_payload(&chunk[1], &chunk[3], &chunk[4]) {
+            let (payload, from_list) = match taken_payload(&chunk[1], &chunk[3], &chunk[4]) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(account = %chunk[0], id = %chunk[1], error = %e, "unreadable payload in the schedule; dropped");
@@ -579,6 +643,7 @@ impl Schedule {
                 slot_ms: time(&chunk[5]),
                 deadline_ms: time(&chunk[6]),
                 taken_ms: now_ms,
+                from_list,
             });
         }
         // When this shard is next due, on this process's clock; then the earliest of all.
@@ -633,10 +698,16 @@ impl Schedule {
         k
     }
 
-    /// Records outcomes of leased messages, in one round trip.
+    /// Records outcomes of leased messages, in one round trip per shard.
     pub async fn complete(&self, outcomes: &[Completion]) -> redis::RedisResult<u64> {
         let groups = self.by_shard(outcomes.iter().map(|o| o.taken().account.as_str()));
-        let runs = groups.iter().map(|(k, at)| self.complete_shard(*k, at.iter().map(|&i| &outcomes[i])));
+        let runs = groups.iter().map(|(k, at)| {
+            // Slots given back go latest first, so that each finds the account's next
+            // slot right after it (complete.lua's `refund`).
+            let mut these: Vec<&Completion> = at.iter().map(|&i| &outcomes[i]).collect();
+            these.sort_by_key(|o| if o.refunds() { std::cmp::Reverse(o.taken().slot_ms) } else { std::cmp::Reverse(u64::MAX) });
+            self.complete_shard(*k, these.into_iter())
+        });
         join_all(runs).await.into_iter().sum()
     }
 
@@ -645,14 +716,33 @@ impl Schedule {
         let mut back = false;
         for o in outcomes {
             back |= !matches!(o, Completion::Done(_));
+            let payload = |t: &Taken| {
+                let json = serde_json::to_string(&t.payload).expect("payload serializes");
+                if t.from_list {
+                    format!("^{json}")
+                } else {
+                    json
+                }
+            };
             let (kind, t, delay, payload) = match o {
                 Completion::Done(t) => ("done", t, 0, String::new()),
-                Completion::Release(t) => ("release", t, 0, serde_json::to_string(&t.payload).expect("payload serializes")),
-                Completion::Retry { taken, delay_ms } => ("retry", taken, *delay_ms, serde_json::to_string(&taken.payload).expect("payload serializes")),
-                Completion::Pause { taken, delay_ms } => ("pause", taken, *delay_ms, serde_json::to_string(&taken.payload).expect("payload serializes")),
+                Completion::Refused(t) => ("refused", t, 0, String::new()),
+                Completion::Release(t) => ("release", t, 0, payload(t)),
+                Completion::Retry { taken, delay_ms } => ("retry", taken, *delay_ms, payload(taken)),
+                Completion::Defer { taken, delay_ms } => ("defer", taken, *delay_ms, payload(taken)),
+                Completion::Pause { taken, delay_ms } => ("pause", taken, *delay_ms, payload(taken)),
             };
             let campaign = t.payload.message.campaign_id.as_deref().unwrap_or_default();
-            inv.arg(kind).arg(&t.account).arg(&t.id).arg(&t.qscore).arg(t.payload.message.generation).arg(delay).arg(payload).arg(campaign).arg(t.taken_ms);
+            inv.arg(kind)
+                .arg(&t.account)
+                .arg(&t.id)
+                .arg(&t.qscore)
+                .arg(t.payload.message.generation)
+                .arg(delay)
+                .arg(payload)
+                .arg(campaign)
+                .arg(t.taken_ms)
+                .arg(t.slot_ms);
         }
         let released = self.run(&inv).await?;
         if back {

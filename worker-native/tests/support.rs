@@ -174,15 +174,19 @@ impl RedisServer {
 
     fn schedule_of(&self, limits: Limits, shards: u16) -> Schedule {
         let s = self.new_schedule(limits, shards);
-        self.set_epochs(&s, &format!("shards={}", s.shard_count()));
+        self.set_epochs(&s, s.shard_count());
         s
     }
 
-    /// Sets every shard's epoch to `value`.
-    pub fn set_epochs(&self, s: &Schedule, value: &str) {
+    /// Sets every shard's epoch as workers with `shards` shards complete it (on the node
+    /// that holds it, with that node's run id).
+    pub fn set_epochs(&self, s: &Schedule, shards: usize) {
         for k in 0..s.shard_count() {
-            let key = format!("{}epoch", s.shard_key_prefix(k));
-            self.on_key(&key, redis::cmd("SET").arg(&key).arg(value));
+            let prefix = s.shard_key_prefix(k).to_owned();
+            let key = format!("{prefix}epoch");
+            let info: String = redis::cmd("INFO").arg("server").query(&mut self.conn_for(&prefix)).unwrap();
+            let run = info.lines().find_map(|l| l.strip_prefix("run_id:")).unwrap().trim().to_owned();
+            self.on_key(&key, redis::cmd("SET").arg(&key).arg(format!("shards={shards} run={run}")));
         }
     }
 

@@ -3,10 +3,13 @@
 //! send queue (the edge cannot reach Redis); the summary item keeps the flag that
 //! `GET /status` shows. Both carry the time of the request, so that an older control
 //! never overrides a newer one, whatever order they arrive in.
+//!
+//! The control is queued first: a flag is set only for a control that will reach the
+//! worker. The worker sets the same flag when it applies the control, so a flag write
+//! that fails here is mended there.
 
-use futures_util::future::join;
 use shared::api::AccountHeld;
-use shared::message::{AccountControl, Hold};
+use shared::queue::{AccountControl, Hold};
 
 use crate::error::ApiError;
 use crate::http::ApiResponse;
@@ -17,8 +20,10 @@ use crate::services::Ctx;
 
 pub async fn hold<P: Platform>(ctx: &Ctx<'_, P>, account: &str, hold: Hold) -> Result<ApiResponse, ApiError> {
     let control = AccountControl { control: hold, creator_id: account.to_owned(), at_ms: ctx.p.now_ms() };
-    let (queued, flagged) = join(queue::control(ctx, &control), ledger::set_paused(ctx, &control)).await;
-    queued?;
-    flagged?;
+    queue::control(ctx, &control).await?;
+    if let Err(e) = ledger::set_paused(ctx, &control).await {
+        // Queued: the worker sets the flag when it applies the control.
+        ctx.p.log_error(&format!("paused flag not written yet: {e}"));
+    }
     Ok(ApiResponse::json(200, &AccountHeld { success: true, paused: hold == Hold::Pause }))
 }

@@ -87,7 +87,7 @@ async fn route<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: 
         ["account", action @ ("pause" | "resume")] => {
             allow(method, &["POST"])?;
             let account = authenticate(&ctx, request, SEND_LIMITER).await?;
-            let hold = if *action == "pause" { shared::message::Hold::Pause } else { shared::message::Hold::Resume };
+            let hold = if *action == "pause" { shared::queue::Hold::Pause } else { shared::queue::Hold::Resume };
             account::hold(&ctx, &account, hold).await
         }
         ["campaigns"] => {

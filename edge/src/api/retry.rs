@@ -1,4 +1,6 @@
-//! `POST /{id}/retry`: a failed message of this account goes back to the queue, once.
+//! `POST /{id}/retry`: a failed message of this account goes back to the queue, once, as
+//! a new generation. Its account's (and campaign's) `failed` counts drop when the worker
+//! counts the new generation (`shared::ledger::machine::count_scheduled`).
 
 use shared::api::RetryAccepted;
 use shared::error::ErrorCode;
@@ -30,9 +32,6 @@ pub async fn retry<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Re
             ctx.p.log_error(&format!("retry of a message not undone after queueing failed: {undo}"));
         }
         return Err(e.into());
-    }
-    if let Err(e) = ledger::add_failed(ctx, account, -1).await {
-        ctx.p.log_error(&format!("summary not updated after retry: {e}"));
     }
     Ok(ApiResponse::json(200, &RetryAccepted { success: true, message_id: item.message.id.clone(), status: MessageStatus::Queued }))
 }

@@ -73,7 +73,9 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
     let accepted = Accepted {
         now_ms,
         at_ms: origin.map_or(now_ms, |o| o.at_ms),
-        expires_at: now_ms / 1000 + ctx.config().ledger_ttl_days * 86_400,
+        // A campaign's item lives until LEDGER_TTL_DAYS after its `sendAt` (its messages'
+        // outcomes push it on); a message's item has no expiry while it waits.
+        campaign_expires_at: shared::ledger::expiry(send.send_at_ms.unwrap_or(0).max(now_ms), ctx.config().ledger_ttl_days),
         seed: origin.map_or_else(
             || {
                 let mut random = [0u8; 8];
@@ -96,7 +98,7 @@ async fn accept<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest
 struct Accepted {
     now_ms: u64,
     at_ms: u64,
-    expires_at: u64,
+    campaign_expires_at: u64,
     seed: [u8; 8],
     resumed: bool,
     status: MessageStatus,
@@ -114,7 +116,7 @@ impl Accepted {
         let rate = ctx.config().rate;
         let position = ahead + 1 + i;
         let estimate = rate.estimated_send_ms(position, last_sent, self.now_ms);
-        let estimate = send.send_at_ms.map_or(estimate, |at| estimate.max(at + i * rate.spacing_ms()));
+        let estimate = send.send_at_ms.map_or(estimate, |at| estimate.max(at + rate.offset_ms(i, rate.default_margin_ms())));
         (position, shared::time::rfc3339_ms(estimate))
     }
 }
@@ -123,18 +125,17 @@ impl Accepted {
 /// wrote, so the queue and ledger writes go at once.
 async fn accept_one<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest, recipient: &str, a: &Accepted) -> Result<ApiResponse, ApiError> {
     let accepted_at = shared::time::rfc3339_ms(a.at_ms);
-    let item = LedgerItem::queued(send.to_queue_message(shared::id::uuid_v7(a.at_ms, 0, a.seed), account, recipient, &accepted_at), a.expires_at);
+    let item = LedgerItem::queued(send.to_queue_message(shared::id::uuid_v7(a.at_ms, 0, a.seed), account, recipient, &accepted_at));
     let (queued, written, summary) = join3(queue::enqueue(ctx, &item.message), ledger::put_new(ctx, &item), backlog(ctx, account, 1, a.now_ms)).await;
     if let Err(e) = &written {
         // The worker writes the item again when it takes the message from the queue.
         ctx.p.log_error(&format!("ledger item not written: {e}"));
     }
     if let Err(e) = queued {
-        ctx.edge.positions.release(account, 1);
-        if written.is_ok() {
-            undo(ctx, account, &item.message.id).await;
+        if !taken_anyway(ctx, &e, ledger::delete_unqueued(ctx, account, &item.message.id).await) {
+            ctx.edge.positions.release(account, 1);
+            return Err(e.into());
         }
-        return Err(e.into());
     }
     log_unread(ctx, &summary);
     let (queue_position, estimated_send_time) = a.place(ctx, send, &summary, 0);
@@ -146,7 +147,7 @@ async fn accept_one<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendReq
 /// answer lists every recipient's message id, derived from the campaign's.
 async fn accept_campaign<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest, a: &Accepted) -> Result<ApiResponse, ApiError> {
     let accepted_at = shared::time::rfc3339_ms(a.at_ms);
-    let item = CampaignItem::new(Campaign::new(send, campaign::campaign_id(a.at_ms, a.seed), account, &accepted_at), a.expires_at);
+    let item = CampaignItem::new(Campaign::new(send, campaign::campaign_id(a.at_ms, a.seed), account, &accepted_at), a.campaign_expires_at);
     let count = item.total;
     let (written, summary) = join(ledger::put_campaign(ctx, &item), backlog(ctx, account, count, a.now_ms)).await;
     // The item goes first: the worker reads the campaign from it when the queue names it.
@@ -156,14 +157,12 @@ async fn accept_campaign<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &Se
         Err(e) => Err(e),
     };
     if let Err(e) = queued {
-        ctx.edge.positions.release(account, count);
-        // A request taken over may have queued it the first time: its item stays.
-        if !a.resumed {
-            if let Err(undo) = ledger::delete_campaign(ctx, account, &item.campaign.id).await {
-                ctx.p.log_error(&format!("could not remove the item of an unqueued campaign: {undo}"));
-            }
+        // A request taken over may have queued it the first time: its item stays, for the
+        // client's next try.
+        if a.resumed || !taken_anyway(ctx, &e, ledger::delete_unqueued_campaign(ctx, account, &item.campaign.id).await) {
+            ctx.edge.positions.release(account, count);
+            return Err(e.into());
         }
-        return Err(e.into());
     }
     log_unread(ctx, &summary);
     let messages: Vec<MassEntry> = item
@@ -206,10 +205,19 @@ async fn backlog<P: Platform>(ctx: &Ctx<'_, P>, account: &str, count: u64, now_m
     Ok(reservation.ahead(&summary))
 }
 
-/// The message was not queued: remove its item, so the ledger does not show a message
-/// that will never be sent.
-async fn undo<P: Platform>(ctx: &Ctx<'_, P>, account: &str, id: &str) {
-    if let Err(e) = ledger::delete_unqueued(ctx, account, &[id]).await {
-        ctx.p.log_error(&format!("could not remove the ledger item of an unqueued message: {e}"));
+/// After a failed queue write, its item was deleted (`false`: the request fails), or a
+/// worker had taken it: the queue had it and only its answer was lost, so it is accepted.
+fn taken_anyway<P: Platform>(ctx: &Ctx<'_, P>, queue_error: &AwsError, deleted: Result<bool, AwsError>) -> bool {
+    match deleted {
+        Ok(taken) => {
+            if taken {
+                ctx.p.log_error(&format!("the queue's answer was lost, but a worker took the message: accepted ({queue_error})"));
+            }
+            taken
+        }
+        Err(e) => {
+            ctx.p.log_error(&format!("could not remove the ledger item of an unqueued message: {e}"));
+            false
+        }
     }
 }

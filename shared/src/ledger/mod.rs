@@ -1,9 +1,12 @@
-//! The ledger (DESIGN §5): one DynamoDB item per message, keyed by account and message
-//! id, plus one summary item per account. This module fixes the item layout and the
-//! status machine; the edge and the worker do the I/O.
+//! The ledger: one DynamoDB item per message, keyed by account and message id, plus one
+//! summary item per account and one item per campaign. This module fixes the item
+//! layout; [`machine`] the status machine and the counters its transitions move. The
+//! edge and the worker do the I/O.
 //!
 //! Items are written in DynamoDB's JSON form (`{"S": ..}`, `{"N": ..}`), the form both
 //! the JSON protocol and `serde_json` speak.
+
+pub mod machine;
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
@@ -17,24 +20,20 @@ pub const PK: &str = "creatorId";
 pub const SK: &str = "messageId";
 /// Sort key of the per-account summary item (atomic counters).
 pub const SUMMARY_SK: &str = "#summary";
-/// The partition of the records of schedules (one per Redis key prefix) that have run,
-/// sorted by `SCHEDULE_SK_PREFIX` and the prefix: a schedule the ledger knows and Redis
-/// does not was lost, one it does not know is new.
-pub const SCHEDULE_PK: &str = "#schedules";
-pub const SCHEDULE_SK_PREFIX: &str = "#schedule#";
 /// Sort-key prefix of idempotency records.
 pub const IDEMPOTENCY_SK_PREFIX: &str = "#idem#";
 /// The sparse global secondary index of failed messages, newest first.
 pub const FAILED_INDEX: &str = "failed-index";
 /// Its sort key: `<failedAt>#<messageId>`, present only while `status` is `failed`.
 pub const FAILED_KEY: &str = "failedKey";
-/// The sparse global secondary index of waiting messages (`queued`, scheduled, being
-/// sent or between attempts): what the worker reads to put them back on the schedule
-/// when Redis lost its data, without scanning the table.
+/// The sparse global secondary index of what the schedule must know again after Redis
+/// lost its data: every waiting message (`queued`, scheduled, being sent or between
+/// attempts), and the summary of every account held (paused) or paused by a 429. What
+/// the worker reads to rebuild the schedule, without scanning the table.
 pub const WAITING_INDEX: &str = "waiting-index";
-/// Its partition key, present only while a message waits: one of 16 shards ("w0" to
-/// "wf", the id's last hex digit), so that its writes spread and a recovery reads 16
-/// partitions in parallel.
+/// Its partition key, present only while a message waits (or an account is held): one
+/// of 16 shards ("w0" to "wf", a message id's last hex digit), so that its writes spread
+/// and a recovery reads 16 partitions in parallel.
 pub const WAIT_SHARD: &str = "waitShard";
 /// The shards of the waiting index.
 pub const WAIT_SHARDS: [&str; 16] = ["w0", "w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "wa", "wb", "wc", "wd", "we", "wf"];
@@ -44,17 +43,25 @@ pub fn wait_shard(message_id: &str) -> String {
     format!("w{}", message_id.chars().last().unwrap_or('0'))
 }
 
+/// The waiting index's shard of an account's summary (while it is held or paused).
+pub fn account_wait_shard(account: &str) -> String {
+    let sum = account.bytes().fold(0u32, |acc, b| acc.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("w{:x}", sum % 16)
+}
+
 /// The TTL attribute (epoch seconds).
 pub const TTL_ATTR: &str = "ttl";
-/// How long a message's item is kept by default.
+/// How long an item is kept after its message finished, by default (`LEDGER_TTL_DAYS`).
 pub const DEFAULT_TTL_DAYS: u64 = 30;
 
-/// Where a message is in its life. `queued → sending → sent | failed`, `sending →
-/// queued` between attempts, `failed → queued` on a retry, and `queued → canceled`:
-/// the worker claims an item (`sending`) before it hands the message to the gateway,
-/// and a cancel needs it still `queued`, so no message is both sent and canceled.
-/// `scheduled` is how the API shows a queued message
-/// whose `sendAt` is still ahead; the ledger stores it as `queued` with its `sendAt`.
+/// When an item finished at `now_ms` may expire (epoch seconds).
+pub fn expiry(now_ms: u64, ttl_days: u64) -> u64 {
+    now_ms / 1000 + ttl_days * 86_400
+}
+
+/// Where a message is in its life (the transitions: [`machine`]). `scheduled` is how
+/// the API shows a queued message whose `sendAt` is still ahead; the ledger stores it as
+/// `queued` with its `sendAt`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
@@ -124,14 +131,14 @@ pub struct LedgerItem {
     pub sent_at: Option<String>,
     pub failed_at: Option<String>,
     pub last_error: Option<String>,
-    /// Epoch seconds after which DynamoDB may delete the item.
-    pub expires_at: u64,
+    /// Epoch seconds after which DynamoDB may delete the item: none while it waits.
+    pub expires_at: Option<u64>,
 }
 
 impl LedgerItem {
-    /// The item of a message just accepted.
-    pub fn queued(message: QueueMessage, expires_at: u64) -> Self {
-        Self { message, status: MessageStatus::Queued, attempts: 0, sent_at: None, failed_at: None, last_error: None, expires_at }
+    /// The item of a message just accepted (no expiry while it waits).
+    pub fn queued(message: QueueMessage) -> Self {
+        Self { message, status: MessageStatus::Queued, attempts: 0, sent_at: None, failed_at: None, last_error: None, expires_at: None }
     }
 
     /// The item in DynamoDB JSON as a value (its [`Serialize`] form); empty optional
@@ -172,7 +179,7 @@ impl LedgerItem {
             sent_at: text("sentAt"),
             failed_at: text("failedAt"),
             last_error: text("lastError"),
-            expires_at: num(TTL_ATTR).unwrap_or(0),
+            expires_at: num(TTL_ATTR),
         })
     }
 }
@@ -222,7 +229,9 @@ impl Serialize for LedgerItem {
         item.serialize_entry("content", &Str(&m.content))?;
         item.serialize_entry("priority", &Num(m.priority.into()))?;
         item.serialize_entry("acceptedAt", &Str(&m.accepted_at))?;
-        item.serialize_entry(TTL_ATTR, &Num(self.expires_at))?;
+        if let Some(ttl) = self.expires_at {
+            item.serialize_entry(TTL_ATTR, &Num(ttl))?;
+        }
         if !m.media_urls.is_empty() {
             item.serialize_entry("mediaUrls", &StrList(&m.media_urls))?;
         }
@@ -246,8 +255,9 @@ impl Serialize for LedgerItem {
     }
 }
 
-/// An account's summary item: counters kept with atomic `ADD`s. An estimate that may
-/// drift by a message under crashes; it never gates anything.
+/// An account's summary item: its counters (moved only with the transitions they count,
+/// [`machine`]), its last send, and whether it is held or paused by the gateway (kept in
+/// the waiting index meanwhile, so that a rebuild of the schedule holds it again).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Messages accepted and not yet finished (queued or sending).
@@ -255,8 +265,13 @@ pub struct Summary {
     pub sent: u64,
     pub failed: u64,
     pub last_sent_at_ms: Option<u64>,
-    /// Set by the edge on `POST /account/pause`, cleared on resume.
+    /// Set on `POST /account/pause` (by the edge once the control is queued, and by the
+    /// worker when it applies it), cleared on resume.
     pub paused: bool,
+    /// When the control that set `paused` was made (ms): an older one never overrides it.
+    pub hold_at_ms: Option<u64>,
+    /// Until when (ms) the gateway asked this account to pause (a 429's `Retry-After`).
+    pub rate_limited_until_ms: Option<u64>,
 }
 
 impl Summary {
@@ -271,6 +286,8 @@ impl Summary {
             failed: count("failed"),
             last_sent_at_ms: num("lastSentAtMs").map(|v| v.max(0) as u64),
             paused: item.get("paused").and_then(|v| v.get("BOOL")).and_then(Value::as_bool).unwrap_or(false),
+            hold_at_ms: num("holdAtMs").map(|v| v.max(0) as u64),
+            rate_limited_until_ms: num("pauseUntilMs").map(|v| v.max(0) as u64),
         }
     }
 }
@@ -299,8 +316,10 @@ mod tests {
 
     #[test]
     fn item_round_trips() {
-        let mut item = LedgerItem::queued(message(), 1_800_000_000);
+        let mut item = LedgerItem::queued(message());
         assert_eq!(LedgerItem::from_item(&item.to_item()), Some(item.clone()));
+        assert!(item.to_item().get(TTL_ATTR).is_none(), "a waiting message does not expire");
+        item.expires_at = Some(1_800_000_000);
         item.status = MessageStatus::Failed;
         item.failed_at = Some("2026-11-25T06:01:00.000Z".into());
         item.last_error = Some("gateway answered 400".into());
@@ -316,7 +335,7 @@ mod tests {
         let mut m = message();
         m.media_urls.clear();
         m.metadata.clear();
-        let json = LedgerItem::queued(m, 1).to_item();
+        let json = LedgerItem::queued(m).to_item();
         assert_eq!(json[WAIT_SHARD]["S"], "wf", "a queued item is in the waiting index");
         for absent in [FAILED_KEY, "mediaUrls", "metadata", "sentAt", "failedAt", "lastError"] {
             assert!(json.get(absent).is_none(), "{absent} should be absent");
@@ -326,7 +345,7 @@ mod tests {
     #[test]
     fn summary_reads_counters_and_clamps_drift() {
         let item = json!({"queued": {"N": "-1"}, "sent": {"N": "7"}, "lastSentAtMs": {"N": "1000"}, "paused": {"BOOL": true}});
-        assert_eq!(Summary::from_item(Some(&item)), Summary { queued: 0, sent: 7, failed: 0, last_sent_at_ms: Some(1000), paused: true });
+        assert_eq!(Summary::from_item(Some(&item)), Summary { queued: 0, sent: 7, failed: 0, last_sent_at_ms: Some(1000), paused: true, ..Summary::default() });
         assert_eq!(Summary::from_item(None), Summary::default());
     }
 }

@@ -8,13 +8,17 @@
 --                     a campaign waits there as one member '~'..campaign id
 --   P..'body:'..acct  HASH message id -> payload (the queue message and its attempts), or,
 --                     for a campaign's message taken from its list, '~'..cid..'\t'..recipient
+--                     (then '^'..payload once an attempt of it came back: it still counts
+--                     in its campaign's `left`)
 --   P..'c:'..cid      HASH t (the campaign's payload without id and recipient: its content is
 --                     stored once), left (its messages not done), removed with the last
 --   P..'cr:'..cid     LIST the campaign's waiting messages, "id\trecipient", in order
 --   P..'campaigns'    SET the campaigns whose list is not empty (for the backlog metric)
---   P..'epoch'        STRING "shards=N", set once the shard is complete: missing, Redis lost its
---                     data (or is new), and a worker rebuilds it from the ledger (recover.lua);
---                     N is the shard count of the workers that made it
+--   P..'epoch'        STRING "shards=N run=ID", set once the shard is complete: N is the shard
+--                     count of the workers that made it, ID the run id of the Redis process that
+--                     holds it. Missing (Redis lost its data, or is new) or of another process (a
+--                     restart, perhaps from an older snapshot, or a replica promoted that may lack
+--                     the last writes): a worker rebuilds the shard from the ledger (recover.lua)
 --   P..'took:'..worker STRING a worker's last take (its token and answer), kept 10 s: the same
 --                     take sent again gets it back
 --   P..'lost_at'      STRING when the last loss was found, and P..'lost_lead' the longest lead of
@@ -22,16 +26,23 @@
 --                     (a window, with bursts) after both
 --   P..'st:'..acct    HASH tat (GCRA theoretical arrival time), pause (429 until, or held: control.lua), n
 --                     (sends so far, burst 1); with burst 1, tat is written when the
---                     account leaves `ready` (while it is in `ready`, its score is its tat)
+--                     account leaves `ready` (while it is in `ready`, its score is its tat).
+--                     An account with nothing waiting keeps it only while it still bounds a
+--                     send (`rest`): it then expires, as its `win:` list does
 --   P..'win:'..acct   LIST the account's last `max` send times, newest first
+--   P..'held'         SET the accounts held (a held account with nothing waiting is in no
+--                     other set: a rebuild finds its state here)
 --   P..'limits'       HASH account -> "max window_ms burst" (per-account override)
 --   P..'delayed'      ZSET "acct\nid\nqscore" -> ms when a retry is due
 --   P..'leases'       ZSET "acct\nid\nqscore" -> ms when a worker's lease expires
 --   P..'seen:'..id    STRING the newest generation enqueued, to drop duplicate deliveries
---                     from SQS and completions of an older generation; removed when the
---                     message is done (a later duplicate is refused by its ledger claim)
+--                     from SQS (while the message is on the schedule: it has a body) and
+--                     completions of an older generation; removed when the message is done
+--                     (a later duplicate is refused by its ledger claim). A
+--                     canceled campaign's stays until its TTL: a late copy of the campaign is
+--                     then not scheduled
 --
--- The limit (DESIGN §6): never more than `max` sends in any rolling window of
+-- The limit (docs/design.md §6): never more than `max` sends in any rolling window of
 -- `window + margin` ms. With burst 1 (the default) sends are spaced by window / max,
 -- and every `max`-th send waits the margin once more, so that any `max + 1` sends are
 -- a window and at least half the margin apart (take.lua says why half) at a cost of
@@ -47,6 +58,14 @@ local ARG0 = 6 -- script-specific arguments start after these
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A pause that never ends: an account held by its user (control.lua).
+local HOLD = 9007199254740991
+
+-- The run id of this Redis process: a restart or a promoted replica has another.
+local function run_id()
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 end
 
 -- Per-account limits, read once per script run (and not at all without overrides).
@@ -79,12 +98,12 @@ local function next_allowed(acct, tat, pause)
   return math.max(t, pause or 0)
 end
 
--- Its state {tat, pause}. An account with none after Redis lost its data may have sent
--- just before the loss, or have a message taken before it still going at its slot:
--- every such send is before `lost_at`, so one spacing after it (a whole window with
--- bursts, whose log is lost too) keeps the limit.
--- Read only when needed (an account without state, a completion without its lease),
--- once per script run: the common path does not pay for it.
+-- Its state {tat, pause}. After Redis lost its data (all of it, or the last writes: a
+-- restart from an older snapshot, a promoted replica) an account may have sent just
+-- before the loss, or have a message taken before it still going at its slot, that
+-- its state no longer shows: every such send is before `lost_at`, so no send earlier
+-- than one spacing after it (a whole window with bursts, whose log may be lost too)
+-- keeps the limit, whatever state survived. The loss marks are read once per script run.
 local lost_cache
 local function loss()
   if not lost_cache then
@@ -94,20 +113,53 @@ local function loss()
   return lost_cache[1], lost_cache[2]
 end
 
+-- The earliest an account may send after the last loss: {tat floor (burst 1), pause
+-- floor (bursts)}, or nil without a loss.
+local function loss_floor(acct)
+  local lost_at, lost_lead = loss()
+  if not lost_at then return nil end
+  local max, window, burst = limit_of(acct)
+  if burst == 1 then return lost_at + lost_lead + (window + MARGIN) / max, 0 end
+  return 0, lost_at + lost_lead + window + MARGIN
+end
+
 local function state(acct)
   local st = redis.call('HMGET', P .. 'st:' .. acct, 'tat', 'pause')
   local tat, pause = tonumber(st[1]), tonumber(st[2])
-  local lost_at, lost_lead
-  if not tat then lost_at, lost_lead = loss() end
-  if not tat and lost_at then
-    local max, window, burst = limit_of(acct)
-    if burst == 1 then
-      tat = lost_at + lost_lead + (window + MARGIN) / max
-    else
-      pause = math.max(pause or 0, lost_at + lost_lead + window + MARGIN)
-    end
+  local tat_floor, pause_floor = loss_floor(acct)
+  if tat_floor then
+    tat = math.max(tat or 0, tat_floor)
+    pause = math.max(pause or 0, pause_floor)
   end
   return tat, pause
+end
+
+-- An account with nothing waiting keeps its state only while it bounds a send: until a
+-- window (and the margin) after the later of its next allowed time (`tat`) and its
+-- pause; a held account keeps it until it is released.
+local function rest(acct, tat)
+  local key = P .. 'st:' .. acct
+  local max, window, burst = limit_of(acct)
+  local pause = tonumber(redis.call('HGET', key, 'pause')) or 0
+  if pause >= HOLD then
+    redis.call('PERSIST', key)
+    return
+  end
+  local t = tat or tonumber(redis.call('HGET', key, 'tat')) or 0
+  local until_ms = math.ceil(math.max(t, pause, now_ms()) + window + MARGIN)
+  redis.call('PEXPIREAT', key, until_ms)
+  if burst > 1 then redis.call('PEXPIREAT', P .. 'win:' .. acct, until_ms) end
+end
+
+-- A state that expires (its account rests) is kept at least until `t` plus a window.
+local function keep_until(acct, t)
+  local key = P .. 'st:' .. acct
+  local left = redis.call('PTTL', key)
+  if left > 0 then
+    local max, window = limit_of(acct)
+    local until_ms = math.ceil(t + window + MARGIN)
+    if until_ms > now_ms() + left then redis.call('PEXPIREAT', key, until_ms) end
+  end
 end
 
 -- Records a send at `now` (with a burst); returns the account's new {tat, pause}.
@@ -130,6 +182,9 @@ local function ensure_ready(acct)
   if s then return tonumber(s) end
   local t = next_allowed(acct, state(acct))
   redis.call('ZADD', P .. 'ready', t, acct)
+  -- Working again: its state no longer expires (see `rest`).
+  redis.call('PERSIST', P .. 'st:' .. acct)
+  redis.call('PERSIST', P .. 'win:' .. acct)
   return t
 end
 
@@ -158,6 +213,18 @@ end
 -- duplicate marker go.
 local function campaign_done(cid, count)
   if redis.call('HINCRBY', P .. 'c:' .. cid, 'left', -count) <= 0 then
-    redis.call('DEL', P .. 'c:' .. cid, P .. 'seen:' .. cid)
+    redis.call('DEL', P .. 'c:' .. cid)
+    -- A canceled campaign's marker stays until its TTL (cancel_campaign.lua).
+    if redis.call('GET', P .. 'seen:' .. cid) ~= 'canceled' then redis.call('DEL', P .. 'seen:' .. cid) end
   end
+end
+
+-- Whether a payload is a campaign's message taken from its list, counted in the
+-- campaign's `left`: its compact form ('~'..cid..'\t'..recipient), or, once an attempt
+-- was retried, deferred or paused, its whole payload marked '^' (the worker marks
+-- it: schedule.rs). A campaign's message retried by its user is a message of its own.
+local function from_campaign_list(payload)
+  if payload == false or payload == nil then return false end
+  local first = string.sub(payload, 1, 1)
+  return first == '~' or first == '^'
 end

@@ -1,8 +1,14 @@
 -- Records what became of leased messages. ARGV after the common ones, per message:
 -- kind, account, id, qscore, generation, delay_ms, payload, campaign id ('' if none),
--- taken_ms (Redis time of its take), where kind is
---   done    finished (sent, failed for good, or refused by its ledger claim):
---           forgotten everywhere, and its campaign's content with its last message;
+-- taken_ms (Redis time of its take), slot_ms (the slot it was taken for), where kind is
+--   done    finished (sent, or failed for good): forgotten everywhere, and its
+--           campaign's content with its last message from the campaign's list;
+--   refused refused by its ledger claim (canceled, or finished already): as done, and
+--           the slot it was taken for goes back to its account, so that a message never
+--           sent costs no send;
+--   defer   its ledger claim is another worker's (a delivery under way): as retry, and
+--           its slot goes back as a refused one's. Several refused or deferred of one
+--           account come in descending slot order;
 --   retry   back to its queue after delay_ms, with the new payload (attempts + 1);
 --   pause   as retry, and the account sends nothing for delay_ms (gateway 429);
 --   release given back unsent (shutdown): straight back to its queue.
@@ -16,22 +22,46 @@
 -- released.
 local now = now_ms()
 local released = 0
-for i = ARG0 + 1, #ARGV, 9 do
-  local kind, acct, id, qs, gen, delay, payload, cid, taken_at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5]), ARGV[i + 6], ARGV[i + 7], tonumber(ARGV[i + 8])
+
+-- With evenly spaced sends, the account's next slot (its `ready` score, or its `tat`
+-- while it rests) goes back to `slot` if nothing was taken after it.
+local function refund(acct, slot)
+  local max, window, burst = limit_of(acct)
+  if burst ~= 1 then return end
+  local after = slot + window / max
+  local score = tonumber(redis.call('ZSCORE', P .. 'ready', acct))
+  local key = P .. 'st:' .. acct
+  if score and math.abs(score - after) < 1 then
+    redis.call('ZADD', P .. 'ready', 'XX', slot, acct)
+  elseif not score and math.abs((tonumber(redis.call('HGET', key, 'tat')) or 0) - after) < 1 then
+    redis.call('HSET', key, 'tat', slot)
+  else
+    return
+  end
+  if MARGIN > 0 then redis.call('HINCRBY', key, 'n', -1) end
+end
+for i = ARG0 + 1, #ARGV, 10 do
+  local kind, acct, id, qs, gen, delay, payload, cid, taken_at, slot = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]),
+    tonumber(ARGV[i + 5]), ARGV[i + 6], ARGV[i + 7], tonumber(ARGV[i + 8]), tonumber(ARGV[i + 9])
   local body_key = P .. 'body:' .. acct
   if (tonumber(redis.call('GET', P .. 'seen:' .. id)) or gen) <= gen then
     local member = acct .. '\n' .. id .. '\n' .. qs
     local held = redis.call('ZREM', P .. 'leases', member) == 1
     if held then released = released + 1 end
-    if kind == 'done' then
+    if kind == 'done' or kind == 'refused' then
       -- Counted once: a second `done` (a duplicate delivery) finds no body.
-      if redis.call('HDEL', body_key, id) == 1 and cid ~= '' then campaign_done(cid, 1) end
+      local body = redis.call('HGET', body_key, id)
+      if body then
+        redis.call('HDEL', body_key, id)
+        if cid ~= '' and from_campaign_list(body) then campaign_done(cid, 1) end
+      end
       redis.call('DEL', P .. 'seen:' .. id)
       if not held then -- requeued after its lease expired: take it out again
         redis.call('ZREM', P .. 'q:' .. acct, id)
         redis.call('ZREM', P .. 'delayed', member)
       end
-    elseif not held and (loss() or 0) > taken_at and redis.call('HEXISTS', body_key, id) == 0 then
+      if kind == 'refused' and held then refund(acct, slot) end
+    elseif not held and (loss() or 0) >= taken_at and redis.call('HEXISTS', body_key, id) == 0 then
       -- Taken before Redis lost its data, and nobody has it now: back on the schedule
       -- (a rebuild that read the ledger meanwhile may have put it back too: the same id
       -- and generation, so `seen` drops the second).
@@ -43,10 +73,15 @@ for i = ARG0 + 1, #ARGV, 9 do
     elseif held then
       redis.call('HSET', body_key, id, payload)
       redis.call('ZADD', P .. 'delayed', now + delay, member)
+      if kind == 'defer' then refund(acct, slot) end
       if kind == 'pause' then
         local key = P .. 'st:' .. acct
-        local pause = math.max(tonumber(redis.call('HGET', key, 'pause')) or 0, now + delay)
-        redis.call('HSET', key, 'pause', pause)
+        local pause = tonumber(redis.call('HGET', key, 'pause')) or 0
+        -- A held account keeps the gateway's pause for when it is released (control.lua).
+        local field = pause >= HOLD and 'held_pause' or 'pause'
+        pause = math.max(tonumber(redis.call('HGET', key, field)) or 0, now + delay)
+        redis.call('HSET', key, field, pause)
+        keep_until(acct, pause)
         -- In `ready`, the score is when it may send: push it back (never forward).
         redis.call('ZADD', P .. 'ready', 'XX', 'GT', pause, acct)
       end

@@ -1,30 +1,41 @@
 -- Holds or releases accounts (POST /account/pause, /account/resume). ARGV after the
 -- common ones, per control: account, "pause"|"resume", at_ms. A control older than the
 -- last one applied to its account is ignored (SQS may deliver late, twice, or out of
--- order). Returns how many were applied.
+-- order; the ledger orders them first, see ingest.rs). Also "until", at_ms: the
+-- account is paused until then at least (a 429's pause, put back by a rebuild).
+-- Returns how many were applied.
 --
 -- A hold is a 429 pause that never ends: `pause` set to HOLD, so everything that
 -- already respects a pause (next_allowed, ensure_ready, the ready set's score) holds
 -- the account, and a message arriving meanwhile waits. The pause it replaced and the
 -- account's tat (while in `ready` its score is its tat) are kept, and restored on
--- release: sends go on at the account's own spacing, with no catch-up burst.
-local HOLD = 9007199254740991
+-- release: sends go on at the account's own spacing, with no catch-up burst. A held
+-- account's state does not expire; released with nothing waiting, it rests (common.lua).
 local now = now_ms()
 local applied = 0
 for i = ARG0 + 1, #ARGV, 3 do
   local acct, action, at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local key = P .. 'st:' .. acct
-  if at > (tonumber(redis.call('HGET', key, 'ctl_at')) or 0) then
+  if action == 'until' then
+    if at > (tonumber(redis.call('HGET', key, 'pause')) or 0) then
+      redis.call('HSET', key, 'pause', at)
+      redis.call('ZADD', P .. 'ready', 'XX', 'GT', at, acct)
+      if not redis.call('ZSCORE', P .. 'ready', acct) then rest(acct) end
+    end
+    applied = applied + 1
+  elseif at > (tonumber(redis.call('HGET', key, 'ctl_at')) or 0) then
     redis.call('HSET', key, 'ctl_at', at)
     local pause = tonumber(redis.call('HGET', key, 'pause')) or 0
     local score = tonumber(redis.call('ZSCORE', P .. 'ready', acct))
     if action == 'pause' and pause < HOLD then
       redis.call('HSET', key, 'held_pause', pause, 'pause', HOLD)
+      redis.call('SADD', P .. 'held', acct)
       if score then
         redis.call('HSET', key, 'tat', score)
         redis.call('ZADD', P .. 'ready', HOLD, acct)
       end
     elseif action == 'resume' and pause >= HOLD then
+      redis.call('SREM', P .. 'held', acct)
       redis.call('HSET', key, 'pause', tonumber(redis.call('HGET', key, 'held_pause')) or 0)
       redis.call('HDEL', key, 'held_pause')
       if score then
@@ -32,6 +43,8 @@ for i = ARG0 + 1, #ARGV, 3 do
         if redis.call('ZCARD', P .. 'q:' .. acct) > 0 then ensure_ready(acct) end
       end
     end
+    -- An account with nothing waiting rests (a held one keeps its state).
+    if not redis.call('ZSCORE', P .. 'ready', acct) then rest(acct) end
     applied = applied + 1
   end
 end

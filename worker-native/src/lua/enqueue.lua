@@ -1,6 +1,7 @@
 -- Adds messages to their accounts' queues. ARGV after the common ones: seen_ttl_s, then
--- per message: account, id, generation, qscore, payload, due_ms. A message whose id was
--- seen with the same or a later generation is a duplicate delivery and is dropped. A
+-- per message: account, id, generation, qscore, payload, due_ms. A message on the
+-- schedule already (it has a body) with the same or a later generation is a duplicate
+-- delivery and is dropped (a marker without a body is what a rebuild wiped). A
 -- message due later (`sendAt`) waits in `delayed`, as a retry's backoff does, and joins
 -- its account's queue when due: from then on the account's limit applies as usual, so
 -- a scheduled mass message goes at the account's rate, never in a burst.
@@ -13,7 +14,7 @@ for i = ARG0 + 2, #ARGV, 6 do
   local acct, id, gen, qs, payload, due = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
   local key = P .. 'seen:' .. id
   local seen = tonumber(redis.call('SET', key, gen, 'EX', ttl, 'GET'))
-  if seen and seen >= gen then
+  if seen and seen >= gen and redis.call('HEXISTS', P .. 'body:' .. acct, id) == 1 then
     redis.call('SET', key, seen, 'EX', ttl) -- keep the newer generation
     dup_at[#dup_at + 1] = (i - ARG0 - 2) / 6
   elseif due > now then

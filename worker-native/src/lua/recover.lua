@@ -5,11 +5,20 @@
 -- ones: the step, a token of the rebuilding worker.
 --   begin  takes the rebuild: one worker at a time, for 30 s, which each step renews
 --          (should that worker die, another takes over);
---   lost   the ledger knows this schedule: it was lost, not new. Records when
---          (`lost_at`), and the longest lead a message is taken ahead of its slot (the
---          third argument, `lost_lead`): a message taken before the loss may still go
---          at its slot after it (see common.lua's `state`);
---   end    sets the epoch: the schedule is complete again.
+--   lost   records when the loss was found (`lost_at`), and the longest lead a message
+--          is taken ahead of its slot (the third argument, `lost_lead`): a message taken
+--          before the loss may still go at its slot after it (see common.lua's `state`).
+--          And it clears what the shard still holds: the ledger is the truth, and what a
+--          Redis restarted from an older snapshot (or a replica promoted late) holds may
+--          be finished or canceled since (each would cost its account a claim refused,
+--          and a hold released since would hold it for ever); what arrived since the loss
+--          is in the ledger too. The markers of what it held go with it (a marker left
+--          without a body drops nothing: enqueue.lua); the limit overrides and a canceled
+--          campaign's marker stay. Run for every
+--          rebuild: a new Redis and a lost one look the same, and the floor costs a new
+--          one a spacing once;
+--   end    sets the epoch (the shard count and this Redis process's run id): the
+--          schedule is complete again.
 -- Returns 1 when done, 0 when it is not this worker's to do (the epoch is there, or
 -- another worker is rebuilding).
 local step, token = ARGV[ARG0 + 1], ARGV[ARG0 + 2]
@@ -23,6 +32,27 @@ end
 if redis.call('GET', lock) ~= token then return 0 end
 if step == 'lost' then
   redis.call('MSET', P .. 'lost_at', now_ms(), P .. 'lost_lead', ARGV[ARG0 + 3])
+  lost_cache = nil
+  local accounts, campaigns = {}, {}
+  for _, acct in ipairs(redis.call('ZRANGE', P .. 'ready', 0, -1)) do accounts[acct] = true end
+  for _, acct in ipairs(redis.call('SMEMBERS', P .. 'held')) do accounts[acct] = true end
+  for _, set in ipairs({'delayed', 'leases'}) do
+    for _, member in ipairs(redis.call('ZRANGE', P .. set, 0, -1)) do
+      local acct, id = split(member)
+      accounts[acct] = true
+      if string.sub(id, 1, 1) == '~' then campaigns[string.sub(id, 2)] = true end
+    end
+  end
+  for _, cid in ipairs(redis.call('SMEMBERS', P .. 'campaigns')) do campaigns[cid] = true end
+  for acct in pairs(accounts) do
+    for _, id in ipairs(redis.call('HKEYS', P .. 'body:' .. acct)) do redis.call('UNLINK', P .. 'seen:' .. id) end
+    redis.call('UNLINK', P .. 'q:' .. acct, P .. 'body:' .. acct, P .. 'st:' .. acct, P .. 'win:' .. acct)
+  end
+  for cid in pairs(campaigns) do
+    if redis.call('GET', P .. 'seen:' .. cid) ~= 'canceled' then redis.call('UNLINK', P .. 'seen:' .. cid) end
+    redis.call('UNLINK', P .. 'c:' .. cid, P .. 'cr:' .. cid)
+  end
+  redis.call('UNLINK', P .. 'ready', P .. 'delayed', P .. 'leases', P .. 'campaigns', P .. 'held')
   redis.call('PEXPIRE', lock, 30000)
   return 1
 end
@@ -30,6 +60,6 @@ if step == 'renew' then
   redis.call('PEXPIRE', lock, 30000)
   return 1
 end
-redis.call('SET', P .. 'epoch', 'shards=' .. SHARDS)
+redis.call('SET', P .. 'epoch', 'shards=' .. SHARDS .. ' run=' .. run_id())
 redis.call('DEL', lock)
 return 1

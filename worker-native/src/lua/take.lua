@@ -25,12 +25,18 @@ local again = redis.call('GET', took)
 if again and string.sub(again, 1, #token) == token then return cjson.decode(string.sub(again, #token + 1)) end
 
 -- Without its epoch the shard is incomplete (Redis lost its data, or is new): nothing
--- is taken until a worker has rebuilt it from the ledger (recover.lua). An epoch of
--- workers with another shard count (an earlier version's, without a count, had one)
--- means two ways of splitting accounts, two limits for one account: nothing is taken.
+-- is taken until a worker has rebuilt it from the ledger (recover.lua). An epoch set
+-- by another Redis process means this one may lack what that one had (a restart from an
+-- older snapshot, a replica promoted before it had the last writes): the same. An
+-- epoch of workers with another shard count means two ways of splitting accounts, two
+-- limits for one account: nothing is taken.
 local epoch = redis.call('GET', P .. 'epoch')
 if not epoch then return {now, -1, {}, 1} end
-local made_by = string.match(epoch, '^shards=(%d+)$') or '1'
+local made_by, run = string.match(epoch, '^shards=(%d+) run=(%w+)$')
+if run ~= run_id() then
+  redis.call('DEL', P .. 'epoch')
+  return {now, -1, {}, 1}
+end
 if made_by ~= SHARDS then return {now, -1, {}, 2 + tonumber(made_by)} end
 local earliest = now + lead
 local horizon = now + math.max(lead, ahead)
@@ -79,6 +85,7 @@ for i = 1, #due, 2 do
       -- allowed time.
       redis.call('ZREM', P .. 'ready', acct)
       if burst == 1 then redis.call('HSET', P .. 'st:' .. acct, 'tat', slot) end
+      rest(acct, slot)
       break
     end
     local id, payload = next_message(acct, q, popped[1], popped[2])

@@ -1,0 +1,97 @@
+//! The claim: taken messages are claimed in the ledger before any is handed to the
+//! gateway (`shared::ledger::machine::claim`). A cancel needs a message still `queued`,
+//! so a message is sent or canceled, never both; a claim is a lease, so a message the
+//! schedule handed out twice (a Redis loss, a failover) is not sent twice while its
+//! first delivery is under way.
+
+use std::time::{Duration, Instant};
+
+use super::leases::InFlight;
+use crate::ledger::{Claim, Ledger, Outcome, Record, ToClaim};
+use crate::schedule::{Completion, Schedule, Taken};
+
+/// After this, a message whose claim another worker holds is looked at again (beyond
+/// that claim's end).
+const DEFER_MARGIN_MS: u64 = 100;
+
+/// Claims `taken` (each for `lease_ms` after its slot) and returns those to send. The
+/// others leave the schedule: refused (canceled or finished: their slot goes back to
+/// their account), held by another worker's claim (looked at again after it), or
+/// claimed too late for their slot (given back, and unclaimed). Without the ledger
+/// everything is sendable. `None` when the ledger cannot be reached: everything goes
+/// back to its queue.
+pub(super) async fn claim(
+    ledger: Option<&Ledger>,
+    schedule: &Schedule,
+    in_flight: &InFlight,
+    taken: Vec<Taken>,
+    redis_now: u64,
+    taken_at: Instant,
+    lease_ms: u64,
+) -> Option<Vec<Taken>> {
+    // A message this worker holds already (the schedule handed it out again after a
+    // loss) waits: its first copy is being sent.
+    let (taken, twice): (Vec<Taken>, Vec<Taken>) = taken.into_iter().partition(|t| in_flight.hold(t));
+    let mut left: Vec<Completion> = twice.into_iter().map(|t| Completion::Defer { taken: t, delay_ms: lease_ms }).collect();
+    let Some(ledger) = ledger else {
+        give_back(schedule, in_flight, left).await;
+        return Some(taken);
+    };
+    let messages: Vec<ToClaim> = taken.iter().map(|t| ToClaim { message: &t.payload.message, slot_ms: t.slot_ms, maybe_sent: t.payload.maybe_sent }).collect();
+    let now = || redis_now + taken_at.elapsed().as_millis() as u64;
+    let verdicts = match ledger.claim(&messages, now(), lease_ms).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), count = taken.len(), "ledger unreachable: messages not claimed go back to their queues");
+            left.extend(taken.into_iter().map(Completion::Release));
+            give_back(schedule, in_flight, left).await;
+            return None;
+        }
+    };
+    let redis_time = now();
+    let (mut sendable, mut late) = (Vec::with_capacity(taken.len()), Vec::new());
+    for (t, verdict) in taken.into_iter().zip(verdicts) {
+        match verdict {
+            Claim::Claimed if redis_time > t.deadline_ms => late.push(t),
+            Claim::Claimed => sendable.push(t),
+            Claim::Finished | Claim::CampaignCanceled => left.push(Completion::Refused(t)),
+            Claim::Held { until_ms } => left.push(Completion::Defer { taken: t, delay_ms: until_ms.saturating_sub(redis_time) + DEFER_MARGIN_MS }),
+        }
+    }
+    if !late.is_empty() {
+        tracing::warn!(
+            late = late.len(),
+            claim_ms = taken_at.elapsed().as_millis() as u64,
+            "ledger claim slower than the take's lead: messages given back unsent"
+        );
+        let released: Vec<Record> =
+            late.iter().map(|t| Record { message: t.payload.message.clone(), attempts: t.payload.attempts, outcome: Outcome::Released }).collect();
+        // Unclaimed, so that a cancel finds them `queued`; should the ledger fail now,
+        // their claim lapses at its lease and the next take claims them again.
+        if let Err(e) = ledger.record(&released).await {
+            tracing::warn!(error = %format!("{e:#}"), "late claims not released; they lapse at their lease");
+        }
+        left.extend(late.into_iter().map(Completion::Release));
+    }
+    let refused = left.iter().filter(|c| matches!(c, Completion::Refused(_))).count();
+    if refused > 0 {
+        tracing::info!(count = refused, "canceled or finished messages left unsent");
+    }
+    give_back(schedule, in_flight, left).await;
+    Some(sendable)
+}
+
+/// Completes what will not be sent now in the schedule, and lets go of it.
+async fn give_back(schedule: &Schedule, in_flight: &InFlight, left: Vec<Completion>) {
+    if left.is_empty() {
+        return;
+    }
+    // Should Redis not answer, their leases expire and the next take meets them again.
+    crate::retry::until_ok("give back unsent messages", Duration::from_millis(50), Duration::from_millis(500), Some(Duration::from_secs(2)), || {
+        schedule.complete(&left)
+    })
+    .await;
+    for c in &left {
+        in_flight.release(&c.taken().id);
+    }
+}
