@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -33,6 +34,7 @@ from devstack import provision as prov  # noqa: E402
 from devstack import stack  # noqa: E402
 from devstack.mint_jwt import mint  # noqa: E402
 from devstack.system import LocalSystem, Ports  # noqa: E402
+from devstack.windows import max_in_window  # noqa: E402
 from goals import Goals  # noqa: E402
 
 
@@ -158,7 +160,9 @@ def main():
         load.finish()
         # Everything accepted in the first half has long been delivered by the end.
         early = {mid for t, mid in load.sent if t - started < args.minutes * 30}
-        got = {d["messageId"] for d in requests.get(system.gateway + "/deliveries", timeout=60).json()}
+        records = requests.get(system.gateway + "/deliveries", timeout=60).json()
+        refused = requests.get(system.gateway + "/refused", timeout=60).json()
+        got = {d["messageId"] for d in records}
     finally:
         if load:
             load.finish()
@@ -174,6 +178,14 @@ def main():
         # for what is near zero).
         goals.at_most(f"{key}: second half mean over the first's", round(summary[key]["secondHalfMean"] / max(summary[key]["firstHalfMean"], 1), 2), 1.25)
     goals.equal("messages of the first half not delivered by the end", len(early - got), 0)
+    goals.equal("messages delivered more than once", len(records) - len(got), 0)
+    # The limit at the gateway, every account, refused sends included (they reached it).
+    limit = system.limit
+    sends = {}
+    for d in records + refused:
+        sends.setdefault(d["accountId"], []).append(datetime.fromisoformat(d["receivedAt"].replace("Z", "+00:00")).timestamp() * 1000)
+    summary["worstWindowCount"] = max((max_in_window(t, limit["window_ms"]) for t in sends.values()), default=None)
+    goals.at_most("worst rolling-window count of an account", summary["worstWindowCount"], limit["max"])
     goals.equal("edge errors", len(load.errors), 0)
     print(json.dumps(summary, indent=1))
     goals.finish()

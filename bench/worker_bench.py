@@ -211,8 +211,9 @@ def accuracy(parts: Parts, goals: Goals, out: Path, window, margin, accounts=100
             worst = max(worst, i - j + 1)
         ratios.append((times[-1] - times[0]) / ideal)
     ratios.sort()
-    # The ideal plus the margins the limit adds (one per `maximum` sends), plus 1%.
-    span_goal = round((ideal + (per - 1) // maximum * margin) / ideal + 0.01, 4)
+    # The ideal plus the margins the limit adds (one per `maximum` sends), plus 1%; at the
+    # real window (60 s and more) the margins cost 0.7% and the README's goal is 1.01x.
+    span_goal = 1.01 if window >= 60_000 else round((ideal + (per - 1) // maximum * margin) / ideal + 0.01, 4)
     goals.at_most("worst rolling-window count", worst, maximum)
     goals.at_most("span vs ideal, slowest account", round(ratios[-1], 4), span_goal)
     plot(by_account, out / "limit-accuracy.png", window, maximum)

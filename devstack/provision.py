@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import boto3
 
 from deploy import deploy
+from devstack import stack
 
 REGION = "us-east-1"
 # The emulator's root key: never signature-checked, used only to set things up.
@@ -84,5 +85,6 @@ def provision(endpoint: str, prefix: str = "onlyfans") -> Resources:
         iam.put_user_policy(UserName=user, PolicyName="emulator-gaps", PolicyDocument=emulator_gaps(worker=user == outputs["WorkerUserName"]))
         keys[user] = deploy.new_key(iam, user)
     edge, worker = keys[outputs["EdgeUserName"]], keys[outputs["WorkerUserName"]]
+    stack.record_secret(edge["SecretAccessKey"], worker["SecretAccessKey"])
     return Resources(endpoint, outputs["QueueUrl"], outputs["DeadLetterQueueUrl"], outputs["LedgerTableName"],
                      edge["AccessKeyId"], edge["SecretAccessKey"], worker["AccessKeyId"], worker["SecretAccessKey"], outputs)

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("TOOLS_CACHE", Path.home() / ".cache" / "onlyfans-messaging"))
@@ -90,14 +91,21 @@ def read_vars(path: Path) -> dict:
 SECRET_NAMES = ("JWT_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GATEWAY_TOKEN")
 
 
-def record_secrets(settings: dict) -> None:
-    """Appends the secret values handed to a process to the file named by
-    SECRETS_RECORD, when set: the test suite then checks that no log holds one."""
+def record_secret(*values: str) -> None:
+    """Appends secrets to the file named by SECRETS_RECORD, when set: the test suite then
+    checks that no log holds one (test_secrets.py). Called where a secret is made or
+    handed over."""
     record = os.environ.get("SECRETS_RECORD")
-    values = [v for k, v in settings.items() if k in SECRET_NAMES and v]
+    values = [v for v in values if v]
     if record and values:
         with open(record, "a") as f:
             f.writelines(f"{v}\n" for v in values)
+
+
+def record_secrets(settings: dict) -> None:
+    """Records the secret values among settings handed to a process: the named secrets,
+    and the password of a Redis URL (an auth token)."""
+    record_secret(*(v for k, v in settings.items() if k in SECRET_NAMES), urlsplit(settings.get("REDIS_URL") or "").password or "")
 
 
 def write_vars(path: Path, settings: dict, quote: bool = True) -> None:

@@ -48,6 +48,12 @@ class LocalSystem:
         return f"http://127.0.0.1:{self.ports.edge}/api/onlyfans/messaging"
 
     @property
+    def limit(self) -> dict:
+        """The per-account limit the workers keep: {"max", "window_ms"}."""
+        settings = FAST if self.fast else REAL
+        return {"max": int(settings["RATE_LIMIT_MAX"]), "window_ms": int(settings["RATE_LIMIT_WINDOW"].rstrip("s")) * 1000}
+
+    @property
     def gateway(self) -> str:
         return f"http://127.0.0.1:{self.ports.gateway}"
 
@@ -55,6 +61,10 @@ class LocalSystem:
         logs = self.home / "logs"
         limit = FAST if self.fast else REAL
         say(f"==> Redis on 127.0.0.1:{self.ports.redis}")
+        # The emulator starts empty every time, so Redis does too: a schedule kept from
+        # an earlier run would name messages whose ledger items are gone (and the ledger
+        # would hold nothing to rebuild it from).
+        shutil.rmtree(self.home / "redis", ignore_errors=True)
         self.parts["redis"] = stack.start_redis(self.ports.redis, logs / "redis.log", self.home / "redis")
         say(f"==> AWS emulator on 127.0.0.1:{self.ports.aws}")
         self.parts["aws"] = stack.start_ministack(self.ports.aws, logs / "ministack.log")

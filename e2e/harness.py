@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from devstack import provision as prov  # noqa: E402
 from devstack import stack  # noqa: E402
+from devstack.windows import max_in_window  # noqa: E402,F401  (the tests' measure of the limit)
 
 JWT_SECRET = "e2e-secret-0123456789abcdef0123456789abcdef"
 BASE = "/api/onlyfans/messaging"
@@ -182,6 +183,8 @@ class Backend:
         self.parts = [stack.start_redis(self.redis_port, LOGS / "edge-backend-redis.log"),
                       stack.start_gateway_stub(gw_port, LOGS / "edge-backend-gateway.log")]
         self.gateway = f"http://127.0.0.1:{gw_port}"
+        self.ddb = prov.client("dynamodb", aws.endpoint)
+        self.started = False
         requests.post(self.gateway + "/_control/failures", json={"recipientPattern": "fail-", "status": 400}, timeout=10).raise_for_status()
         self.settings = {
             **stack.worker_settings(aws.worker_env(), self.redis_port, self.gateway, "edge"),
@@ -190,15 +193,30 @@ class Backend:
 
     @contextmanager
     def running(self):
-        part = stack.start_worker(self.settings, LOGS / "edge-backend-worker.log", stack.free_port())
+        abandon_waiting(self.ddb, self.aws.table)  # other tests' messages are not this worker's to send
+        log = LOGS / "edge-backend-worker.log"
+        part = stack.start_worker(self.settings, log, stack.free_port())
         try:
+            if not self.started:
+                # The first start finds Redis empty and rebuilds (from nothing, after the
+                # line above), which sets the floor a lost schedule needs: no send before
+                # the loss plus a window (an hour under the tests' one-an-hour limit).
+                # This Redis is new, not lost: nothing was ever sent through it.
+                wait_for(lambda: "rebuilt from the ledger" in log.read_text(), 30, "the first start's rebuild")
+                lost = self.redis_cli("--scan", "--pattern", "*lost_*").split()
+                if lost:
+                    self.redis_cli("DEL", *lost)
+                self.started = True
             yield self
         finally:
             part.stop()
 
+    def redis_cli(self, *args) -> str:
+        return subprocess.run(["redis-cli", "-p", str(self.redis_port), *args], check=True, capture_output=True, text=True).stdout
+
     def limit(self, creator, spec):
         """A per-account limit override, "<max> <window_ms> <burst>"."""
-        subprocess.run(["redis-cli", "-p", str(self.redis_port), "HSET", "edge:limits", creator, spec], check=True, capture_output=True)
+        self.redis_cli("HSET", "edge:limits", creator, spec)
 
     def delivered(self, creator):
         return [d for d in requests.get(self.gateway + "/deliveries", timeout=10).json() if d["accountId"] == creator]
@@ -236,16 +254,6 @@ def ms(ts):
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000
 
 
-def max_in_window(times, window):
-    times = sorted(times)
-    best, j = 0, 0
-    for i in range(len(times)):
-        while times[i] - times[j] >= window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
-
 def span_bound(n, window_ms=WINDOW_MS):
     """The longest an account's n sends may take against the ideal (n - 1) spacings:
     the margins the limit adds (one per MAX sends), plus 1%."""
@@ -278,7 +286,7 @@ class System:
     def edge(self):
         """The edge the tests send through (started on first use; no API-call limit)."""
         if self._edge is None:
-            part, self._edge = start_edge("edge-worker", edge_settings(self.aws, API_CALL_LIMITS="false"))
+            part, self._edge = start_edge("edge-worker", edge_settings(self.aws, API_CALL_LIMITS="false", MAX_RECIPIENTS="10000"))
             self.parts.append(part)
         return self._edge
 
@@ -392,6 +400,13 @@ class System:
             got = totals()
         assert got == expected, f"metrics of {environment}: {got}, want {expected}"
 
+    def abandon_waiting(self):
+        """Cancels, straight in the ledger, every message still waiting (the tests' own
+        cleanup): a test that stops its workers with messages left would otherwise hand
+        them to the next test's workers, whose first start rebuilds their schedule from
+        the ledger's waiting index (one schedule per ledger is what production runs)."""
+        return abandon_waiting(self.emulator.ddb, self.aws.table)
+
     def stop(self):
         for p in reversed(self.parts):
             p.stop()
@@ -422,3 +437,62 @@ def wait_statuses(system, account, count, status="sent", timeout=30):
         items = system.emulator.items(account)
         return len(items) == count and all(i["status"]["S"] == status for i in items)
     wait_for(done, timeout, f"{count} items of {account} {status}")
+
+
+def campaign_counts(system, account, cid, total, canceled):
+    """A campaign's counts as its ledger items say (by status; its messages without an
+    item count as canceled once it is canceled, as queued before): what
+    `GET /campaigns/{id}` must show, each counter on its own."""
+    items = [i for i in system.emulator.items(account) if i.get("campaignId", {}).get("S") == cid]
+    by = {}
+    for i in items:
+        by[i["status"]["S"]] = by.get(i["status"]["S"], 0) + 1
+    unwritten = total - len(items)
+    return {
+        "sent": by.get("sent", 0),
+        "failed": by.get("failed", 0),
+        "canceled": by.get("canceled", 0) + (unwritten if canceled else 0),
+        "queued": by.get("queued", 0) + by.get("sending", 0) + (0 if canceled else unwritten),
+    }
+
+
+def shard_of(account: str, shards: int) -> int:
+    """The worker's shard of an account (`shard_of` in worker-native/src/schedule.rs):
+    FNV-1a of its id, then MurmurHash3's finalizer."""
+    mask = (1 << 64) - 1
+    h = 0xCBF29CE484222325
+    for b in account.encode():
+        h = ((h ^ b) * 0x100000001B3) & mask
+    for mul in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+        h ^= h >> 33
+        h = (h * mul) & mask
+    h ^= h >> 33
+    return h % shards
+
+
+def epoch_key(prefix: str, account: str, shards: int) -> str:
+    """The key that routes `account`'s shard on a cluster (its shard's epoch)."""
+    return f"{{{prefix}:{shard_of(account, shards)}}}:epoch"
+
+
+def abandon_waiting(ddb, table: str) -> int:
+    """Marks every waiting item of `table` canceled (messages) or rested (accounts), so
+    that no later schedule adopts it; returns how many."""
+    done = 0
+    for shard in [f"w{d:x}" for d in range(16)]:
+        start = None
+        while True:
+            kw = {"ExclusiveStartKey": start} if start else {}
+            r = ddb.query(TableName=table, IndexName="waiting-index", KeyConditionExpression="waitShard = :w", ExpressionAttributeValues={":w": {"S": shard}}, **kw)
+            for item in r["Items"]:
+                key = {"creatorId": item["creatorId"], "messageId": item["messageId"]}
+                if item["messageId"]["S"] == "#summary":
+                    ddb.update_item(TableName=table, Key=key, UpdateExpression="REMOVE waitShard")
+                else:
+                    ddb.update_item(TableName=table, Key=key, UpdateExpression="SET #st = :c REMOVE waitShard", ExpressionAttributeNames={"#st": "status"},
+                                    ExpressionAttributeValues={":c": {"S": "canceled"}})
+                done += 1
+            start = r.get("LastEvaluatedKey")
+            if not start:
+                break
+    return done

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from harness import LOGS, MAX, System, WINDOW_MS, fans, figure, max_in_window, ms, rebuilds, stop_all, wait_for as wait_until, wait_statuses
+from harness import LOGS, MAX, System, WINDOW_MS, epoch_key, fans, figure, max_in_window, ms, rebuilds, stop_all, wait_for as wait_until, wait_statuses
 from devstack.cluster import Cluster
 
 SHARDS = 8
@@ -22,6 +22,13 @@ def system():
     s = System()
     yield s
     s.stop()
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_waiting(system):
+    """What a test leaves waiting is not the next test's to send."""
+    yield
+    system.abandon_waiting()
 
 
 @pytest.fixture(scope="module")
@@ -73,26 +80,45 @@ def test_workers_on_a_cluster_keep_the_limit_through_failovers(system, cluster):
     try:
         ids = send_load(system, accounts)
         wait_until(lambda: len(system.deliveries(set(accounts))) >= 20, 30, "deliveries under way")
-        # A replica promoted by hand: the old primary hands over, nothing is lost.
-        promoted = cluster.replica_of(cluster.primaries()[0])
+        # A replica promoted by hand, under an account that still has messages waiting:
+        # the old primary hands over, nothing is lost, the account goes on.
+        busy = waiting_account(system, accounts)
+        promoted = cluster.replica_of(cluster.primary_of(epoch_key("clu", busy, SHARDS)))
         cluster.cli(promoted, "CLUSTER", "FAILOVER")
         wait_until(lambda: promoted in cluster.primaries(promoted), 20, f"{promoted} promoted")
         cluster.wait_ok()
         failover_at = time.time() * 1000
-        wait_until(lambda: len(system.deliveries(set(accounts))) >= 50, 30, "deliveries after the failover")
-        # A primary killed: its replica takes over after the node timeout (2 s).
-        victim = cluster.primaries()[1]
+        wait_until(lambda: [d for d in system.deliveries({busy}) if ms(d["receivedAt"]) > failover_at], 20, f"{busy} sending after the failover")
+        # A primary killed under another account with messages waiting: its replica takes
+        # over after the node timeout (2 s), and the account goes on.
+        other = waiting_account(system, [a for a in accounts if a != busy])
+        victim = cluster.primary_of(epoch_key("clu", other, SHARDS))
         heir = cluster.replica_of(victim)
         cluster.parts[victim].stop(signal.SIGKILL)
         killed_at = time.time() * 1000
         wait_until(lambda: heir in cluster.primaries(heir), 30, f"{heir} promoted after {victim} was killed")
         cluster.wait_ok()
         recovered_in = time.time() * 1000 - killed_at
+        wait_until(lambda: [d for d in system.deliveries({other}) if ms(d["receivedAt"]) > killed_at + recovered_in], 30, f"{other} sending after the kill")
         delivered_and_recorded(system, accounts, ids, timeout=90)
     finally:
         stop_all(workers)
     check(system, accounts, ids, "cluster_failovers", replica_promoted_after_kill_ms=round(recovered_in),
           after_manual_failover_ms=lambda got: round(max(ms(d["receivedAt"]) for d in got) - failover_at))
+    # Every take that leased messages waited for its replica (REDIS_WAIT_REPLICAS=1).
+    waits = sum(int(line.split("calls=")[1].split(",")[0]) for p in cluster.primaries() for line in cluster.cli(p, "INFO", "commandstats").splitlines()
+                if line.startswith("cmdstat_wait:"))
+    assert waits > 0, "no WAIT reached the primaries"
+
+
+def waiting_account(system, accounts):
+    """One of `accounts` with the most messages not yet delivered (20 each)."""
+    sent = {a: 0 for a in accounts}
+    for d in system.deliveries(set(accounts)):
+        sent[d["accountId"]] += 1
+    account = min(accounts, key=lambda a: sent[a])
+    assert sent[account] < 15, f"{account} has too little left to send: {sent}"
+    return account
 
 
 def test_a_cluster_losing_its_data_mid_run_loses_no_message(system, cluster):

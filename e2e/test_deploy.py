@@ -28,6 +28,8 @@ ROOT = stack.ROOT
 TEMPLATE = ROOT / "deploy" / "template.yaml"
 NAMESPACE = "Huntaze/OnlyFans"
 
+UNUSED_GATEWAY = "http://127.0.0.1:9/unused/{accountId}/{recipientId}"  # a worker that never gets to send
+
 
 class CfnLoader(yaml.SafeLoader):
     """YAML with CloudFormation's short tags (!Ref, !Sub, ...) read as plain values."""
@@ -68,6 +70,7 @@ def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator_url
     ec2 = prov.client("ec2", emulator_url)
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"] for i, z in ((1, "a"), (2, "b"))]
+    stack.record_secret("gw-s3cret")
     token_arn = prov.client("secretsmanager", emulator_url).create_secret(Name="full/gateway-token", SecretString="gw-s3cret")["ARN"]
     started = time.monotonic()
     outputs = prov.deploy.deploy_stack(prov.client("cloudformation", emulator_url), "full", {
@@ -163,6 +166,8 @@ def test_deploy_command_end_to_end_and_no_alarm_watches_an_unpublished_metric(em
     assert "CREATE_COMPLETE" in run.stdout and "QueueUrl" in run.stdout
     assert oct(edge_vars.stat().st_mode & 0o777) == "0o600" and oct(worker_env.stat().st_mode & 0o777) == "0o600"
     edge_settings, worker_settings = stack.read_vars(edge_vars), stack.read_vars(worker_env)
+    stack.record_secrets(edge_settings)  # the keys the deploy command made
+    stack.record_secrets(worker_settings)
     assert edge_settings["AWS_SECRET_ACCESS_KEY"] not in run.stdout + run.stderr, "no secret printed"
     iam = prov.client("iam", emulator_url)
     for user, worker in ((f"{env_name}-edge", False), (f"{env_name}-worker", True)):
@@ -252,7 +257,7 @@ def test_the_worker_image_runs_as_its_task_definition_says(emulator_url, tmp_pat
     redis = stack.start_redis(redis_port, LOGS / "image-redis.log")
     # As the container runtime would: the image's root, user, entrypoint and environment.
     env = {**dict(e.split("=", 1) for e in config["Env"]), **aws.worker_env(), "RATE_LIMITER_ENABLED": "true",
-           "REDIS_URL": f"redis://127.0.0.1:{redis_port}", "SQS_WAIT_SECONDS": "1"}
+           "REDIS_URL": f"redis://127.0.0.1:{redis_port}", "SQS_WAIT_SECONDS": "1", "GATEWAY_URL": UNUSED_GATEWAY}
     chroot = [shutil.which("chroot"), f"--userspec={config['User']}", str(rootfs)]
     log = open(LOGS / "image-worker.log", "wb")
     proc = subprocess.Popen([*chroot, *config["Entrypoint"]], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -316,13 +321,14 @@ def test_the_worker_reaches_redis_over_tls_with_an_auth_token(emulator_url, tmp_
     """As the template's ElastiCache (in-transit encryption, auth token): `rediss://`,
     the server's certificate checked against the trusted roots, the token required."""
     self_signed_ca_and_server(tmp_path)
+    stack.record_secret("tls-token-123")
     port = stack.free_port()
     redis = stack.Part("redis-tls", ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
                                      "--tls-cert-file", str(tmp_path / "server.crt"), "--tls-key-file", str(tmp_path / "server.key"),
                                      "--tls-auth-clients", "no", "--requirepass", "tls-token-123", "--save", "", "--appendonly", "no"],
                        LOGS / "redis-tls.log")
     aws = prov.provision(emulator_url, prefix=f"tls{uuid.uuid4().hex[:4]}")
-    base = {**aws.worker_env(), "RATE_LIMITER_ENABLED": "true", "SQS_WAIT_SECONDS": "1"}
+    base = {**aws.worker_env(), "RATE_LIMITER_ENABLED": "true", "SQS_WAIT_SECONDS": "1", "GATEWAY_URL": UNUSED_GATEWAY}
     try:
         wait_for(lambda: stack.port_taken(port), 10, "Redis listening with TLS")
         for url, trusted, ready in ((f"rediss://:tls-token-123@localhost:{port}", True, True),

@@ -13,12 +13,13 @@ import subprocess
 import time
 import uuid
 from datetime import datetime, timezone
+from urllib.parse import quote
 
 import pytest
 
 from harness import (
-    CLAIM_LEAD_MS, LOGS, MAX, SPACING_MS, WINDOW_MS, System, edge_settings, fans, figure, max_in_window, ms, rebuilds, span_bound, start_edge,
-    stop_all, summary, token, wait_statuses,
+    CLAIM_LEAD_MS, LOGS, MAX, SPACING_MS, WINDOW_MS, System, campaign_counts, edge_settings, fans, figure, max_in_window, ms, rebuilds, span_bound,
+    start_edge, stop_all, summary, token, wait_statuses,
 )
 from harness import wait_for as wait_until
 from devstack import stack
@@ -29,6 +30,13 @@ def system():
     s = System()
     yield s
     s.stop()
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_waiting(system):
+    """What a test leaves waiting is not the next test's to send."""
+    yield
+    system.abandon_waiting()
 
 
 # A window of 4 s here (spacing 400 ms): a send taken more than a twentieth of the
@@ -112,36 +120,37 @@ def test_priority_then_age_within_an_account(system):
 @pytest.mark.parametrize("http_date", [False, True], ids=["seconds", "http-date"])
 def test_a_429_pauses_only_its_account_for_retry_after(system, http_date):
     """At the default burst of 1: one 429 with `Retry-After` (2 s, or an HTTP date 2–3 s
-    ahead) and that account sends nothing until then, uses no attempt and then resumes;
+    ahead of the 429, made once the account is sending) and that account sends nothing until then, uses no attempt and then resumes;
     another account keeps its pace meanwhile."""
     tag = uuid.uuid4().hex[:8]
     paused, other = f"paused-{tag}", f"other-{tag}"
-    if http_date:
-        until = int(time.time()) + 3
-        retry_after = email.utils.formatdate(until, usegmt=True)
-    else:
-        retry_after = 2
-    system.control("POST", "/_control/failures", {"recipientPattern": f"p{tag}-fan-2", "status": 429, "count": 1, "retryAfter": retry_after})
     workers = system.start_workers("pause")
     try:
-        ids = system.send(paused, fans(f"p{tag}", 6)) + system.send(other, fans(f"o{tag}", 30))
+        ids = system.send(paused, fans(f"p{tag}", 8)) + system.send(other, fans(f"o{tag}", 30))
+        wait_until(lambda: system.deliveries({paused}), 20, "the account sending")
+        # fan-5 is five spacings away: the rule is there before it is sent, and the date
+        # (whole seconds) still 2-3 s ahead when the 429 is met.
+        until = int(time.time()) + 4
+        retry_after = email.utils.formatdate(until, usegmt=True) if http_date else 2
+        system.control("POST", "/_control/failures", {"recipientPattern": f"p{tag}-fan-5", "status": 429, "count": 1, "retryAfter": retry_after})
         system.wait_delivered(ids, timeout=30)
     finally:
         stop_all(workers)
         system.control("DELETE", "/_control/failures")
-    [refusal] = system.refused(f"p{tag}-fan-2")
+    [refusal] = system.refused(f"p{tag}-fan-5")
     at = ms(refusal["receivedAt"])
     resume_at = until * 1000 if http_date else at + 2000
     after = sorted(ms(d["receivedAt"]) for d in system.deliveries({paused}) if ms(d["receivedAt"]) > at)
     others = [ms(d["receivedAt"]) for d in system.deliveries({other})]
     during = [x for x in others if at < x < resume_at]
     figure("pause_429", http_date=http_date, paused_for_ms=round(after[0] - at), other_sends_meanwhile=len(during))
-    assert len(after) == 4, "the refused message and the three after it"
+    assert len(after) == 3, "the refused message and the two after it"
+    assert after[0] - at >= 1500, f"paused only {after[0] - at:.0f} ms: the 429's Retry-After was not applied"
     assert after[0] >= resume_at - 2, f"sent {resume_at - after[0]:.0f} ms before Retry-After ended"
     assert after[0] <= resume_at + 2 * SPACING_MS, f"resumed {after[0] - resume_at:.0f} ms after Retry-After ended"
     # The other account keeps one send per spacing (less one for the edges of the pause).
     assert len(during) >= (resume_at - at) / SPACING_MS - 2, f"{len(during)} sends of the other account during the pause"
-    item = system.emulator.item(paused, ids[2])
+    item = system.emulator.item(paused, ids[5])
     assert (item["status"]["S"], item["attempts"]["N"]) == ("sent", "1"), "a 429 uses no attempt"
 
 
@@ -315,6 +324,13 @@ def test_redis_restart_loses_nothing_sends_nothing_while_down_and_keeps_the_limi
     try:
         ids = [i for a in accounts for i in system.send(a, fans(a, 20))]
         wait_until(lambda: len(system.deliveries(set(accounts))) >= 10, 20, "deliveries under way")
+        # A message taken before the stop may still reach the gateway at its slot after it
+        # (taken up to its claim's lead ahead): what is leased at the stop, and only that,
+        # may arrive while Redis is down. The workers' writes wait (CLIENT PAUSE) from the
+        # read of the leases to the stop.
+        cli = ["redis-cli", "-p", str(system.redis_port)]
+        subprocess.run([*cli, "CLIENT", "PAUSE", "5000", "WRITE"], check=True, capture_output=True)
+        leased = subprocess.run([*cli, "ZRANGE", "restart:leases", "0", "-1"], capture_output=True, text=True, check=True).stdout.split()
         stopped, started = system.restart_redis(down_for=1.5)
         system.wait_delivered(ids, timeout=60)
     finally:
@@ -322,14 +338,12 @@ def test_redis_restart_loses_nothing_sends_nothing_while_down_and_keeps_the_limi
     got = system.deliveries(set(accounts))
     delivered = [d["messageId"] for d in got]
     worst = max(max_in_window([ms(d["receivedAt"]) for d in got if d["accountId"] == a], WINDOW_MS) for a in accounts)
-    # A send taken just before the stop may reach the gateway just after it: a message is
-    # taken up to its claim's lead before its slot (CLAIM_LEAD, or twice the recent
-    # claims' time through the emulator; at most 1 s), and sent at the slot.
-    while_down = [d for d in got if stopped + 1000 < ms(d["receivedAt"]) < started]
+    while_down = [d for d in got if stopped < ms(d["receivedAt"]) < started]
+    unleased = [d for d in while_down if d["messageId"] not in leased]
     figure("redis_restart", messages=len(ids), delivered=len(set(delivered)), duplicates=len(delivered) - len(set(delivered)),
-           worst_window_count=worst, sent_while_down=len(while_down))
+           worst_window_count=worst, sent_while_down=len(while_down), leased_at_stop=len(leased))
     assert set(delivered) == set(ids) and len(delivered) == len(ids)
-    assert not while_down, f"{len(while_down)} sent while Redis was down"
+    assert not unleased, f"{len(unleased)} sent while Redis was down that no worker had taken before"
     assert worst <= MAX
 
 
@@ -452,8 +466,8 @@ def proxy(system):
 
 
 def test_a_redis_outage_sends_nothing_to_the_dead_letter_queue(system):
-    """Review defect 2: ingest kept receiving while it could not schedule, and every
-    receive counts towards the DLQ. A queue of its own with a 1 s visibility timeout and
+    """Ingest must stop receiving while it cannot schedule: every receive counts towards
+    the DLQ. A queue of its own with a 1 s visibility timeout and
     2 receives before the DLQ (an edge of its own writes to it), so that an ingest that
     keeps receiving dead-letters its messages within seconds of the outage."""
     tag = uuid.uuid4().hex[:8]
@@ -486,8 +500,8 @@ def test_a_redis_outage_sends_nothing_to_the_dead_letter_queue(system):
 
 
 def test_a_ledger_outage_loses_no_outcome_and_sends_nothing_twice(system, proxy):
-    """Review defect 4: after five failed ledger writes the outcomes were dropped (items
-    stayed `queued` for ever). Outcome writes fail for 8 s, longer than the 3 s lease:
+    """Outcomes are never dropped however long the ledger refuses them (items would stay
+    `queued` for ever). Outcome writes fail for 8 s, longer than the 3 s lease:
     the leases must be renewed meanwhile, or other takes would send the messages again."""
     account = f"ledger-{uuid.uuid4().hex[:8]}"
     workers = system.start_workers("ledgerdown", AWS_ENDPOINT_URL=proxy.url)
@@ -505,7 +519,7 @@ def test_a_ledger_outage_loses_no_outcome_and_sends_nothing_twice(system, proxy)
 
 
 def test_counters_follow_the_items_under_duplicates_and_lost_answers(system, proxy):
-    """Review defect 6: counters moved with every try, not with the transitions. The
+    """Counters move with the transitions they count, never with each try of a write. The
     answers of the first two counter-bearing writes are lost (committed, then a 500:
     the SDK tries again), and SQS delivers two of the edge's messages twice."""
     account = f"count-{uuid.uuid4().hex[:8]}"
@@ -547,9 +561,65 @@ def test_a_message_twice_in_one_receive_is_sent_and_counted_once(system):
     assert summary(system, account) == {"queued": 0, "sent": 1, "failed": 0}
 
 
+def test_a_late_duplicate_of_a_finished_message_is_dropped(system):
+    """SQS may hand a message over again long after it was sent: once the message is
+    finished and the schedule has forgotten it (its keys gone), its queue copy handed
+    over again is dropped before the schedule (the ledger shows it finished): one
+    delivery, the counters unchanged."""
+    account = f"late-{uuid.uuid4().hex[:8]}"
+    [mid] = system.send(account, ["fan-1"])
+    [captured] = system.capture([mid])
+    system.requeue([captured])
+    workers = system.start_workers("late")
+    try:
+        system.wait_delivered([mid], timeout=20)
+        wait_statuses(system, account, 1)
+        wait_until(lambda: system.redis_count("EXISTS", f"late:seen:{mid}", f"late:body:{account}") == 0, 10, "the schedule forgot it")
+        before = summary(system, account)
+        system.requeue([captured])
+        wait_until(system.queue_empty, 20, "the late copy received and deleted")
+        time.sleep(1)  # what a wrongly scheduled copy would take to reach the gateway
+    finally:
+        stop_all(workers)
+    assert [d["messageId"] for d in system.deliveries({account})] == [mid], "delivered once"
+    assert summary(system, account) == before == {"queued": 0, "sent": 1, "failed": 0}
+    assert system.emulator.item(account, mid)["status"]["S"] == "sent"
+
+
+def test_the_gateway_receives_each_message_whole(system):
+    """What reaches the gateway, for a single message and for a campaign's (with media
+    and metadata): the path names the account and the recipient (percent-encoded), the
+    bearer token is the configured one, and the body carries the message's id, account,
+    recipient, content, media and metadata as they were sent."""
+    tag = uuid.uuid4().hex[:8]
+    account = f"whole-{tag}"
+    edge, tok = system.edge(), token(account)
+    media = ["https://cdn.example.com/a.jpg", "https://cdn.example.com/b.mp4"]
+    single = {"recipientId": f"fan/{tag} é", "content": "Hello ✓ one", "mediaUrls": media[:1], "metadata": {"crm": "x1", "n": 3}}
+    mass = {"recipientIds": [f"{tag}-fan-{i}" for i in range(3)], "content": "Hello ✓ all", "mediaUrls": media, "metadata": {"crm": "camp"}}
+    workers = system.start_workers("whole")
+    try:
+        r1, r2 = edge.call("POST", "/send", tok, single), edge.call("POST", "/send", tok, mass)
+        assert r1.status_code == r2.status_code == 202, (r1.text, r2.text)
+        sent = {r1.json()["messageId"]: single} | {m["messageId"]: mass for m in r2.json()["messages"]}
+        recipient = {r1.json()["messageId"]: single["recipientId"]} | {m["messageId"]: m["recipientId"] for m in r2.json()["messages"]}
+        system.wait_delivered(list(sent), timeout=20)
+    finally:
+        stop_all(workers)
+    got = system.deliveries({account})
+    assert sorted(d["messageId"] for d in got) == sorted(sent)
+    for d in got:
+        want = sent[d["messageId"]]
+        assert d["path"] == f"/accounts/{quote(account, safe='')}/messages/{quote(recipient[d['messageId']], safe='')}", d["path"]
+        assert d["authorization"] == "Bearer stub-token", d["authorization"]
+        b = d["body"]
+        assert (b["messageId"], b["accountId"], b["recipientId"]) == (d["messageId"], account, recipient[d["messageId"]]), b
+        assert (b["content"], b["mediaUrls"], b["metadata"]) == (want["content"], want["mediaUrls"], want["metadata"]), b
+
+
 def test_a_campaign_is_queued_only_once_its_item_is_written(system, proxy):
-    """Review defect 1 (the edge's unconditional batch writes of a mass message's items
-    raced the worker's outcomes) cannot recur: the edge writes one campaign item, and
+    """A mass message's items are never written by the edge (unconditional writes would
+    race the worker's outcomes): the edge writes one campaign item, and
     queues the message naming it only after that write. The write is held 2 s here:
     nothing is queued meanwhile, and the campaign goes out in full after."""
     part, edge = start_edge("edge-slow-ledger", edge_settings(system.aws, AWS_ENDPOINT_URL=proxy.url))
@@ -570,9 +640,14 @@ def test_a_campaign_is_queued_only_once_its_item_is_written(system, proxy):
 
 
 def campaign_keys(system, prefix):
-    """The schedule's keys that belong to messages and campaigns (not to accounts)."""
-    out = subprocess.run(["redis-cli", "-p", str(system.redis_port), "--scan", "--pattern", f"{prefix}:*"], capture_output=True, text=True, check=True).stdout.split()
-    return sorted(k for k in out if k.split(":", 1)[1].split(":")[0] in ("c", "cr", "seen", "body", "q"))
+    """The schedule's keys that belong to messages and campaigns (not to accounts), but
+    for a canceled campaign's marker while it has its TTL (a late copy of the campaign
+    is then dropped)."""
+    def cli(*args):
+        return subprocess.run(["redis-cli", "-p", str(system.redis_port), *args], capture_output=True, text=True, check=True).stdout.strip()
+    out = cli("--scan", "--pattern", f"{prefix}:*").split()
+    kept = [k for k in out if k.split(":", 1)[1].split(":")[0] in ("c", "cr", "seen", "body", "q")]
+    return sorted(k for k in kept if not (":seen:" in k and cli("GET", k) == "canceled" and int(cli("PTTL", k)) > 0))
 
 
 def test_a_campaign_is_fanned_out_followed_and_leaves_nothing(system):
@@ -601,6 +676,7 @@ def test_a_campaign_is_fanned_out_followed_and_leaves_nothing(system):
         stop_all(workers)
     assert any(status == "sending" and 0 < sent < 30 for status, sent in seen), f"progress was visible: {seen[::10]}"
     assert c["sent"] == 30 and c["estimatedCompletionTime"] is None
+    assert {k: c[k] for k in ("sent", "failed", "canceled", "queued")} == campaign_counts(system, account, cid, 30, canceled=False)
     items = system.emulator.items(account)
     assert len(items) == 30 and all(i["status"]["S"] == "sent" and i["campaignId"]["S"] == cid for i in items)
     s = summary(system, account)
@@ -608,6 +684,34 @@ def test_a_campaign_is_fanned_out_followed_and_leaves_nothing(system):
     assert campaign_keys(system, "camp") == [], "a finished campaign leaves no key"
     times = sorted(ms(d["receivedAt"]) for d in system.deliveries({account}))
     assert max_in_window(times, WINDOW_MS) <= MAX
+
+
+def test_a_campaign_of_2500_is_delivered_whole_and_in_order(system):
+    """A campaign past one chunk of its list (the schedule pushes 1,000 recipients at a
+    time), through the edge, at a fast limit of the account's own (an override of 1,000
+    a second): every message delivered once, in the campaign's order, across the chunks'
+    boundaries, each to its recipient."""
+    tag = uuid.uuid4().hex[:8]
+    account = f"big-{tag}"
+    recipients = [f"{tag}-fan-{i:05d}" for i in range(2_500)]
+    system.redis_count("HSET", "big:limits", account, "1000 1000 1")
+    workers = system.start_workers("big")
+    try:
+        r = system.edge().call("POST", "/send", token(account), {"recipientIds": recipients, "content": "to everyone"})
+        assert r.status_code == 202, r.text
+        ids = [m["messageId"] for m in r.json()["messages"]]
+        system.wait_delivered(ids, timeout=60)
+    finally:
+        stop_all(workers)
+    got = system.deliveries({account})
+    assert sorted(d["messageId"] for d in got) == sorted(ids), "each once"
+    assert all(d["recipientId"] == recipients[ids.index(d["messageId"])] for d in got)
+    # In the campaign's order: taken in order, sent 1 ms apart, so concurrent deliveries
+    # may pass each other by a few places at the gateway, never by a chunk.
+    place = {mid: i for i, mid in enumerate(ids)}
+    displacement = max(abs(place[d["messageId"]] - k) for k, d in enumerate(got))
+    figure("campaign_2500", delivered=len(got), largest_displacement=displacement)
+    assert displacement <= 20, f"a message arrived {displacement} places from its place in the campaign"
 
 
 def test_cancel_a_campaign_mid_run_and_one_message(system):
@@ -654,8 +758,10 @@ def test_cancel_a_campaign_mid_run_and_one_message(system):
     assert all(statuses.get(m) == "canceled" for m in ids if m not in sent), "every other message canceled"
     c = edge.call("GET", f"/campaigns/{cid}", tok).json()
     assert (c["status"], c["sent"], c["canceled"], c["queued"]) == ("canceled", len(sent), 40 - len(sent), 0), c
+    assert {k: c[k] for k in ("sent", "failed", "canceled", "queued")} == campaign_counts(system, account, cid, 40, canceled=True), "each count is of items"
     e = edge.call("GET", f"/campaigns/{early['campaignId']}", tok).json()
     assert (e["status"], e["sent"], e["canceled"]) == ("completed", 2, 1), e
+    assert {k: e[k] for k in ("sent", "failed", "canceled", "queued")} == campaign_counts(system, account, early["campaignId"], 3, canceled=False)
     assert early_ids[1] not in {d["messageId"] for d in system.deliveries({account})}
     assert campaign_keys(system, "cancel") == [], "a canceled campaign leaves no key"
     assert summary(system, account).get("queued", 0) == 0
@@ -719,10 +825,13 @@ def test_redis_losing_its_data_mid_run_loses_no_message(system):
     accounts = [f"lost-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     workers = system.start_workers("lost", n=2)
     try:
-        ids = [i for a in accounts[:2] for i in system.send(a, fans(a, 20))]
-        ids += system.send(accounts[2], fans(accounts[2], 20))  # a campaign, fanned out
+        # Single messages (one request each) for two accounts, a campaign for the third.
+        ids = [system.send(a, [f])[0] for a in accounts[:2] for f in fans(a, 20)]
+        ids += system.send(accounts[2], fans(accounts[2], 20))
         wait_until(lambda: len(system.deliveries(set(accounts))) >= 15, 20, "deliveries under way")
-        subprocess.run(["redis-cli", "-p", str(system.redis_port), "FLUSHALL"], check=True, capture_output=True)
+        # What the workers hold at the loss (read in the same step as the flush): the
+        # most that may be sent again.
+        held = system.redis_count("EVAL", "local n = redis.call('ZCARD', KEYS[1]) redis.call('FLUSHALL') return n", "1", "lost:leases")
         lost_at = time.time() * 1000
         system.wait_delivered(ids, timeout=60)
         for a in accounts:
@@ -735,10 +844,10 @@ def test_redis_losing_its_data_mid_run_loses_no_message(system):
     worst = max(max_in_window([ms(d["receivedAt"]) for d in got if d["accountId"] == a], WINDOW_MS) for a in accounts)
     rebuilt = rebuilds("lost", 2)
     after_loss = [r for r in rebuilt if r["added"] > 0]
-    figure("redis_data_lost", messages=len(ids), duplicates=duplicates, worst_window_count=worst, rebuilt=after_loss,
+    figure("redis_data_lost", messages=len(ids), duplicates=duplicates, leases_at_loss=held, worst_window_count=worst, rebuilt=after_loss,
            last_delivery_after_loss_ms=round(max(ms(d["receivedAt"]) for d in got) - lost_at))
     assert set(delivered) == set(ids), f"{len(set(ids) - set(delivered))} messages lost"
-    assert duplicates <= 2, f"{duplicates} sent twice: at most what was in flight at the loss"
+    assert duplicates <= held, f"{duplicates} sent twice: at most what the workers held at the loss ({held})"
     assert worst <= MAX
     assert len(after_loss) == 1, f"one worker rebuilt the schedule, putting back what waited: {rebuilt}"
     for a in accounts:

@@ -27,7 +27,17 @@ def main() -> int:
     p.add_argument("--cluster-every", type=int, default=4, help="every Nth random history runs on a Redis Cluster (0: none)")
     p.add_argument("--shrink", type=int, default=6, help="histories a failing seed may spend looking for a shorter plan")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of operations per history")
+    p.add_argument("--recheck", nargs="+", metavar="DIR", help="check saved histories again (no system is started)")
     args = p.parse_args()
+    if args.recheck:
+        from histories.check import check
+        from histories.run import History
+        for d in args.recheck:
+            h = History.load(d)
+            violations = check(h)
+            print(f"{d}: {'ok' if not violations else ''}")
+            print("\n".join(f"  {v}" for v in violations))
+        return 0
     if not (args.histories or args.minutes or args.seed):
         p.error("give --histories, --minutes or --seed")
 

@@ -40,7 +40,7 @@ PROPAGATION_MS = 1500  # a pause or resume from the edge's answer to the schedul
 RECOVERY_MS = 3000  # after a fault ends, until the system is back to normal
 IDLE_MS = LEAD_MS + 4 * SPACING_MS + hs.MARGIN_MS  # the longest a ready account may go without a send
 TTL_SLACK_S = 600
-VISIBILITY_MS = 60_000  # the send queue's VisibilityTimeout (deploy/template.yaml)
+VISIBILITY_MS = hs.VISIBILITY_S * 1000  # the send queue's visibility timeout in the histories
 INGEST_MS = 1500  # from the edge's answer until the message is in the schedule, at most
 LICENSING_FAULTS = ("kill9", "stop", "flushall", "stale", "failover", "kill_primary")
 
@@ -82,19 +82,27 @@ class Checker:
                 self.by_id.setdefault(x["id"], []).append(x)
         self.faults = [e for e in h.of("fault") if not e.get("skipped")]
         self.impaired = self._impaired()
+        # What delays a control or an outcome on its way to the schedule: workers down or
+        # stopped, SQS and the ledger failing, Redis not answering. A Redis that lost its
+        # data delays nothing: what it held must be put back, holds and pauses included.
+        self.delayed = self._impaired(exclude=("flushall", "failover"))
 
     def add(self, kind: str, detail: str) -> None:
         self.v.append(Violation(kind, detail))
 
     # --- time
 
-    def _impaired(self) -> list:
+    def _impaired(self, exclude=()) -> list:
         """When a fault (or its aftermath) may slow the system: [(start, end)] in ms."""
         out = []
         for f in self.faults:
             k, a, t = f["fault"], f["args"], f["t"]
+            if k in exclude:
+                continue
             if k in ("kill9", "term"):
                 end = f.get("restarted", self.h.events[-1]["t"]) + 1000
+                if a.get("slow_ledger"):  # the ledger's transactions slowed meanwhile (run.py)
+                    end = max(end, t + (hs.SLOW_LEDGER_S + hs.SLOW_LEDGER_DELAY_S) * 1000 + RECOVERY_MS)
             elif k == "stop":
                 end = f.get("continued", t + a["secs"] * 1000) + hs.LEASE_MS + 500
             elif k in ("flushall", "failover"):
@@ -109,12 +117,13 @@ class Checker:
         return out
 
     def allowance(self, start: float, base: float) -> float:
-        """`start + base`, pushed on by every impairment that overlaps the span so far."""
+        """`start + base`, pushed on by every delay (`self.delayed`) that overlaps the span
+        so far."""
         end = start + base
         changed = True
         while changed:
             changed = False
-            for s, e in self.impaired:
+            for s, e in self.delayed:
                 if s <= end and e >= start and e + base > end:
                     end, changed = e + base, True
         return end
@@ -332,7 +341,8 @@ class Checker:
         for e in self.h.of("far_item"):
             m = self.h.messages[e["id"]]
             item = plain(e["item"]) if e["item"] else None
-            if item and "ttl" in item and item["ttl"] < m.send_at_ms / 1000:
+            # Only while it waits (a cancel in the history may have ended it already).
+            if item and item["status"] in ("queued", "sending") and "ttl" in item and item["ttl"] < m.send_at_ms / 1000:
                 self.add("ttl", f"{m.id}: expires {(m.send_at_ms / 1000 - item['ttl']) / 3600:.1f} h before its sendAt")
 
     def requests(self) -> None:
@@ -368,8 +378,12 @@ class Checker:
         """Spans during which an account had a message ready (accepted, due, not canceled,
         not yet sent, sent at its first attempt) and nothing in its way, yet sent nothing
         for longer than IDLE_MS."""
-        cancels = {e["id"]: e["t0"] for e in self.ok_events("cancel")}
-        campaign_cancels = {e["id"]: e["t"] for e in self.ok_events("cancel_campaign")}
+        # The first cancel that succeeded counts (the same id may be canceled again).
+        cancels, campaign_cancels = {}, {}
+        for e in self.ok_events("cancel"):
+            cancels[e["id"]] = min(cancels.get(e["id"], e["t0"]), e["t0"])
+        for e in self.ok_events("cancel_campaign"):
+            campaign_cancels[e["id"]] = min(campaign_cancels.get(e["id"], e["t"]), e["t"])
         killed = [f["t"] for f in self.faults if f["fault"] == "kill9"]
         for a, got in self.arrivals.items():
             ready = []

@@ -199,9 +199,13 @@ def generate(seed: int, cluster: bool = False, duration: float = 20.0) -> Plan:
             add(op.at + rng.uniform(0, op.args["secs"]), rng.choice(["pause", "resume"]), account=rng.randrange(accounts), pause=None)
     pauses = [o for o in ops if o.kind == "pause"]
     if pauses and "flushall" in faults_on:
+        # A loss while an account is paused with messages waiting.
         p = rng.choice(pauses)
         resume = next((o for o in ops if o.kind == "resume" and o.args.get("pause") == p.n), None)
         end = resume.at if resume else duration
-        add(rng.uniform(p.at + 0.5, max(p.at + 0.6, end - 0.3)), "flushall")
+        flush = rng.uniform(p.at + 0.5, max(p.at + 0.6, end - 0.3))
+        for _ in range(3):
+            add(rng.uniform(p.at, flush), "send", account=p.args["account"], behaviour="ok", priority=rng.randint(1, 10), send_at=None)
+        add(flush, "flushall")
     ops.sort(key=lambda o: (o.at, o.n))
     return Plan(seed, cluster, accounts, duration, features, ops)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from harness import BASE, token
+from harness import BASE, epoch_key, token
 from histories import system as hs
 from histories.plan import Plan
 
@@ -35,20 +35,6 @@ def now_ms() -> float:
 def choose(items: list, pick: float):
     """The item at `pick` (in [0, 1]) of a list, the same for the same list."""
     return items[min(len(items) - 1, int(pick * len(items)))]
-
-
-def shard_of(account: str, shards: int) -> int:
-    """The worker's shard of an account (worker-native/src/schedule.rs `shard_of`)."""
-    mask = (1 << 64) - 1
-    h = 0xCBF29CE484222325
-    for b in account.encode():
-        h = ((h ^ b) * 0x100000001B3) & mask
-    h ^= h >> 33
-    h = (h * 0xFF51AFD7ED558CCD) & mask
-    h ^= h >> 33
-    h = (h * 0xC4CEB9FE1A85EC53) & mask
-    h ^= h >> 33
-    return h % shards
 
 
 @dataclass
@@ -99,6 +85,17 @@ class History:
             "events": self.events, "messages": {k: vars(m) for k, m in self.messages.items()},
             "unknown": [vars(m) for m in self.unknown], "campaigns": self.campaigns, "settled": self.settled,
         }
+
+    @staticmethod
+    def load(directory) -> "History":
+        """A history saved by `session.run` (history.json and final.json), to check again."""
+        import pathlib
+        d = json.loads((pathlib.Path(directory) / "history.json").read_text())
+        h = History(Plan.from_json(d["plan"]), d["prefix"], d["accounts"], d["started_ms"], d["events"],
+                    {k: Message(**m) for k, m in d["messages"].items()}, [Message(**m) for m in d["unknown"]], d["campaigns"],
+                    settled=d["settled"])
+        h.final = json.loads((pathlib.Path(directory) / "final.json").read_text())
+        return h
 
 
 class Driver:
@@ -289,7 +286,7 @@ class Driver:
                 return
             self.restarting.add(i)
             if k == "term" and args.get("slow_ledger"):
-                self.sys.worker_proxy.fail("TransactWriteItems", mode="delay", delay=2.5, seconds=5)
+                self.sys.worker_proxy.fail("TransactWriteItems", mode="delay", delay=hs.SLOW_LEDGER_DELAY_S, seconds=hs.SLOW_LEDGER_S)
             part = self.sys.workers.pop(i)
             self.sys.signal_part(part, signal.SIGCONT)
             part.stop(signal.SIGKILL if k == "kill9" else signal.SIGTERM, grace=20)
@@ -328,7 +325,7 @@ class Driver:
     def cluster_fault(self, op, f) -> None:
         c = self.sys.cluster
         account = self.h.accounts[op.n % len(self.h.accounts)]
-        key = f"{{{self.prefix}{shard_of(account, 4)}}}:epoch"
+        key = epoch_key(self.prefix.rstrip(":"), account, 4)
         primary = c.primary_of(key)
         f["primary"], f["account"] = primary, account
         if op.kind == "failover":

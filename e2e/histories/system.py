@@ -18,7 +18,7 @@ from devstack import provision as prov
 from devstack import stack
 from devstack.cluster import Cluster
 from devstack.faultproxy import FaultProxy
-from harness import LOGS, edge_settings, start_edge
+from harness import LOGS, abandon_waiting, edge_settings, start_edge
 
 # The compressed limit of every history: 10 per 2 s, as the worker suite.
 MAX = 10
@@ -30,6 +30,11 @@ LEASE_MS = 3000
 MAX_ATTEMPTS = 3
 LEDGER_TTL_DAYS = 1
 WORKERS = 2
+VISIBILITY_S = 10
+# A worker stopped while the ledger is slow: its transactions take this long more, for
+# this long (the outcomes it records on its way out wait for them).
+SLOW_LEDGER_DELAY_S = 2.5
+SLOW_LEDGER_S = 5
 
 
 class HistorySystem:
@@ -44,6 +49,9 @@ class HistorySystem:
         self.aws = prov.provision(f"http://127.0.0.1:{aws_port}", prefix="hs")
         self.ddb = prov.client("dynamodb", self.aws.endpoint)
         self.sqs = prov.client("sqs", self.aws.endpoint)
+        # A message a killed worker had received comes back after the queue's visibility
+        # timeout: 10 s here (60 s in the template), so that histories settle sooner.
+        self.sqs.set_queue_attributes(QueueUrl=self.aws.queue_url, Attributes={"VisibilityTimeout": str(VISIBILITY_S)})
         self.edge_proxy = FaultProxy(self.aws.endpoint)
         self.edge_proxy.record("AmazonSQS.SendMessage")  # the queue bodies, for SQS duplicates
         self.worker_proxy = FaultProxy(self.aws.endpoint)
@@ -75,6 +83,9 @@ class HistorySystem:
             "GATEWAY_TIMEOUT": f"{GATEWAY_TIMEOUT_MS}ms", "LEASE_TIMEOUT": f"{LEASE_MS}ms", "MAX_ATTEMPTS": str(MAX_ATTEMPTS),
             "RETRY_BASE_DELAY": "100ms", "RETRY_MAX_DELAY": "400ms", "SHUTDOWN_GRACE": "3s", "SQS_WAIT_SECONDS": "1",
             "METRICS_ENABLED": "false", "LEDGER_TTL_DAYS": str(LEDGER_TTL_DAYS),
+            # Few deliveries in flight, so that backpressure (outcomes waiting for a slow
+            # ledger) is met, at shutdown too.
+            "MAX_IN_FLIGHT": "8",
         }
         if self.cluster:
             env.update(REDIS_URL=self.cluster.urls, REDIS_CLUSTER="true", SCHEDULE_SHARDS="4", REDIS_WAIT_REPLICAS="1")
@@ -91,6 +102,7 @@ class HistorySystem:
         self.worker_proxy.clear()
         requests.delete(self.gateway + "/_control/failures", timeout=10).raise_for_status()
         self.sqs.purge_queue(QueueUrl=self.aws.queue_url)
+        abandon_waiting(self.ddb, self.aws.table)  # an earlier history's leftovers are not this one's
         for i in range(WORKERS):
             self.start_worker(i)
 
