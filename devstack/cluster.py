@@ -33,8 +33,11 @@ class Cluster:
         for port in self.ports:
             self.start_node(port)
         hosts = [f"127.0.0.1:{p}" for p in self.ports]
-        subprocess.run(["redis-cli", "--cluster", "create", *hosts, "--cluster-replicas", "1", "--cluster-yes"],
-                       check=True, capture_output=True, timeout=60)
+        made = subprocess.run(["redis-cli", "--cluster", "create", *hosts, "--cluster-replicas", "1", "--cluster-yes"],
+                              capture_output=True, text=True, timeout=60)
+        if made.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"redis-cli --cluster create failed: {made.stdout[-2000:]} {made.stderr[-2000:]}")
         self.wait_ok()
 
     def start_node(self, port: int) -> None:

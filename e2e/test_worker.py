@@ -688,30 +688,32 @@ def test_a_campaign_is_fanned_out_followed_and_leaves_nothing(system):
 
 def test_a_campaign_of_2500_is_delivered_whole_and_in_order(system):
     """A campaign past one chunk of its list (the schedule pushes 1,000 recipients at a
-    time), through the edge, at a fast limit of the account's own (an override of 1,000
-    a second): every message delivered once, in the campaign's order, across the chunks'
+    time), through the edge, at a fast limit of the account's own (an override of 200 a
+    second): every message delivered once, in the campaign's order, across the chunks'
     boundaries, each to its recipient."""
     tag = uuid.uuid4().hex[:8]
     account = f"big-{tag}"
     recipients = [f"{tag}-fan-{i:05d}" for i in range(2_500)]
-    system.redis_count("HSET", "big:limits", account, "1000 1000 1")
+    system.redis_count("HSET", "big:limits", account, "200 1000 1")
     workers = system.start_workers("big")
     try:
         r = system.edge().call("POST", "/send", token(account), {"recipientIds": recipients, "content": "to everyone"})
         assert r.status_code == 202, r.text
         ids = [m["messageId"] for m in r.json()["messages"]]
-        system.wait_delivered(ids, timeout=60)
+        system.wait_delivered(ids, timeout=90)
     finally:
         stop_all(workers)
     got = system.deliveries({account})
     assert sorted(d["messageId"] for d in got) == sorted(ids), "each once"
     assert all(d["recipientId"] == recipients[ids.index(d["messageId"])] for d in got)
-    # In the campaign's order: taken in order, sent 1 ms apart, so concurrent deliveries
-    # may pass each other by a few places at the gateway, never by a chunk.
+    # In the campaign's order: taken in order, sent 5 ms apart. A message given back
+    # unsent (the process stalled past its slot, a claim slower than the lead) goes
+    # again after those taken ahead of it meanwhile: at most the longest lead's worth of
+    # places (1 s: 200), never a chunk's (1,000: a chunk out of order).
     place = {mid: i for i, mid in enumerate(ids)}
     displacement = max(abs(place[d["messageId"]] - k) for k, d in enumerate(got))
     figure("campaign_2500", delivered=len(got), largest_displacement=displacement)
-    assert displacement <= 20, f"a message arrived {displacement} places from its place in the campaign"
+    assert displacement <= 250, f"a message arrived {displacement} places from its place in the campaign"
 
 
 def test_cancel_a_campaign_mid_run_and_one_message(system):

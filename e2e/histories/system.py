@@ -38,7 +38,9 @@ SLOW_LEDGER_S = 5
 
 
 class HistorySystem:
-    def __init__(self, cluster: bool = False, home: Path = LOGS / "histories"):
+    def __init__(self, cluster: bool = False, home: Path | None = None):
+        # A folder of its own: a single-Redis system and a cluster one may run side by side.
+        home = home or LOGS / ("histories-cluster" if cluster else "histories")
         self.home = home
         self.cluster_mode = cluster
         shutil.rmtree(home, ignore_errors=True)
@@ -66,7 +68,7 @@ class HistorySystem:
             self.cluster = Cluster(home / "cluster")
         else:
             self.redis = stack.start_redis(self.redis_port, home / "redis.log", self.redis_dir)
-        part, self.edge = start_edge("edge-histories", edge_settings(
+        part, self.edge = start_edge(f"edge-{home.name}", edge_settings(
             self.aws, AWS_ENDPOINT_URL=self.edge_proxy.url, API_CALL_LIMITS="false", RATE_LIMIT_MAX=str(MAX),
             RATE_LIMIT_WINDOW=f"{WINDOW_MS}ms", LEDGER_TTL_DAYS=str(LEDGER_TTL_DAYS)))
         self.parts.append(part)

@@ -2,9 +2,9 @@
 //! per step.
 //!
 //! 1. **take** (this module): lease the due messages from the schedule, each a short
-//!    lead before its slot (an idle account's as soon as it can be claimed), as many as there are free in-flight permits; wait for the
-//!    next due time or a wake-up, never busy-poll; start a rebuild when Redis lost the
-//!    schedule (`crate::recover`).
+//!    lead before its slot (an idle account's as soon as it can be claimed), as many as
+//!    there are free in-flight permits; wait for the next due time or a wake-up, never
+//!    busy-poll; start a rebuild when Redis lost the schedule (`crate::recover`).
 //! 2. [`claim`]: claim them in the ledger (a cancel needs a message still `queued`): a
 //!    refused one leaves the schedule unsent and gives its slot back.
 //! 3. [`deliver`]: each waits for its slot and goes through the gateway, unless its
