@@ -11,18 +11,28 @@ and fails the requests that match a rule:
 
 A rule matches when its `match` string is in the request's X-Amz-Target header or
 body; it applies `count` times (None: until removed) or until `until` (monotonic time).
-Every request's operation is recorded in `calls` (what the benchmarks count), and the
-bodies of the requests whose operation contains a string given to `record` in
+Every request's operation is recorded in `calls` (what the benchmarks count), the
+capacity DynamoDB answers is added up in `usage` (`meter()`: what bench/cost.py prices),
+and the bodies of the requests whose operation contains a string given to `record` in
 `recorded` (what the history checker hands to SQS again as a duplicate delivery).
 """
 
 import http.client
+import json
 import socket
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+# DynamoDB operations whose units are read units.
+READS = ("GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems")
+
+
+def new_usage() -> dict:
+    return {"write": 0.0, "read": 0.0, "indexWrite": {}, "indexRead": {}, "refused": 0, "dynamodb": {}, "sqs": 0}
+
 
 FAILED = b'{"__type":"com.amazonaws#InternalFailure","message":"injected by the fault proxy"}'
 THROTTLED = b'{"__type":"com.amazonaws#ThrottlingException","message":"Rate exceeded (injected by the fault proxy)"}'
@@ -38,6 +48,7 @@ class FaultProxy:
         self.calls = []  # the operation (X-Amz-Target, or the path) of every request
         self.recording = []  # operations whose request bodies are kept
         self.recorded = []  # (operation, body) of those requests, answered 2xx
+        self.usage = new_usage()
         self.lock = threading.Lock()
         proxy = self
 
@@ -76,6 +87,7 @@ class FaultProxy:
                     r = conn.getresponse()
                     data = r.read()
                     target = self.headers.get("x-amz-target", "")
+                    proxy._meter(target, r.status, data)
                     if r.status < 300 and any(m in target for m in proxy.recording):
                         with proxy.lock:
                             proxy.recorded.append((target, body))
@@ -156,6 +168,52 @@ class FaultProxy:
                     self.hits.append((rule["mode"], rule["match"]))
                     return rule["mode"], rule["delay"]
         return None, 0
+
+    def _meter(self, target: str, status: int, data: bytes):
+        service, _, op = target.partition(".")
+        with self.lock:
+            u = self.usage
+            if service.startswith("AmazonSQS"):
+                u["sqs"] += 1
+            if not service.startswith("DynamoDB"):
+                return
+            u["dynamodb"][op] = u["dynamodb"].get(op, 0) + 1
+            try:
+                answer = json.loads(data or b"{}")
+            except ValueError:
+                return
+            if status >= 300:
+                # A refused conditional write is billed by AWS (the emulator answers no
+                # units for it): counted apart.
+                if any(e in str(answer.get("__type", "")) for e in ("ConditionalCheckFailed", "TransactionCanceled")):
+                    u["refused"] += 1
+                return
+            kind = "read" if op in READS else "write"
+            entries = answer.get("ConsumedCapacity") or []
+            for e in entries if isinstance(entries, list) else [entries]:
+                indexes = {**e.get("GlobalSecondaryIndexes", {}), **e.get("LocalSecondaryIndexes", {})}
+                index_units = {k: v.get("CapacityUnits", 0) for k, v in indexes.items()}
+                table = e.get("Table", {}).get("CapacityUnits")
+                # `CapacityUnits` is the whole (table and indexes); `Table` the table's part.
+                u[kind] += e.get("CapacityUnits", (table or 0) + sum(index_units.values()))
+                for k, v in index_units.items():
+                    u[f"index{kind.title()}"][k] = u[f"index{kind.title()}"].get(k, 0) + v
+
+    def meter(self) -> dict:
+        """A copy of what was metered so far: DynamoDB `write` and `read` units (table
+        and indexes together), `indexWrite`/`indexRead` units by index, `refused`
+        conditional writes, calls by operation (`dynamodb`), and `sqs` requests."""
+        with self.lock:
+            return json.loads(json.dumps(self.usage))
+
+    @staticmethod
+    def meter_since(now: dict, before: dict) -> dict:
+        """What was metered between two `meter()` readings."""
+        def minus(a, b):
+            if isinstance(a, dict):
+                return {k: minus(v, b.get(k, 0)) for k, v in a.items()}
+            return a - b
+        return minus(now, before)
 
     def stop(self):
         self.server.shutdown()

@@ -70,8 +70,14 @@ impl<P: Platform> Ctx<'_, P> {
         self.edge.aws.call(self.p, Service::Sqs, operation, body).await
     }
 
+    /// Every call asks for the capacity it consumed (table and each index): what it
+    /// costs is then metered from the answers, not estimated (`bench/cost.sh`).
     pub async fn dynamodb(&self, operation: &str, body: &impl serde::Serialize) -> Result<Value, AwsError> {
-        self.edge.aws.call(self.p, Service::DynamoDb, operation, body).await
+        let mut body = serde_json::to_value(body).expect("request bodies always serialize");
+        if let Value::Object(fields) = &mut body {
+            fields.insert("ReturnConsumedCapacity".into(), "INDEXES".into());
+        }
+        self.edge.aws.call(self.p, Service::DynamoDb, operation, &body).await
     }
 
     /// Verifies a bearer token, fetching the JWKS when the token names a key we lack.

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use aws_sdk_dynamodb::Client;
 use futures::future::join_all;
 use serde_json::Value;
@@ -18,6 +20,10 @@ use shared::ledger::machine::{self, Counts, Write};
 use shared::ledger::{self, LedgerItem, MessageStatus, Summary, PK, SK, SUMMARY_SK};
 use shared::message::QueueMessage;
 use shared::queue::{AccountControl, Hold};
+
+/// Every call asks for the capacity it consumed (table and each index): what the
+/// ledger costs is metered from the answers, not estimated (`bench/cost.sh`).
+const METERED: ReturnConsumedCapacity = ReturnConsumedCapacity::Indexes;
 
 /// A finished attempt to record.
 #[derive(Debug, Clone)]
@@ -194,7 +200,7 @@ impl Ledger {
             let mut present = HashMap::new();
             for _ in 0..5 {
                 self.count(1);
-                let answer = self.client.batch_get_item().set_request_items(Some(request)).send().await?;
+                let answer = self.client.batch_get_item().set_request_items(Some(request)).return_consumed_capacity(METERED).send().await?;
                 for item in answer.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
                     if let (Some(AttributeValue::S(c)), Some(AttributeValue::S(id))) = (item.get(PK), item.get(SK)) {
                         let status = item.get("status").and_then(|v| v.as_s().ok()).and_then(|s| MessageStatus::parse(s));
@@ -221,6 +227,7 @@ impl Ledger {
                     .table_name(&self.table)
                     .set_item(Some(item_map(&LedgerItem::queued((*m).clone()).to_item())))
                     .condition_expression(machine::PUT_NEW)
+                    .return_consumed_capacity(METERED)
                     .send()
             });
             for r in join_all(puts).await {
@@ -237,7 +244,7 @@ impl Ledger {
     /// Whether the table answers (a read of a key that never exists).
     pub async fn ping(&self) -> anyhow::Result<()> {
         self.count(1);
-        self.client.get_item().table_name(&self.table).key(PK, s("#ping")).key(SK, s(SUMMARY_SK)).send().await?;
+        self.client.get_item().table_name(&self.table).key(PK, s("#ping")).key(SK, s(SUMMARY_SK)).return_consumed_capacity(METERED).send().await?;
         Ok(())
     }
 
@@ -253,7 +260,8 @@ impl Ledger {
     pub async fn campaign(&self, creator: &str, id: &str) -> anyhow::Result<Option<CampaignItem>> {
         self.count(1);
         let key = campaign::item_key(creator, id);
-        let answer = self.client.get_item().table_name(&self.table).set_key(Some(item_map(&key))).consistent_read(true).send().await?;
+        let answer =
+            self.client.get_item().table_name(&self.table).set_key(Some(item_map(&key))).consistent_read(true).return_consumed_capacity(METERED).send().await?;
         Ok(answer.item().map(from_attrs).as_ref().and_then(CampaignItem::from_item))
     }
 
@@ -275,6 +283,7 @@ impl Ledger {
             .expression_attribute_names("#ws", ledger::WAIT_SHARD)
             .expression_attribute_values(":ws", s(shard))
             .set_exclusive_start_key(start)
+            .return_consumed_capacity(METERED)
             .send()
             .await?;
         let waiting = answer
@@ -455,7 +464,8 @@ impl Ledger {
             .table_name(&self.table)
             .set_key(Some(key_of(creator, sort_key)))
             .update_expression(&w.update)
-            .condition_expression(w.condition);
+            .condition_expression(w.condition)
+            .return_consumed_capacity(METERED);
         for (k, v) in &w.names {
             u = u.expression_attribute_names(*k, *v);
         }
@@ -533,7 +543,7 @@ impl Ledger {
                     items.push(TransactWriteItem::builder().update(summary).build());
                 }
                 self.count(1);
-                match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+                match self.client.transact_write_items().set_transact_items(Some(items)).return_consumed_capacity(METERED).send().await {
                     Ok(_) => {
                         applied.applied.extend(live.iter().map(|(i, _)| *i));
                         break;

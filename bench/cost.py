@@ -1,0 +1,276 @@
+"""What a delivered message costs, metered: the whole system (the edge under `wrangler
+dev`, a release worker, Redis, the gateway stub, the AWS emulator) with a metering
+proxy in front of the emulator for the edge and another for the worker. Every DynamoDB
+call of both asks `ReturnConsumedCapacity: INDEXES`, and the proxies add up the units
+the emulator answers (table and each index), the SQS requests and the DynamoDB
+conditional writes refused (AWS bills those too; the emulator answers no units for
+them: counted apart, and priced at one write unit each, a lower bound).
+
+Cases, each on an account of its own at a fast per-account limit (an override), 2,000
+characters of content by default, recipient ids of 20 characters:
+
+- `single`: `--singles` single messages, one `POST /send` each;
+- an idle account's latency (`--idle` messages, one at a time, each to an account with
+  nothing waiting, at the real limit with the ledger's claim on): from the edge's 202
+  to the gateway, median and p99, a figure, not a goal: each DynamoDB call to the
+  emulator takes ~50 ms here (a few ms in-region), and the path holds four;
+- `campaign-N` for each of `--sizes`: one mass message of N recipients;
+- `retry`: single messages failed for good (a 400), then retried (`POST /{id}/retry`)
+  and delivered: the cost from the retry on, per retried message;
+- `cancel`: a campaign of 100 to a paused account, canceled (`DELETE /campaigns/{id}`):
+  per canceled message; and single messages canceled (`DELETE /{id}`) the same way.
+
+For each it prints, per delivered (or canceled) message: DynamoDB write and read units
+(table, indexes), refused conditional writes, SQS requests (edge, worker: the worker's
+include its idle long polls during the case), Workers requests and CPU-ms (the wrangler
+process group's CPU in 10 ms ticks: an upper bound of the edge's own), and dollars per
+million messages from `bench/prices.json` (one file, with its date and sources). Exits 1
+if a message is lost or delivered twice.
+
+    bench/cost.sh [--sizes 100,1000,10000] [--singles 20] [--content-chars 2000]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("WORKER_PROFILE", "release")
+from devstack import provision as prov  # noqa: E402
+from devstack import stack  # noqa: E402
+from devstack.faultproxy import FaultProxy  # noqa: E402
+from devstack.mint_jwt import mint  # noqa: E402
+from goals import Goals  # noqa: E402
+from mass_send import group_cpu_ms  # noqa: E402
+
+SECRET = "bench-secret-0123456789abcdef0123456789abcdef"
+BASE = "/api/onlyfans/messaging"
+PREFIX = "cost"
+# Fast enough that delivery is never what a case waits for (burst 1: no log of sends).
+FAST_LIMIT = "100000 1000 1"
+
+
+def recipients(tag: str, n: int) -> list[str]:
+    """Ids of 20 characters, as the issue's estimate assumes."""
+    return [f"{tag}-{i:06d}".rjust(20, "r") for i in range(n)]
+
+
+class Run:
+    def __init__(self, a, out: Path):
+        self.a, self.out, self.parts = a, out, []
+        aws_port = stack.free_port()
+        self.parts.append(stack.start_ministack(aws_port, out / "ministack.log"))
+        self.aws = prov.provision(f"http://127.0.0.1:{aws_port}", prefix="cost")
+        self.ddb = prov.client("dynamodb", self.aws.endpoint)
+        self.edge_meter, self.worker_meter = FaultProxy(self.aws.endpoint), FaultProxy(self.aws.endpoint)
+        self.redis_port, gw_port, edge_port, health = (stack.free_port() for _ in range(4))
+        self.parts.append(stack.start_redis(self.redis_port, out / "redis.log"))
+        self.parts.append(stack.start_gateway_stub(gw_port, out / "gateway-stub.log"))
+        self.gateway = f"http://127.0.0.1:{gw_port}"
+        vars_file = out / "edge.vars"
+        stack.write_vars(vars_file, {**self.aws.edge_vars(), "AWS_ENDPOINT_URL": self.edge_meter.url, "JWT_SECRET": SECRET, "RATE_LIMITER_ENABLED": "true",
+                                     "API_CALL_LIMITS": "false", "MAX_RECIPIENTS": str(max(a.sizes + [1000]))})
+        self.edge = stack.start_edge(edge_port, vars_file, out / "edge.log")
+        self.parts.append(self.edge)
+        self.url = f"http://127.0.0.1:{edge_port}{BASE}"
+        env = {**stack.worker_settings(self.aws.worker_env(), self.redis_port, self.gateway, PREFIX), "AWS_ENDPOINT_URL": self.worker_meter.url,
+               "METRICS_ENABLED": "false", "RUST_LOG": "warn", "HEALTH_PORT": str(health)}
+        self.parts.append(stack.start_worker(env, out / "worker.log", health))
+        self.started = time.monotonic()
+        self.content = "x" * a.content_chars
+        self.requests = 0  # edge requests this benchmark made (Workers requests)
+
+    def stop(self):
+        for part in reversed(self.parts):
+            part.stop()
+
+    # --- the API, as a client calls it
+
+    def call(self, method, path, account, body=None):
+        self.requests += 1
+        r = requests.request(method, self.url + path, json=body, headers={"authorization": f"Bearer {mint(account, SECRET, 3600)}"}, timeout=300)
+        assert r.status_code < 300, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json() if r.content else {}
+
+    def account(self, case: str) -> str:
+        account = f"cost-{case}-{uuid.uuid4().hex[:6]}"
+        subprocess.run(["redis-cli", "-p", str(self.redis_port), "HSET", f"{PREFIX}:limits", account, FAST_LIMIT], check=True, capture_output=True)
+        return account
+
+    # --- what happened, read around the meters (never through them)
+
+    def summary(self, account) -> dict:
+        item = self.ddb.get_item(TableName=self.aws.table, Key={"creatorId": {"S": account}, "messageId": {"S": "#summary"}}, ConsistentRead=True).get("Item", {})
+        return {k: int(v["N"]) for k, v in item.items() if "N" in v}
+
+    def statuses(self, account) -> dict:
+        counts, start = {}, None
+        while True:
+            kw = {"ExclusiveStartKey": start} if start else {}
+            r = self.ddb.query(TableName=self.aws.table, KeyConditionExpression="creatorId = :c", ExpressionAttributeValues={":c": {"S": account}},
+                               ConsistentRead=True, **kw)
+            for i in r["Items"]:
+                if not i["messageId"]["S"].startswith("#"):
+                    counts[i["status"]["S"]] = counts.get(i["status"]["S"], 0) + 1
+            start = r.get("LastEvaluatedKey")
+            if not start:
+                return counts
+
+    def deliveries(self, account) -> list:
+        return requests.get(self.gateway + "/deliveries", params={"account": account}, timeout=120).json()
+
+    def wait(self, what, check, timeout=900):
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+            time.sleep(0.5)
+
+    def settle(self, account, status, n):
+        """Until `n` items of the account are `status` and nothing waits."""
+        self.wait(f"{n} {status} for {account}", lambda: self.statuses(account).get(status, 0) >= n and self.summary(account).get("queued", 0) == 0)
+        time.sleep(1.5)  # the last outcomes' leases completed, the summary's last write answered
+
+    # --- metering
+
+    def mark(self):
+        return (self.edge_meter.meter(), self.worker_meter.meter(), self.requests, group_cpu_ms(self.edge.proc.pid))
+
+    def row(self, case: str, messages: int, before, prices: dict) -> dict:
+        (e0, w0, q0, c0), (e1, w1, q1, c1) = before, self.mark()
+        edge, worker = FaultProxy.meter_since(e1, e0), FaultProxy.meter_since(w1, w0)
+        per = lambda v: round(v / messages, 3)  # noqa: E731
+        row = {"case": case, "messages": messages}
+        for who, m in (("edge", edge), ("worker", worker)):
+            row[who] = {"writeUnits": per(m["write"]), "readUnits": per(m["read"]), "indexWriteUnits": {k: per(v) for k, v in m["indexWrite"].items()},
+                        "refusedWrites": per(m["refused"]), "sqsRequests": per(m["sqs"]), "dynamodbCalls": {k: per(v) for k, v in m["dynamodb"].items()}}
+        write = edge["write"] + worker["write"] + edge["refused"] + worker["refused"]
+        read = edge["read"] + worker["read"]
+        sqs = edge["sqs"] + worker["sqs"]
+        row["writeUnits"], row["readUnits"], row["sqsRequests"] = per(write), per(read), per(sqs)
+        row["workersRequests"], row["workersCpuMs"] = per(q1 - q0), per(c1 - c0)
+        usd = {"ledger": write * prices["dynamodb"]["writeUnit"] + read * prices["dynamodb"]["readUnit"], "sqs": sqs * prices["sqs"]["request"],
+               "workers": (q1 - q0) * prices["workers"]["request"] + (c1 - c0) * prices["workers"]["cpuMs"]}
+        row["usdPerMillion"] = {k: round(v / messages * 1e6, 2) for k, v in usd.items()}
+        row["usdPerMillion"]["total"] = round(sum(usd.values()) / messages * 1e6, 2)
+        print(json.dumps(row), flush=True)
+        return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[100, 1000, 10000])
+    p.add_argument("--singles", type=int, default=20)
+    p.add_argument("--idle", type=int, default=30, help="messages to idle accounts, one at a time (the latency figure)")
+    p.add_argument("--content-chars", type=int, default=2000)
+    p.add_argument("--out", type=Path, default=ROOT / "target" / "bench")
+    a = p.parse_args()
+    prices = json.loads((ROOT / "bench" / "prices.json").read_text())
+    out = a.out / f"cost-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    out.mkdir(parents=True, exist_ok=True)
+    goals = Goals("bench/cost.sh")
+    run = Run(a, out)
+    rows, idle = [], None
+    try:
+        # Single messages.
+        account = run.account("single")
+        before = run.mark()
+        ids = [run.call("POST", "/send", account, {"recipientId": r, "content": run.content})["messageId"] for r in recipients("s", a.singles)]
+        run.settle(account, "sent", len(ids))
+        rows.append(run.row("single", len(ids), before, prices))
+        check_delivered(goals, "single", run.deliveries(account), ids)
+
+        # Campaigns.
+        for n in a.sizes:
+            account = run.account(f"c{n}")
+            before = run.mark()
+            answer = run.call("POST", "/send", account, {"recipientIds": recipients("c", n), "content": run.content})
+            run.settle(account, "sent", n)
+            rows.append(run.row(f"campaign-{n}", n, before, prices))
+            check_delivered(goals, f"campaign-{n}", run.deliveries(account), [m["messageId"] for m in answer["messages"]])
+
+        # Retries of messages failed for good.
+        account = run.account("retry")
+        requests.post(run.gateway + "/_control/failures", json={"recipientPattern": "f-", "status": 400}, timeout=10).raise_for_status()
+        ids = [run.call("POST", "/send", account, {"recipientId": r, "content": run.content})["messageId"] for r in recipients("f", a.singles)]
+        run.settle(account, "failed", len(ids))
+        requests.delete(run.gateway + "/_control/failures", timeout=10).raise_for_status()
+        before = run.mark()
+        for i in ids:
+            run.call("POST", f"/{i}/retry", account)
+        run.settle(account, "sent", len(ids))
+        rows.append(run.row("retry", len(ids), before, prices))
+        check_delivered(goals, "retry", run.deliveries(account), ids)
+
+        # Cancels: a paused account's campaign, and its single messages.
+        account = run.account("cancel")
+        run.call("POST", "/account/pause", account)
+        answer = run.call("POST", "/send", account, {"recipientIds": recipients("x", 100), "content": run.content})
+        singles = [run.call("POST", "/send", account, {"recipientId": r, "content": run.content})["messageId"] for r in recipients("y", a.singles)]
+        run.wait("the campaign fanned out", lambda: run.statuses(account).get("queued", 0) >= 100 + len(singles))
+        before = run.mark()
+        run.call("DELETE", f"/campaigns/{answer['campaignId']}", account)
+        for i in singles:
+            run.call("DELETE", f"/{i}", account)
+        run.settle(account, "canceled", 100 + len(singles))
+        rows.append(run.row("cancel", 100 + len(singles), before, prices))
+        goals.equal("messages of a canceled campaign delivered", len(run.deliveries(account)), 0)
+
+        # An idle account's latency: from the edge's 202 to the gateway, one message at
+        # a time to accounts with nothing waiting (the real limit; the claim on). Last:
+        # a fresh schedule makes every account wait a spacing once after the worker's
+        # start (README: a new Redis is treated as a lost one).
+        time.sleep(max(0.0, run.started + 7 - time.monotonic()))
+        latencies = []
+        for i in range(a.idle):
+            account = f"cost-idle-{uuid.uuid4().hex[:6]}"
+            mid = run.call("POST", "/send", account, {"recipientId": f"idle-{i}", "content": run.content})["messageId"]
+            answered = time.time()
+            run.wait("an idle account's message", lambda: run.deliveries(account), timeout=30)
+            got = run.deliveries(account)[0]
+            assert got["messageId"] == mid
+            latencies.append((datetime.fromisoformat(got["receivedAt"].replace("Z", "+00:00")).timestamp() - answered) * 1000)
+        latencies.sort()
+        idle = {"messages": len(latencies), "medianMs": round(statistics.median(latencies), 1), "p99Ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)}
+        print(json.dumps({"idle": idle}), flush=True)
+    finally:
+        run.stop()
+    (out / "result.json").write_text(json.dumps({"benchmark": "cost", "contentChars": a.content_chars, "prices": prices, "rows": rows, "idle": idle}, indent=1))
+    print(f"==> {out / 'result.json'}")
+    print(markdown(rows, idle, prices))
+    goals.finish()
+
+
+def markdown(rows: list, idle: dict, prices: dict) -> str:
+    """The table of the runbook's cost section (deploy/README.md), as measured."""
+    lines = ["| case | write units | of which indexes | refused writes | read units | SQS requests | Workers requests | Workers CPU-ms (upper bound) | $ per million: ledger | SQS | Workers | **total** |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        index = sum(sum(r[w]["indexWriteUnits"].values()) for w in ("edge", "worker"))
+        refused = r["edge"]["refusedWrites"] + r["worker"]["refusedWrites"]
+        usd = r["usdPerMillion"]
+        lines.append(f"| {r['case']} | {r['writeUnits']} | {round(index, 2)} | {round(refused, 2)} | {r['readUnits']} | {r['sqsRequests']} | {r['workersRequests']} | "
+                     f"{r['workersCpuMs']} | {usd['ledger']} | {usd['sqs']} | {usd['workers']} | **{usd['total']}** |")
+    lines.append(f"\nPer delivered (cancel: canceled) message; prices of {prices['date']} (`bench/prices.json`). "
+                 f"An idle account's latency, 202 to the gateway: median {idle['medianMs']} ms, p99 {idle['p99Ms']} ms ({idle['messages']} messages).")
+    return "\n".join(lines)
+
+
+def check_delivered(goals: Goals, case: str, got: list, ids: list) -> None:
+    delivered = [d["messageId"] for d in got]
+    goals.equal(f"{case}: messages not delivered", len(set(ids) - set(delivered)), 0)
+    goals.equal(f"{case}: messages delivered more than once", len(delivered) - len(set(delivered)), 0)
+
+
+if __name__ == "__main__":
+    main()
