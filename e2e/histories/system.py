@@ -46,6 +46,18 @@ class HistorySystem:
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(parents=True)
         self.parts = []
+        self.redis = self.cluster = None
+        try:
+            self._start(cluster, home)
+        except BaseException:
+            # Nothing of a system that failed to start is left running.
+            for p in reversed(self.parts):
+                p.stop()
+            if self.redis:
+                self.redis.stop()
+            raise
+
+    def _start(self, cluster: bool, home: Path) -> None:
         aws_port = stack.free_port()
         self.parts.append(stack.start_ministack(aws_port, home / "ministack.log"))
         self.aws = prov.provision(f"http://127.0.0.1:{aws_port}", prefix="hs")
@@ -62,8 +74,6 @@ class HistorySystem:
         self.gateway = f"http://127.0.0.1:{gw_port}"
         self.redis_port = stack.free_port()
         self.redis_dir = home / "redis"
-        self.redis = None
-        self.cluster = None
         if cluster:
             self.cluster = Cluster(home / "cluster")
         else:
