@@ -233,20 +233,20 @@ pub fn unclaim(generation: u32, by: &str) -> Write {
 /// (`queued` too: sent without a claim when the worker runs without the ledger's claim).
 const OUTCOME: &str = "attribute_exists(messageId) AND generation = :gen AND #st IN (:queued, :sending)";
 
+/// The values an outcome's condition (`OUTCOME`) reads, the generation and the statuses
+/// it may come from, and then its own.
+fn outcome_values<const N: usize>(generation: u32, own: [(&'static str, Value); N]) -> Vec<(&'static str, Value)> {
+    let mut values = vec![(":gen", n(generation)), (":queued", s("queued")), (":sending", s("sending"))];
+    values.extend(own);
+    values
+}
+
 /// The gateway took it.
 pub fn record_sent(generation: u32, at: &str, attempts: u32, ttl: u64) -> Write {
     write(
         OUTCOME,
         "SET #st = :sent, sentAt = :at, attempts = :attempts, #ttl = :ttl REMOVE failedKey, waitShard, claimedUntil, claimedBy".into(),
-        vec![
-            (":gen", n(generation)),
-            (":queued", s("queued")),
-            (":sending", s("sending")),
-            (":sent", s("sent")),
-            (":at", s(at)),
-            (":attempts", n(attempts)),
-            (":ttl", n(ttl)),
-        ],
+        outcome_values(generation, [(":sent", s("sent")), (":at", s(at)), (":attempts", n(attempts)), (":ttl", n(ttl))]),
         Counts { queued: -1, sent: 1, last_sent_ms: crate::time::parse_rfc3339_ms(at), ..Counts::default() },
     )
 }
@@ -255,7 +255,7 @@ pub fn record_sent(generation: u32, at: &str, attempts: u32, ttl: u64) -> Write 
 /// next claim, unless an attempt got no answer: then it may have been sent, and is
 /// marked [`MAYBE_SENT`], which no cancel passes).
 pub fn record_retrying(generation: u32, attempts: u32, error: &str, maybe_sent: bool) -> Write {
-    let mut values = vec![(":gen", n(generation)), (":queued", s("queued")), (":sending", s("sending")), (":attempts", n(attempts)), (":err", s(error))];
+    let mut values = outcome_values(generation, [(":attempts", n(attempts)), (":err", s(error))]);
     let mut update = String::from("SET attempts = :attempts, lastError = :err, #st = :queued");
     if maybe_sent {
         update.push_str(", maybeSent = :t");
@@ -274,17 +274,17 @@ pub fn record_failed(message_id: &str, generation: u32, at: &str, error: &str, a
         OUTCOME,
         "SET #st = :failed, failedAt = :at, lastError = :err, attempts = :attempts, failedKey = :fk, #ttl = :ttl REMOVE waitShard, claimedUntil, claimedBy"
             .into(),
-        vec![
-            (":gen", n(generation)),
-            (":queued", s("queued")),
-            (":sending", s("sending")),
-            (":failed", s("failed")),
-            (":at", s(at)),
-            (":err", s(error)),
-            (":attempts", n(attempts)),
-            (":fk", s(super::failed_key(at, message_id))),
-            (":ttl", n(ttl)),
-        ],
+        outcome_values(
+            generation,
+            [
+                (":failed", s("failed")),
+                (":at", s(at)),
+                (":err", s(error)),
+                (":attempts", n(attempts)),
+                (":fk", s(super::failed_key(at, message_id))),
+                (":ttl", n(ttl)),
+            ],
+        ),
         Counts { queued: -1, failed: 1, ..Counts::default() },
     )
 }
