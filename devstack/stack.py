@@ -165,6 +165,11 @@ def start_gateway_stub(port: int, log: Path) -> Part:
     return part
 
 
+# The bearer token test workers present to the gateway stub (a secret like any other:
+# no log may hold it).
+GATEWAY_TOKEN = "stub-token"
+
+
 def worker_settings(aws_env: dict, redis_port: int, gateway: str, prefix: str) -> dict:
     """The settings a test worker needs beyond its limits: AWS (`aws_env`), its Redis
     schedule under `prefix`, and a gateway stub at `gateway`."""
@@ -174,7 +179,7 @@ def worker_settings(aws_env: dict, redis_port: int, gateway: str, prefix: str) -
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}",
         "REDIS_KEY_PREFIX": f"{prefix}:",
         "GATEWAY_URL": f"{gateway}/accounts/{{accountId}}/messages/{{recipientId}}",
-        "GATEWAY_TOKEN": "stub-token",
+        "GATEWAY_TOKEN": GATEWAY_TOKEN,
         "RUST_LOG": "info",
     }
 

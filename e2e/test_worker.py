@@ -611,7 +611,7 @@ def test_the_gateway_receives_each_message_whole(system):
     for d in got:
         want = sent[d["messageId"]]
         assert d["path"] == f"/accounts/{quote(account, safe='')}/messages/{quote(recipient[d['messageId']], safe='')}", d["path"]
-        assert d["authorization"] == "Bearer stub-token", d["authorization"]
+        assert d["authorization"] == f"Bearer {stack.GATEWAY_TOKEN}", d["authorization"]
         b = d["body"]
         assert (b["messageId"], b["accountId"], b["recipientId"]) == (d["messageId"], account, recipient[d["messageId"]]), b
         assert (b["content"], b["mediaUrls"], b["metadata"]) == (want["content"], want["mediaUrls"], want["metadata"]), b

@@ -359,7 +359,7 @@ class Checker:
                 problems = []
                 if r.get("path") != want_path:
                     problems.append(f"path {r.get('path')}")
-                if r.get("authorization") != "Bearer stub-token":
+                if r.get("authorization") != "Bearer <GATEWAY_TOKEN>":  # as run.py records it
                     problems.append(f"authorization {r.get('authorization')!r}")
                 if body.get("accountId") != m.account or body.get("recipientId") != m.recipient:
                     problems.append("account or recipient")
