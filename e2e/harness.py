@@ -242,6 +242,8 @@ MAX = 10
 MARGIN_MS = 100  # against delivery jitter on a loaded 2-core machine (5% of the compressed window)
 SPACING_MS = WINDOW_MS / MAX  # the margin is added once per MAX sends, not to each spacing
 CLAIM_LEAD_MS = 200  # the worker's default: a message is taken this long before its slot
+MAX_LEAD_MS = 1000  # the longest a message is taken before its slot (worker-native/src/schedule.rs)
+JITTER_MS = 300  # how late a delivery may reach the gateway after its slot on a loaded machine
 
 
 def figure(name, **values):

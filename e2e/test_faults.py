@@ -238,6 +238,9 @@ def test_redis_connections_killed_and_redis_stalled(system):
     assert stalled_to - stalled_from >= 1.9
 
 
+HOLD_MS = 300
+
+
 def test_a_worker_stopped_past_its_lease_then_resumed(system):
     """SIGSTOP a worker holding messages for longer than its lease (3 s), then SIGCONT:
     the other worker takes its messages over after the lease; the resumed one sends
@@ -247,7 +250,7 @@ def test_a_worker_stopped_past_its_lease_then_resumed(system):
     tag = uuid.uuid4().hex[:6]
     accounts = [f"stop{tag}-{i}" for i in range(6)]
     # The gateway holds each answer 300 ms: the stopped worker has deliveries in flight.
-    system.control("POST", "/_control/failures", {"recipientPattern": f"stop{tag}", "status": 202, "delayMs": 300})
+    system.control("POST", "/_control/failures", {"recipientPattern": f"stop{tag}", "status": 202, "delayMs": HOLD_MS})
     # The victim works alone until it is stopped: every lease held then is its own.
     victim, other = Worker(system, "stopw", 0), None
     try:
@@ -257,9 +260,10 @@ def test_a_worker_stopped_past_its_lease_then_resumed(system):
         stopped_at = time.time() * 1000
         held = system.redis_count("ZCARD", "stopw:leases")
         other = Worker(system, "stopw", 1)
-        # Deliveries that reached the gateway unanswered: the stopped worker cannot record
-        # them, and after their lease the other one sends them again (the bound).
-        in_flight = [d for d in system.deliveries(set(accounts)) if ms(d["receivedAt"]) > stopped_at - 400]
+        # Deliveries that reached the gateway before the stop and were answered after it
+        # (the gateway holds each answer HOLD_MS): the stopped worker cannot record them,
+        # and after their lease the other one sends them again (the lower bound).
+        in_flight = [d for d in system.deliveries(set(accounts)) if stopped_at - HOLD_MS < ms(d["receivedAt"]) <= stopped_at]
         stopped_answer = victim.ready()
         time.sleep(4.5)
         victim.part.proc.send_signal(signal.SIGCONT)
@@ -281,5 +285,6 @@ def test_a_worker_stopped_past_its_lease_then_resumed(system):
     # unsent on resume, or recorded on resume (its answer had come before the stop).
     assert gave_back, "the resumed worker gave back what it woke up to past its deadline"
     assert duplicates + gave_back <= held, f"{duplicates} sent twice and {gave_back} given back; {held} leases held by the stopped worker"
+    assert len(in_flight) <= duplicates, f"{len(in_flight)} reached the gateway and were answered after the stop, {duplicates} sent again"
     assert stopped_answer == (None, None), stopped_answer
     assert resumed_answer[0] == 200

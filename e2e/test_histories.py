@@ -18,6 +18,8 @@ SEEDS = [
     (396033780, False, "a Redis restarted from an older snapshot: the loss never noticed, messages stuck `queued`, finished ones resurrected"),
     (875842157, False, "an idempotent retry after a 503 delivered twice; a campaign deleted after an SQS answer lost though a worker had it"),
     (195537539, True, "on a cluster: a message claimed then given back stuck `sending`"),
+    (1800176231, True, "on a cluster: a 429 met between a FLUSHALL and the rebuild's clearing of the shard forgotten (a send during its Retry-After)"),
+    (813478255, True, "on a cluster: a worker killed mid-rebuild held its shard back for the rebuild lock's 30 s"),
 ]
 
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from harness import (
-    CLAIM_LEAD_MS, LOGS, MAX, SPACING_MS, WINDOW_MS, System, campaign_counts, edge_settings, fans, figure, max_in_window, ms, rebuilds, span_bound,
+    CLAIM_LEAD_MS, JITTER_MS, LOGS, MAX, MAX_LEAD_MS, SPACING_MS, WINDOW_MS, System, campaign_counts, edge_settings, fans, figure, max_in_window, ms, rebuilds, span_bound,
     start_edge, stop_all, summary, token, wait_statuses,
 )
 from harness import wait_for as wait_until
@@ -329,6 +329,7 @@ def test_redis_restart_loses_nothing_sends_nothing_while_down_and_keeps_the_limi
         # may arrive while Redis is down. The workers' writes wait (CLIENT PAUSE) from the
         # read of the leases to the stop.
         cli = ["redis-cli", "-p", str(system.redis_port)]
+        paused_at = time.time() * 1000  # no take after this
         subprocess.run([*cli, "CLIENT", "PAUSE", "5000", "WRITE"], check=True, capture_output=True)
         leased = subprocess.run([*cli, "ZRANGE", "restart:leases", "0", "-1"], capture_output=True, text=True, check=True).stdout.split()
         stopped, started = system.restart_redis(down_for=1.5)
@@ -340,10 +341,14 @@ def test_redis_restart_loses_nothing_sends_nothing_while_down_and_keeps_the_limi
     worst = max(max_in_window([ms(d["receivedAt"]) for d in got if d["accountId"] == a], WINDOW_MS) for a in accounts)
     while_down = [d for d in got if stopped < ms(d["receivedAt"]) < started]
     unleased = [d for d in while_down if d["messageId"] not in leased]
+    # And each at its slot: at most the longest lead after the last take (a delivery's
+    # own jitter aside), never later.
+    late = [d for d in while_down if ms(d["receivedAt"]) > paused_at + MAX_LEAD_MS + JITTER_MS]
     figure("redis_restart", messages=len(ids), delivered=len(set(delivered)), duplicates=len(delivered) - len(set(delivered)),
            worst_window_count=worst, sent_while_down=len(while_down), leased_at_stop=len(leased))
     assert set(delivered) == set(ids) and len(delivered) == len(ids)
     assert not unleased, f"{len(unleased)} sent while Redis was down that no worker had taken before"
+    assert not late, f"{len(late)} sent while Redis was down, later than the longest lead after the last take"
     assert worst <= MAX
 
 

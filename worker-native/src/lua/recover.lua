@@ -3,8 +3,9 @@
 -- step may be sent twice (a cluster client after a connection error) and does the
 -- same the second time. ARGV after the common
 -- ones: the step, a token of the rebuilding worker.
---   begin  takes the rebuild: one worker at a time, for 30 s, which each step renews
---          (should that worker die, another takes over);
+--   begin  takes the rebuild: one worker at a time, for 5 s, which each step (and each
+--          page of the ledger read back) renews: should that worker die, another takes
+--          over within 5 s (a shard waits for its rebuild: its accounts send nothing);
 --   lost   records when the loss was found (`lost_at`), and the longest lead a message
 --          is taken ahead of its slot (the third argument, `lost_lead`): a message taken
 --          before the loss may still go at its slot after it (see common.lua's `state`).
@@ -12,7 +13,8 @@
 --          Redis restarted from an older snapshot (or a replica promoted late) holds may
 --          be finished or canceled since (each would cost its account a claim refused,
 --          and a hold released since would hold it for ever); what arrived since the loss
---          is in the ledger too. The markers of what it held go with it (a marker left
+--          is in the ledger too. What only delays an account (its state's next allowed
+--          time and 429 pause, its log of sends) is kept. The markers of what it held go with it (a marker left
 --          without a body drops nothing: enqueue.lua); the limit overrides and a canceled
 --          campaign's marker stay. Run for every
 --          rebuild: a new Redis and a lost one look the same, and the floor costs a new
@@ -23,10 +25,11 @@
 -- another worker is rebuilding).
 local step, token = ARGV[ARG0 + 1], ARGV[ARG0 + 2]
 local lock = P .. 'recovering'
+local LOCK_MS = 5000
 if step == 'begin' then
   if redis.call('EXISTS', P .. 'epoch') == 1 then return 0 end
   if redis.call('GET', lock) == token then return 1 end -- the same step, sent again
-  if not redis.call('SET', lock, token, 'NX', 'PX', 30000) then return 0 end
+  if not redis.call('SET', lock, token, 'NX', 'PX', LOCK_MS) then return 0 end
   return 1
 end
 if redis.call('GET', lock) ~= token then return 0 end
@@ -46,18 +49,27 @@ if step == 'lost' then
   for _, cid in ipairs(redis.call('SMEMBERS', P .. 'campaigns')) do campaigns[cid] = true end
   for acct in pairs(accounts) do
     for _, id in ipairs(redis.call('HKEYS', P .. 'body:' .. acct)) do redis.call('UNLINK', P .. 'seen:' .. id) end
-    redis.call('UNLINK', P .. 'q:' .. acct, P .. 'body:' .. acct, P .. 'st:' .. acct, P .. 'win:' .. acct)
+    redis.call('UNLINK', P .. 'q:' .. acct, P .. 'body:' .. acct)
+    -- What only delays its account stays: its next allowed time, its log of sends, a
+    -- 429's pause (one met after the loss, before this step, may not be in what the
+    -- rebuild reads from the ledger). A hold goes: the ledger's holds come back, and
+    -- one released since would hold the account for ever.
+    local key = P .. 'st:' .. acct
+    if (tonumber(redis.call('HGET', key, 'pause')) or 0) >= HOLD then
+      redis.call('HSET', key, 'pause', tonumber(redis.call('HGET', key, 'held_pause')) or 0)
+      redis.call('HDEL', key, 'held_pause')
+    end
   end
   for cid in pairs(campaigns) do
     if redis.call('GET', P .. 'seen:' .. cid) ~= 'canceled' then redis.call('UNLINK', P .. 'seen:' .. cid) end
     redis.call('UNLINK', P .. 'c:' .. cid, P .. 'cr:' .. cid)
   end
   redis.call('UNLINK', P .. 'ready', P .. 'delayed', P .. 'leases', P .. 'campaigns', P .. 'held')
-  redis.call('PEXPIRE', lock, 30000)
+  redis.call('PEXPIRE', lock, LOCK_MS)
   return 1
 end
 if step == 'renew' then
-  redis.call('PEXPIRE', lock, 30000)
+  redis.call('PEXPIRE', lock, LOCK_MS)
   return 1
 end
 redis.call('SET', P .. 'epoch', 'shards=' .. SHARDS .. ' run=' .. run_id())
