@@ -84,7 +84,8 @@ pub async fn recover(schedule: &Schedule, ledger: Option<&Ledger>) -> anyhow::Re
     };
     let started = Instant::now();
     let mut total = Recovered::default();
-    step(RecoveryStep::Lost).await?;
+    // Without the ledger what Redis still holds is the only copy: kept.
+    step(if ledger.is_some() { RecoveryStep::Lost } else { RecoveryStep::LostKeepingWhatIsLeft }).await?;
     match ledger {
         Some(ledger) => {
             let renew = || step(RecoveryStep::Renew);

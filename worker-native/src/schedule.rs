@@ -244,7 +244,10 @@ impl Enqueued {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryStep {
     Begin,
+    /// The loss recorded, and what the shard still holds cleared: the ledger has it all.
     Lost,
+    /// The loss recorded, what the shard holds kept: without the ledger it is the only copy.
+    LostKeepingWhatIsLeft,
     Renew,
     End,
 }
@@ -583,6 +586,7 @@ impl Schedule {
         let step = match step {
             RecoveryStep::Begin => "begin",
             RecoveryStep::Lost => "lost",
+            RecoveryStep::LostKeepingWhatIsLeft => "lost_keep",
             RecoveryStep::Renew => "renew",
             RecoveryStep::End => "end",
         };

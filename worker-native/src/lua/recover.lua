@@ -19,6 +19,7 @@
 --          campaign's marker stay. Run for every
 --          rebuild: a new Redis and a lost one look the same, and the floor costs a new
 --          one a spacing once;
+--   lost_keep  as lost, without clearing: without the ledger the shard is the only copy;
 --   end    sets the epoch (the shard count and this Redis process's run id): the
 --          schedule is complete again.
 -- Returns 1 when done, 0 when it is not this worker's to do (the epoch is there, or
@@ -33,6 +34,13 @@ if step == 'begin' then
   return 1
 end
 if redis.call('GET', lock) ~= token then return 0 end
+if step == 'lost_keep' then
+  -- Without the ledger (LEDGER_ENABLED=false) what the shard holds is the only copy.
+  redis.call('MSET', P .. 'lost_at', now_ms(), P .. 'lost_lead', ARGV[ARG0 + 3])
+  lost_cache = nil
+  redis.call('PEXPIRE', lock, LOCK_MS)
+  return 1
+end
 if step == 'lost' then
   redis.call('MSET', P .. 'lost_at', now_ms(), P .. 'lost_lead', ARGV[ARG0 + 3])
   lost_cache = nil
