@@ -34,16 +34,14 @@ if step == 'begin' then
   return 1
 end
 if redis.call('GET', lock) ~= token then return 0 end
-if step == 'lost_keep' then
+if step == 'lost' or step == 'lost_keep' then
+  redis.call('MSET', P .. 'lost_at', now_ms(), P .. 'lost_lead', ARGV[ARG0 + 3])
+  lost_cache = nil
   -- Without the ledger (LEDGER_ENABLED=false) what the shard holds is the only copy.
-  redis.call('MSET', P .. 'lost_at', now_ms(), P .. 'lost_lead', ARGV[ARG0 + 3])
-  lost_cache = nil
-  redis.call('PEXPIRE', lock, LOCK_MS)
-  return 1
-end
-if step == 'lost' then
-  redis.call('MSET', P .. 'lost_at', now_ms(), P .. 'lost_lead', ARGV[ARG0 + 3])
-  lost_cache = nil
+  if step == 'lost_keep' then
+    redis.call('PEXPIRE', lock, LOCK_MS)
+    return 1
+  end
   local accounts, campaigns = {}, {}
   for _, acct in ipairs(redis.call('ZRANGE', P .. 'ready', 0, -1)) do accounts[acct] = true end
   for _, acct in ipairs(redis.call('SMEMBERS', P .. 'held')) do accounts[acct] = true end
