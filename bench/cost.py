@@ -27,7 +27,13 @@ process group's CPU in 10 ms ticks: an upper bound of the edge's own), and dolla
 million messages from `bench/prices.json` (one file, with its date and sources). Exits 1
 if a message is lost or delivered twice.
 
+With `--check`, the goals of the layout are checked from the metered figures (exit 1
+when one is missed): a campaign message's write units the same (within 10 %) at every
+size, and each case within its ceiling (`CEILINGS`). The test command runs it on a
+debug worker at 100 and 2,000 recipients (`e2e/test_cost.py`).
+
     bench/cost.sh [--sizes 100,1000,10000] [--singles 20] [--content-chars 2000]
+                  [--cases single,campaign,retry,cancel,idle] [--check]
 """
 
 import argparse
@@ -48,8 +54,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mass_send import BASE, ROOT, SECRET, FaultProxy, Goals, group_cpu_ms, mint, prov, stack  # noqa: E402
 
 PREFIX = "cost"
-# Fast enough that delivery is never what a case waits for (burst 1: no log of sends).
-FAST_LIMIT = "100000 1000 1"
+# Fast (100 a second, burst 1: no log of sends), yet slower than a claim takes here:
+# each call to the emulator takes ~50 ms (a few ms in-region), and at a faster pace the
+# claims come too late for their slots and are given back and made again, writes a
+# region would not make.
+FAST_LIMIT = "100 1000 1"
+
+
+# Write units per delivered message that a case must stay within (`--check`): what the
+# layout measures today (README, Performance), with room for noise. Goals of issue 21
+# not reached yet are in the README, not here: a check fails on a regression.
+CEILINGS = {"single": 40.0, "campaign": 14.0}
+# A campaign message costs the same at any size, within this ratio.
+FLAT = 1.10
 
 
 def recipients(tag: str, n: int) -> list[str]:
@@ -165,6 +182,8 @@ def main() -> None:
     p.add_argument("--idle", type=int, default=30, help="messages to idle accounts, one at a time (the latency figure)")
     p.add_argument("--content-chars", type=int, default=2000)
     p.add_argument("--out", type=Path, default=ROOT / "target" / "bench")
+    p.add_argument("--cases", type=lambda s: set(s.split(",")), default={"single", "campaign", "retry", "cancel", "idle"})
+    p.add_argument("--check", action="store_true", help="check the cost goals (CEILINGS, FLAT); exit 1 if one is missed")
     a = p.parse_args()
     prices = json.loads((ROOT / "bench" / "prices.json").read_text())
     out = a.out / f"cost-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
@@ -173,73 +192,95 @@ def main() -> None:
     run = Run(a, out)
     rows, idle = [], None
     try:
-        # Single messages.
-        account = run.account("single")
-        before = run.mark()
-        ids = [run.call("POST", "/send", account, {"recipientId": r, "content": run.content})["messageId"] for r in recipients("s", a.singles)]
-        run.settle(account, "sent", len(ids))
-        rows.append(run.row("single", len(ids), before, prices))
-        check_delivered(goals, "single", run.deliveries(account), ids)
-
-        # Campaigns.
-        for n in a.sizes:
-            account = run.account(f"c{n}")
+        if "single" in a.cases:
+            account = run.account("single")
             before = run.mark()
-            answer = run.call("POST", "/send", account, {"recipientIds": recipients("c", n), "content": run.content})
-            run.settle(account, "sent", n)
-            rows.append(run.row(f"campaign-{n}", n, before, prices))
-            check_delivered(goals, f"campaign-{n}", run.deliveries(account), [m["messageId"] for m in answer["messages"]])
+            ids = [run.call("POST", "/send", account, {"recipientId": r, "content": run.content})["messageId"] for r in recipients("s", a.singles)]
+            run.settle(account, "sent", len(ids))
+            rows.append(run.row("single", len(ids), before, prices))
+            check_delivered(goals, "single", run.deliveries(account), ids)
 
-        # Retries of messages failed for good.
-        account = run.account("retry")
-        requests.post(run.gateway + "/_control/failures", json={"recipientPattern": "f-", "status": 400}, timeout=10).raise_for_status()
-        ids = [run.call("POST", "/send", account, {"recipientId": r, "content": run.content})["messageId"] for r in recipients("f", a.singles)]
-        run.settle(account, "failed", len(ids))
-        requests.delete(run.gateway + "/_control/failures", timeout=10).raise_for_status()
-        before = run.mark()
-        for i in ids:
-            run.call("POST", f"/{i}/retry", account)
-        run.settle(account, "sent", len(ids))
-        rows.append(run.row("retry", len(ids), before, prices))
-        check_delivered(goals, "retry", run.deliveries(account), ids)
+        if "campaign" in a.cases:
+            for n in a.sizes:
+                account = run.account(f"c{n}")
+                before = run.mark()
+                answer = run.call("POST", "/send", account, {"recipientIds": recipients("c", n), "content": run.content})
+                run.settle(account, "sent", n)
+                rows.append(run.row(f"campaign-{n}", n, before, prices))
+                check_delivered(goals, f"campaign-{n}", run.deliveries(account), [m["messageId"] for m in answer["messages"]])
 
-        # Cancels: a paused account's campaign, and its single messages.
-        account = run.account("cancel")
-        run.call("POST", "/account/pause", account)
-        answer = run.call("POST", "/send", account, {"recipientIds": recipients("x", 100), "content": run.content})
-        singles = [run.call("POST", "/send", account, {"recipientId": r, "content": run.content})["messageId"] for r in recipients("y", a.singles)]
-        run.wait("the campaign fanned out", lambda: run.statuses(account).get("queued", 0) >= 100 + len(singles))
-        before = run.mark()
-        run.call("DELETE", f"/campaigns/{answer['campaignId']}", account)
-        for i in singles:
-            run.call("DELETE", f"/{i}", account)
-        run.settle(account, "canceled", 100 + len(singles))
-        rows.append(run.row("cancel", 100 + len(singles), before, prices))
-        goals.equal("messages of a canceled campaign delivered", len(run.deliveries(account)), 0)
+        if "retry" in a.cases:
+            # Retries of messages failed for good.
+            account = run.account("retry")
+            requests.post(run.gateway + "/_control/failures", json={"recipientPattern": "f-", "status": 400}, timeout=10).raise_for_status()
+            ids = [run.call("POST", "/send", account, {"recipientId": r, "content": run.content})["messageId"] for r in recipients("f", a.singles)]
+            run.settle(account, "failed", len(ids))
+            requests.delete(run.gateway + "/_control/failures", timeout=10).raise_for_status()
+            before = run.mark()
+            for i in ids:
+                run.call("POST", f"/{i}/retry", account)
+            run.settle(account, "sent", len(ids))
+            rows.append(run.row("retry", len(ids), before, prices))
+            check_delivered(goals, "retry", run.deliveries(account), ids)
 
-        # An idle account's latency: from the edge's 202 to the gateway, one message at
-        # a time to accounts with nothing waiting (the real limit; the claim on). Last:
-        # a fresh schedule makes every account wait a spacing once after the worker's
-        # start (README: a new Redis is treated as a lost one).
-        time.sleep(max(0.0, run.started + 7 - time.monotonic()))
-        latencies = []
-        for i in range(a.idle):
-            account = f"cost-idle-{uuid.uuid4().hex[:6]}"
-            mid = run.call("POST", "/send", account, {"recipientId": f"idle-{i}", "content": run.content})["messageId"]
-            answered = time.time()
-            run.wait("an idle account's message", lambda: run.deliveries(account), timeout=30)
-            got = run.deliveries(account)[0]
-            assert got["messageId"] == mid
-            latencies.append((datetime.fromisoformat(got["receivedAt"].replace("Z", "+00:00")).timestamp() - answered) * 1000)
-        latencies.sort()
-        idle = {"messages": len(latencies), "medianMs": round(statistics.median(latencies), 1), "p99Ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)}
-        print(json.dumps({"idle": idle}), flush=True)
+        if "cancel" in a.cases:
+            # Cancels: a paused account's campaign, and its single messages.
+            account = run.account("cancel")
+            run.call("POST", "/account/pause", account)
+            answer = run.call("POST", "/send", account, {"recipientIds": recipients("x", 100), "content": run.content})
+            singles = [run.call("POST", "/send", account, {"recipientId": r, "content": run.content})["messageId"] for r in recipients("y", a.singles)]
+            run.wait("the campaign fanned out", lambda: run.statuses(account).get("queued", 0) >= 100 + len(singles))
+            before = run.mark()
+            run.call("DELETE", f"/campaigns/{answer['campaignId']}", account)
+            for i in singles:
+                run.call("DELETE", f"/{i}", account)
+            run.settle(account, "canceled", 100 + len(singles))
+            rows.append(run.row("cancel", 100 + len(singles), before, prices))
+            goals.equal("messages of a canceled campaign delivered", len(run.deliveries(account)), 0)
+
+        if "idle" in a.cases:
+            idle = idle_latency(run, a.idle)
+        if a.check:
+            check_costs(goals, rows)
     finally:
         run.stop()
     (out / "result.json").write_text(json.dumps({"benchmark": "cost", "contentChars": a.content_chars, "prices": prices, "rows": rows, "idle": idle}, indent=1))
     print(f"==> {out / 'result.json'}")
     print(markdown(rows, idle, prices))
     goals.finish()
+
+
+def idle_latency(run: Run, messages: int) -> dict:
+    """An idle account's latency: from the edge's 202 to the gateway, one message at a
+    time to accounts with nothing waiting (the real limit; the claim on). Last: a fresh
+    schedule makes every account wait a spacing once after the worker's start (README:
+    a new Redis is treated as a lost one)."""
+    time.sleep(max(0.0, run.started + 7 - time.monotonic()))
+    latencies = []
+    for i in range(messages):
+        account = f"cost-idle-{uuid.uuid4().hex[:6]}"
+        mid = run.call("POST", "/send", account, {"recipientId": f"idle-{i}", "content": run.content})["messageId"]
+        answered = time.time()
+        run.wait("an idle account's message", lambda: run.deliveries(account), timeout=30)
+        got = run.deliveries(account)[0]
+        assert got["messageId"] == mid
+        latencies.append((datetime.fromisoformat(got["receivedAt"].replace("Z", "+00:00")).timestamp() - answered) * 1000)
+    latencies.sort()
+    idle = {"messages": len(latencies), "medianMs": round(statistics.median(latencies), 1), "p99Ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)}
+    print(json.dumps({"idle": idle}), flush=True)
+    return idle
+
+
+def check_costs(goals: Goals, rows: list) -> None:
+    """The layout's goals, from the metered rows: flat campaign cost, ceilings."""
+    campaigns = [r for r in rows if r["case"].startswith("campaign-")]
+    if len(campaigns) > 1:
+        smallest, largest = campaigns[0], campaigns[-1]
+        goals.at_most(f"write units per message, {largest['case']} against {smallest['case']}", round(largest["writeUnits"] / smallest["writeUnits"], 3), FLAT)
+    for r in rows:
+        ceiling = CEILINGS.get(r["case"].split("-")[0])
+        if ceiling is not None:
+            goals.at_most(f"{r['case']}: write units per message", r["writeUnits"], ceiling)
 
 
 def markdown(rows: list, idle: dict, prices: dict) -> str:
@@ -253,7 +294,7 @@ def markdown(rows: list, idle: dict, prices: dict) -> str:
         lines.append(f"| {r['case']} | {r['writeUnits']} | {round(index, 2)} | {round(refused, 2)} | {r['readUnits']} | {r['sqsRequests']} | {r['workersRequests']} | "
                      f"{r['workersCpuMs']} | {usd['ledger']} | {usd['sqs']} | {usd['workers']} | **{usd['total']}** |")
     lines.append(f"\nPer delivered (cancel: canceled) message; prices of {prices['date']} (`bench/prices.json`). "
-                 f"An idle account's latency, 202 to the gateway: median {idle['medianMs']} ms, p99 {idle['p99Ms']} ms ({idle['messages']} messages).")
+                 + (f"An idle account's latency, 202 to the gateway: median {idle['medianMs']} ms, p99 {idle['p99Ms']} ms ({idle['messages']} messages)." if idle else ""))
     return "\n".join(lines)
 
 

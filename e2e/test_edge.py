@@ -204,8 +204,10 @@ def test_mass_message(edge, emulator):
     [q] = emulator.queue_messages()[cid]
     assert q["body"] == {"campaign": cid, "creatorId": creator}, "the queue names the campaign, nothing more"
     assert q["attributes"]["priority"]["StringValue"] == "3"
-    item = emulator.campaign(creator, cid)
-    assert item["content"]["S"] == "News for everyone" and json.loads(item["recipients"]["S"]) == fans
+    head, body = emulator.campaign(creator, cid), emulator.item(creator, f"#body#{cid}")
+    assert body["content"]["S"] == "News for everyone" and json.loads(body["recipients"]["S"]) == fans
+    assert "content" not in head and "recipients" not in head, "the head, rewritten by every outcome, stays small"
+    assert int(body["ttl"]["N"]) >= int(head["ttl"]["N"]), "the body outlives the head's first expiry"
     assert emulator.items(creator) == [], "the worker writes the messages' items"
     m = edge.call("GET", f"/{ids[7]}", token(creator))
     assert m.status_code == 200, m.text
@@ -689,8 +691,9 @@ def test_a_campaign_the_queue_refuses_is_answered_503_and_leaves_nothing(faulty,
 
 
 def test_a_mass_message_costs_the_edge_the_same_as_one(faulty, emulator):
-    """AWS calls the edge makes for 1 and for 1,000 recipients: a campaign item and one
-    queue message (and the account's summary when not read within the second)."""
+    """AWS calls the edge makes for 1 and for 1,000 recipients: a campaign's head and
+    body and one queue message (and the account's summary when not read within the
+    second)."""
     edge, proxy = faulty
     proxy.clear()
     creator = account()

@@ -4,11 +4,12 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
+use futures_util::future::join;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use shared::campaign::{self, CampaignItem};
 use shared::ledger::machine;
-use shared::ledger::{self, key, n, s, LedgerItem, MessageStatus, Summary, FAILED_INDEX, FAILED_KEY, PK, SK, SUMMARY_SK};
+use shared::ledger::{self, key, n, s, Body, LedgerItem, MessageStatus, Summary, FAILED_INDEX, FAILED_KEY, PK, SK, SUMMARY_SK};
 use shared::queue::{AccountControl, Hold};
 
 use crate::aws::AwsError;
@@ -37,9 +38,12 @@ pub async fn put_new<P: Platform>(ctx: &Ctx<'_, P>, item: &LedgerItem) -> Result
     put_if_absent(ctx, &item.to_item()).await
 }
 
-/// Writes a newly accepted campaign's item (the same way).
+/// Writes a newly accepted campaign's items (the same way): its body first, so that a
+/// head found always has its body.
 pub async fn put_campaign<P: Platform>(ctx: &Ctx<'_, P>, item: &CampaignItem) -> Result<(), AwsError> {
-    put_if_absent(ctx, &item.to_item()).await
+    let [head, body] = item.to_items();
+    put_if_absent(ctx, &body).await?;
+    put_if_absent(ctx, &head).await
 }
 
 /// Puts an item unless one with its key exists (then it is written already).
@@ -58,10 +62,44 @@ async fn put_if_absent<P: Platform>(ctx: &Ctx<'_, P>, item: &impl serde::Seriali
     }
 }
 
-/// One campaign of this account (another account's is simply not found).
+/// One campaign of this account, its head only (another account's is simply not
+/// found).
 pub async fn get_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Result<Option<CampaignItem>, AwsError> {
     let answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": campaign::item_key(creator, campaign_id), "ConsistentRead": true})).await?;
     Ok(answer.get("Item").and_then(CampaignItem::from_item))
+}
+
+/// One campaign of this account with its body (recipients, content).
+pub async fn get_whole_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Result<Option<CampaignItem>, AwsError> {
+    let (head, body) = join(
+        ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": campaign::item_key(creator, campaign_id), "ConsistentRead": true})),
+        campaign_body(ctx, creator, campaign_id),
+    )
+    .await;
+    let (head, body) = (head?, body?);
+    Ok(head.get("Item").and_then(|h| CampaignItem::from_items(h, body.as_ref())))
+}
+
+/// A campaign's body item, as stored.
+async fn campaign_body<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Result<Option<Value>, AwsError> {
+    let mut answer =
+        ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": campaign::body_key(creator, campaign_id), "ConsistentRead": true})).await?;
+    Ok(answer.get_mut("Item").map(Value::take))
+}
+
+/// Fills the campaign messages among `items` (read without content) from their
+/// campaigns' bodies, each body read once.
+async fn fill_from_bodies<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, items: &mut [LedgerItem]) -> Result<(), AwsError> {
+    let mut campaigns: Vec<String> = items.iter().filter_map(|i| i.campaign_to_fill().map(str::to_owned)).collect();
+    campaigns.sort_unstable();
+    campaigns.dedup();
+    for id in campaigns {
+        let Some(body) = campaign_body(ctx, creator, &id).await?.as_ref().and_then(Body::from_item) else { continue };
+        for item in items.iter_mut().filter(|i| i.campaign_to_fill() == Some(id.as_str())) {
+            body.fill(&mut item.message);
+        }
+    }
+    Ok(())
 }
 
 /// A page of this account's campaigns, newest first (their ids are time-ordered), and
@@ -99,9 +137,16 @@ pub async fn delete_unqueued<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &
     delete_unless_taken(ctx, key(creator, id), machine::DELETE_UNQUEUED).await
 }
 
-/// The same for a campaign's item (`machine::DELETE_UNQUEUED_CAMPAIGN`).
+/// The same for a campaign's head (`machine::DELETE_UNQUEUED_CAMPAIGN`), then its body.
 pub async fn delete_unqueued_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Result<bool, AwsError> {
-    delete_unless_taken(ctx, campaign::item_key(creator, campaign_id), machine::DELETE_UNQUEUED_CAMPAIGN).await
+    let taken = delete_unless_taken(ctx, campaign::item_key(creator, campaign_id), machine::DELETE_UNQUEUED_CAMPAIGN).await?;
+    if !taken {
+        // Without its head nothing reads it; should this fail, its TTL removes it.
+        if let Err(e) = ctx.dynamodb("DeleteItem", &json!({"TableName": table(ctx), "Key": campaign::body_key(creator, campaign_id)})).await {
+            ctx.p.log_error(&format!("the body of a campaign not queued was not deleted: {e}"));
+        }
+    }
+    Ok(taken)
 }
 
 async fn delete_unless_taken<P: Platform>(ctx: &Ctx<'_, P>, key: Value, condition: &str) -> Result<bool, AwsError> {
@@ -132,7 +177,11 @@ pub async fn set_paused<P: Platform>(ctx: &Ctx<'_, P>, control: &AccountControl)
 /// the key includes the account, so another account's id simply is not found).
 pub async fn get<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str) -> Result<Option<LedgerItem>, AwsError> {
     let answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": key(creator, id), "ConsistentRead": true})).await?;
-    Ok(answer.get("Item").and_then(LedgerItem::from_item))
+    let Some(item) = answer.get("Item").and_then(LedgerItem::from_item) else { return Ok(None) };
+    let mut items = [item];
+    fill_from_bodies(ctx, creator, &mut items).await?;
+    let [item] = items;
+    Ok(Some(item))
 }
 
 /// Where a page of `GET /failed` or `GET /campaigns` ends: the id of its last item
@@ -190,6 +239,7 @@ pub async fn failed_page<P: Platform>(
     let mut items: Vec<LedgerItem> = answer.get("Items").and_then(Value::as_array).into_iter().flatten().filter_map(LedgerItem::from_item).collect();
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
+    fill_from_bodies(ctx, creator, &mut items).await?;
     let next = more.then(|| items.last()).flatten().and_then(|last| {
         let failed_at = last.failed_at.as_deref()?;
         Some(Cursor { message_id: last.message.id.clone(), index_key: ledger::failed_key(failed_at, &last.message.id) })
@@ -280,7 +330,7 @@ fn counters<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: Option<&s
 /// out yet (its item is written `canceled`). `None` when the worker wrote it meanwhile.
 async fn cancel_unwritten<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str, ttl: u64) -> Result<Option<LedgerItem>, CancelRefused> {
     let (campaign_id, index) = campaign::campaign_of(id).ok_or(CancelRefused::NotFound)?;
-    let found = get_campaign(ctx, creator, &campaign_id).await?.ok_or(CancelRefused::NotFound)?;
+    let found = get_whole_campaign(ctx, creator, &campaign_id).await?.ok_or(CancelRefused::NotFound)?;
     let mut item = found.pending_item(index as usize).ok_or(CancelRefused::NotFound)?;
     if item.status == MessageStatus::Canceled {
         return Ok(Some(item)); // canceled with its campaign
@@ -344,7 +394,7 @@ pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &s
             after.status = MessageStatus::Queued;
             after.attempts = 0;
             after.message.generation += 1;
-            Ok(Requeued { before, after })
+            with_bodies(ctx, creator, Requeued { before, after }).await
         }
         Err(AwsError::ConditionFailed { item: Some(item) }) if ledger::text(&item, "retryToken") == Some(token.as_str()) => {
             // Our own write, committed the first time: the item as it is now is `after`.
@@ -353,7 +403,7 @@ pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &s
             before.status = MessageStatus::Failed;
             before.attempts = item.get("previousAttempts").and_then(|v| v.get("N")?.as_str()?.parse().ok()).unwrap_or(0);
             before.message.generation = after.message.generation.saturating_sub(1);
-            Ok(Requeued { before, after })
+            with_bodies(ctx, creator, Requeued { before, after }).await
         }
         Err(AwsError::ConditionFailed { item }) => {
             let existing = match item {
@@ -364,6 +414,14 @@ pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &s
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A requeued campaign message goes back to the queue whole: its content from the body.
+async fn with_bodies<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, r: Requeued) -> Result<Requeued, RetryRefused> {
+    let mut items = [r.before, r.after];
+    fill_from_bodies(ctx, creator, &mut items).await?;
+    let [before, after] = items;
+    Ok(Requeued { before, after })
 }
 
 /// A random token that marks a conditional write as this request's.

@@ -1,7 +1,15 @@
 //! Campaigns: a mass message (`recipientIds`) is one campaign, stored once. The edge
-//! writes its ledger item (content, settings and recipient list) and one small queue
-//! message naming it, whatever the number of recipients; the worker fans it out into
-//! per-recipient ledger items and schedule entries.
+//! writes its two ledger items and one small queue message naming it, whatever the
+//! number of recipients; the worker fans it out into per-recipient ledger items and
+//! schedule entries.
+//!
+//! The two items split what changes from what does not, because DynamoDB bills every
+//! write on the whole item it touches: the *head* (`#campaign#{id}`) is small and holds
+//! what moves (the counters every outcome adds to, the cancel flag every claim checks);
+//! the *body* (`#body#{id}`) holds what is written once and only read (content, media,
+//! metadata, the recipient list), tens of KB for a large campaign. So a message's claim
+//! and outcome cost the same at 100 recipients as at 10,000. The messages' own items
+//! carry no content either ([`crate::ledger::LedgerItem`]): readers take it from the body.
 //!
 //! A campaign's message ids are derived from its id, not stored: message `i` is the
 //! campaign id with its last six hex digits replaced by `i` (the campaign's own id has
@@ -12,12 +20,14 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::ledger::{self, key, n, s, LedgerItem, MessageStatus, PK, SK, TTL_ATTR};
+use crate::ledger::{self, key, n, s, Body, LedgerItem, MessageStatus, PK, SK, TTL_ATTR};
 use crate::message::{QueueMessage, SendRequest};
 use crate::rate::RateLimit;
 
-/// Sort-key prefix of campaign items (then the campaign id, so newest sort last).
+/// Sort-key prefix of campaign heads (then the campaign id, so newest sort last).
 pub const CAMPAIGN_SK_PREFIX: &str = "#campaign#";
+/// Sort-key prefix of campaign bodies (apart, so that listing heads never reads them).
+pub const BODY_SK_PREFIX: &str = "#body#";
 /// The index digits of a campaign's own id: no message has them.
 const OWN_INDEX: &str = "ffffff";
 
@@ -43,9 +53,14 @@ pub fn campaign_of(message_id: &str) -> Option<(String, u32)> {
     Some((format!("{}{OWN_INDEX}", &message_id[..30]), index))
 }
 
-/// The ledger sort key of a campaign's item.
+/// The ledger sort key of a campaign's head.
 pub fn sort_key(campaign_id: &str) -> String {
     format!("{CAMPAIGN_SK_PREFIX}{campaign_id}")
+}
+
+/// The ledger sort key of a campaign's body.
+pub fn body_sort_key(campaign_id: &str) -> String {
+    format!("{BODY_SK_PREFIX}{campaign_id}")
 }
 
 /// What a queue message names when it carries a campaign: the worker reads the rest
@@ -120,12 +135,12 @@ impl Campaign {
     }
 }
 
-/// A campaign's ledger item: the campaign, and counters of its messages' outcomes
+/// A campaign's ledger items: the campaign, and counters of its messages' outcomes
 /// that the worker moves in the same transactions as the items they count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CampaignItem {
-    /// Its recipient list and content are empty when read from a listing, which leaves
-    /// them out.
+    /// Its recipient list, content, media and metadata are empty when only the head
+    /// was read (a listing, a view, a cancel).
     pub campaign: Campaign,
     pub total: u64,
     pub sent: u64,
@@ -137,11 +152,24 @@ pub struct CampaignItem {
     /// message is a duplicate.
     pub scheduled: bool,
     pub canceled_at: Option<String>,
+    /// When the head may expire (outcomes push it on).
     pub expires_at: u64,
+    /// When the body may expire: it is never written again, so it is given, from the
+    /// start, until [`body_expiry`] after the campaign's estimated end.
+    pub body_expires_at: u64,
+}
+
+/// When a campaign's body may expire: `ttl_days` after the campaign would end at `rate`
+/// from `start_ms`, plus the time its messages could take again with every retry
+/// (each waits its turn in the account's queue anew). A campaign held (paused) longer
+/// than that loses its content: its messages are then failed, not sent empty.
+pub fn body_expiry(start_ms: u64, recipients: u64, rate: RateLimit, ttl_days: u64) -> u64 {
+    let duration = rate.offset_ms(recipients.saturating_mul(2), rate.default_margin_ms());
+    crate::ledger::expiry(start_ms.saturating_add(duration), ttl_days)
 }
 
 impl CampaignItem {
-    pub fn new(campaign: Campaign, expires_at: u64) -> Self {
+    pub fn new(campaign: Campaign, expires_at: u64, body_expires_at: u64) -> Self {
         CampaignItem {
             total: campaign.recipients.len() as u64,
             campaign,
@@ -152,6 +180,7 @@ impl CampaignItem {
             scheduled: false,
             canceled_at: None,
             expires_at,
+            body_expires_at,
         }
     }
 
@@ -160,47 +189,60 @@ impl CampaignItem {
         self.total.saturating_sub(self.sent + self.failed + self.canceled)
     }
 
-    /// The item in DynamoDB JSON (written once, by the edge).
-    pub fn to_item(&self) -> Value {
+    /// The head and the body in DynamoDB JSON (each written once, by the edge; the
+    /// worker then moves the head's counters).
+    pub fn to_items(&self) -> [Value; 2] {
         let c = &self.campaign;
-        let mut item = json!({
+        let mut head = json!({
             PK: s(&c.creator_id),
             SK: s(sort_key(&c.id)),
             "campaignId": s(&c.id),
-            "recipients": s(serde_json::to_string(&c.recipients).expect("strings serialize")),
             "total": n(self.total),
-            "content": s(&c.content),
             "priority": n(c.priority),
             "acceptedAt": s(&c.accepted_at),
             TTL_ATTR: n(self.expires_at),
         });
+        if let Some(at) = &c.send_at {
+            head["sendAt"] = s(at);
+        }
+        let mut body = json!({
+            PK: s(&c.creator_id),
+            SK: s(body_sort_key(&c.id)),
+            "recipients": s(serde_json::to_string(&c.recipients).expect("strings serialize")),
+            "content": s(&c.content),
+            TTL_ATTR: n(self.body_expires_at),
+        });
         if !c.media_urls.is_empty() {
-            item["mediaUrls"] = json!({"L": c.media_urls.iter().map(s).collect::<Vec<_>>()});
+            body["mediaUrls"] = json!({"L": c.media_urls.iter().map(s).collect::<Vec<_>>()});
         }
         if !c.metadata.is_empty() {
-            item["metadata"] = s(serde_json::to_string(&c.metadata).expect("a JSON map serializes"));
+            body["metadata"] = s(serde_json::to_string(&c.metadata).expect("a JSON map serializes"));
         }
-        if let Some(at) = &c.send_at {
-            item["sendAt"] = s(at);
-        }
-        item
+        [head, body]
     }
 
-    pub fn from_item(item: &Value) -> Option<Self> {
+    /// The campaign from its head alone (the body's fields empty).
+    pub fn from_item(head: &Value) -> Option<Self> {
+        Self::from_items(head, None)
+    }
+
+    /// The campaign from its head and, when read, its body; `None` when the head is not
+    /// a campaign's.
+    pub fn from_items(head: &Value, body: Option<&Value>) -> Option<Self> {
         // The message fields read as a ledger item does; the campaign's own come after.
-        let mut as_message = item.clone();
-        for (name, v) in [(SK, s(ledger::text(item, "campaignId")?)), ("recipientId", s("")), ("status", s("queued"))] {
+        let mut as_message = head.clone();
+        for (name, v) in [(SK, s(ledger::text(head, "campaignId")?)), ("recipientId", s("")), ("status", s("queued"))] {
             as_message[name] = v;
         }
-        if item.get("content").is_none() {
-            as_message["content"] = s("");
+        let mut m = LedgerItem::from_item(&as_message)?.message;
+        if let Some(b) = body.and_then(Body::from_item) {
+            b.fill(&mut m);
         }
-        let m = LedgerItem::from_item(&as_message)?.message;
-        let recipients: Vec<String> = match ledger::text(item, "recipients") {
+        let recipients: Vec<String> = match body.and_then(|b| ledger::text(b, "recipients")) {
             Some(list) => serde_json::from_str(list).ok()?,
             None => Vec::new(),
         };
-        let count = |name: &str| item.get(name).and_then(|v| v.get("N")?.as_str()?.parse::<i64>().ok()).unwrap_or(0).max(0) as u64;
+        let count = |item: &Value, name: &str| item.get(name).and_then(|v| v.get("N")?.as_str()?.parse::<i64>().ok()).unwrap_or(0).max(0) as u64;
         Some(CampaignItem {
             campaign: Campaign {
                 id: m.id,
@@ -213,14 +255,15 @@ impl CampaignItem {
                 accepted_at: m.accepted_at,
                 send_at: m.send_at,
             },
-            total: count("total"),
-            sent: count("sent"),
-            failed: count("failed"),
-            canceled: count("canceled"),
-            fanned: count("fanned"),
-            scheduled: item.get("scheduled").and_then(|v| v.get("BOOL")).and_then(Value::as_bool).unwrap_or(false),
-            canceled_at: ledger::text(item, "canceledAt").map(str::to_owned),
-            expires_at: count(TTL_ATTR),
+            total: count(head, "total"),
+            sent: count(head, "sent"),
+            failed: count(head, "failed"),
+            canceled: count(head, "canceled"),
+            fanned: count(head, "fanned"),
+            scheduled: head.get("scheduled").and_then(|v| v.get("BOOL")).and_then(Value::as_bool).unwrap_or(false),
+            canceled_at: ledger::text(head, "canceledAt").map(str::to_owned),
+            expires_at: count(head, TTL_ATTR),
+            body_expires_at: body.map_or(0, |b| count(b, TTL_ATTR)),
         })
     }
 
@@ -277,9 +320,14 @@ impl CampaignItem {
     }
 }
 
-/// The primary key of a campaign's item.
+/// The primary key of a campaign's head.
 pub fn item_key(creator_id: &str, campaign_id: &str) -> Value {
     key(creator_id, &sort_key(campaign_id))
+}
+
+/// The primary key of a campaign's body.
+pub fn body_key(creator_id: &str, campaign_id: &str) -> Value {
+    key(creator_id, &body_sort_key(campaign_id))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,8 +395,12 @@ mod tests {
 
     #[test]
     fn item_round_trips_and_counts_add_up() {
-        let mut item = CampaignItem::new(campaign(5), 1_800_000_000);
-        assert_eq!(CampaignItem::from_item(&item.to_item()), Some(item.clone()));
+        let mut item = CampaignItem::new(campaign(5), 1_800_000_000, 1_900_000_000);
+        let [head, body] = item.to_items();
+        assert_eq!(CampaignItem::from_items(&head, Some(&body)), Some(item.clone()));
+        assert!(head.get("content").is_none() && head.get("recipients").is_none(), "the head is small: every outcome rewrites it");
+        let bare = CampaignItem::from_item(&head).unwrap();
+        assert!(bare.campaign.recipients.is_empty() && bare.campaign.content.is_empty() && bare.total == 5);
         let rate = RateLimit { max: 10, window_ms: 60_000 };
         let now = 1_700_000_000_000;
         let v = item.view(now, rate);

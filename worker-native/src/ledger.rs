@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
@@ -17,7 +19,7 @@ use futures::future::join_all;
 use serde_json::Value;
 use shared::campaign::{self, CampaignItem};
 use shared::ledger::machine::{self, Counts, Write};
-use shared::ledger::{self, LedgerItem, MessageStatus, Summary, PK, SK, SUMMARY_SK};
+use shared::ledger::{self, Body, LedgerItem, MessageStatus, Summary, PK, SK, SUMMARY_SK};
 use shared::message::QueueMessage;
 use shared::queue::{AccountControl, Hold};
 
@@ -255,14 +257,25 @@ impl Ledger {
         Ok(self.apply_by_account(changes).await?.applied.len())
     }
 
-    /// A campaign's item (consistent read); `None` when it does not exist (the edge
-    /// removed it because it could not be queued, or it expired).
+    /// A campaign, head and body (consistent reads); `None` when it does not exist (the
+    /// edge removed it because it could not be queued, or it expired).
     pub async fn campaign(&self, creator: &str, id: &str) -> anyhow::Result<Option<CampaignItem>> {
+        let (head_key, body_key) = (campaign::item_key(creator, id), campaign::body_key(creator, id));
+        let (head, body) = tokio::try_join!(self.get(&head_key), self.get(&body_key))?;
+        Ok(head.and_then(|h| CampaignItem::from_items(&h, body.as_ref())))
+    }
+
+    /// A campaign's body: what its messages say (`None` when it is gone).
+    pub async fn campaign_body(&self, creator: &str, id: &str) -> anyhow::Result<Option<Body>> {
+        Ok(self.get(&campaign::body_key(creator, id)).await?.as_ref().and_then(Body::from_item))
+    }
+
+    /// One item (consistent read), as stored.
+    async fn get(&self, key: &Value) -> anyhow::Result<Option<Value>> {
         self.count(1);
-        let key = campaign::item_key(creator, id);
         let answer =
-            self.client.get_item().table_name(&self.table).set_key(Some(item_map(&key))).consistent_read(true).return_consumed_capacity(METERED).send().await?;
-        Ok(answer.item().map(from_attrs).as_ref().and_then(CampaignItem::from_item))
+            self.client.get_item().table_name(&self.table).set_key(Some(item_map(key))).consistent_read(true).return_consumed_capacity(METERED).send().await?;
+        Ok(answer.item().map(from_attrs))
     }
 
     /// A page of the waiting index's `shard`: the messages waiting there (queued,
@@ -457,25 +470,58 @@ impl Ledger {
     /// One transition of one item, outside a transaction: whether it applied (its
     /// condition held).
     async fn update_one(&self, creator: &str, sort_key: &str, w: &Write) -> anyhow::Result<bool> {
+        Ok(self.write_one(&Op::Update(w.clone(), key_of(creator, sort_key))).await?.is_none())
+    }
+
+    /// One conditional write, outside a transaction: `None` when it applied, else the
+    /// item as it was when its condition refused it.
+    async fn write_one(&self, op: &Op) -> anyhow::Result<Option<Option<Value>>> {
         self.count(1);
-        let mut u = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key_of(creator, sort_key)))
-            .update_expression(&w.update)
-            .condition_expression(w.condition)
-            .return_consumed_capacity(METERED);
-        for (k, v) in &w.names {
-            u = u.expression_attribute_names(*k, *v);
-        }
-        for (k, v) in &w.values {
-            u = u.expression_attribute_values(*k, to_attr(v));
-        }
-        match u.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(e.into()),
+        let refused = |item: Option<&HashMap<String, AttributeValue>>| Ok(Some(item.map(from_attrs)));
+        match op {
+            Op::Update(w, key) => {
+                let mut u = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key.clone()))
+                    .update_expression(&w.update)
+                    .condition_expression(w.condition)
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                    .return_consumed_capacity(METERED);
+                for (k, v) in &w.names {
+                    u = u.expression_attribute_names(*k, *v);
+                }
+                for (k, v) in &w.values {
+                    u = u.expression_attribute_values(*k, to_attr(v));
+                }
+                match u.send().await {
+                    Ok(_) => Ok(None),
+                    Err(e) => match e.as_service_error() {
+                        Some(UpdateItemError::ConditionalCheckFailedException(f)) => refused(f.item()),
+                        _ => Err(e.into()),
+                    },
+                }
+            }
+            Op::Put(p) => {
+                let answer = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(p.item().clone()))
+                    .set_condition_expression(p.condition_expression().map(str::to_owned))
+                    .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                    .return_consumed_capacity(METERED)
+                    .send()
+                    .await;
+                match answer {
+                    Ok(_) => Ok(None),
+                    Err(e) => match e.as_service_error() {
+                        Some(PutItemError::ConditionalCheckFailedException(f)) => refused(f.item()),
+                        _ => Err(e.into()),
+                    },
+                }
+            }
         }
     }
 
@@ -523,6 +569,11 @@ impl Ledger {
                     campaigns.push(c.clone());
                 }
                 live.extend(changes.next());
+            }
+            if live.iter().all(|(_, c)| c.stands_alone()) {
+                // Nothing moves with them: each is a conditional write of its own.
+                self.apply_each(live, &mut applied).await?;
+                continue;
             }
             let mut conflicts = 0u32;
             while !live.is_empty() {
@@ -583,6 +634,20 @@ impl Ledger {
             }
         }
         Ok(applied)
+    }
+
+    /// Applies changes that move no counters and need no guard, each as a conditional
+    /// write of its own, all at once: a transaction would bill each write twice for an
+    /// atomicity nothing needs. One refused is recorded with the item as it was.
+    async fn apply_each(&self, changes: Vec<(usize, Change)>, applied: &mut Applied) -> anyhow::Result<()> {
+        let answers = join_all(changes.iter().map(|(_, c)| self.write_one(&c.op))).await;
+        for ((i, _), answer) in changes.iter().zip(answers) {
+            match answer? {
+                None => applied.applied.push(*i),
+                Some(old) => applied.refused.push((*i, old)),
+            }
+        }
+        Ok(())
     }
 
     /// The change of a campaign's counters, guarded (applied only while the campaign is
@@ -678,6 +743,11 @@ impl Change {
 
     fn guarded(self) -> Self {
         Change { guarded: true, ..self }
+    }
+
+    /// Whether it needs no other write with it: no counters, no guard, no pause.
+    fn stands_alone(&self) -> bool {
+        !self.guarded && !self.counts.moves_summary() && !self.counts.moves_campaign() && self.pause.is_none()
     }
 
     fn transact_item(&self, table: &str) -> anyhow::Result<TransactWriteItem> {

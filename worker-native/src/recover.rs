@@ -15,10 +15,12 @@
 //! lost everything, and is treated the same: safety does not hang on a marker, and an
 //! empty index costs 16 small reads.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
+use shared::ledger::Body;
 use shared::ledger::WAIT_SHARDS;
 use shared::queue::{AccountControl, Hold};
 use tokio::sync::Notify;
@@ -115,6 +117,8 @@ async fn recover_index_shard<F: std::future::Future<Output = anyhow::Result<()>>
 ) -> anyhow::Result<Recovered> {
     let mut done = Recovered::default();
     let mut start = None;
+    // What each campaign's messages say, read once per shard (their items carry none).
+    let mut bodies: HashMap<(String, String), Option<Body>> = HashMap::new();
     loop {
         let (waiting, next) = ledger.waiting_page(shard, start).await?;
         done.pages += 1;
@@ -122,8 +126,20 @@ async fn recover_index_shard<F: std::future::Future<Output = anyhow::Result<()>>
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         for w in waiting {
             match w {
-                Waiting::Message(message, attempts, maybe_sent) if mine[schedule.shard_of(&message.creator_id)] => {
+                Waiting::Message(mut message, attempts, maybe_sent) if mine[schedule.shard_of(&message.creator_id)] => {
                     done.messages += 1;
+                    if let Some(id) = message.campaign_id.clone().filter(|_| message.content.is_empty()) {
+                        let key = (message.creator_id.clone(), id);
+                        if !bodies.contains_key(&key) {
+                            bodies.insert(key.clone(), ledger.campaign_body(&key.0, &key.1).await?);
+                        }
+                        match &bodies[&key] {
+                            Some(body) => body.fill(&mut message),
+                            // Held past its body's expiry (`shared::campaign::body_expiry`):
+                            // scheduled without content, it fails at its turn (never sent).
+                            None => tracing::error!(message = %message.id, campaign = %key.1, "a waiting campaign message's content expired"),
+                        }
+                    }
                     payloads.push(Payload { message, attempts, maybe_sent });
                 }
                 Waiting::Account(account, summary) if mine[schedule.shard_of(&account)] => {

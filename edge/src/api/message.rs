@@ -20,7 +20,7 @@ pub async fn message<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> 
         Some(item) => item,
         None => {
             let (campaign_id, index) = shared::campaign::campaign_of(id).ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
-            let campaign = ledger::get_campaign(ctx, account, &campaign_id).await?;
+            let campaign = ledger::get_whole_campaign(ctx, account, &campaign_id).await?;
             campaign.and_then(|c| c.pending_item(index as usize)).ok_or_else(|| ApiError::new(ErrorCode::NotFound))?
         }
     };

@@ -142,12 +142,15 @@ async fn accept_one<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendReq
     Ok(ApiResponse::json(202, &SendAccepted { success: true, message_id: item.message.id, status: a.status, queue_position, estimated_send_time }))
 }
 
-/// A mass message: the campaign's item (content, settings, recipients), then one queue
+/// A mass message: the campaign's items (content, settings, recipients), then one queue
 /// message naming it, whatever the number of recipients; the worker fans it out. The
 /// answer lists every recipient's message id, derived from the campaign's.
 async fn accept_campaign<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest, a: &Accepted) -> Result<ApiResponse, ApiError> {
     let accepted_at = shared::time::rfc3339_ms(a.at_ms);
-    let item = CampaignItem::new(Campaign::new(send, campaign::campaign_id(a.at_ms, a.seed), account, &accepted_at), a.campaign_expires_at);
+    let c = Campaign::new(send, campaign::campaign_id(a.at_ms, a.seed), account, &accepted_at);
+    let start_ms = send.send_at_ms.unwrap_or(0).max(a.now_ms);
+    let body_expires_at = campaign::body_expiry(start_ms, c.recipients.len() as u64, ctx.config().rate, ctx.config().ledger_ttl_days);
+    let item = CampaignItem::new(c, a.campaign_expires_at, body_expires_at);
     let count = item.total;
     let (written, summary) = join(ledger::put_campaign(ctx, &item), backlog(ctx, account, count, a.now_ms)).await;
     // The item goes first: the worker reads the campaign from it when the queue names it.

@@ -122,7 +122,11 @@ pub fn failed_key(failed_at: &str, message_id: &str) -> String {
     format!("{failed_at}#{message_id}")
 }
 
-/// One message's ledger item.
+/// One message's ledger item. A campaign's message carries no content, media or
+/// metadata of its own: its campaign's body holds them once for every recipient
+/// ([`crate::campaign`]), and a reader that shows or sends the message fills them from
+/// there ([`LedgerItem::campaign_to_fill`]). Its item stays small, so each of its writes
+/// costs one unit whatever the content's size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LedgerItem {
     pub message: QueueMessage,
@@ -147,30 +151,34 @@ impl LedgerItem {
         serde_json::to_value(self).expect("a ledger item always serializes")
     }
 
+    /// The campaign whose body this item's content is in, when it was read without it.
+    pub fn campaign_to_fill(&self) -> Option<&str> {
+        self.message.campaign_id.as_deref().filter(|_| self.message.content.is_empty())
+    }
+
     /// Reads an item back; `None` when it is not a well-formed message item.
     pub fn from_item(item: &Value) -> Option<Self> {
         let text = |name: &str| text(item, name).map(str::to_owned);
         let num = |name: &str| item.get(name)?.get("N")?.as_str()?.parse::<u64>().ok();
-        let media_urls = match item.get("mediaUrls").and_then(|v| v.get("L")) {
-            Some(Value::Array(l)) => l.iter().filter_map(|v| v.get("S")?.as_str().map(str::to_owned)).collect(),
-            _ => Vec::new(),
-        };
-        let metadata = match text("metadata").map(|m| serde_json::from_str(&m)) {
-            Some(Ok(Value::Object(m))) => m,
-            _ => Map::new(),
+        let campaign_id = text("campaignId");
+        // A campaign's message has none of these here: see `campaign_to_fill`.
+        let Body { content, media_urls, metadata } = match (Body::from_item(item), &campaign_id) {
+            (Some(body), _) => body,
+            (None, Some(_)) => Body::default(),
+            (None, None) => return None,
         };
         let message = QueueMessage {
             id: text(SK)?,
             creator_id: text(PK)?,
             recipient_id: text("recipientId")?,
-            content: text("content")?,
+            content,
             media_urls,
             priority: u8::try_from(num("priority")?).ok()?,
             metadata,
             accepted_at: text("acceptedAt")?,
             generation: num("generation").unwrap_or(0) as u32,
             send_at: text("sendAt"),
-            campaign_id: text("campaignId"),
+            campaign_id,
         };
         Some(Self {
             message,
@@ -181,6 +189,37 @@ impl LedgerItem {
             last_error: text("lastError"),
             expires_at: num(TTL_ATTR),
         })
+    }
+}
+
+/// What a message says, as an item stores it: a single message's item, or a campaign's
+/// body for all its messages.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Body {
+    pub content: String,
+    pub media_urls: Vec<String>,
+    pub metadata: Map<String, Value>,
+}
+
+impl Body {
+    /// Reads it from an item; `None` when the item has no content.
+    pub fn from_item(item: &Value) -> Option<Self> {
+        let media_urls = match item.get("mediaUrls").and_then(|v| v.get("L")) {
+            Some(Value::Array(l)) => l.iter().filter_map(|v| v.get("S")?.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        };
+        let metadata = match text(item, "metadata").map(serde_json::from_str) {
+            Some(Ok(Value::Object(m))) => m,
+            _ => Map::new(),
+        };
+        Some(Body { content: text(item, "content")?.to_owned(), media_urls, metadata })
+    }
+
+    /// Gives it to a message read without it (a campaign's, [`LedgerItem::campaign_to_fill`]).
+    pub fn fill(&self, m: &mut QueueMessage) {
+        m.content.clone_from(&self.content);
+        m.media_urls.clone_from(&self.media_urls);
+        m.metadata.clone_from(&self.metadata);
     }
 }
 
@@ -226,17 +265,20 @@ impl Serialize for LedgerItem {
         item.serialize_entry("attempts", &Num(self.attempts.into()))?;
         item.serialize_entry("generation", &Num(m.generation.into()))?;
         item.serialize_entry("recipientId", &Str(&m.recipient_id))?;
-        item.serialize_entry("content", &Str(&m.content))?;
         item.serialize_entry("priority", &Num(m.priority.into()))?;
         item.serialize_entry("acceptedAt", &Str(&m.accepted_at))?;
         if let Some(ttl) = self.expires_at {
             item.serialize_entry(TTL_ATTR, &Num(ttl))?;
         }
-        if !m.media_urls.is_empty() {
-            item.serialize_entry("mediaUrls", &StrList(&m.media_urls))?;
-        }
-        if !m.metadata.is_empty() {
-            item.serialize_entry("metadata", &Str(&serde_json::to_string(&m.metadata).expect("a JSON map serializes")))?;
+        // A campaign's message: its campaign's body has these.
+        if m.campaign_id.is_none() {
+            item.serialize_entry("content", &Str(&m.content))?;
+            if !m.media_urls.is_empty() {
+                item.serialize_entry("mediaUrls", &StrList(&m.media_urls))?;
+            }
+            if !m.metadata.is_empty() {
+                item.serialize_entry("metadata", &Str(&serde_json::to_string(&m.metadata).expect("a JSON map serializes")))?;
+            }
         }
         for (name, v) in
             [("campaignId", &m.campaign_id), ("sendAt", &m.send_at), ("sentAt", &self.sent_at), ("failedAt", &self.failed_at), ("lastError", &self.last_error)]
@@ -316,7 +358,9 @@ mod tests {
 
     #[test]
     fn item_round_trips() {
-        let mut item = LedgerItem::queued(message());
+        let mut m = message();
+        m.campaign_id = None;
+        let mut item = LedgerItem::queued(m);
         assert_eq!(LedgerItem::from_item(&item.to_item()), Some(item.clone()));
         assert!(item.to_item().get(TTL_ATTR).is_none(), "a waiting message does not expire");
         item.expires_at = Some(1_800_000_000);
@@ -328,6 +372,21 @@ mod tests {
         assert_eq!(json[FAILED_KEY]["S"], "2026-11-25T06:01:00.000Z#018bcfe5-6800-7fff-bfff-ffffffffffff");
         assert_eq!(json["metadata"]["S"], r#"{"campaign":"spring"}"#);
         assert_eq!(LedgerItem::from_item(&json), Some(item));
+    }
+
+    #[test]
+    fn a_campaign_message_carries_no_content_and_names_its_body() {
+        let item = LedgerItem::queued(message());
+        let json = item.to_item();
+        for absent in ["content", "mediaUrls", "metadata"] {
+            assert!(json.get(absent).is_none(), "{absent} is in the campaign's body");
+        }
+        let read = LedgerItem::from_item(&json).unwrap();
+        assert_eq!(read.campaign_to_fill(), Some("018bcfe5-6800-7fff-bfff-ffffffffffff"));
+        assert!(read.message.content.is_empty() && read.message.media_urls.is_empty());
+        let mut single = json.clone();
+        single.as_object_mut().unwrap().remove("campaignId");
+        assert_eq!(LedgerItem::from_item(&single), None, "a single message's item must have its content");
     }
 
     #[test]

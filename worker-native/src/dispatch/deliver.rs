@@ -81,6 +81,9 @@ pub(super) async fn send_batch<G: Gateway>(
             }
             let delivery = if stopped || stalled || shared.rate_limited.is(&taken.account) {
                 None
+            } else if taken.payload.message.content.is_empty() {
+                // Its campaign's content expired before it could go (`recover.rs`).
+                Some(Delivery::Failed { reason: "its campaign's content expired before it could be sent".into() })
             } else {
                 let started = Instant::now();
                 let delivery = shared.gateway.deliver(&taken.payload.message).await;
