@@ -38,6 +38,7 @@ LEAD_MS = 200  # CLAIM_LEAD
 MAX_LEAD_MS = 1000  # the longest a message is taken ahead of its slot
 PROPAGATION_MS = 1500  # a pause or resume from the edge's answer to the schedule, messages taken ahead included
 RECOVERY_MS = 3000  # after a fault ends, until the system is back to normal
+LOSSES = ("flushall", "failover", "stale", "kill_primary")  # faults after which the schedule is rebuilt
 IDLE_MS = LEAD_MS + 4 * SPACING_MS + hs.MARGIN_MS  # the longest a ready account may go without a send
 TTL_SLACK_S = 600
 VISIBILITY_MS = hs.VISIBILITY_S * 1000  # the send queue's visibility timeout in the histories
@@ -95,6 +96,7 @@ class Checker:
     def _impaired(self, exclude=()) -> list:
         """When a fault (or its aftermath) may slow the system: [(start, end)] in ms."""
         out = []
+        losses = [(f["t"], f.get("end", f["t"]) + RECOVERY_MS + 2000) for f in self.faults if f["fault"] in LOSSES]
         for f in self.faults:
             k, a, t = f["fault"], f["args"], f["t"]
             if k in exclude:
@@ -103,6 +105,10 @@ class Checker:
                 end = f.get("restarted", self.h.events[-1]["t"]) + 1000
                 if a.get("slow_ledger"):  # the ledger's transactions slowed meanwhile (run.py)
                     end = max(end, t + (hs.SLOW_LEDGER_S + hs.SLOW_LEDGER_DELAY_S) * 1000 + RECOVERY_MS)
+                if any(s <= t <= e for s, e in losses):
+                    # Perhaps killed in the middle of a rebuild: its lock holds the shard
+                    # until it expires, then another worker rebuilds (README, Redis Cluster).
+                    end = max(end, t + hs.REBUILD_LOCK_MS + RECOVERY_MS)
             elif k == "stop":
                 end = f.get("continued", t + a["secs"] * 1000) + hs.LEASE_MS + 500
             elif k in ("flushall", "failover"):

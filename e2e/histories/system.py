@@ -31,6 +31,9 @@ MAX_ATTEMPTS = 3
 LEDGER_TTL_DAYS = 1
 WORKERS = 2
 VISIBILITY_S = 10
+# A rebuild's lock (worker-native/src/lua/recover.lua `LOCK_MS`): a worker killed in the
+# middle of a rebuild holds its shard's accounts back this long at most.
+REBUILD_LOCK_MS = 5000
 # A worker stopped while the ledger is slow: its transactions take this long more, for
 # this long (the outcomes it records on its way out wait for them).
 SLOW_LEDGER_DELAY_S = 2.5

@@ -290,9 +290,7 @@ impl Ingest {
                 continue;
             };
             if r.cancel {
-                let waiting = self.schedule.cancel_campaign(&c.campaign).await.context("Redis")?;
-                let canceled = ledger.cancel_waiting(&c, &shared::time::rfc3339_ms(now_ms())).await.context("ledger")?;
-                tracing::info!(campaign = %c.campaign.id, waiting, canceled, "campaign canceled");
+                crate::cancel::cancel_campaign(&self.schedule, ledger, &c, &shared::time::rfc3339_ms(now_ms())).await?;
                 continue;
             }
             if c.scheduled || c.canceled_at.is_some() {

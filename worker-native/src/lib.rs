@@ -13,6 +13,7 @@
 //!   [`app`]: wiring and shutdown.
 
 pub mod app;
+pub mod cancel;
 pub mod config;
 pub mod connection;
 pub mod dispatch;

@@ -50,11 +50,21 @@ pub(super) async fn claim(
     };
     let redis_time = now();
     let (mut sendable, mut late) = (Vec::with_capacity(taken.len()), Vec::new());
+    let mut canceled_campaigns: Vec<(String, String)> = Vec::new();
     for (t, verdict) in taken.into_iter().zip(verdicts) {
         match verdict {
             Claim::Claimed if redis_time > t.deadline_ms => late.push(t),
             Claim::Claimed => sendable.push(t),
-            Claim::Finished | Claim::CampaignCanceled => left.push(Completion::Refused(t)),
+            Claim::CampaignCanceled => {
+                if let Some(cid) = t.payload.message.campaign_id.clone() {
+                    let key = (t.account.clone(), cid);
+                    if !canceled_campaigns.contains(&key) {
+                        canceled_campaigns.push(key);
+                    }
+                }
+                left.push(Completion::Refused(t));
+            }
+            Claim::Finished => left.push(Completion::Refused(t)),
             Claim::Held { until_ms } => left.push(Completion::Defer { taken: t, delay_ms: until_ms.saturating_sub(redis_time) + DEFER_MARGIN_MS }),
         }
     }
@@ -78,6 +88,16 @@ pub(super) async fn claim(
         tracing::info!(count = refused, "canceled or finished messages left unsent");
     }
     give_back(schedule, in_flight, left).await;
+    for (creator, campaign) in canceled_campaigns {
+        // Its notice is on its way; meanwhile what waits of it would be taken and
+        // refused one by one, the account's other messages behind it (src/cancel.rs).
+        let (schedule, ledger, at) = (schedule.clone(), ledger.clone(), shared::time::rfc3339_ms(redis_time));
+        tokio::spawn(async move {
+            if let Err(e) = crate::cancel::cancel_campaign_of(&schedule, &ledger, &creator, &campaign, &at).await {
+                tracing::warn!(error = %format!("{e:#}"), %campaign, "a canceled campaign not taken off the schedule yet: its notice will");
+            }
+        });
+    }
     Some(sendable)
 }
 

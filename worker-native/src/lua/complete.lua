@@ -10,8 +10,10 @@
 --           its slot goes back as a refused one's. Several refused or deferred of one
 --           account come in descending slot order;
 --   retry   back to its queue after delay_ms, with the new payload (attempts + 1);
---   pause   as retry, and the account sends nothing for delay_ms (gateway 429);
---   release given back unsent (shutdown): straight back to its queue.
+--   pause   as retry, and the account sends nothing for delay_ms (gateway 429),
+--           whoever holds the message now;
+--   release given back unsent (shutdown, a claim too late, a take its replicas did not
+--           acknowledge): straight back to its queue, and its slot back as a refused one's.
 -- Every kind but `done` carries the payload, so that a message the schedule lost while
 -- it was held (Redis lost its data) goes back on it.
 -- A message whose lease is gone (expired and reclaimed) is left to its new holder,
@@ -39,6 +41,21 @@ local function refund(acct, slot)
     return
   end
   if MARGIN > 0 then redis.call('HINCRBY', key, 'n', -1) end
+end
+-- A gateway's 429: the account sends nothing for `delay` ms. Applied whoever holds the
+-- message now (a message taken before Redis lost its data and put back here, or one
+-- whose lease another worker took over): the answer is about the account, and a pause
+-- only ever delays.
+local function pause_account(acct, delay)
+  local key = P .. 'st:' .. acct
+  local pause = tonumber(redis.call('HGET', key, 'pause')) or 0
+  -- A held account keeps the gateway's pause for when it is released (control.lua).
+  local field = pause >= HOLD and 'held_pause' or 'pause'
+  pause = math.max(tonumber(redis.call('HGET', key, field)) or 0, now + delay)
+  redis.call('HSET', key, field, pause)
+  keep_until(acct, pause)
+  -- In `ready`, the score is when it may send: push it back (never forward).
+  redis.call('ZADD', P .. 'ready', 'XX', 'GT', pause, acct)
 end
 for i = ARG0 + 1, #ARGV, 10 do
   local kind, acct, id, qs, gen, delay, payload, cid, taken_at, slot = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]),
@@ -70,22 +87,13 @@ for i = ARG0 + 1, #ARGV, 10 do
       redis.call('ZADD', P .. 'delayed', now + delay, member)
     elseif held and kind == 'release' then
       requeue(acct, id, qs)
+      refund(acct, slot)
     elseif held then
       redis.call('HSET', body_key, id, payload)
       redis.call('ZADD', P .. 'delayed', now + delay, member)
       if kind == 'defer' then refund(acct, slot) end
-      if kind == 'pause' then
-        local key = P .. 'st:' .. acct
-        local pause = tonumber(redis.call('HGET', key, 'pause')) or 0
-        -- A held account keeps the gateway's pause for when it is released (control.lua).
-        local field = pause >= HOLD and 'held_pause' or 'pause'
-        pause = math.max(tonumber(redis.call('HGET', key, field)) or 0, now + delay)
-        redis.call('HSET', key, field, pause)
-        keep_until(acct, pause)
-        -- In `ready`, the score is when it may send: push it back (never forward).
-        redis.call('ZADD', P .. 'ready', 'XX', 'GT', pause, acct)
-      end
     end
   end
+  if kind == 'pause' then pause_account(acct, delay) end
 end
 return released
