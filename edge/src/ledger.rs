@@ -4,7 +4,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use futures_util::future::join;
+use futures_util::future::{join, join_all};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use shared::campaign::{self, CampaignItem};
@@ -31,15 +31,25 @@ fn table<'a, P: Platform>(ctx: &'a Ctx<'_, P>) -> &'a str {
     &ctx.config().ledger_table
 }
 
-/// Writes a newly accepted message's item, unless it is there already (a keyed
-/// request taken over: its first attempt wrote it, and the worker may have moved it
-/// on since).
-pub async fn put_new<P: Platform>(ctx: &Ctx<'_, P>, item: &LedgerItem) -> Result<(), AwsError> {
-    put_if_absent(ctx, &item.to_item()).await
+/// Writes a newly accepted message's item and its body, unless they are there already
+/// (a keyed request taken over: its first attempt wrote them, and the worker may have
+/// moved the item on since). One transaction: one subrequest (the Workers runtime's own
+/// cost of a subrequest is most of a send's CPU, README), and never an item without its
+/// body. Its cost (each write twice) is paid once; the worker's writes of the small
+/// item that follow are what it saves on.
+pub async fn put_new<P: Platform>(ctx: &Ctx<'_, P>, item: &LedgerItem, body_expires_at: u64) -> Result<(), AwsError> {
+    let m = &item.message;
+    let put = |i: Value| json!({"Put": {"TableName": table(ctx), "Item": i, "ConditionExpression": machine::PUT_NEW}});
+    let writes = [put(Body::of(m).to_item(&m.creator_id, &m.id, body_expires_at)), put(item.to_item())];
+    match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": writes})).await {
+        Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
-/// Writes a newly accepted campaign's items (the same way): its body first, so that a
-/// head found always has its body.
+/// Writes a newly accepted campaign's items (the same way, each unless it is there):
+/// its body first, so that a head found always has its body. Two plain writes, not a
+/// transaction: the body is tens of KB, and a transaction would bill it twice.
 pub async fn put_campaign<P: Platform>(ctx: &Ctx<'_, P>, item: &CampaignItem) -> Result<(), AwsError> {
     let [head, body] = item.to_items();
     put_if_absent(ctx, &body).await?;
@@ -73,30 +83,29 @@ pub async fn get_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign
 pub async fn get_whole_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Result<Option<CampaignItem>, AwsError> {
     let (head, body) = join(
         ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": campaign::item_key(creator, campaign_id), "ConsistentRead": true})),
-        campaign_body(ctx, creator, campaign_id),
+        body(ctx, creator, campaign_id),
     )
     .await;
     let (head, body) = (head?, body?);
     Ok(head.get("Item").and_then(|h| CampaignItem::from_items(h, body.as_ref())))
 }
 
-/// A campaign's body item, as stored.
-async fn campaign_body<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: &str) -> Result<Option<Value>, AwsError> {
-    let mut answer =
-        ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": campaign::body_key(creator, campaign_id), "ConsistentRead": true})).await?;
+/// A body item (a message's or a campaign's), as stored.
+async fn body<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, body_id: &str) -> Result<Option<Value>, AwsError> {
+    let mut answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": ledger::body_key(creator, body_id), "ConsistentRead": true})).await?;
     Ok(answer.get_mut("Item").map(Value::take))
 }
 
-/// Fills the campaign messages among `items` (read without content) from their
-/// campaigns' bodies, each body read once.
+/// Fills `items` (read without content) from their bodies, each body read once.
 async fn fill_from_bodies<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, items: &mut [LedgerItem]) -> Result<(), AwsError> {
-    let mut campaigns: Vec<String> = items.iter().filter_map(|i| i.campaign_to_fill().map(str::to_owned)).collect();
-    campaigns.sort_unstable();
-    campaigns.dedup();
-    for id in campaigns {
-        let Some(body) = campaign_body(ctx, creator, &id).await?.as_ref().and_then(Body::from_item) else { continue };
-        for item in items.iter_mut().filter(|i| i.campaign_to_fill() == Some(id.as_str())) {
-            body.fill(&mut item.message);
+    let mut ids: Vec<String> = items.iter().filter_map(|i| i.body_to_fill().map(str::to_owned)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let bodies = join_all(ids.iter().map(|id| body(ctx, creator, id))).await;
+    for (id, found) in ids.iter().zip(bodies) {
+        let Some(found) = found?.as_ref().and_then(Body::from_item) else { continue };
+        for item in items.iter_mut().filter(|i| i.body_to_fill() == Some(id.as_str())) {
+            found.fill(&mut item.message);
         }
     }
     Ok(())

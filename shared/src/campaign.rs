@@ -26,8 +26,7 @@ use crate::rate::RateLimit;
 
 /// Sort-key prefix of campaign heads (then the campaign id, so newest sort last).
 pub const CAMPAIGN_SK_PREFIX: &str = "#campaign#";
-/// Sort-key prefix of campaign bodies (apart, so that listing heads never reads them).
-pub const BODY_SK_PREFIX: &str = "#body#";
+
 /// The index digits of a campaign's own id: no message has them.
 const OWN_INDEX: &str = "ffffff";
 
@@ -56,11 +55,6 @@ pub fn campaign_of(message_id: &str) -> Option<(String, u32)> {
 /// The ledger sort key of a campaign's head.
 pub fn sort_key(campaign_id: &str) -> String {
     format!("{CAMPAIGN_SK_PREFIX}{campaign_id}")
-}
-
-/// The ledger sort key of a campaign's body.
-pub fn body_sort_key(campaign_id: &str) -> String {
-    format!("{BODY_SK_PREFIX}{campaign_id}")
 }
 
 /// What a queue message names when it carries a campaign: the worker reads the rest
@@ -205,19 +199,9 @@ impl CampaignItem {
         if let Some(at) = &c.send_at {
             head["sendAt"] = s(at);
         }
-        let mut body = json!({
-            PK: s(&c.creator_id),
-            SK: s(body_sort_key(&c.id)),
-            "recipients": s(serde_json::to_string(&c.recipients).expect("strings serialize")),
-            "content": s(&c.content),
-            TTL_ATTR: n(self.body_expires_at),
-        });
-        if !c.media_urls.is_empty() {
-            body["mediaUrls"] = json!({"L": c.media_urls.iter().map(s).collect::<Vec<_>>()});
-        }
-        if !c.metadata.is_empty() {
-            body["metadata"] = s(serde_json::to_string(&c.metadata).expect("a JSON map serializes"));
-        }
+        let what = Body { content: c.content.clone(), media_urls: c.media_urls.clone(), metadata: c.metadata.clone() };
+        let mut body = what.to_item(&c.creator_id, &c.id, self.body_expires_at);
+        body["recipients"] = s(serde_json::to_string(&c.recipients).expect("strings serialize"));
         [head, body]
     }
 
@@ -327,7 +311,7 @@ pub fn item_key(creator_id: &str, campaign_id: &str) -> Value {
 
 /// The primary key of a campaign's body.
 pub fn body_key(creator_id: &str, campaign_id: &str) -> Value {
-    key(creator_id, &body_sort_key(campaign_id))
+    ledger::body_key(creator_id, campaign_id)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

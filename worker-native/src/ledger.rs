@@ -143,6 +143,16 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A put of a new item, only where none is (`machine::PUT_NEW`).
+fn put_new(table: &str, item: &Value) -> anyhow::Result<Put> {
+    Ok(Put::builder()
+        .table_name(table)
+        .set_item(Some(item_map(item)))
+        .condition_expression(machine::PUT_NEW)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()?)
+}
+
 /// A transition as an SDK update of the item at `key`; refused, it returns the item as
 /// it was (so the caller knows why).
 fn update_of(table: &str, key: HashMap<String, AttributeValue>, w: &Write) -> anyhow::Result<Update> {
@@ -198,21 +208,12 @@ impl Ledger {
             for m in chunk {
                 keys = keys.keys(key_of(&m.creator_id, &m.id));
             }
-            let mut request = HashMap::from([(self.table.clone(), keys.build()?)]);
             let mut present = HashMap::new();
-            for _ in 0..5 {
-                self.count(1);
-                let answer = self.client.batch_get_item().set_request_items(Some(request)).return_consumed_capacity(METERED).send().await?;
-                for item in answer.responses().and_then(|r| r.get(&self.table)).into_iter().flatten() {
-                    if let (Some(AttributeValue::S(c)), Some(AttributeValue::S(id))) = (item.get(PK), item.get(SK)) {
-                        let status = item.get("status").and_then(|v| v.as_s().ok()).and_then(|s| MessageStatus::parse(s));
-                        let generation = item.get("generation").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
-                        present.insert((c.clone(), id.clone()), (status, generation));
-                    }
-                }
-                match answer.unprocessed_keys().filter(|u| !u.is_empty()) {
-                    Some(u) => request = u.clone(),
-                    None => break,
+            for item in self.batch_get(keys.build()?).await? {
+                if let (Some(AttributeValue::S(c)), Some(AttributeValue::S(id))) = (item.get(PK), item.get(SK)) {
+                    let status = item.get("status").and_then(|v| v.as_s().ok()).and_then(|s| MessageStatus::parse(s));
+                    let generation = item.get("generation").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
+                    present.insert((c.clone(), id.clone()), (status, generation));
                 }
             }
             for (i, m) in chunk.iter().enumerate() {
@@ -222,21 +223,19 @@ impl Ledger {
                 }
             }
             let missing: Vec<&QueueMessage> = chunk.iter().filter(|m| !present.contains_key(&(m.creator_id.clone(), m.id.clone()))).collect();
-            self.count(missing.len());
-            let puts = missing.iter().map(|m| {
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(item_map(&LedgerItem::queued((*m).clone()).to_item())))
-                    .condition_expression(machine::PUT_NEW)
-                    .return_consumed_capacity(METERED)
-                    .send()
+            let puts = missing.iter().map(|m| async move {
+                // A single message's body first, as the edge writes it (a campaign's
+                // messages share their campaign's).
+                if m.campaign_id.is_none() {
+                    let start = m.send_at_ms().unwrap_or(0).max(now_ms());
+                    let body = Body::of(m).to_item(&m.creator_id, &m.id, ledger::single_body_expiry(start, self.ttl_days));
+                    self.write_one(&Op::Put(put_new(&self.table, &body)?)).await?;
+                }
+                self.write_one(&Op::Put(put_new(&self.table, &LedgerItem::queued((*m).clone()).to_item())?)).await
             });
             for r in join_all(puts).await {
-                match r {
-                    Ok(_) => written += 1,
-                    Err(e) if is_condition_failure(&e) => {}
-                    Err(e) => return Err(e.into()),
+                if r?.is_none() {
+                    written += 1;
                 }
             }
         }
@@ -265,9 +264,44 @@ impl Ledger {
         Ok(head.and_then(|h| CampaignItem::from_items(&h, body.as_ref())))
     }
 
-    /// A campaign's body: what its messages say (`None` when it is gone).
-    pub async fn campaign_body(&self, creator: &str, id: &str) -> anyhow::Result<Option<Body>> {
-        Ok(self.get(&campaign::body_key(creator, id)).await?.as_ref().and_then(Body::from_item))
+    /// Bodies by account and body id (`shared::ledger::body_id`), 100 to a read, all at
+    /// once; one gone (expired) is not in the answer.
+    pub async fn bodies(&self, ids: &[(String, String)]) -> anyhow::Result<HashMap<(String, String), Body>> {
+        let reads = ids.chunks(100).map(|chunk| async move {
+            let mut keys = KeysAndAttributes::builder().consistent_read(true);
+            for (creator, id) in chunk {
+                keys = keys.keys(item_map(&ledger::body_key(creator, id)));
+            }
+            self.batch_get(keys.build()?).await
+        });
+        let mut found = HashMap::new();
+        for items in join_all(reads).await {
+            for item in items? {
+                let item = from_attrs(&item);
+                let id = ledger::text(&item, SK).and_then(|sk| sk.strip_prefix(ledger::BODY_SK_PREFIX));
+                if let (Some(creator), Some(id), Some(body)) = (ledger::text(&item, PK), id, Body::from_item(&item)) {
+                    found.insert((creator.to_owned(), id.to_owned()), body);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Up to 100 items by key (`BatchGetItem`), the keys DynamoDB left unprocessed asked
+    /// again; an error if some stay unprocessed (a missing item must mean it is absent).
+    async fn batch_get(&self, keys: KeysAndAttributes) -> anyhow::Result<Vec<HashMap<String, AttributeValue>>> {
+        let mut request = HashMap::from([(self.table.clone(), keys)]);
+        let mut items = Vec::new();
+        for _ in 0..5 {
+            self.count(1);
+            let answer = self.client.batch_get_item().set_request_items(Some(request)).return_consumed_capacity(METERED).send().await?;
+            items.extend(answer.responses().and_then(|r| r.get(&self.table)).into_iter().flatten().cloned());
+            match answer.unprocessed_keys().filter(|u| !u.is_empty()) {
+                Some(u) => request = u.clone(),
+                None => return Ok(items),
+            }
+        }
+        anyhow::bail!("the ledger left keys of a batch read unprocessed five times")
     }
 
     /// One item (consistent read), as stored.
@@ -335,12 +369,7 @@ impl Ledger {
         for m in campaign.campaign.messages() {
             let mut item = LedgerItem::queued(m.clone()).to_item();
             item["countedGen"] = ledger::n(0);
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item_map(&item)))
-                .condition_expression(machine::PUT_NEW)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-                .build()?;
+            let put = put_new(&self.table, &item)?;
             changes.push(Change {
                 account: m.creator_id.clone(),
                 campaign: m.campaign_id.clone(),
@@ -767,11 +796,4 @@ struct Applied {
     refused: Vec<(usize, Option<Value>)>,
     in_canceled_campaigns: Vec<usize>,
     canceled_campaigns: Vec<String>,
-}
-
-fn is_condition_failure<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
-where
-    E: std::fmt::Debug + aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    e.as_service_error().and_then(|s| s.code()) == Some("ConditionalCheckFailedException")
 }

@@ -20,8 +20,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
-use shared::ledger::Body;
-use shared::ledger::WAIT_SHARDS;
+use shared::ledger::{body_id, Body, WAIT_SHARDS};
 use shared::queue::{AccountControl, Hold};
 use tokio::sync::Notify;
 
@@ -117,27 +116,42 @@ async fn recover_index_shard<F: std::future::Future<Output = anyhow::Result<()>>
 ) -> anyhow::Result<Recovered> {
     let mut done = Recovered::default();
     let mut start = None;
-    // What each campaign's messages say, read once per shard (their items carry none).
-    let mut bodies: HashMap<(String, String), Option<Body>> = HashMap::new();
+    // What a campaign's messages say, read once per shard (their items carry none).
+    let mut campaigns: HashMap<(String, String), Option<Body>> = HashMap::new();
     loop {
         let (waiting, next) = ledger.waiting_page(shard, start).await?;
         done.pages += 1;
         let (mut payloads, mut holds, mut pauses) = (Vec::new(), Vec::new(), Vec::new());
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        // The page's bodies, 100 to a read: a single message's own (used once, not kept),
+        // a campaign's (kept for its other messages).
+        let mut wanted: Vec<(String, String)> = waiting
+            .iter()
+            .filter_map(|w| match w {
+                Waiting::Message(m, ..) if m.content.is_empty() => Some((m.creator_id.clone(), body_id(m).to_owned())),
+                _ => None,
+            })
+            .filter(|key| !campaigns.contains_key(key))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut read = ledger.bodies(&wanted).await?;
         for w in waiting {
             match w {
                 Waiting::Message(mut message, attempts, maybe_sent) if mine[schedule.shard_of(&message.creator_id)] => {
                     done.messages += 1;
-                    if let Some(id) = message.campaign_id.clone().filter(|_| message.content.is_empty()) {
-                        let key = (message.creator_id.clone(), id);
-                        if !bodies.contains_key(&key) {
-                            bodies.insert(key.clone(), ledger.campaign_body(&key.0, &key.1).await?);
-                        }
-                        match &bodies[&key] {
+                    if message.content.is_empty() {
+                        let key = (message.creator_id.clone(), body_id(&message).to_owned());
+                        let body = match message.campaign_id {
+                            Some(_) => campaigns.entry(key.clone()).or_insert_with(|| read.remove(&key)).as_ref(),
+                            None => read.get(&key),
+                        };
+                        match body {
                             Some(body) => body.fill(&mut message),
-                            // Held past its body's expiry (`shared::campaign::body_expiry`):
-                            // scheduled without content, it fails at its turn (never sent).
-                            None => tracing::error!(message = %message.id, campaign = %key.1, "a waiting campaign message's content expired"),
+                            // Held past its body's expiry (`shared::campaign::body_expiry`,
+                            // `shared::ledger::single_body_expiry`): scheduled without
+                            // content, it fails at its turn (never sent).
+                            None => tracing::error!(message = %message.id, body = %key.1, "a waiting message's content expired"),
                         }
                     }
                     payloads.push(Payload { message, attempts, maybe_sent });

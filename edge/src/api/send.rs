@@ -126,7 +126,9 @@ impl Accepted {
 async fn accept_one<P: Platform>(ctx: &Ctx<'_, P>, account: &str, send: &SendRequest, recipient: &str, a: &Accepted) -> Result<ApiResponse, ApiError> {
     let accepted_at = shared::time::rfc3339_ms(a.at_ms);
     let item = LedgerItem::queued(send.to_queue_message(shared::id::uuid_v7(a.at_ms, 0, a.seed), account, recipient, &accepted_at));
-    let (queued, written, summary) = join3(queue::enqueue(ctx, &item.message), ledger::put_new(ctx, &item), backlog(ctx, account, 1, a.now_ms)).await;
+    let body_expires_at = shared::ledger::single_body_expiry(send.send_at_ms.unwrap_or(0).max(a.now_ms), ctx.config().ledger_ttl_days);
+    let (queued, written, summary) =
+        join3(queue::enqueue(ctx, &item.message), ledger::put_new(ctx, &item, body_expires_at), backlog(ctx, account, 1, a.now_ms)).await;
     if let Err(e) = &written {
         // The worker writes the item again when it takes the message from the queue.
         ctx.p.log_error(&format!("ledger item not written: {e}"));

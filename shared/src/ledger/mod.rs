@@ -122,11 +122,12 @@ pub fn failed_key(failed_at: &str, message_id: &str) -> String {
     format!("{failed_at}#{message_id}")
 }
 
-/// One message's ledger item. A campaign's message carries no content, media or
-/// metadata of its own: its campaign's body holds them once for every recipient
-/// ([`crate::campaign`]), and a reader that shows or sends the message fills them from
-/// there ([`LedgerItem::campaign_to_fill`]). Its item stays small, so each of its writes
-/// costs one unit whatever the content's size.
+/// One message's ledger item. It carries no content, media or metadata: those are
+/// written once, in a body item apart (`#body#<id>`: the message's own, or its
+/// campaign's for every recipient, [`crate::campaign`]), and a reader that shows or
+/// sends the message fills them from there ([`LedgerItem::body_to_fill`]). The item the
+/// worker rewrites at each step stays small, so each of its writes costs one unit
+/// whatever the content's size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LedgerItem {
     pub message: QueueMessage,
@@ -151,9 +152,10 @@ impl LedgerItem {
         serde_json::to_value(self).expect("a ledger item always serializes")
     }
 
-    /// The campaign whose body this item's content is in, when it was read without it.
-    pub fn campaign_to_fill(&self) -> Option<&str> {
-        self.message.campaign_id.as_deref().filter(|_| self.message.content.is_empty())
+    /// The id of the body this message's content is in (its campaign's, or its own),
+    /// when it was read without it.
+    pub fn body_to_fill(&self) -> Option<&str> {
+        self.message.content.is_empty().then(|| body_id(&self.message))
     }
 
     /// Reads an item back; `None` when it is not a well-formed message item.
@@ -161,12 +163,9 @@ impl LedgerItem {
         let text = |name: &str| text(item, name).map(str::to_owned);
         let num = |name: &str| item.get(name)?.get("N")?.as_str()?.parse::<u64>().ok();
         let campaign_id = text("campaignId");
-        // A campaign's message has none of these here: see `campaign_to_fill`.
-        let Body { content, media_urls, metadata } = match (Body::from_item(item), &campaign_id) {
-            (Some(body), _) => body,
-            (None, Some(_)) => Body::default(),
-            (None, None) => return None,
-        };
+        // None of these here (but in an item written before bodies were apart): see
+        // `body_to_fill`.
+        let Body { content, media_urls, metadata } = Body::from_item(item).unwrap_or_default();
         let message = QueueMessage {
             id: text(SK)?,
             creator_id: text(PK)?,
@@ -201,7 +200,47 @@ pub struct Body {
     pub metadata: Map<String, Value>,
 }
 
+/// Sort-key prefix of body items (apart from the `#campaign#` heads, so that listing
+/// heads never reads them).
+pub const BODY_SK_PREFIX: &str = "#body#";
+
+/// The id of the body a message's content is in: its campaign's, or its own.
+pub fn body_id(m: &QueueMessage) -> &str {
+    m.campaign_id.as_deref().unwrap_or(&m.id)
+}
+
+/// The primary key of a body item.
+pub fn body_key(creator_id: &str, body_id: &str) -> Value {
+    key(creator_id, &format!("{BODY_SK_PREFIX}{body_id}"))
+}
+
+/// When a single message's body may expire: it is never written again, so from the
+/// start it is given `ttl_days` for the message's wait (a held account's included) and
+/// `ttl_days` more, as its item gets once it finished. (A campaign's: `campaign::body_expiry`.)
+pub fn single_body_expiry(start_ms: u64, ttl_days: u64) -> u64 {
+    expiry(start_ms, ttl_days.saturating_mul(2))
+}
+
 impl Body {
+    /// What a message says.
+    pub fn of(m: &QueueMessage) -> Self {
+        Body { content: m.content.clone(), media_urls: m.media_urls.clone(), metadata: m.metadata.clone() }
+    }
+
+    /// The body item of `body_id` (a message's or a campaign's), expiring at `expires_at`.
+    pub fn to_item(&self, creator_id: &str, body_id: &str, expires_at: u64) -> Value {
+        let mut item = body_key(creator_id, body_id);
+        item["content"] = s(&self.content);
+        item[TTL_ATTR] = n(expires_at);
+        if !self.media_urls.is_empty() {
+            item["mediaUrls"] = json!({"L": self.media_urls.iter().map(s).collect::<Vec<_>>()});
+        }
+        if !self.metadata.is_empty() {
+            item["metadata"] = s(serde_json::to_string(&self.metadata).expect("a JSON map serializes"));
+        }
+        item
+    }
+
     /// Reads it from an item; `None` when the item has no content.
     pub fn from_item(item: &Value) -> Option<Self> {
         let media_urls = match item.get("mediaUrls").and_then(|v| v.get("L")) {
@@ -215,7 +254,7 @@ impl Body {
         Some(Body { content: text(item, "content")?.to_owned(), media_urls, metadata })
     }
 
-    /// Gives it to a message read without it (a campaign's, [`LedgerItem::campaign_to_fill`]).
+    /// Gives it to a message read without it ([`LedgerItem::body_to_fill`]).
     pub fn fill(&self, m: &mut QueueMessage) {
         m.content.clone_from(&self.content);
         m.media_urls.clone_from(&self.media_urls);
@@ -227,7 +266,6 @@ impl Body {
 /// intermediate JSON tree (it showed in the edge's CPU profile).
 struct Str<'a>(&'a str);
 struct Num(u64);
-struct StrList<'a>(&'a [String]);
 
 impl Serialize for Str<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
@@ -241,15 +279,6 @@ impl Serialize for Num {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         let mut m = ser.serialize_map(Some(1))?;
         m.serialize_entry("N", &self.0.to_string())?;
-        m.end()
-    }
-}
-
-impl Serialize for StrList<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let list: Vec<Str> = self.0.iter().map(|v| Str(v)).collect();
-        let mut m = ser.serialize_map(Some(1))?;
-        m.serialize_entry("L", &list)?;
         m.end()
     }
 }
@@ -270,16 +299,7 @@ impl Serialize for LedgerItem {
         if let Some(ttl) = self.expires_at {
             item.serialize_entry(TTL_ATTR, &Num(ttl))?;
         }
-        // A campaign's message: its campaign's body has these.
-        if m.campaign_id.is_none() {
-            item.serialize_entry("content", &Str(&m.content))?;
-            if !m.media_urls.is_empty() {
-                item.serialize_entry("mediaUrls", &StrList(&m.media_urls))?;
-            }
-            if !m.metadata.is_empty() {
-                item.serialize_entry("metadata", &Str(&serde_json::to_string(&m.metadata).expect("a JSON map serializes")))?;
-            }
-        }
+
         for (name, v) in
             [("campaignId", &m.campaign_id), ("sendAt", &m.send_at), ("sentAt", &self.sent_at), ("failedAt", &self.failed_at), ("lastError", &self.last_error)]
         {
@@ -356,12 +376,18 @@ mod tests {
         }
     }
 
+    /// The message as its item alone reads back: without what its body holds.
+    fn without_body(mut item: LedgerItem) -> LedgerItem {
+        Body::default().fill(&mut item.message);
+        item
+    }
+
     #[test]
     fn item_round_trips() {
         let mut m = message();
         m.campaign_id = None;
         let mut item = LedgerItem::queued(m);
-        assert_eq!(LedgerItem::from_item(&item.to_item()), Some(item.clone()));
+        assert_eq!(LedgerItem::from_item(&item.to_item()), Some(without_body(item.clone())));
         assert!(item.to_item().get(TTL_ATTR).is_none(), "a waiting message does not expire");
         item.expires_at = Some(1_800_000_000);
         item.status = MessageStatus::Failed;
@@ -370,23 +396,31 @@ mod tests {
         let json = item.to_item();
         assert!(json.get(WAIT_SHARD).is_none(), "a failed item is not waiting");
         assert_eq!(json[FAILED_KEY]["S"], "2026-11-25T06:01:00.000Z#018bcfe5-6800-7fff-bfff-ffffffffffff");
-        assert_eq!(json["metadata"]["S"], r#"{"campaign":"spring"}"#);
-        assert_eq!(LedgerItem::from_item(&json), Some(item));
+        assert_eq!(LedgerItem::from_item(&json), Some(without_body(item)));
     }
 
     #[test]
-    fn a_campaign_message_carries_no_content_and_names_its_body() {
-        let item = LedgerItem::queued(message());
-        let json = item.to_item();
-        for absent in ["content", "mediaUrls", "metadata"] {
-            assert!(json.get(absent).is_none(), "{absent} is in the campaign's body");
+    fn an_item_carries_no_content_and_names_its_body() {
+        for campaign in [true, false] {
+            let mut m = message();
+            m.id = "018bcfe5-6800-7fff-bfff-000000000001".into();
+            if !campaign {
+                m.campaign_id = None;
+            }
+            let json = LedgerItem::queued(m.clone()).to_item();
+            for absent in ["content", "mediaUrls", "metadata"] {
+                assert!(json.get(absent).is_none(), "{absent} is in the body");
+            }
+            let mut read = LedgerItem::from_item(&json).unwrap();
+            let body = if campaign { "018bcfe5-6800-7fff-bfff-ffffffffffff" } else { "018bcfe5-6800-7fff-bfff-000000000001" };
+            assert_eq!(read.body_to_fill(), Some(body));
+            let stored = Body::of(&m).to_item("creator-1", body, 1_800_000_000);
+            assert_eq!(stored["messageId"]["S"], format!("#body#{body}"));
+            assert_eq!(stored["metadata"]["S"], r#"{"campaign":"spring"}"#);
+            Body::from_item(&stored).unwrap().fill(&mut read.message);
+            assert_eq!(read.body_to_fill(), None);
+            assert_eq!(read.message, m);
         }
-        let read = LedgerItem::from_item(&json).unwrap();
-        assert_eq!(read.campaign_to_fill(), Some("018bcfe5-6800-7fff-bfff-ffffffffffff"));
-        assert!(read.message.content.is_empty() && read.message.media_urls.is_empty());
-        let mut single = json.clone();
-        single.as_object_mut().unwrap().remove("campaignId");
-        assert_eq!(LedgerItem::from_item(&single), None, "a single message's item must have its content");
     }
 
     #[test]
