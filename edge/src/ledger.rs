@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use shared::campaign::{self, CampaignItem};
 use shared::ledger::machine;
-use shared::ledger::{self, key, n, s, Body, LedgerItem, MessageStatus, Summary, FAILED_INDEX, FAILED_KEY, PK, SK, SUMMARY_SK};
+use shared::ledger::{self, key, n, s, Body, BodyItem, LedgerItem, MessageStatus, Summary, FAILED_INDEX, FAILED_KEY, PK, SK, SUMMARY_SK};
 use shared::queue::{AccountControl, Hold};
 
 use crate::aws::AwsError;
@@ -38,10 +38,19 @@ fn table<'a, P: Platform>(ctx: &'a Ctx<'_, P>) -> &'a str {
 /// body. Its cost (each write twice) is paid once; the worker's writes of the small
 /// item that follow are what it saves on.
 pub async fn put_new<P: Platform>(ctx: &Ctx<'_, P>, item: &LedgerItem, body_expires_at: u64) -> Result<(), AwsError> {
-    let m = &item.message;
-    let put = |i: Value| json!({"Put": {"TableName": table(ctx), "Item": i, "ConditionExpression": machine::PUT_NEW}});
-    let writes = [put(Body::of(m).to_item(&m.creator_id, &m.id, body_expires_at)), put(item.to_item())];
-    match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": writes})).await {
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Write<'a, I> {
+        put: PutItem<'a, I>,
+    }
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Transaction<'a> {
+        transact_items: (Write<'a, BodyItem<'a>>, Write<'a, LedgerItem>),
+    }
+    let body = BodyItem::of(&item.message, body_expires_at);
+    let writes = Transaction { transact_items: (Write { put: PutItem::new(ctx, &body) }, Write { put: PutItem::new(ctx, item) }) };
+    match ctx.dynamodb("TransactWriteItems", &writes).await {
         Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),
         Err(e) => Err(e),
     }
@@ -56,16 +65,25 @@ pub async fn put_campaign<P: Platform>(ctx: &Ctx<'_, P>, item: &CampaignItem) ->
     put_if_absent(ctx, &head).await
 }
 
+/// A put of a new item, only where none is, serialized straight to the request body
+/// (the send path builds no JSON tree).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PutItem<'a, I> {
+    table_name: &'a str,
+    item: &'a I,
+    condition_expression: &'static str,
+}
+
+impl<'a, I> PutItem<'a, I> {
+    fn new<P: Platform>(ctx: &'a Ctx<'_, P>, item: &'a I) -> Self {
+        PutItem { table_name: table(ctx), item, condition_expression: machine::PUT_NEW }
+    }
+}
+
 /// Puts an item unless one with its key exists (then it is written already).
 async fn put_if_absent<P: Platform>(ctx: &Ctx<'_, P>, item: &impl serde::Serialize) -> Result<(), AwsError> {
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct PutItem<'a, I> {
-        table_name: &'a str,
-        item: &'a I,
-        condition_expression: &'static str,
-    }
-    let body = PutItem { table_name: table(ctx), item, condition_expression: machine::PUT_NEW };
+    let body = PutItem::new(ctx, item);
     match ctx.dynamodb("PutItem", &body).await {
         Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),
         Err(e) => Err(e),

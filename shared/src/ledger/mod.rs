@@ -229,16 +229,8 @@ impl Body {
 
     /// The body item of `body_id` (a message's or a campaign's), expiring at `expires_at`.
     pub fn to_item(&self, creator_id: &str, body_id: &str, expires_at: u64) -> Value {
-        let mut item = body_key(creator_id, body_id);
-        item["content"] = s(&self.content);
-        item[TTL_ATTR] = n(expires_at);
-        if !self.media_urls.is_empty() {
-            item["mediaUrls"] = json!({"L": self.media_urls.iter().map(s).collect::<Vec<_>>()});
-        }
-        if !self.metadata.is_empty() {
-            item["metadata"] = s(serde_json::to_string(&self.metadata).expect("a JSON map serializes"));
-        }
-        item
+        let item = BodyItem { creator_id, body_id, content: &self.content, media_urls: &self.media_urls, metadata: &self.metadata, expires_at };
+        serde_json::to_value(item).expect("a body item always serializes")
     }
 
     /// Reads it from an item; `None` when the item has no content.
@@ -262,15 +254,60 @@ impl Body {
     }
 }
 
+/// A body item as written: serialized straight to the request body (the edge writes a
+/// single message's on every send, and builds no JSON tree for it).
+pub struct BodyItem<'a> {
+    pub creator_id: &'a str,
+    pub body_id: &'a str,
+    pub content: &'a str,
+    pub media_urls: &'a [String],
+    pub metadata: &'a Map<String, Value>,
+    pub expires_at: u64,
+}
+
+impl<'a> BodyItem<'a> {
+    /// A single message's own body.
+    pub fn of(m: &'a QueueMessage, expires_at: u64) -> Self {
+        BodyItem { creator_id: &m.creator_id, body_id: &m.id, content: &m.content, media_urls: &m.media_urls, metadata: &m.metadata, expires_at }
+    }
+}
+
+impl Serialize for BodyItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut item = ser.serialize_map(None)?;
+        item.serialize_entry(PK, &Str(self.creator_id))?;
+        item.serialize_entry(SK, &Str(&format!("{BODY_SK_PREFIX}{}", self.body_id)))?;
+        item.serialize_entry("content", &Str(self.content))?;
+        item.serialize_entry(TTL_ATTR, &Num(self.expires_at))?;
+        if !self.media_urls.is_empty() {
+            item.serialize_entry("mediaUrls", &StrList(self.media_urls))?;
+        }
+        if !self.metadata.is_empty() {
+            item.serialize_entry("metadata", &Str(&serde_json::to_string(self.metadata).expect("a JSON map serializes")))?;
+        }
+        item.end()
+    }
+}
+
 /// DynamoDB attribute values, written straight to the request body: a send builds no
 /// intermediate JSON tree (it showed in the edge's CPU profile).
 struct Str<'a>(&'a str);
 struct Num(u64);
+struct StrList<'a>(&'a [String]);
 
 impl Serialize for Str<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         let mut m = ser.serialize_map(Some(1))?;
         m.serialize_entry("S", self.0)?;
+        m.end()
+    }
+}
+
+impl Serialize for StrList<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let list: Vec<Str> = self.0.iter().map(|v| Str(v)).collect();
+        let mut m = ser.serialize_map(Some(1))?;
+        m.serialize_entry("L", &list)?;
         m.end()
     }
 }
