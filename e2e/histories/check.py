@@ -96,7 +96,10 @@ class Checker:
     def _impaired(self, exclude=()) -> list:
         """When a fault (or its aftermath) may slow the system: [(start, end)] in ms."""
         out = []
-        losses = [(f["t"], f.get("end", f["t"]) + RECOVERY_MS + 2000) for f in self.faults if f["fault"] in LOSSES]
+
+        def recovered(f):  # when the schedule is back after a loss (rebuilt from the ledger)
+            return max(f.get("end", f["t"]), f.get("restarted", f["t"])) + RECOVERY_MS + 2000
+        losses = [(f["t"], recovered(f)) for f in self.faults if f["fault"] in LOSSES]
         for f in self.faults:
             k, a, t = f["fault"], f["args"], f["t"]
             if k in exclude:
@@ -111,10 +114,8 @@ class Checker:
                     end = max(end, t + hs.REBUILD_LOCK_MS + RECOVERY_MS)
             elif k == "stop":
                 end = f.get("continued", t + a["secs"] * 1000) + hs.LEASE_MS + 500
-            elif k in ("flushall", "failover"):
-                end = f["end"] + RECOVERY_MS + 2000
-            elif k in ("stale", "kill_primary"):
-                end = max(f.get("end", t), f.get("restarted", t)) + RECOVERY_MS + 2000
+            elif k in LOSSES:
+                end = recovered(f)
             elif k in ("ledger", "worker_sqs", "edge_aws"):
                 end = t + (a["secs"] + a.get("delay", 0)) * 1000 + RECOVERY_MS
             else:

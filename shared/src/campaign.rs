@@ -20,7 +20,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::ledger::{self, key, n, s, Body, LedgerItem, MessageStatus, PK, SK, TTL_ATTR};
+use crate::ledger::{self, key, n, s, Body, BodyItem, LedgerItem, MessageStatus, PK, SK, TTL_ATTR};
 use crate::message::{QueueMessage, SendRequest};
 use crate::rate::RateLimit;
 
@@ -199,8 +199,15 @@ impl CampaignItem {
         if let Some(at) = &c.send_at {
             head["sendAt"] = s(at);
         }
-        let what = Body { content: c.content.clone(), media_urls: c.media_urls.clone(), metadata: c.metadata.clone() };
-        let mut body = what.to_item(&c.creator_id, &c.id, self.body_expires_at);
+        let mut body = BodyItem {
+            creator_id: &c.creator_id,
+            body_id: &c.id,
+            content: &c.content,
+            media_urls: &c.media_urls,
+            metadata: &c.metadata,
+            expires_at: self.body_expires_at,
+        }
+        .to_item();
         body["recipients"] = s(serde_json::to_string(&c.recipients).expect("strings serialize"));
         [head, body]
     }

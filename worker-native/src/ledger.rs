@@ -19,7 +19,7 @@ use futures::future::join_all;
 use serde_json::Value;
 use shared::campaign::{self, CampaignItem};
 use shared::ledger::machine::{self, Counts, Write};
-use shared::ledger::{self, Body, LedgerItem, MessageStatus, Summary, PK, SK, SUMMARY_SK};
+use shared::ledger::{self, Body, BodyItem, LedgerItem, MessageStatus, Summary, PK, SK, SUMMARY_SK};
 use shared::message::QueueMessage;
 use shared::queue::{AccountControl, Hold};
 
@@ -228,7 +228,7 @@ impl Ledger {
                 // messages share their campaign's).
                 if m.campaign_id.is_none() {
                     let start = m.send_at_ms().unwrap_or(0).max(now_ms());
-                    let body = Body::of(m).to_item(&m.creator_id, &m.id, ledger::single_body_expiry(start, self.ttl_days));
+                    let body = BodyItem::of(m, ledger::single_body_expiry(start, self.ttl_days)).to_item();
                     self.write_one(&Op::Put(put_new(&self.table, &body)?)).await?;
                 }
                 self.write_one(&Op::Put(put_new(&self.table, &LedgerItem::queued((*m).clone()).to_item())?)).await

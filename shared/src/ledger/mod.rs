@@ -222,17 +222,6 @@ pub fn single_body_expiry(start_ms: u64, ttl_days: u64) -> u64 {
 }
 
 impl Body {
-    /// What a message says.
-    pub fn of(m: &QueueMessage) -> Self {
-        Body { content: m.content.clone(), media_urls: m.media_urls.clone(), metadata: m.metadata.clone() }
-    }
-
-    /// The body item of `body_id` (a message's or a campaign's), expiring at `expires_at`.
-    pub fn to_item(&self, creator_id: &str, body_id: &str, expires_at: u64) -> Value {
-        let item = BodyItem { creator_id, body_id, content: &self.content, media_urls: &self.media_urls, metadata: &self.metadata, expires_at };
-        serde_json::to_value(item).expect("a body item always serializes")
-    }
-
     /// Reads it from an item; `None` when the item has no content.
     pub fn from_item(item: &Value) -> Option<Self> {
         let media_urls = match item.get("mediaUrls").and_then(|v| v.get("L")) {
@@ -269,6 +258,11 @@ impl<'a> BodyItem<'a> {
     /// A single message's own body.
     pub fn of(m: &'a QueueMessage, expires_at: u64) -> Self {
         BodyItem { creator_id: &m.creator_id, body_id: &m.id, content: &m.content, media_urls: &m.media_urls, metadata: &m.metadata, expires_at }
+    }
+
+    /// In DynamoDB JSON as a value.
+    pub fn to_item(&self) -> Value {
+        serde_json::to_value(self).expect("a body item always serializes")
     }
 }
 
@@ -451,7 +445,9 @@ mod tests {
             let mut read = LedgerItem::from_item(&json).unwrap();
             let body = if campaign { "018bcfe5-6800-7fff-bfff-ffffffffffff" } else { "018bcfe5-6800-7fff-bfff-000000000001" };
             assert_eq!(read.body_to_fill(), Some(body));
-            let stored = Body::of(&m).to_item("creator-1", body, 1_800_000_000);
+            let mut own = m.clone();
+            own.id = body.into();
+            let stored = BodyItem::of(&own, 1_800_000_000).to_item();
             assert_eq!(stored["messageId"]["S"], format!("#body#{body}"));
             assert_eq!(stored["metadata"]["S"], r#"{"campaign":"spring"}"#);
             Body::from_item(&stored).unwrap().fill(&mut read.message);
