@@ -180,7 +180,8 @@ def worker_settings(aws_env: dict, redis_port: int, gateway: str, prefix: str) -
         "REDIS_KEY_PREFIX": f"{prefix}:",
         "GATEWAY_URL": f"{gateway}/accounts/{{accountId}}/messages/{{recipientId}}",
         "GATEWAY_TOKEN": GATEWAY_TOKEN,
-        "RUST_LOG": "info",
+        # WORKER_RUST_LOG=info,worker_native=debug logs each send's slot and lateness.
+        "RUST_LOG": os.environ.get("WORKER_RUST_LOG", "info"),
     }
 
 

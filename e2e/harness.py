@@ -256,11 +256,11 @@ def ms(ts):
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000
 
 
-def span_bound(n, window_ms=WINDOW_MS):
+def span_bound(n, window_ms=WINDOW_MS, margin_ms=MARGIN_MS):
     """The longest an account's n sends may take against the ideal (n - 1) spacings:
     the margins the limit adds (one per MAX sends), plus 1%."""
     ideal = (n - 1) * window_ms / MAX
-    return (ideal + (n - 1) // MAX * MARGIN_MS) / ideal + 0.01
+    return (ideal + (n - 1) // MAX * margin_ms) / ideal + 0.01
 
 
 def fans(tag, n):

@@ -42,12 +42,17 @@ def nothing_left_waiting(system):
 # A window of 4 s here (spacing 400 ms): a send taken more than a twentieth of the
 # spacing late counts from when it went, so at 200 ms spacing the dispatch delays of a
 # loaded 2-vCPU machine (10 ms and more) already cost more than the 1% this allows.
+# The margin at the same share of the window as the other tests' (5%): half of it is
+# the worker's (a send goes at most that late), half the way to the gateway's, whose
+# time on this machine reaches 50 ms and more now and then (a CI run saw 11 in a
+# window at a margin of 100 ms).
 EXACT_WINDOW_MS = 4000
+EXACT_MARGIN_MS = 200
 
 
 def test_exact_limit_across_three_workers(system):
     accounts = [f"acct-{uuid.uuid4().hex[:8]}" for _ in range(20)]
-    workers = system.start_workers("limit", n=3, RATE_LIMIT_WINDOW=f"{EXACT_WINDOW_MS}ms")
+    workers = system.start_workers("limit", n=3, RATE_LIMIT_WINDOW=f"{EXACT_WINDOW_MS}ms", RATE_LIMIT_MARGIN=f"{EXACT_MARGIN_MS}ms")
     try:
         ids = [i for a in accounts for i in system.send(a, fans(a, 30))]
         system.wait_delivered(ids, timeout=90)
@@ -57,7 +62,7 @@ def test_exact_limit_across_three_workers(system):
     delivered = [d["messageId"] for d in got]
     assert len(delivered) == len(set(delivered)) == 600, "each message delivered exactly once"
     ideal_ms = 29 * EXACT_WINDOW_MS / MAX
-    bound = span_bound(30, EXACT_WINDOW_MS)
+    bound = span_bound(30, EXACT_WINDOW_MS, EXACT_MARGIN_MS)
     worst, spans = 0, []
     for a in accounts:
         times = sorted(ms(d["receivedAt"]) for d in got if d["accountId"] == a)
@@ -66,7 +71,7 @@ def test_exact_limit_across_three_workers(system):
     figure("exact_limit_3_workers", accounts=20, per_account=30, worst_window_count=worst,
            span_vs_ideal_max=round(max(spans), 4), span_vs_ideal_median=round(sorted(spans)[10], 4), span_bound=round(bound, 4))
     assert worst <= MAX, f"{worst} deliveries in one rolling {EXACT_WINDOW_MS} ms window"
-    # 1.0272: the old margin on every spacing (1.25), or one idle slot (1.017 + 0.034), fails it.
+    # 1.0445: the old margin on every spacing (1.5), or one idle slot (1.017 + 0.034), fails it.
     assert max(spans) <= bound, f"slowest account took {max(spans):.4f}x the ideal (bound {bound:.4f})"
     sample = system.emulator.items(accounts[0])
     assert len(sample) == 30 and all(i["status"]["S"] == "sent" and i["attempts"]["N"] == "1" for i in sample)

@@ -164,7 +164,12 @@ fn taken_payload(id: &str, payload: &str, template: &str) -> Result<(Payload, bo
 /// becomes due (`None` when nothing is waiting).
 #[derive(Debug)]
 pub struct TakeResult {
+    /// Redis's clock when the take ran, and this process's when its answer came:
+    /// slots are timed from this pair. Taken before the replicas' acknowledgement,
+    /// whose wait (up to [`REPLICA_WAIT_MS`] when they are slow) would otherwise make
+    /// the sends of one take later than another's: unevenly spaced.
     pub now_ms: u64,
+    pub answered_at: std::time::Instant,
     pub next_due_ms: Option<u64>,
     pub taken: Vec<Taken>,
     /// The shard's epoch is missing: Redis lost its data (or is new), and the
@@ -628,6 +633,7 @@ impl Schedule {
         inv.arg(n).arg(lease_ms).arg(lead_ms).arg(horizon_ms).arg(&self.worker).arg(&token);
         let local_at = self.local_ms();
         let (now_ms, next_due, rest, epoch): (u64, i64, Vec<String>, i64) = self.run(&inv).await?;
+        let answered_at = std::time::Instant::now();
         let mut taken = Vec::with_capacity(rest.len() / 7);
         for chunk in rest.chunks_exact(7) {
             let (payload, from_list) = match taken_payload(&chunk[1], &chunk[3], &chunk[4]) {
@@ -684,7 +690,7 @@ impl Schedule {
             }
         }
         let other_shards = (epoch > 1).then(|| (epoch - 2) as u16);
-        Ok(TakeResult { now_ms, next_due_ms, taken, lost: epoch == 1, other_shards })
+        Ok(TakeResult { now_ms, answered_at, next_due_ms, taken, lost: epoch == 1, other_shards })
     }
 
     /// The shard the next take serves: the first due by `horizon_ms` from this turn on,

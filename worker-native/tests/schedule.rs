@@ -407,7 +407,8 @@ async fn a_canceled_campaign_leaves_the_schedule_and_its_taken_messages_finish()
 }
 
 /// Taken ahead of its slot (never less than the lead ahead: time to claim it), a
-/// message carries the slot (where the limit counted it) and a deadline; the next
+/// message carries the slot (where the limit counted it) and a deadline half the margin
+/// after it (the other half is for the way to the provider); the next
 /// slot of the account is a spacing on, or the lead ahead of its take if later.
 #[tokio::test]
 async fn taken_ahead_a_message_keeps_its_slot() {
@@ -416,7 +417,7 @@ async fn taken_ahead_a_message_keeps_its_slot() {
     s.enqueue(&(0..3).map(|i| message("a", i, 5)).collect::<Vec<_>>()).await.unwrap();
     let first = take(&s, 10, 30_000, 500, 0).await.unwrap();
     let [one] = first.taken.as_slice() else { panic!("one slot by the lead: {:?}", first.taken) };
-    assert!(one.slot_ms >= first.now_ms + 500 && one.deadline_ms == one.slot_ms + FAST.spacing_ms() / 20);
+    assert!(one.slot_ms >= first.now_ms + 500 && one.deadline_ms == one.slot_ms + s.margin_ms() / 2);
     assert!(take(&s, 10, 30_000, 500, 0).await.unwrap().taken.is_empty(), "the next slot is beyond the lead");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = take(&s, 10, 30_000, 500, 0).await.unwrap();

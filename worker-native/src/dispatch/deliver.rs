@@ -69,13 +69,13 @@ pub(super) async fn send_batch<G: Gateway>(
                 _ = tokio::time::sleep_until(slot) => false,
                 _ = stopping.wait_for(|s| *s) => true,
             };
-            // Woken far past its deadline (the process was stopped or starved): its lease
-            // may have expired and the message gone to another worker, and sent now it
-            // could come closer than a window to the account's later sends. Given back
-            // unsent. Within half the margin of it, it goes: that half is the delivery's
-            // own jitter (lua/common.lua).
+            // Woken past its deadline (the process was stopped or starved): its lease may
+            // have expired and the message gone to another worker, and sent now it could
+            // come closer than a window to the account's later sends. Given back unsent.
+            // The deadline is half the margin after its slot: the other half is for the
+            // way to the provider (lua/take.lua).
             let now = redis_now + taken_at.elapsed().as_millis() as u64;
-            let stalled = !stopped && now > taken.deadline_ms + shared.schedule.margin_ms() / 2;
+            let stalled = !stopped && now > taken.deadline_ms;
             if stalled {
                 tracing::warn!(id = %taken.id, late_ms = now - taken.deadline_ms, "woken past the send deadline (the process stalled): given back unsent");
             }
@@ -86,6 +86,7 @@ pub(super) async fn send_batch<G: Gateway>(
                 Some(Delivery::Failed { reason: "its campaign's content expired before it could be sent".into() })
             } else {
                 let started = Instant::now();
+                tracing::debug!(id = %taken.id, account = %taken.account, slot_ms = taken.slot_ms, late_ms = now as i64 - taken.slot_ms as i64, "sending");
                 let delivery = shared.gateway.deliver(&taken.payload.message).await;
                 shared.metrics.latency(started.elapsed());
                 if let Delivery::RateLimited { retry_after, .. } = &delivery {

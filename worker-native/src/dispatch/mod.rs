@@ -170,7 +170,7 @@ impl<G: Gateway> Dispatcher<G> {
                 let state = shared.clone();
                 crate::recover::spawn(self.schedule.clone(), self.ledger.clone(), self.wake.clone(), move || state.recovering.store(false, Ordering::Relaxed));
             }
-            let taken_at = Instant::now();
+            let taken_at = result.answered_at;
             let got = result.taken.len();
             if got > 0 {
                 // Each message holds an in-flight permit from its take (there are enough:

@@ -90,7 +90,7 @@ for i = 1, #due, 2 do
     end
     local id, payload = next_message(acct, q, popped[1], popped[2])
     local qs = popped[2]
-    local next, at, late = now, now, math.min(MARGIN / 2, window / max / 20)
+    local next, at = now, now
     if payload then
       if burst == 1 then
         -- Evenly spaced sends (see common.lua): the account is taken only when due
@@ -102,13 +102,12 @@ for i = 1, #due, 2 do
         -- once: any `max + 1` sends are then a window plus at least half the margin
         -- apart, at a cost of one margin per `max` sends.
         local spacing = window / max
-        if earliest - slot > late then slot = earliest end
+        if earliest - slot > math.min(MARGIN / 2, spacing / 20) then slot = earliest end
         at = slot
         next = at + spacing
         if MARGIN > 0 and redis.call('HINCRBY', P .. 'st:' .. acct, 'n', 1) % max == 0 then next = next + MARGIN end
       else
         at = math.max(earliest, slot)
-        late = MARGIN / 2
         next = next_allowed(acct, record_send(acct, at))
       end
       redis.call('ZADD', P .. 'leases', at + lease, acct .. '\n' .. id .. '\n' .. qs)
@@ -116,9 +115,10 @@ for i = 1, #due, 2 do
       if string.sub(payload, 1, 1) == '~' then
         template = redis.call('HGET', P .. 'c:' .. string.match(payload, '^~([^\t]*)'), 't') or ''
       end
-      -- It may go until `late` after its slot, as a take that late keeps its slot: the
-      -- other half of the margin is for the delivery's own jitter (common.lua).
-      for _, v in ipairs({acct, id, qs, payload, template, tostring(math.floor(at)), tostring(math.floor(at + late))}) do out[#out + 1] = v end
+      -- It may go until half the margin after its slot (a take a little late keeps its
+      -- slot, and the worker's own delays come on top): the other half of the
+      -- margin is for the way to the provider, whose time varies (common.lua).
+      for _, v in ipairs({acct, id, qs, payload, template, tostring(math.floor(at)), tostring(math.floor(at + MARGIN / 2))}) do out[#out + 1] = v end
       taken = taken + 1
     end
     if next > horizon or taken >= n then
