@@ -38,6 +38,7 @@ debug worker at 100 and 2,000 recipients (`e2e/test_cost.py`).
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -93,7 +94,7 @@ class Run:
         self.parts.append(self.edge)
         self.url = f"http://127.0.0.1:{edge_port}{BASE}"
         env = {**stack.worker_settings(self.aws.worker_env(), self.redis_port, self.gateway, PREFIX), "AWS_ENDPOINT_URL": self.worker_meter.url,
-               "METRICS_ENABLED": "false", "RUST_LOG": "warn", "HEALTH_PORT": str(health)}
+               "METRICS_ENABLED": "false", "RUST_LOG": os.environ.get("WORKER_RUST_LOG", "warn"), "HEALTH_PORT": str(health)}
         self.parts.append(stack.start_worker(env, out / "worker.log", health))
         self.started = time.monotonic()
         self.content = "x" * a.content_chars

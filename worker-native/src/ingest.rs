@@ -167,6 +167,7 @@ impl Ingest {
         if messages.is_empty() {
             return Ok(0);
         }
+        tracing::debug!(messages = messages.len(), "received");
         let mut valid = Vec::with_capacity(messages.len());
         let mut controls = Vec::new();
         let mut campaigns = Vec::new();
@@ -207,6 +208,15 @@ impl Ingest {
             self.schedule_batch(&valid).await
         }
         .await;
+        tracing::debug!(ok = scheduled.is_ok(), "scheduled");
+        if scheduled.as_ref().is_ok_and(|e| e.added > 0) {
+            // Dispatch first, SQS's delete after: an idle account's message goes without
+            // waiting for it (a copy left undeleted comes back as a duplicate, dropped).
+            self.wake.notify_one();
+            if let Err(e) = self.schedule.wake().await {
+                tracing::debug!(error = %e, "wake-up not published");
+            }
+        }
         if scheduled.is_err() {
             // Not the messages' fault: receive nothing more until Redis and the ledger
             // answer, and put these back as copies whose receive count starts at 0. An
@@ -227,12 +237,6 @@ impl Ingest {
             tracing::info!(duplicates = enqueued.duplicates(), "duplicate deliveries dropped");
         }
         self.stats.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
-        if enqueued.added > 0 {
-            self.wake.notify_one();
-            if let Err(e) = self.schedule.wake().await {
-                tracing::debug!(error = %e, "wake-up not published");
-            }
-        }
         Ok(enqueued.added)
     }
 

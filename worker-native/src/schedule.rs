@@ -106,8 +106,11 @@ pub struct Payload {
     pub maybe_sent: bool,
 }
 
-/// A leased message: the caller sends it from `slot_ms` until `deadline_ms` (Redis
-/// time), and must [`Schedule::complete`] it before its lease ends.
+/// The fields of each message in a take's answer (lua/take.lua).
+pub const TAKEN_FIELDS: usize = 8;
+
+/// A leased message: the caller sends it from `from_ms` until `deadline_ms` (Redis
+/// time; the limit counted it at `slot_ms`), and must [`Schedule::complete`] it before its lease ends.
 #[derive(Debug, Clone)]
 pub struct Taken {
     pub account: String,
@@ -118,6 +121,9 @@ pub struct Taken {
     pub payload: Payload,
     pub slot_ms: u64,
     pub deadline_ms: u64,
+    /// The earliest it may go: its slot, or before it when its account may send
+    /// earlier (an idle account's message, whose slot only left time for its claim).
+    pub from_ms: u64,
     /// Redis time of its take.
     pub taken_ms: u64,
     /// A campaign's message taken from its list: counted in its campaign's `left` until
@@ -137,6 +143,7 @@ impl Taken {
             payload,
             slot_ms: 0,
             deadline_ms: u64::MAX,
+            from_ms: 0,
             taken_ms: 0,
             from_list: false,
         }
@@ -634,8 +641,8 @@ impl Schedule {
         let local_at = self.local_ms();
         let (now_ms, next_due, rest, epoch): (u64, i64, Vec<String>, i64) = self.run(&inv).await?;
         let answered_at = std::time::Instant::now();
-        let mut taken = Vec::with_capacity(rest.len() / 7);
-        for chunk in rest.chunks_exact(7) {
+        let mut taken = Vec::with_capacity(rest.len() / TAKEN_FIELDS);
+        for chunk in rest.chunks_exact(TAKEN_FIELDS) {
             let (payload, from_list) = match taken_payload(&chunk[1], &chunk[3], &chunk[4]) {
                 Ok(p) => p,
                 Err(e) => {
@@ -652,6 +659,7 @@ impl Schedule {
                 payload,
                 slot_ms: time(&chunk[5]),
                 deadline_ms: time(&chunk[6]),
+                from_ms: time(&chunk[7]),
                 taken_ms: now_ms,
                 from_list,
             });

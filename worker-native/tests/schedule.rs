@@ -408,8 +408,10 @@ async fn a_canceled_campaign_leaves_the_schedule_and_its_taken_messages_finish()
 
 /// Taken ahead of its slot (never less than the lead ahead: time to claim it), a
 /// message carries the slot (where the limit counted it) and a deadline half the margin
-/// after it (the other half is for the way to the provider); the next
-/// slot of the account is a spacing on, or the lead ahead of its take if later.
+/// after it (the other half is for the way to the provider); an idle account's lone
+/// message may go before its slot, as soon as it is claimed. The next slot of the account is a spacing
+/// on, or the lead ahead of its take if later, and it goes no earlier than a spacing
+/// after the slot before it.
 #[tokio::test]
 async fn taken_ahead_a_message_keeps_its_slot() {
     let redis = RedisServer::start();
@@ -418,11 +420,19 @@ async fn taken_ahead_a_message_keeps_its_slot() {
     let first = take(&s, 10, 30_000, 500, 0).await.unwrap();
     let [one] = first.taken.as_slice() else { panic!("one slot by the lead: {:?}", first.taken) };
     assert!(one.slot_ms >= first.now_ms + 500 && one.deadline_ms == one.slot_ms + s.margin_ms() / 2);
+    assert_eq!(one.from_ms, one.slot_ms, "with messages behind it, it keeps their rhythm from its slot");
     assert!(take(&s, 10, 30_000, 500, 0).await.unwrap().taken.is_empty(), "the next slot is beyond the lead");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = take(&s, 10, 30_000, 500, 0).await.unwrap();
     let [two] = second.taken.as_slice() else { panic!("{:?}", second.taken) };
     assert!(two.slot_ms >= one.slot_ms + FAST.spacing_ms() && two.slot_ms >= second.now_ms + 500, "{} then {}", one.slot_ms, two.slot_ms);
+    assert!(two.from_ms >= one.slot_ms + FAST.spacing_ms(), "never before a spacing after the slot before it");
+    s.enqueue(&[message("b", 0, 5)]).await.unwrap();
+    let lone = take(&s, 10, 30_000, 500, 0).await.unwrap();
+    let [b] = lone.taken.as_slice() else { panic!("{:?}", lone.taken) };
+    assert!(b.slot_ms >= lone.now_ms + 500);
+    // (Rounded up to the ms: the account's allowed time may fall within this one.)
+    assert!((lone.now_ms..=lone.now_ms + 1).contains(&b.from_ms), "an idle account's lone message may go as soon as it is claimed");
 }
 
 /// Redis loses its data (FLUSHALL: a failover without persistence): the next take says
@@ -510,7 +520,7 @@ async fn a_take_sent_again_takes_nothing_more() {
         inv.key(format!("{key_prefix}epoch")).arg(&key_prefix).arg(UNLIMITED.max).arg(UNLIMITED.window_ms).arg(1).arg(0).arg(s.shard_count());
         inv.arg(2).arg(30_000).arg(0).arg(0).arg("worker-1").arg(token);
         let v: (u64, i64, Vec<String>, u8) = inv.invoke(&mut conn).unwrap();
-        v.2.chunks(7).map(|c| c[1].clone()).collect::<Vec<_>>()
+        v.2.chunks(worker_native::schedule::TAKEN_FIELDS).map(|c| c[1].clone()).collect::<Vec<_>>()
     };
     let first = take("t1");
     assert_eq!(first.len(), 2);

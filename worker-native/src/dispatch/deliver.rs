@@ -1,5 +1,6 @@
-//! Delivery: each claimed message waits for its slot (the limit counted it there), then
-//! goes through the gateway; its outcome goes to the completer. It is given back unsent
+//! Delivery: each claimed message waits until it may go (its slot, where the limit
+//! counted it, or an idle account's as soon as it is claimed), then goes through the
+//! gateway; its outcome goes to the completer. It is given back unsent
 //! when its account met a 429 while it waited (in this worker), when the process was
 //! stalled past its deadline, or when the worker is shutting down. A delivery that has
 //! started is never abandoned: its outcome is always handed on.
@@ -61,12 +62,12 @@ pub(super) async fn send_batch<G: Gateway>(
     let _ = shared.last_claim_ms.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |prev| Some(claim_ms.max(prev * 9 / 10)));
     permits.truncate(sendable.len());
     let sends = sendable.into_iter().zip(permits).map(|(taken, permit)| {
-        let slot = tokio::time::Instant::from_std(taken_at) + Duration::from_millis(taken.slot_ms.saturating_sub(redis_now));
+        let from = tokio::time::Instant::from_std(taken_at) + Duration::from_millis(taken.from_ms.saturating_sub(redis_now));
         let (shared, tx) = (shared.clone(), tx.clone());
         async move {
             let mut stopping = shared.stopping.clone();
             let stopped = tokio::select! {
-                _ = tokio::time::sleep_until(slot) => false,
+                _ = tokio::time::sleep_until(from) => false,
                 _ = stopping.wait_for(|s| *s) => true,
             };
             // Woken past its deadline (the process was stopped or starved): its lease may

@@ -230,9 +230,10 @@ impl<G: Gateway> Dispatcher<G> {
 /// With the ledger, every slot leaves time to claim its message first. A busy account's
 /// next slot is set by its earlier sends: its message is taken `claim_lead` ahead of it
 /// (further, twice the recent claims' time, when claims run slower), so that it goes at
-/// its slot. An idle account's message goes as soon as it is claimed: its slot is twice
-/// the recent claims' time away (the configured lead until a claim was timed), not the
-/// whole lead. Returns (lead, horizon) for the take, in ms.
+/// its slot. An idle account's message goes as soon as it is claimed (before its slot:
+/// lua/take.lua); its slot is twice the recent claims' time away (the configured lead
+/// until a claim was timed), not the whole lead, so that the account's next slots
+/// follow soon after. Returns (lead, horizon) for the take, in ms.
 fn leads(claim_lead_ms: u64, last_claim_ms: u64) -> (u64, u64) {
     let recent = 2 * last_claim_ms;
     let lead = if last_claim_ms == 0 { claim_lead_ms } else { recent.max(MIN_LEAD_MS) };

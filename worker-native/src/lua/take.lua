@@ -12,11 +12,12 @@
 -- with its token: the same take sent again after a connection error gets it back
 -- rather than taking more; a worker takes one at a time).
 -- Returns {now, next_due (-1 when idle), {acct1, id1, qscore1, payload1, template1,
--- slot1, deadline1, ...}, epoch (0 when complete; 1 when the shard's epoch is missing:
+-- slot1, deadline1, from1, ...}, epoch (0 when complete; 1 when the shard's epoch is missing:
 -- Redis lost its data or is new, and the shard must be rebuilt from the ledger first;
 -- 2 + N when it was made by workers with N shards, not this worker's count)}: the
 -- template is the campaign's payload when the payload is
--- a campaign's compact one ('' otherwise); the message may go from its slot until its
+-- a campaign's compact one ('' otherwise); the message may go from `from` (its slot, or
+-- earlier when its account may send before: an idle account's, once claimed) until its
 -- deadline (later, it could come closer than a window to the sends a window later).
 local now = now_ms()
 local n, lease, lead, ahead = tonumber(ARGV[ARG0 + 1]), tonumber(ARGV[ARG0 + 2]), tonumber(ARGV[ARG0 + 3]), tonumber(ARGV[ARG0 + 4])
@@ -90,7 +91,7 @@ for i = 1, #due, 2 do
     end
     local id, payload = next_message(acct, q, popped[1], popped[2])
     local qs = popped[2]
-    local next, at = now, now
+    local next, at, from = now, now, now
     if payload then
       if burst == 1 then
         -- Evenly spaced sends (see common.lua): the account is taken only when due
@@ -101,13 +102,24 @@ for i = 1, #due, 2 do
         -- the earliest slot. Every `max`-th send adds the margin
         -- once: any `max + 1` sends are then a window plus at least half the margin
         -- apart, at a cost of one margin per `max` sends.
+        -- An idle account's lone message, whose slot was moved on only to give time
+        -- for its claim, may go as soon as it is claimed: the spacing allows it from
+        -- when its account may send (its `ready` score), and the next slots count from
+        -- the later. One with messages behind it keeps their rhythm from its slot.
+        -- (With bursts, the log holds the slot itself.)
         local spacing = window / max
-        if earliest - slot > math.min(MARGIN / 2, spacing / 20) then slot = earliest end
+        if earliest - slot > math.min(MARGIN / 2, spacing / 20) then
+          if redis.call('ZCARD', q) == 0 then from = math.max(slot, now) else from = earliest end
+          slot = earliest
+        else
+          from = slot
+        end
         at = slot
         next = at + spacing
         if MARGIN > 0 and redis.call('HINCRBY', P .. 'st:' .. acct, 'n', 1) % max == 0 then next = next + MARGIN end
       else
         at = math.max(earliest, slot)
+        from = at
         next = next_allowed(acct, record_send(acct, at))
       end
       redis.call('ZADD', P .. 'leases', at + lease, acct .. '\n' .. id .. '\n' .. qs)
@@ -118,7 +130,7 @@ for i = 1, #due, 2 do
       -- It may go until half the margin after its slot (a take a little late keeps its
       -- slot, and the worker's own delays come on top): the other half of the
       -- margin is for the way to the provider, whose time varies (common.lua).
-      for _, v in ipairs({acct, id, qs, payload, template, tostring(math.floor(at)), tostring(math.floor(at + MARGIN / 2))}) do out[#out + 1] = v end
+      for _, v in ipairs({acct, id, qs, payload, template, tostring(math.floor(at)), tostring(math.floor(at + MARGIN / 2)), tostring(math.ceil(math.min(from, at)))}) do out[#out + 1] = v end
       taken = taken + 1
     end
     if next > horizon or taken >= n then
