@@ -426,7 +426,7 @@ class Driver:
                 self.h.event("settled")
                 return True
             time.sleep(1)
-        self.h.event("not_settled", waiting=len(waiting), unwritten=len(unwritten), busy=busy)
+        self.h.event("not_settled", waiting=len(waiting), unwritten=len(unwritten), busy=busy, schedule=self.sys.schedule_state(self.prefix))
         return False
 
     def campaign_canceled(self, cid) -> bool:

@@ -172,19 +172,33 @@ class HistorySystem:
         self.redis = stack.start_redis(self.redis_port, self.home / "redis.log", self.redis_dir, load_rdb=True)
         return True
 
-    def keys(self, prefix: str) -> dict:
-        """Every key under `prefix`, with its TTL in ms (-1: none)."""
+    def schedule_state(self, prefix: str) -> dict:
+        """What the schedule holds under `prefix` that decides when an account sends (its
+        `ready`, `leases` and `delayed` sets with their scores, each account's limit state)
+        and Redis's clock: kept when a history does not settle, to read why."""
         out = {}
         for port in self.primaries():
-            cursor = "0"
-            while True:
-                lines = self.redis_cli("SCAN", cursor, "MATCH", f"*{prefix}*", "COUNT", "1000", port=port).split()
-                cursor, found = lines[0], lines[1:]
-                for k in found:
-                    out[k] = int(self.redis_cli("PTTL", k, port=port).strip() or -1)
-                if cursor == "0":
-                    break
-        return out
+            out[f"time@{port}"] = self.redis_cli("TIME", port=port).split()
+            for k in self.scan(prefix, port):
+                if any(k.endswith(s) for s in ("ready", "leases", "delayed")):
+                    out[k] = self.redis_cli("ZRANGE", k, "0", "-1", "WITHSCORES", port=port).split("\n")
+                elif ":st:" in k:
+                    out[k] = self.redis_cli("HGETALL", k, port=port).split()
+        return {k: v for k, v in out.items() if v and v != [""]}
+
+    def keys(self, prefix: str) -> dict:
+        """Every key under `prefix`, with its TTL in ms (-1: none)."""
+        return {k: int(self.redis_cli("PTTL", k, port=port).strip() or -1) for port in self.primaries() for k in self.scan(prefix, port)}
+
+    def scan(self, prefix: str, port: int) -> list[str]:
+        """The keys under `prefix` on the primary at `port`."""
+        out, cursor = [], "0"
+        while True:
+            lines = self.redis_cli("SCAN", cursor, "MATCH", f"*{prefix}*", "COUNT", "1000", port=port).split()
+            cursor, found = lines[0], lines[1:]
+            out.extend(found)
+            if cursor == "0":
+                return out
 
     def queue_empty(self) -> bool:
         a = self.sqs.get_queue_attributes(QueueUrl=self.aws.queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
