@@ -94,7 +94,7 @@ class Run:
         self.parts.append(self.edge)
         self.url = f"http://127.0.0.1:{edge_port}{BASE}"
         env = {**stack.worker_settings(self.aws.worker_env(), self.redis_port, self.gateway, PREFIX), "AWS_ENDPOINT_URL": self.worker_meter.url,
-               "METRICS_ENABLED": "false", "RUST_LOG": os.environ.get("WORKER_RUST_LOG", "warn"), "HEALTH_PORT": str(health)}
+               "METRICS_ENABLED": "false", "RUST_LOG": stack.worker_log_level("warn"), "HEALTH_PORT": str(health)}
         self.parts.append(stack.start_worker(env, out / "worker.log", health))
         self.started = time.monotonic()
         self.content = "x" * a.content_chars

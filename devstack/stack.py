@@ -170,6 +170,12 @@ def start_gateway_stub(port: int, log: Path) -> Part:
 GATEWAY_TOKEN = "stub-token"
 
 
+def worker_log_level(default: str = "info") -> str:
+    """The test worker's RUST_LOG: WORKER_RUST_LOG=info,worker_native=debug logs each
+    send's slot and lateness; `default` otherwise."""
+    return os.environ.get("WORKER_RUST_LOG", default)
+
+
 def worker_settings(aws_env: dict, redis_port: int, gateway: str, prefix: str) -> dict:
     """The settings a test worker needs beyond its limits: AWS (`aws_env`), its Redis
     schedule under `prefix`, and a gateway stub at `gateway`."""
@@ -180,8 +186,7 @@ def worker_settings(aws_env: dict, redis_port: int, gateway: str, prefix: str) -
         "REDIS_KEY_PREFIX": f"{prefix}:",
         "GATEWAY_URL": f"{gateway}/accounts/{{accountId}}/messages/{{recipientId}}",
         "GATEWAY_TOKEN": GATEWAY_TOKEN,
-        # WORKER_RUST_LOG=info,worker_native=debug logs each send's slot and lateness.
-        "RUST_LOG": os.environ.get("WORKER_RUST_LOG", "info"),
+        "RUST_LOG": worker_log_level(),
     }
 
 

@@ -91,7 +91,7 @@ for i = 1, #due, 2 do
     end
     local id, payload = next_message(acct, q, popped[1], popped[2])
     local qs = popped[2]
-    local next, at, from = now, now, now
+    local next, at, lone_from = now, now, nil
     if payload then
       if burst == 1 then
         -- Evenly spaced sends (see common.lua): the account is taken only when due
@@ -109,19 +109,17 @@ for i = 1, #due, 2 do
         -- (With bursts, the log holds the slot itself.)
         local spacing = window / max
         if earliest - slot > math.min(MARGIN / 2, spacing / 20) then
-          if redis.call('ZCARD', q) == 0 then from = math.max(slot, now) else from = earliest end
+          if redis.call('ZCARD', q) == 0 then lone_from = math.max(slot, now) end
           slot = earliest
-        else
-          from = slot
         end
         at = slot
         next = at + spacing
         if MARGIN > 0 and redis.call('HINCRBY', P .. 'st:' .. acct, 'n', 1) % max == 0 then next = next + MARGIN end
       else
         at = math.max(earliest, slot)
-        from = at
         next = next_allowed(acct, record_send(acct, at))
       end
+      local from = lone_from or at
       redis.call('ZADD', P .. 'leases', at + lease, acct .. '\n' .. id .. '\n' .. qs)
       local template = ''
       if string.sub(payload, 1, 1) == '~' then
