@@ -396,19 +396,10 @@ impl Ledger {
     /// `lease_ms` after its slot (Redis time, as `now_ms`). A message whose campaign was
     /// canceled is canceled now. One verdict per message, in order.
     pub async fn claim(&self, messages: &[ToClaim<'_>], now_ms: u64, lease_ms: u64) -> anyhow::Result<Vec<Claim>> {
-        let changes = messages
-            .iter()
-            .map(|c| {
-                let change = Change::write(c.message, machine::claim(c.message.generation, now_ms, c.slot_ms + lease_ms, &self.owner));
-                // One that may have been sent cannot be canceled any more: its campaign's
-                // cancel does not hold it back.
-                if c.maybe_sent {
-                    change
-                } else {
-                    change.guarded()
-                }
-            })
-            .collect();
+        let claim = |c: &ToClaim| Change::write(c.message, machine::claim(c.message.generation, now_ms, c.slot_ms + lease_ms, &self.owner));
+        // One that may have been sent cannot be canceled any more: its campaign's cancel
+        // does not hold it back.
+        let changes = messages.iter().map(|c| if c.maybe_sent { claim(c) } else { claim(c).guarded() }).collect();
         let applied = self.apply_by_account(changes).await?;
         let mut verdicts = vec![Claim::Claimed; messages.len()];
         for (i, old) in &applied.refused {
@@ -416,9 +407,25 @@ impl Ledger {
         }
         if !applied.in_canceled_campaigns.is_empty() {
             let canceled: Vec<&QueueMessage> = applied.in_canceled_campaigns.iter().map(|&i| messages[i].message).collect();
+            let mut claimed_before = Vec::new();
             for (k, canceled) in self.cancel_messages(&canceled, now_ms).await?.into_iter().enumerate() {
                 let i = applied.in_canceled_campaigns[k];
-                verdicts[i] = canceled.map_or(Claim::CampaignCanceled, |old| verdict(old.as_ref(), messages[i].message, now_ms));
+                match canceled {
+                    None => verdicts[i] = Claim::CampaignCanceled,
+                    Some(old) if being_sent(old.as_ref(), messages[i].message) => claimed_before.push(i),
+                    Some(old) => verdicts[i] = verdict(old.as_ref(), messages[i].message, now_ms),
+                }
+            }
+            // Claimed before its campaign was canceled, so not canceled by it: it may
+            // have been sent (its holder stopped, or lost its answer), and is claimed
+            // again as any such one is once that claim lapsed; refused for good, it
+            // would be taken again and again, each time spending its account's slot.
+            if !claimed_before.is_empty() {
+                let changes = claimed_before.iter().map(|&i| claim(&messages[i])).collect();
+                for (k, old) in self.apply_by_account(changes).await?.refused {
+                    let i = claimed_before[k];
+                    verdicts[i] = verdict(old.as_ref(), messages[i].message, now_ms);
+                }
             }
         }
         Ok(verdicts)
@@ -724,12 +731,16 @@ impl Ledger {
 
 /// What a refused claim means, from the item as it was.
 fn verdict(old: Option<&Value>, m: &QueueMessage, now_ms: u64) -> Claim {
-    let Some(item) = old.and_then(LedgerItem::from_item) else { return Claim::Finished };
-    if item.status == MessageStatus::Sending && item.message.generation == m.generation {
+    if being_sent(old, m) {
         let until = old.and_then(|o| o.get("claimedUntil")?.get("N")?.as_str()?.parse().ok()).unwrap_or(now_ms);
         return Claim::Held { until_ms: until };
     }
     Claim::Finished
+}
+
+/// Whether the item (as it was) is this generation of `m`, claimed (`sending`).
+fn being_sent(old: Option<&Value>, m: &QueueMessage) -> bool {
+    old.and_then(LedgerItem::from_item).is_some_and(|item| item.status == MessageStatus::Sending && item.message.generation == m.generation)
 }
 
 fn counted_gen(item: &Value) -> Option<u32> {

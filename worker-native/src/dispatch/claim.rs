@@ -64,8 +64,14 @@ pub(super) async fn claim(
                 }
                 left.push(Completion::Refused(t));
             }
-            Claim::Finished => left.push(Completion::Refused(t)),
-            Claim::Held { until_ms } => left.push(Completion::Defer { taken: t, delay_ms: until_ms.saturating_sub(redis_time) + DEFER_MARGIN_MS }),
+            Claim::Finished => {
+                tracing::debug!(id = %t.id, account = %t.account, "claim refused: finished or canceled");
+                left.push(Completion::Refused(t))
+            }
+            Claim::Held { until_ms } => {
+                tracing::debug!(id = %t.id, account = %t.account, held_for_ms = until_ms.saturating_sub(redis_time), "claim held by another worker: deferred");
+                left.push(Completion::Defer { taken: t, delay_ms: until_ms.saturating_sub(redis_time) + DEFER_MARGIN_MS })
+            }
         }
     }
     if !late.is_empty() {
