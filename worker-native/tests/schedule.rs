@@ -679,6 +679,12 @@ async fn an_account_made_ready_before_the_loss_was_noticed_waits_the_floor() {
 async fn an_epoch_of_another_redis_process_means_the_shard_is_lost_and_cleared() {
     let redis = RedisServer::start();
     let s = redis.schedule(UNLIMITED, 1, 0);
+    // A campaign whose list ran empty, its messages out (taken): found through them.
+    s.enqueue_campaign(&campaign("out", 2)).await.unwrap();
+    let mut out = 0;
+    while out < 2 {
+        out += take(&s, 2, 30_000, 0, 0).await.unwrap().taken.len();
+    }
     s.enqueue(&[message("stale", 0, 5), message("stale", 1, 5)]).await.unwrap();
     s.enqueue_campaign(&campaign("stale", 3)).await.unwrap();
     s.control(&[control("held", shared::queue::Hold::Pause, 1)]).await.unwrap();

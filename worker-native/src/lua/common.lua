@@ -228,3 +228,11 @@ local function from_campaign_list(payload)
   local first = string.sub(payload, 1, 1)
   return first == '~' or first == '^'
 end
+
+-- The campaign of such a payload (nil for any other): the compact form names it first,
+-- the whole payload in its message's `campaignId`.
+local function campaign_of(payload)
+  if not from_campaign_list(payload) then return nil end
+  if string.sub(payload, 1, 1) == '~' then return string.match(payload, '^~([^\t]*)') end
+  return string.match(payload, '"campaignId":"([^"]*)"')
+end

@@ -54,7 +54,15 @@ if step == 'lost' or step == 'lost_keep' then
   end
   for _, cid in ipairs(redis.call('SMEMBERS', P .. 'campaigns')) do campaigns[cid] = true end
   for acct in pairs(accounts) do
-    for _, id in ipairs(redis.call('HKEYS', P .. 'body:' .. acct)) do redis.call('UNLINK', P .. 'seen:' .. id) end
+    -- A campaign whose list ran empty is in none of the sets above while messages of
+    -- it are still out (taken, or back from an attempt): found through them, its
+    -- content and count go too (else they stay for ever: nothing counts them down).
+    local bodies = redis.call('HGETALL', P .. 'body:' .. acct)
+    for i = 1, #bodies, 2 do
+      redis.call('UNLINK', P .. 'seen:' .. bodies[i])
+      local cid = campaign_of(bodies[i + 1])
+      if cid then campaigns[cid] = true end
+    end
     redis.call('UNLINK', P .. 'q:' .. acct, P .. 'body:' .. acct)
     -- What only delays its account stays: its next allowed time, its log of sends, a
     -- 429's pause (one met after the loss, before this step, may not be in what the
