@@ -592,6 +592,24 @@ def test_a_retry_whose_ledger_answer_was_lost_still_queues(faulty, backend, emul
     assert emulator.item(creator, mid)["status"]["S"] == "queued"
 
 
+def test_a_message_whose_body_write_failed_gets_it_from_the_worker(faulty, backend, emulator):
+    """The edge writes a message's item and its body apart (two plain writes at once,
+    not a transaction that bills each twice): should the body's fail, the message is
+    still accepted, and the worker writes the body when it takes the message (a
+    rebuild of the schedule reads the content from it)."""
+    edge, proxy = faulty
+    proxy.clear()
+    creator = account()
+    with backend.running():
+        proxy.fail("#body#", mode="error", count=10)  # its retries too
+        r = send(edge, creator, {"recipientId": "fan-body", "content": "kept anyway"})
+        assert r.status_code == 202, r.text
+        assert proxy.hits, "the body's write failed"
+        mid = r.json()["messageId"]
+        wait_for(lambda: (emulator.item(creator, mid) or {}).get("status", {}).get("S") == "sent", 20, "the message sent")
+    assert emulator.item(creator, f"#body#{mid}")["content"]["S"] == "kept anyway"
+
+
 def test_an_idempotency_claim_whose_answer_was_lost_is_still_ours(faulty, emulator):
     """An idempotency claim whose put committed and whose answer was lost is recognised
     as this request's own when tried again (not another request in progress: 409 for

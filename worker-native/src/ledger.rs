@@ -190,23 +190,31 @@ impl Ledger {
         ledger::expiry(now_ms(), self.ttl_days)
     }
 
-    /// Writes the items of messages the edge accepted but whose item is missing (its
-    /// write failed): one `BatchGetItem` for up to 100, then a conditional put of each
-    /// missing one. Returns the number written, and the positions of the messages the
+    /// Writes the items of messages the edge accepted but whose item or body is missing
+    /// (its write failed; the edge writes the two apart): one `BatchGetItem` for up to 50
+    /// messages, then a conditional put of each one missing, a body before its item.
+    /// Returns the number of items written, and the positions of the messages the
     /// ledger shows finished (sent, failed or canceled at this generation or a later
     /// one): late duplicate deliveries, which must not be scheduled again.
     pub async fn ensure_items(&self, messages: &[QueueMessage]) -> anyhow::Result<(usize, Vec<usize>)> {
+        // An item and a body each, within `BatchGetItem`'s 100 keys.
+        const CHUNK: usize = 50;
         let mut written = 0;
         let mut finished = Vec::new();
-        for (chunk_at, chunk) in messages.chunks(100).enumerate() {
+        for (chunk_at, chunk) in messages.chunks(CHUNK).enumerate() {
             let mut keys = KeysAndAttributes::builder()
                 .projection_expression("#pk, #sk, #st, generation")
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_names("#sk", SK)
                 .expression_attribute_names("#st", "status")
                 .consistent_read(true);
+            let body_sk = |m: &QueueMessage| format!("{}{}", ledger::BODY_SK_PREFIX, m.id);
             for m in chunk {
                 keys = keys.keys(key_of(&m.creator_id, &m.id));
+                // A campaign's messages share their campaign's body, written before it.
+                if m.campaign_id.is_none() {
+                    keys = keys.keys(key_of(&m.creator_id, &body_sk(m)));
+                }
             }
             let mut present = HashMap::new();
             for item in self.batch_get(keys.build()?).await? {
@@ -219,22 +227,25 @@ impl Ledger {
             for (i, m) in chunk.iter().enumerate() {
                 let done = matches!(present.get(&(m.creator_id.clone(), m.id.clone())), Some((Some(MessageStatus::Sent | MessageStatus::Failed | MessageStatus::Canceled), g)) if *g >= m.generation);
                 if done {
-                    finished.push(chunk_at * 100 + i);
+                    finished.push(chunk_at * CHUNK + i);
                 }
             }
-            let missing: Vec<&QueueMessage> = chunk.iter().filter(|m| !present.contains_key(&(m.creator_id.clone(), m.id.clone()))).collect();
-            let puts = missing.iter().map(|m| async move {
-                // A single message's body first, as the edge writes it (a campaign's
-                // messages share their campaign's).
-                if m.campaign_id.is_none() {
+            let has = |m: &QueueMessage, sk: &str| present.contains_key(&(m.creator_id.clone(), sk.to_owned()));
+            let missing: Vec<(&QueueMessage, bool, bool)> =
+                chunk.iter().map(|m| (m, m.campaign_id.is_none() && !has(m, &body_sk(m)), !has(m, &m.id))).filter(|(_, body, item)| *body || *item).collect();
+            let puts = missing.iter().map(|&(m, body, item)| async move {
+                if body {
                     let start = m.send_at_ms().unwrap_or(0).max(now_ms());
                     let body = BodyItem::of(m, ledger::single_body_expiry(start, self.ttl_days)).to_item();
                     self.write_one(&Op::Put(put_new(&self.table, &body)?)).await?;
                 }
-                self.write_one(&Op::Put(put_new(&self.table, &LedgerItem::queued((*m).clone()).to_item())?)).await
+                if item {
+                    return Ok::<_, anyhow::Error>(self.write_one(&Op::Put(put_new(&self.table, &LedgerItem::queued(m.clone()).to_item())?)).await?.is_none());
+                }
+                Ok(false)
             });
             for r in join_all(puts).await {
-                if r?.is_none() {
+                if r? {
                     written += 1;
                 }
             }
@@ -342,7 +353,7 @@ impl Ledger {
                     return Some(Waiting::Account(ledger::text(&item, PK)?.to_owned(), Summary::from_item(Some(&item))));
                 }
                 let maybe_sent = item.get(machine::MAYBE_SENT).is_some();
-                LedgerItem::from_item(&item).map(|i| Waiting::Message(i.message, i.attempts, maybe_sent))
+                ledger::message_of(&item).map(|m| Waiting::Message(m, ledger::attempts_of(&item), maybe_sent))
             })
             .collect();
         Ok((waiting, answer.last_evaluated_key().cloned()))

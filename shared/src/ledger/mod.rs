@@ -31,6 +31,12 @@ pub const FAILED_KEY: &str = "failedKey";
 /// attempts), and the summary of every account held (paused) or paused by a 429. What
 /// the worker reads to rebuild the schedule, without scanning the table.
 pub const WAITING_INDEX: &str = "waiting-index";
+/// What it projects besides the keys (`deploy/template.yaml` declares it: a test checks
+/// the two agree): what a rebuild reads, and nothing a claim, a count or a summary's
+/// counter changes, so that those writes cost the index nothing (an index is written
+/// only when its projection of the item changes).
+pub const WAITING_INDEX_ATTRIBUTES: [&str; 11] =
+    ["recipientId", "priority", "acceptedAt", "generation", "sendAt", "campaignId", "attempts", "maybeSent", "paused", "holdAtMs", "pauseUntilMs"];
 /// Its partition key, present only while a message waits (or an account is held): one
 /// of 16 shards ("w0" to "wf", a message id's last hex digit), so that its writes spread
 /// and a recovery reads 16 partitions in parallel.
@@ -161,34 +167,48 @@ impl LedgerItem {
     /// Reads an item back; `None` when it is not a well-formed message item.
     pub fn from_item(item: &Value) -> Option<Self> {
         let text = |name: &str| text(item, name).map(str::to_owned);
-        let num = |name: &str| item.get(name)?.get("N")?.as_str()?.parse::<u64>().ok();
-        let campaign_id = text("campaignId");
-        // None of these here (but in an item written before bodies were apart): see
-        // `body_to_fill`.
-        let Body { content, media_urls, metadata } = Body::from_item(item).unwrap_or_default();
-        let message = QueueMessage {
-            id: text(SK)?,
-            creator_id: text(PK)?,
-            recipient_id: text("recipientId")?,
-            content,
-            media_urls,
-            priority: u8::try_from(num("priority")?).ok()?,
-            metadata,
-            accepted_at: text("acceptedAt")?,
-            generation: num("generation").unwrap_or(0) as u32,
-            send_at: text("sendAt"),
-            campaign_id,
-        };
         Some(Self {
-            message,
+            message: message_of(item)?,
             status: MessageStatus::parse(&text("status")?)?,
-            attempts: num("attempts").unwrap_or(0) as u32,
+            attempts: attempts_of(item),
             sent_at: text("sentAt"),
             failed_at: text("failedAt"),
             last_error: text("lastError"),
-            expires_at: num(TTL_ATTR),
+            expires_at: num(item, TTL_ATTR),
         })
     }
+}
+
+fn num(item: &Value, name: &str) -> Option<u64> {
+    item.get(name)?.get("N")?.as_str()?.parse::<u64>().ok()
+}
+
+/// The message an item (or its row in the waiting index, which projects only what a
+/// rebuild needs: [`WAITING_INDEX_ATTRIBUTES`]) holds; `None` when it is not a
+/// well-formed message item.
+pub fn message_of(item: &Value) -> Option<QueueMessage> {
+    let text = |name: &str| text(item, name).map(str::to_owned);
+    // None of these here (but in an item written before bodies were apart): see
+    // `body_to_fill`.
+    let Body { content, media_urls, metadata } = Body::from_item(item).unwrap_or_default();
+    Some(QueueMessage {
+        id: text(SK)?,
+        creator_id: text(PK)?,
+        recipient_id: text("recipientId")?,
+        content,
+        media_urls,
+        priority: u8::try_from(num(item, "priority")?).ok()?,
+        metadata,
+        accepted_at: text("acceptedAt")?,
+        generation: num(item, "generation").unwrap_or(0) as u32,
+        send_at: text("sendAt"),
+        campaign_id: text("campaignId"),
+    })
+}
+
+/// The attempts a message item records.
+pub fn attempts_of(item: &Value) -> u32 {
+    num(item, "attempts").unwrap_or(0) as u32
 }
 
 /// What a message says, as an item stores it: a single message's item, or a campaign's
@@ -388,6 +408,16 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The template's waiting index projects what the rebuild reads, no more.
+    #[test]
+    fn the_template_projects_the_waiting_index_attributes() {
+        let template = include_str!("../../../deploy/template.yaml");
+        let index = &template[template.find("IndexName: waiting-index").expect("the waiting index")..];
+        let line = index.lines().find(|l| l.contains("NonKeyAttributes")).expect("an INCLUDE projection");
+        let listed: Vec<&str> = line[line.find('[').unwrap() + 1..line.find(']').unwrap()].split(',').map(str::trim).collect();
+        assert_eq!(listed, WAITING_INDEX_ATTRIBUTES);
+    }
 
     fn message() -> QueueMessage {
         let mut metadata = Map::new();
