@@ -12,7 +12,8 @@ and fails the requests that match a rule:
 A rule matches when its `match` string is in the request's X-Amz-Target header or
 body; it applies `count` times (None: until removed) or until `until` (monotonic time).
 Every request's operation is recorded in `calls` (what the benchmarks count), the
-capacity DynamoDB answers is added up in `usage` (`meter()`: what bench/cost.py prices),
+capacity DynamoDB answers is added up in `usage` (`meter()`: what bench/cost.py prices;
+`BatchGetItem`, which the emulator does not meter, estimated: `estimatedRead`),
 and the bodies of the requests whose operation contains a string given to `record` in
 `recorded` (what the history checker hands to SQS again as a duplicate delivery).
 """
@@ -31,7 +32,18 @@ READS = ("GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems")
 
 
 def new_usage() -> dict:
-    return {"write": 0.0, "read": 0.0, "indexWrite": {}, "indexRead": {}, "refused": 0, "dynamodb": {}, "sqs": 0}
+    return {"write": 0.0, "read": 0.0, "estimatedRead": 0.0, "indexWrite": {}, "indexRead": {}, "refused": 0, "dynamodb": {}, "sqs": 0}
+
+
+def batch_get_units(request: bytes) -> float:
+    """What AWS bills a `BatchGetItem` the emulator answers without units: each key read
+    is one unit strongly consistent, half eventually (items up to 4 KB, as every item read
+    this way is: a message's item, a single message's body), found or not."""
+    try:
+        items = json.loads(request or b"{}").get("RequestItems", {})
+    except ValueError:
+        return 0.0
+    return sum(len(t.get("Keys", [])) * (1.0 if t.get("ConsistentRead") else 0.5) for t in items.values())
 
 
 FAILED = b'{"__type":"com.amazonaws#InternalFailure","message":"injected by the fault proxy"}'
@@ -87,7 +99,7 @@ class FaultProxy:
                     r = conn.getresponse()
                     data = r.read()
                     target = self.headers.get("x-amz-target", "")
-                    proxy._meter(target, r.status, data)
+                    proxy._meter(target, r.status, data, body)
                     if r.status < 300 and any(m in target for m in proxy.recording):
                         with proxy.lock:
                             proxy.recorded.append((target, body))
@@ -169,7 +181,7 @@ class FaultProxy:
                     return rule["mode"], rule["delay"]
         return None, 0
 
-    def _meter(self, target: str, status: int, data: bytes):
+    def _meter(self, target: str, status: int, data: bytes, request: bytes = b""):
         service, _, op = target.partition(".")
         with self.lock:
             u = self.usage
@@ -190,6 +202,10 @@ class FaultProxy:
                 return
             kind = "read" if op in READS else "write"
             entries = answer.get("ConsumedCapacity") or []
+            if not entries and op == "BatchGetItem":
+                units = batch_get_units(request)
+                u["read"] += units
+                u["estimatedRead"] += units
             for e in entries if isinstance(entries, list) else [entries]:
                 indexes = {**e.get("GlobalSecondaryIndexes", {}), **e.get("LocalSecondaryIndexes", {})}
                 index_units = {k: v.get("CapacityUnits", 0) for k, v in indexes.items()}
