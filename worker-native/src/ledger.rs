@@ -418,23 +418,24 @@ impl Ledger {
         }
         if !applied.in_canceled_campaigns.is_empty() {
             let canceled: Vec<&QueueMessage> = applied.in_canceled_campaigns.iter().map(|&i| messages[i].message).collect();
-            let mut claimed_before = Vec::new();
+            let mut beyond = Vec::new();
             for (k, canceled) in self.cancel_messages(&canceled, now_ms).await?.into_iter().enumerate() {
                 let i = applied.in_canceled_campaigns[k];
                 match canceled {
                     None => verdicts[i] = Claim::CampaignCanceled,
-                    Some(old) if being_sent(old.as_ref(), messages[i].message) => claimed_before.push(i),
+                    Some(old) if beyond_cancel(old.as_ref(), messages[i].message) => beyond.push(i),
                     Some(old) => verdicts[i] = verdict(old.as_ref(), messages[i].message, now_ms),
                 }
             }
-            // Claimed before its campaign was canceled, so not canceled by it: it may
-            // have been sent (its holder stopped, or lost its answer), and is claimed
-            // again as any such one is once that claim lapsed; refused for good, it
-            // would be taken again and again, each time spending its account's slot.
-            if !claimed_before.is_empty() {
-                let changes = claimed_before.iter().map(|&i| claim(&messages[i])).collect();
+            // Claimed before its campaign was canceled, or tried and maybe sent (a copy
+            // put back by a rebuild may not know it yet): not canceled by it. It may have
+            // been sent, and is claimed again as any such one is (once a claim on it
+            // lapsed); refused for good, it would wait `queued` for ever, or be taken
+            // again and again, each time spending its account's slot.
+            if !beyond.is_empty() {
+                let changes = beyond.iter().map(|&i| claim(&messages[i])).collect();
                 for (k, old) in self.apply_by_account(changes).await?.refused {
-                    let i = claimed_before[k];
+                    let i = beyond[k];
                     verdicts[i] = verdict(old.as_ref(), messages[i].message, now_ms);
                 }
             }
@@ -752,6 +753,15 @@ fn verdict(old: Option<&Value>, m: &QueueMessage, now_ms: u64) -> Claim {
 /// Whether the item (as it was) is this generation of `m`, claimed (`sending`).
 fn being_sent(old: Option<&Value>, m: &QueueMessage) -> bool {
     old.and_then(LedgerItem::from_item).is_some_and(|item| item.status == MessageStatus::Sending && item.message.generation == m.generation)
+}
+
+/// Whether the item (as it was) is this generation of `m` and out of a cancel's reach:
+/// claimed, or waiting after an attempt that may have reached the gateway
+/// (`machine::MAYBE_SENT`).
+fn beyond_cancel(old: Option<&Value>, m: &QueueMessage) -> bool {
+    let Some(item) = old.and_then(LedgerItem::from_item).filter(|i| i.message.generation == m.generation) else { return false };
+    let maybe_sent = old.is_some_and(|o| o.get(machine::MAYBE_SENT).is_some());
+    item.status == MessageStatus::Sending || (item.status == MessageStatus::Queued && maybe_sent)
 }
 
 fn counted_gen(item: &Value) -> Option<u32> {

@@ -8,7 +8,7 @@
 //! | (none)            | `queued`   | fan out             | worker | a campaign's messages, while it is not canceled |
 //! | (none)            | `canceled` | cancel unwritten    | edge   | `DELETE /{id}` of a campaign's message not fanned out yet |
 //! | `queued`          | `queued`   | count scheduled     | worker | once per generation, when the schedule takes it in |
-//! | `queued`          | `sending`  | claim               | worker | before the gateway, a campaign's only while it is not canceled |
+//! | `queued`          | `sending`  | claim               | worker | before the gateway, a campaign's only while it is not canceled, unless maybe sent (no cancel reaches it) |
 //! | `sending`         | `sending`  | claim               | worker | again, once the holder's claim has expired (its worker died), its campaign canceled since or not: the cancel did not cancel it |
 //! | `sending`         | `queued`   | unclaim             | worker | claimed, then not sent (a 429 met meanwhile, a stall, a late claim, shutdown) |
 //! | `queued`/`sending`| `queued`   | record retrying     | worker | a passing failure, tried again after a backoff |
