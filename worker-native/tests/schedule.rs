@@ -712,6 +712,11 @@ async fn an_epoch_of_another_redis_process_means_the_shard_is_lost_and_cleared()
     let prefix = s.shard_key_prefix(s.shard_of("held")).to_owned();
     let pause: redis::Value = redis::cmd("HGET").arg(format!("{prefix}st:held")).arg("pause").query(&mut redis.conn_for(&prefix)).unwrap();
     assert!(number(pause) < 1_000_000_000_000_000, "a stale hold is not kept");
+    // The ledger's hold, put back by the rebuild with its own time (the one the stale
+    // shard had applied), holds the account again.
+    s.control(&[control("held", shared::queue::Hold::Pause, 1)]).await.unwrap();
+    let pause: redis::Value = redis::cmd("HGET").arg(format!("{prefix}st:held")).arg("pause").query(&mut redis.conn_for(&prefix)).unwrap();
+    assert!(number(pause) > 1_000_000_000_000_000, "the ledger's hold is back");
     // The ledger says message 1 waits (0 finished since): the rebuild puts it back.
     assert_eq!(s.enqueue(&[message("stale", 1, 5)]).await.unwrap().added, 1, "a marker without a body drops nothing");
     assert!(every_shard(&s, RecoveryStep::End, "w1").await);

@@ -73,6 +73,11 @@ if step == 'lost' or step == 'lost_keep' then
       redis.call('HSET', key, 'pause', tonumber(redis.call('HGET', key, 'held_pause')) or 0)
       redis.call('HDEL', key, 'held_pause')
     end
+    -- And the time of the last control applied: the ledger's hold comes back with the
+    -- same time, which would otherwise be taken for a control seen already (and the
+    -- account sent while held). Controls older than the ledger's never reach here (the
+    -- ledger refuses them first: ingest.rs).
+    redis.call('HDEL', key, 'ctl_at')
   end
   for cid in pairs(campaigns) do
     if redis.call('GET', P .. 'seen:' .. cid) ~= 'canceled' then redis.call('UNLINK', P .. 'seen:' .. cid) end
