@@ -208,7 +208,7 @@ impl Ledger {
                 .expression_attribute_names("#sk", SK)
                 .expression_attribute_names("#st", "status")
                 .consistent_read(true);
-            let body_sk = |m: &QueueMessage| format!("{}{}", ledger::BODY_SK_PREFIX, m.id);
+            let body_sk = |m: &QueueMessage| ledger::body_sort_key(&m.id);
             for m in chunk {
                 keys = keys.keys(key_of(&m.creator_id, &m.id));
                 // A campaign's messages share their campaign's body, written before it.
@@ -759,9 +759,11 @@ fn being_sent(old: Option<&Value>, m: &QueueMessage) -> bool {
 /// claimed, or waiting after an attempt that may have reached the gateway
 /// (`machine::MAYBE_SENT`).
 fn beyond_cancel(old: Option<&Value>, m: &QueueMessage) -> bool {
-    let Some(item) = old.and_then(LedgerItem::from_item).filter(|i| i.message.generation == m.generation) else { return false };
-    let maybe_sent = old.is_some_and(|o| o.get(machine::MAYBE_SENT).is_some());
-    item.status == MessageStatus::Sending || (item.status == MessageStatus::Queued && maybe_sent)
+    let waiting_maybe_sent = || {
+        old.is_some_and(|o| o.get(machine::MAYBE_SENT).is_some())
+            && old.and_then(LedgerItem::from_item).is_some_and(|i| i.status == MessageStatus::Queued && i.message.generation == m.generation)
+    };
+    being_sent(old, m) || waiting_maybe_sent()
 }
 
 fn counted_gen(item: &Value) -> Option<u32> {

@@ -229,9 +229,14 @@ pub fn body_id(m: &QueueMessage) -> &str {
     m.campaign_id.as_deref().unwrap_or(&m.id)
 }
 
+/// The sort key of a body item.
+pub fn body_sort_key(body_id: &str) -> String {
+    format!("{BODY_SK_PREFIX}{body_id}")
+}
+
 /// The primary key of a body item.
 pub fn body_key(creator_id: &str, body_id: &str) -> Value {
-    key(creator_id, &format!("{BODY_SK_PREFIX}{body_id}"))
+    key(creator_id, &body_sort_key(body_id))
 }
 
 /// When a single message's body may expire: it is never written again, so from the
@@ -290,7 +295,7 @@ impl Serialize for BodyItem<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         let mut item = ser.serialize_map(None)?;
         item.serialize_entry(PK, &Str(self.creator_id))?;
-        item.serialize_entry(SK, &Str(&format!("{BODY_SK_PREFIX}{}", self.body_id)))?;
+        item.serialize_entry(SK, &Str(&body_sort_key(self.body_id)))?;
         item.serialize_entry("content", &Str(self.content))?;
         item.serialize_entry(TTL_ATTR, &Num(self.expires_at))?;
         if !self.media_urls.is_empty() {
