@@ -592,6 +592,56 @@ def test_a_retry_whose_ledger_answer_was_lost_still_queues(faulty, backend, emul
     assert emulator.item(creator, mid)["status"]["S"] == "queued"
 
 
+def queue_drained(emulator) -> bool:
+    a = emulator.sqs.get_queue_attributes(QueueUrl=emulator.aws.queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+    return sum(int(v) for v in a["Attributes"].values()) == 0
+
+
+def test_a_retry_whose_queue_answer_was_lost_goes_back_to_failed_and_its_copy_is_never_counted(faulty, backend, emulator):
+    """The queue took the retry but its answer was lost: the edge answers the error and
+    puts the message back to failed, so it stays retryable. The copy the queue kept is
+    taken by the worker later: it must not count it into the backlog (the account
+    showed a backlog of 1 and one failed fewer for ever, seed 875842157) nor send it."""
+    edge, proxy = faulty
+    proxy.clear()
+    creator = account()
+    [mid] = failed_messages(edge, backend, emulator, creator, 1)
+    proxy.fail("AmazonSQS.SendMessage", mode="lose")  # each of the edge's attempts
+    r = edge.call("POST", f"/{mid}/retry", token(creator))
+    proxy.clear_rules()
+    assert proxy.hits, "the queue's answers were lost"
+    assert r.status_code >= 500, r.text
+    with backend.running():
+        wait_for(lambda: queue_drained(emulator), 20, "the worker took the queue's copy")
+        time.sleep(1)  # what it would do with it, it does now
+    item = emulator.item(creator, mid)
+    assert (item["status"]["S"], item["generation"]["N"], item["attempts"]["N"]) == ("failed", "1", "1"), item
+    assert edge.call("GET", "/status", token(creator)).json()["account"] == {"backlog": 0, "sent": 0, "failed": 1, "paused": False}
+    assert [m["id"] for m in edge.call("GET", "/failed", token(creator)).json()["failedMessages"]] == [mid], "still listed, retryable"
+    assert edge.call("POST", f"/{mid}/retry", token(creator)).status_code == 200
+
+
+def test_a_retry_whose_queue_answer_was_lost_but_a_worker_took_it_is_accepted(faulty, backend, emulator):
+    """The queue took the retry, its answer was lost, and a worker counted the copy
+    before the edge could put the message back: the retry went through (200), and the
+    worker's outcome stands alone (not a failed message still counted as waiting)."""
+    edge, proxy = faulty
+    proxy.clear()
+    creator = account()
+    [mid] = failed_messages(edge, backend, emulator, creator, 1)
+    with backend.running():
+        proxy.fail("AmazonSQS.SendMessage", mode="lose")  # each of the edge's attempts
+        proxy.fail("countedGen = :gen REMOVE", mode="delay", delay=4, count=1)  # the edge's undo, after the worker's count
+        r = edge.call("POST", f"/{mid}/retry", token(creator))
+        proxy.clear_rules()
+        assert ("delay", "countedGen = :gen REMOVE") in proxy.hits, "the undo was tried"
+        assert r.status_code == 200, r.text
+        wait_for(lambda: queue_drained(emulator) and emulator.item(creator, mid)["status"]["S"] == "failed", 20, "the retried generation failed again")
+    item = emulator.item(creator, mid)
+    assert (item["status"]["S"], item["generation"]["N"]) == ("failed", "1"), item
+    assert edge.call("GET", "/status", token(creator)).json()["account"] == {"backlog": 0, "sent": 0, "failed": 1, "paused": False}
+
+
 def test_a_message_whose_body_write_failed_gets_it_from_the_worker(faulty, backend, emulator):
     """The edge writes a message's item and its body apart (two plain writes at once,
     not a transaction that bills each twice): should the body's fail, the message is

@@ -164,7 +164,12 @@ pub async fn delete_unqueued_campaign<P: Platform>(ctx: &Ctx<'_, P>, creator: &s
 }
 
 async fn delete_unless_taken<P: Platform>(ctx: &Ctx<'_, P>, key: Value, condition: &str) -> Result<bool, AwsError> {
-    match ctx.dynamodb("DeleteItem", &json!({"TableName": table(ctx), "Key": key, "ConditionExpression": condition})).await {
+    refused(ctx.dynamodb("DeleteItem", &json!({"TableName": table(ctx), "Key": key, "ConditionExpression": condition})).await)
+}
+
+/// Whether a conditional write was refused by its condition (`true`) or applied.
+fn refused(answer: Result<Value, AwsError>) -> Result<bool, AwsError> {
+    match answer {
         Ok(_) => Ok(false),
         Err(AwsError::ConditionFailed { .. }) => Ok(true),
         Err(e) => Err(e),
@@ -446,15 +451,15 @@ pub fn request_token<P: Platform>(ctx: &Ctx<'_, P>) -> String {
 }
 
 /// Records `failed` (its `failedAt`, `lastError`, `attempts`) on a message that is
-/// `queued` at `generation`, unless something moved it on meanwhile
-/// (`machine::mark_failed`): a retry whose SQS write failed goes back to failed, and
-/// can be retried again.
-pub async fn mark_failed<P: Platform>(ctx: &Ctx<'_, P>, failed: &LedgerItem, generation: u32) -> Result<(), AwsError> {
+/// `queued` at `generation`, unless a worker took it or something else moved it on
+/// meanwhile (`machine::mark_failed`; `true`: refused): a retry whose SQS write failed
+/// goes back to failed, and can be retried again.
+pub async fn mark_failed<P: Platform>(ctx: &Ctx<'_, P>, failed: &LedgerItem, generation: u32) -> Result<bool, AwsError> {
     let m = &failed.message;
     let failed_at = failed.failed_at.clone().unwrap_or_else(|| m.accepted_at.clone());
     let ttl = ledger::expiry(ctx.p.now_ms(), ctx.config().ledger_ttl_days);
     let write = machine::mark_failed(&m.id, generation, &failed_at, failed.attempts, failed.last_error.as_deref(), ttl);
-    ctx.dynamodb("UpdateItem", &write.to_update_item(table(ctx), key(&m.creator_id, &m.id))).await.map(drop)
+    refused(ctx.dynamodb("UpdateItem", &write.to_update_item(table(ctx), key(&m.creator_id, &m.id))).await)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod status;
 use shared::error::{ErrorCode, FieldError};
 
 use crate::auth::bearer_token;
+use crate::aws::AwsError;
 use crate::cors;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
@@ -200,4 +201,22 @@ fn page_params(request: &ApiRequest, account: &str) -> Result<(u32, Option<Curso
 
 fn now_rfc3339<P: Platform>(ctx: &Ctx<'_, P>) -> String {
     shared::time::rfc3339_ms(ctx.p.now_ms())
+}
+
+/// After a failed queue write, what was written for it was undone (`Ok(false)`: the
+/// request fails), or a worker had taken it: the queue had it and only its answer was
+/// lost, so it is accepted. `undone` is the undo's answer (`Ok(true)`: refused, taken).
+fn taken_anyway<P: Platform>(ctx: &Ctx<'_, P>, queue_error: &AwsError, undone: Result<bool, AwsError>) -> bool {
+    match undone {
+        Ok(taken) => {
+            if taken {
+                ctx.p.log_error(&format!("the queue's answer was lost, but a worker took the message: accepted ({queue_error})"));
+            }
+            taken
+        }
+        Err(e) => {
+            ctx.p.log_error(&format!("could not undo the ledger write of an unqueued message: {e}"));
+            false
+        }
+    }
 }

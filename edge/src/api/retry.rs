@@ -6,7 +6,7 @@ use shared::api::RetryAccepted;
 use shared::error::ErrorCode;
 use shared::ledger::MessageStatus;
 
-use super::{message_id, now_rfc3339, require_enabled};
+use super::{message_id, now_rfc3339, require_enabled, taken_anyway};
 use crate::error::ApiError;
 use crate::http::ApiResponse;
 use crate::ledger::{self, RetryRefused};
@@ -27,11 +27,11 @@ pub async fn retry<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Re
     };
     let item = &requeued.after;
     if let Err(e) = queue::enqueue(ctx, &item.message).await {
-        // Put it back as it was, so it stays visible and retryable.
-        if let Err(undo) = ledger::mark_failed(ctx, &requeued.before, item.message.generation).await {
-            ctx.p.log_error(&format!("retry of a message not undone after queueing failed: {undo}"));
+        // Put it back as it was, so it stays visible and retryable; unless a worker took
+        // it meanwhile: the queue had it and only its answer was lost.
+        if !taken_anyway(ctx, &e, ledger::mark_failed(ctx, &requeued.before, item.message.generation).await) {
+            return Err(e.into());
         }
-        return Err(e.into());
     }
     Ok(ApiResponse::json(200, &RetryAccepted { success: true, message_id: item.message.id.clone(), status: MessageStatus::Queued }))
 }

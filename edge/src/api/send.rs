@@ -11,7 +11,7 @@ use shared::ledger::{LedgerItem, MessageStatus, Summary};
 use shared::message::{Recipients, SendRequest};
 use shared::validation::{validate_send, MAX_BODY_BYTES};
 
-use super::require_enabled;
+use super::{require_enabled, taken_anyway};
 use crate::aws::AwsError;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
@@ -208,21 +208,4 @@ async fn backlog<P: Platform>(ctx: &Ctx<'_, P>, account: &str, count: u64, now_m
         }
     };
     Ok(reservation.ahead(&summary))
-}
-
-/// After a failed queue write, its item was deleted (`false`: the request fails), or a
-/// worker had taken it: the queue had it and only its answer was lost, so it is accepted.
-fn taken_anyway<P: Platform>(ctx: &Ctx<'_, P>, queue_error: &AwsError, deleted: Result<bool, AwsError>) -> bool {
-    match deleted {
-        Ok(taken) => {
-            if taken {
-                ctx.p.log_error(&format!("the queue's answer was lost, but a worker took the message: accepted ({queue_error})"));
-            }
-            taken
-        }
-        Err(e) => {
-            ctx.p.log_error(&format!("could not remove the ledger item of an unqueued message: {e}"));
-            false
-        }
-    }
 }

@@ -17,7 +17,7 @@
 //! | `queued`          | `canceled` | cancel              | edge   | `DELETE /{id}`, unless maybe sent |
 //! | `queued`          | `canceled` | cancel waiting      | worker | a canceled campaign's messages, unless maybe sent |
 //! | `failed`          | `queued`   | requeue failed      | edge   | `POST /{id}/retry`: a new generation |
-//! | `queued`          | `failed`   | mark failed         | edge   | a retry whose queue write failed goes back |
+//! | `queued`          | `failed`   | mark failed         | edge   | a retry whose queue write failed goes back, while no worker counted it (then the retry went through) |
 //! | `queued`          | (deleted)  | delete unqueued     | edge   | a new message whose queue write failed |
 //!
 //! So only the worker's claim moves a message out of `queued` towards the gateway, and
@@ -295,10 +295,13 @@ pub fn record_failed(message_id: &str, generation: u32, at: &str, error: &str, a
 /// generation leaves `failed`, as counting it would have).
 pub fn cancel(generation: u32, counted: bool, at: &str, ttl: u64) -> Write {
     let (condition, counts) = if counted {
-        ("#st = :queued AND countedGen = :gen AND attribute_not_exists(maybeSent)", Counts { queued: -1, canceled: 1, ..Counts::default() })
+        (
+            "#st = :queued AND generation = :gen AND countedGen = :gen AND attribute_not_exists(maybeSent)",
+            Counts { queued: -1, canceled: 1, ..Counts::default() },
+        )
     } else {
         (
-            "#st = :queued AND (attribute_not_exists(countedGen) OR countedGen < :gen) AND attribute_not_exists(maybeSent)",
+            "#st = :queued AND generation = :gen AND (attribute_not_exists(countedGen) OR countedGen < :gen) AND attribute_not_exists(maybeSent)",
             Counts { canceled: 1, failed: -i64::from(generation > 0), ..Counts::default() },
         )
     };
@@ -347,8 +350,11 @@ pub fn requeue_failed(message_id: &str, now: &str, token: &str) -> Write {
     )
 }
 
-/// A retry whose queue write failed goes back to `failed` as it was (it was never
-/// counted: nothing to take back).
+/// A retry whose queue write failed goes back to `failed` as it was, while no worker
+/// counted its generation ([`count_scheduled`]): nothing to take back. It is marked
+/// counted, so that a queue copy that got through after all (only the queue's answer
+/// was lost) is never counted into the backlog of a message that waits for nothing.
+/// Refused, a worker took it: the retry went through.
 pub fn mark_failed(message_id: &str, generation: u32, failed_at: &str, attempts: u32, error: Option<&str>, ttl: u64) -> Write {
     let mut update = String::from("SET #st = :failed, failedAt = :at, failedKey = :fk, attempts = :attempts, #ttl = :ttl");
     let mut values = vec![
@@ -364,8 +370,8 @@ pub fn mark_failed(message_id: &str, generation: u32, failed_at: &str, attempts:
         update.push_str(", lastError = :err");
         values.push((":err", s(error)));
     }
-    update.push_str(&format!(" REMOVE {WAIT_SHARD}"));
-    write("#st = :queued AND generation = :gen", update, values, Counts::default())
+    update.push_str(&format!(", countedGen = :gen REMOVE {WAIT_SHARD}"));
+    write("#st = :queued AND generation = :gen AND (attribute_not_exists(countedGen) OR countedGen < :gen)", update, values, Counts::default())
 }
 
 /// An account held or released (`POST /account/pause|resume`): its summary's `paused`,
