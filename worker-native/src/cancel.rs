@@ -10,10 +10,19 @@ use shared::campaign::CampaignItem;
 use crate::ledger::Ledger;
 use crate::schedule::Schedule;
 
+/// Messages per step when a campaign's messages leave the schedule one by one.
+const DROP_CHUNK: usize = 1000;
+
 /// Takes a canceled campaign off the schedule and cancels its waiting messages.
 pub async fn cancel_campaign(schedule: &Schedule, ledger: &Ledger, c: &CampaignItem, at: &str) -> anyhow::Result<()> {
     use anyhow::Context;
-    let waiting = schedule.cancel_campaign(&c.campaign).await.context("Redis")?;
+    let mut waiting = schedule.cancel_campaign(&c.campaign).await.context("Redis")?;
+    // A rebuild of the schedule from the ledger puts a campaign's waiting messages back
+    // one by one, not as its list: those leave too.
+    let messages: Vec<_> = c.campaign.messages().collect();
+    for chunk in messages.chunks(DROP_CHUNK) {
+        waiting += schedule.drop_canceled(chunk).await.context("Redis")?;
+    }
     let canceled = ledger.cancel_waiting(c, at).await.context("ledger")?;
     tracing::info!(campaign = %c.campaign.id, waiting, canceled, "campaign canceled");
     Ok(())

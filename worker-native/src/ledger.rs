@@ -414,7 +414,13 @@ impl Ledger {
         let applied = self.apply_by_account(changes).await?;
         let mut verdicts = vec![Claim::Claimed; messages.len()];
         for (i, old) in &applied.refused {
-            verdicts[*i] = verdict(old.as_ref(), messages[*i].message, now_ms);
+            verdicts[*i] = match verdict(old.as_ref(), messages[*i].message, now_ms) {
+                // Canceled with its campaign already, yet on the schedule again (a Redis
+                // restored from an older snapshot): what else waits of that campaign
+                // leaves it at once, not one refused claim at a time.
+                Claim::Finished if messages[*i].message.campaign_id.as_ref().is_some_and(|c| applied.canceled_campaigns.contains(c)) => Claim::CampaignCanceled,
+                other => other,
+            };
         }
         if !applied.in_canceled_campaigns.is_empty() {
             let canceled: Vec<&QueueMessage> = applied.in_canceled_campaigns.iter().map(|&i| messages[i].message).collect();
