@@ -779,6 +779,27 @@ async fn a_429_met_while_held_is_kept_for_the_release() {
     assert!(due as u64 >= r.now_ms + 2_500, "due {} ms from now", due as u64 - r.now_ms);
 }
 
+/// A rebuild puts back both an account's hold and a 429's pause from the ledger, the
+/// hold first: the pause is kept for the release (found by the history checker, seed
+/// 1105179146: the pause was dropped for the hold's, and the account released after a
+/// FLUSHALL sent during the gateway's `Retry-After`).
+#[tokio::test]
+async fn a_429_pause_put_back_while_held_is_kept_for_the_release() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(UNLIMITED, 1, 0);
+    s.enqueue(&[message("heldafter", 0, 5)]).await.unwrap();
+    use shared::queue::Hold;
+    s.control(&[control("heldafter", Hold::Pause, 1)]).await.unwrap();
+    let now = take(&s, 10, 30_000, 0, 0).await.unwrap().now_ms;
+    s.pause_until(&[("heldafter".to_owned(), now + 3_000)]).await.unwrap();
+    s.control(&[control("heldafter", Hold::Resume, 2)]).await.unwrap();
+    let r = take(&s, 10, 30_000, 0, 0).await.unwrap();
+    assert!(r.taken.is_empty(), "released into the gateway's pause: {r:?}");
+    let prefix = s.shard_key_prefix(s.shard_of("heldafter")).to_owned();
+    let due: f64 = redis::cmd("ZSCORE").arg(format!("{prefix}ready")).arg("heldafter").query(&mut redis.conn_for(&prefix)).unwrap();
+    assert!(due as u64 >= r.now_ms + 2_500, "due {} ms from now", due as u64 - r.now_ms);
+}
+
 /// A 429 met by a message taken before Redis lost its data, and answered while the
 /// schedule is rebuilt, pauses its account all the same: the message goes back on the
 /// schedule with its outcome, and the account sends nothing during the `Retry-After`

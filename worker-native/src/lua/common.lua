@@ -162,6 +162,19 @@ local function keep_until(acct, t)
   end
 end
 
+-- A gateway's 429: the account sends nothing before `till` (ms); a pause only ever
+-- delays. A held account keeps it for when it is released (control.lua), whichever
+-- came first, the hold or the pause (a rebuild puts both back). Returns the pause.
+local function pause_until(acct, till)
+  local key = P .. 'st:' .. acct
+  local field = (tonumber(redis.call('HGET', key, 'pause')) or 0) >= HOLD and 'held_pause' or 'pause'
+  local pause = math.max(tonumber(redis.call('HGET', key, field)) or 0, till)
+  redis.call('HSET', key, field, pause)
+  -- In `ready`, the score is when it may send: push it back (never forward).
+  redis.call('ZADD', P .. 'ready', 'XX', 'GT', pause, acct)
+  return pause
+end
+
 -- Records a send at `now` (with a burst); returns the account's new {tat, pause}.
 local function record_send(acct, now)
   local max, window, burst = limit_of(acct)

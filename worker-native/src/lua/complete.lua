@@ -47,15 +47,7 @@ end
 -- whose lease another worker took over): the answer is about the account, and a pause
 -- only ever delays.
 local function pause_account(acct, delay)
-  local key = P .. 'st:' .. acct
-  local pause = tonumber(redis.call('HGET', key, 'pause')) or 0
-  -- A held account keeps the gateway's pause for when it is released (control.lua).
-  local field = pause >= HOLD and 'held_pause' or 'pause'
-  pause = math.max(tonumber(redis.call('HGET', key, field)) or 0, now + delay)
-  redis.call('HSET', key, field, pause)
-  keep_until(acct, pause)
-  -- In `ready`, the score is when it may send: push it back (never forward).
-  redis.call('ZADD', P .. 'ready', 'XX', 'GT', pause, acct)
+  keep_until(acct, pause_until(acct, now + delay))
 end
 for i = ARG0 + 1, #ARGV, 10 do
   local kind, acct, id, qs, gen, delay, payload, cid, taken_at, slot = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]),

@@ -17,11 +17,8 @@ for i = ARG0 + 1, #ARGV, 3 do
   local acct, action, at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local key = P .. 'st:' .. acct
   if action == 'until' then
-    if at > (tonumber(redis.call('HGET', key, 'pause')) or 0) then
-      redis.call('HSET', key, 'pause', at)
-      redis.call('ZADD', P .. 'ready', 'XX', 'GT', at, acct)
-      if not redis.call('ZSCORE', P .. 'ready', acct) then rest(acct) end
-    end
+    pause_until(acct, at)
+    if not redis.call('ZSCORE', P .. 'ready', acct) then rest(acct) end
     applied = applied + 1
   elseif at > (tonumber(redis.call('HGET', key, 'ctl_at')) or 0) then
     redis.call('HSET', key, 'ctl_at', at)
