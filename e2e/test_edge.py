@@ -642,6 +642,25 @@ def test_a_retry_whose_queue_answer_was_lost_but_a_worker_took_it_is_accepted(fa
     assert edge.call("GET", "/status", token(creator)).json()["account"] == {"backlog": 0, "sent": 0, "failed": 1, "paused": False}
 
 
+def test_a_message_whose_item_write_failed_is_written_and_counted_once_by_the_worker(faulty, backend, emulator):
+    """Should the edge's write of a message's item fail, the message is still accepted
+    (the queue has it): the worker writes the item when it takes the message (its
+    count, tried at once with that check, is refused until then) and counts it once."""
+    edge, proxy = faulty
+    proxy.clear()
+    creator = account()
+    with backend.running():
+        proxy.fail('"waitShard"', mode="error", count=10)  # the item's put and its retries, not the body's
+        r = send(edge, creator, {"recipientId": "fan-item", "content": "written by the worker"})
+        proxy.clear_rules()
+        assert r.status_code == 202, r.text
+        assert proxy.hits, "the item's write failed"
+        mid = r.json()["messageId"]
+        wait_for(lambda: (emulator.item(creator, mid) or {}).get("status", {}).get("S") == "sent", 20, "the message sent")
+    assert emulator.item(creator, mid)["countedGen"]["N"] == "0"
+    assert edge.call("GET", "/status", token(creator)).json()["account"] == {"backlog": 0, "sent": 1, "failed": 0, "paused": False}
+
+
 def test_a_message_whose_body_write_failed_gets_it_from_the_worker(faulty, backend, emulator):
     """The edge writes a message's item and its body apart (two plain writes at once,
     not a transaction that bills each twice): should the body's fail, the message is

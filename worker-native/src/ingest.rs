@@ -263,14 +263,18 @@ impl Ingest {
     async fn schedule_batch(&self, valid: &[QueueMessage]) -> anyhow::Result<crate::schedule::Enqueued> {
         let mut fresh = std::borrow::Cow::Borrowed(valid);
         if let Some(ledger) = &self.ledger {
-            let (written, finished) = ledger.ensure_items(valid).await.context("ledger")?;
-            if written > 0 {
-                tracing::info!(written, "ledger items written for messages the edge could not record");
-            }
             // Every generation is counted once, a finished one too: a rebuild of the
             // schedule may have sent it before its queue copy got here, and its outcome
-            // took it out of the backlog already.
-            ledger.count_scheduled(valid).await.context("ledger")?;
+            // took it out of the backlog already. The count goes at once with the check
+            // of the edge's writes (one round trip less before an idle account's send):
+            // an item missing is refused by the count, and counted once written.
+            let (ensured, counted) = futures::future::join(ledger.ensure_items(valid), ledger.count_scheduled(valid)).await;
+            let (written, finished) = ensured.context("ledger")?;
+            counted.context("ledger")?;
+            if written > 0 {
+                tracing::info!(written, "ledger items written for messages the edge could not record");
+                ledger.count_scheduled(valid).await.context("ledger")?;
+            }
             if !finished.is_empty() {
                 tracing::info!(duplicates = finished.len(), "late duplicate deliveries of finished messages dropped");
                 fresh = std::borrow::Cow::Owned(valid.iter().enumerate().filter(|(i, _)| !finished.contains(i)).map(|(_, m)| m.clone()).collect());
