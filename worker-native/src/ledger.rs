@@ -810,8 +810,10 @@ impl Change {
         }
     }
 
+    /// Applies only while its campaign is not canceled; a single message has no guard
+    /// (a one-item transaction would bill its write twice for nothing).
     fn guarded(self) -> Self {
-        Change { guarded: true, ..self }
+        Change { guarded: self.campaign.is_some(), ..self }
     }
 
     /// Whether it needs no other write with it: no counters, no guard, no pause.

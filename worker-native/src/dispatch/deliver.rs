@@ -59,6 +59,7 @@ pub(super) async fn send_batch<G: Gateway>(
     };
     // The slowest recent claim, decaying: one slow answer keeps the lead up for a while.
     let claim_ms = taken_at.elapsed().as_millis() as u64;
+    tracing::debug!(claimed = sendable.len(), claim_ms, "claimed");
     let _ = shared.last_claim_ms.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |prev| Some(claim_ms.max(prev * 9 / 10)));
     permits.truncate(sendable.len());
     let sends = sendable.into_iter().zip(permits).map(|(taken, permit)| {
