@@ -17,13 +17,14 @@ const DROP_CHUNK: usize = 1000;
 pub async fn cancel_campaign(schedule: &Schedule, ledger: &Ledger, c: &CampaignItem, at: &str) -> anyhow::Result<()> {
     use anyhow::Context;
     let mut waiting = schedule.cancel_campaign(&c.campaign).await.context("Redis")?;
+    let (canceled, unfinished) = ledger.cancel_waiting(c, at).await.context("ledger")?;
     // A rebuild of the schedule from the ledger puts a campaign's waiting messages back
-    // one by one, not as its list: those leave too.
-    let messages: Vec<_> = c.campaign.messages().collect();
-    for chunk in messages.chunks(DROP_CHUNK) {
+    // one by one, not as its list: those leave too, once canceled (or finished). One
+    // claimed, or maybe sent, stays: it is claimed again and sent or recorded.
+    let off: Vec<_> = c.campaign.messages().enumerate().filter(|(i, _)| !unfinished.contains(i)).map(|(_, m)| m).collect();
+    for chunk in off.chunks(DROP_CHUNK) {
         waiting += schedule.drop_canceled(chunk).await.context("Redis")?;
     }
-    let canceled = ledger.cancel_waiting(c, at).await.context("ledger")?;
     tracing::info!(campaign = %c.campaign.id, waiting, canceled, "campaign canceled");
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! is a transition of `shared::ledger::machine`, sent with its condition; the counters a
 //! transition moves go in the same transaction, one per account.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -396,57 +396,88 @@ impl Ledger {
 
     /// Marks every waiting message of a canceled campaign `canceled` (one not waiting,
     /// claimed or done, is left as it is: a claimed one finishes or is given back and
-    /// canceled when claimed again). Returns how many.
-    pub async fn cancel_waiting(&self, campaign: &CampaignItem, at: &str) -> anyhow::Result<usize> {
+    /// canceled when claimed again). Returns how many it canceled, and the positions of
+    /// those still to be sent: claimed, or waiting after an attempt that may have been
+    /// sent (no cancel reaches them; they stay on the schedule).
+    pub async fn cancel_waiting(&self, campaign: &CampaignItem, at: &str) -> anyhow::Result<(usize, HashSet<usize>)> {
         let ttl = self.expiry();
         let changes = campaign.campaign.messages().map(|m| Change::write(&m, machine::cancel_waiting(m.generation, at, ttl))).collect();
-        Ok(self.apply_by_account(changes).await?.applied.len())
+        let applied = self.apply_by_account(changes).await?;
+        let unfinished = |old: &Option<Value>| old.as_ref().is_some_and(|o| matches!(ledger::text(o, "status"), Some("queued" | "sending")));
+        Ok((applied.applied.len(), applied.refused.iter().filter(|(_, old)| unfinished(old)).map(|(i, _)| *i).collect()))
     }
 
     /// Claims messages about to be handed to the gateway (`machine::claim`), each for
-    /// `lease_ms` after its slot (Redis time, as `now_ms`). A message whose campaign was
-    /// canceled is canceled now. One verdict per message, in order.
+    /// `lease_ms` after its slot (Redis time, as `now_ms`); one whose holder's claim
+    /// lapsed is taken over (`machine::take_over`: it may have been sent). A message
+    /// whose campaign was canceled is canceled now. One verdict per message, in order.
     pub async fn claim(&self, messages: &[ToClaim<'_>], now_ms: u64, lease_ms: u64) -> anyhow::Result<Vec<Claim>> {
-        let claim = |c: &ToClaim| Change::write(c.message, machine::claim(c.message.generation, now_ms, c.slot_ms + lease_ms, &self.owner));
+        let until = |c: &ToClaim| c.slot_ms + lease_ms;
+        let claim = |c: &ToClaim| Change::write(c.message, machine::claim(c.message.generation, until(c), &self.owner));
         // One that may have been sent cannot be canceled any more: its campaign's cancel
         // does not hold it back.
         let changes = messages.iter().map(|c| if c.maybe_sent { claim(c) } else { claim(c).guarded() }).collect();
         let applied = self.apply_by_account(changes).await?;
         let mut verdicts = vec![Claim::Claimed; messages.len()];
+        // Claimed again without their campaign's guard: taken over from a holder that did
+        // not finish (`true`), or waiting after an attempt that may have reached the
+        // gateway (`false`). Either may have been sent: no cancel holds it back.
+        let mut again: Vec<(usize, bool)> = Vec::new();
         for (i, old) in &applied.refused {
-            verdicts[*i] = match verdict(old.as_ref(), messages[*i].message, now_ms) {
+            let m = messages[*i].message;
+            if self.lapsed(old.as_ref(), m, now_ms) {
+                again.push((*i, true));
+                continue;
+            }
+            verdicts[*i] = match verdict(old.as_ref(), m, now_ms) {
                 // Canceled with its campaign already, yet on the schedule again (a Redis
                 // restored from an older snapshot): what else waits of that campaign
                 // leaves it at once, not one refused claim at a time.
-                Claim::Finished if messages[*i].message.campaign_id.as_ref().is_some_and(|c| applied.canceled_campaigns.contains(c)) => Claim::CampaignCanceled,
+                Claim::Finished if m.campaign_id.as_ref().is_some_and(|c| applied.canceled_campaigns.contains(c)) => Claim::CampaignCanceled,
                 other => other,
             };
         }
         if !applied.in_canceled_campaigns.is_empty() {
             let canceled: Vec<&QueueMessage> = applied.in_canceled_campaigns.iter().map(|&i| messages[i].message).collect();
-            let mut beyond = Vec::new();
             for (k, canceled) in self.cancel_messages(&canceled, now_ms).await?.into_iter().enumerate() {
                 let i = applied.in_canceled_campaigns[k];
+                let m = messages[i].message;
                 match canceled {
                     None => verdicts[i] = Claim::CampaignCanceled,
-                    Some(old) if beyond_cancel(old.as_ref(), messages[i].message) => beyond.push(i),
-                    Some(old) => verdicts[i] = verdict(old.as_ref(), messages[i].message, now_ms),
-                }
-            }
-            // Claimed before its campaign was canceled, or tried and maybe sent (a copy
-            // put back by a rebuild may not know it yet): not canceled by it. It may have
-            // been sent, and is claimed again as any such one is (once a claim on it
-            // lapsed); refused for good, it would wait `queued` for ever, or be taken
-            // again and again, each time spending its account's slot.
-            if !beyond.is_empty() {
-                let changes = beyond.iter().map(|&i| claim(&messages[i])).collect();
-                for (k, old) in self.apply_by_account(changes).await?.refused {
-                    let i = beyond[k];
-                    verdicts[i] = verdict(old.as_ref(), messages[i].message, now_ms);
+                    Some(old) if self.lapsed(old.as_ref(), m, now_ms) => again.push((i, true)),
+                    Some(old) if waiting_maybe_sent(old.as_ref(), m) => again.push((i, false)),
+                    Some(old) => verdicts[i] = verdict(old.as_ref(), m, now_ms),
                 }
             }
         }
+        // Refused for good, such a message would wait `queued` for ever, or be taken
+        // again and again, each time spending its account's slot.
+        if !again.is_empty() {
+            let changes = again
+                .iter()
+                .map(|&(i, lapsed)| {
+                    let c = &messages[i];
+                    if lapsed {
+                        Change::write(c.message, machine::take_over(c.message.generation, now_ms, until(c), &self.owner))
+                    } else {
+                        claim(c)
+                    }
+                })
+                .collect();
+            for (k, old) in self.apply_by_account(changes).await?.refused {
+                let i = again[k].0;
+                verdicts[i] = verdict(old.as_ref(), messages[i].message, now_ms);
+            }
+        }
         Ok(verdicts)
+    }
+
+    /// Whether the item (as it was) is this generation of `m`, claimed by another holder
+    /// whose claim has expired (Redis time `now_ms`): it is taken over.
+    fn lapsed(&self, old: Option<&Value>, m: &QueueMessage, now_ms: u64) -> bool {
+        let Some(o) = old.filter(|_| being_sent(old, m)) else { return false };
+        let expired = o.get("claimedUntil").and_then(|v| v.get("N")?.as_str()?.parse::<u64>().ok()).is_none_or(|until| until < now_ms);
+        expired && ledger::text(o, "claimedBy") != Some(self.owner.as_str())
     }
 
     /// Cancels waiting messages now (their campaign was canceled): each is taken out of
@@ -761,15 +792,11 @@ fn being_sent(old: Option<&Value>, m: &QueueMessage) -> bool {
     old.and_then(LedgerItem::from_item).is_some_and(|item| item.status == MessageStatus::Sending && item.message.generation == m.generation)
 }
 
-/// Whether the item (as it was) is this generation of `m` and out of a cancel's reach:
-/// claimed, or waiting after an attempt that may have reached the gateway
-/// (`machine::MAYBE_SENT`).
-fn beyond_cancel(old: Option<&Value>, m: &QueueMessage) -> bool {
-    let waiting_maybe_sent = || {
-        old.is_some_and(|o| o.get(machine::MAYBE_SENT).is_some())
-            && old.and_then(LedgerItem::from_item).is_some_and(|i| i.status == MessageStatus::Queued && i.message.generation == m.generation)
-    };
-    being_sent(old, m) || waiting_maybe_sent()
+/// Whether the item (as it was) is this generation of `m`, waiting after an attempt
+/// that may have reached the gateway (`machine::MAYBE_SENT`): out of a cancel's reach.
+fn waiting_maybe_sent(old: Option<&Value>, m: &QueueMessage) -> bool {
+    old.is_some_and(|o| o.get(machine::MAYBE_SENT).is_some())
+        && old.and_then(LedgerItem::from_item).is_some_and(|i| i.status == MessageStatus::Queued && i.message.generation == m.generation)
 }
 
 fn counted_gen(item: &Value) -> Option<u32> {

@@ -9,7 +9,8 @@
 //! | (none)            | `canceled` | cancel unwritten    | edge   | `DELETE /{id}` of a campaign's message not fanned out yet |
 //! | `queued`          | `queued`   | count scheduled     | worker | once per generation, when the schedule takes it in |
 //! | `queued`          | `sending`  | claim               | worker | before the gateway, a campaign's only while it is not canceled, unless maybe sent (no cancel reaches it) |
-//! | `sending`         | `sending`  | claim               | worker | again, once the holder's claim has expired (its worker died), its campaign canceled since or not: the cancel did not cancel it |
+//! | `sending`         | `sending`  | claim               | worker | again by the same holder (the first claim's answer was lost) |
+//! | `sending`         | `sending`  | take over           | worker | once another holder's claim has expired (its worker died), its campaign canceled since or not (the cancel did not cancel it); marked maybe sent: that holder may have sent it |
 //! | `sending`         | `queued`   | unclaim             | worker | claimed, then not sent (a 429 met meanwhile, a stall, a late claim, shutdown) |
 //! | `queued`/`sending`| `queued`   | record retrying     | worker | a passing failure, tried again after a backoff |
 //! | `queued`/`sending`| `sent`     | record sent         | worker | the gateway took it |
@@ -208,13 +209,25 @@ pub fn count_scheduled(generation: u32) -> Write {
 }
 
 /// Claims a message for the gateway (`queued → sending`): a lease until `until_ms` (Redis
-/// time) held by `by`. Again once the holder's claim has expired, or by the same holder
-/// (its first claim's answer was lost).
-pub fn claim(generation: u32, now_ms: u64, until_ms: u64, by: &str) -> Write {
+/// time) held by `by`. Again by the same holder (its first claim's answer was lost).
+pub fn claim(generation: u32, until_ms: u64, by: &str) -> Write {
     write(
-        "attribute_exists(messageId) AND generation = :gen AND (#st = :queued OR (#st = :sending AND (claimedBy = :by OR attribute_not_exists(claimedUntil) OR claimedUntil < :now)))",
+        "attribute_exists(messageId) AND generation = :gen AND (#st = :queued OR (#st = :sending AND claimedBy = :by))",
         "SET #st = :sending, claimedUntil = :until, claimedBy = :by".into(),
-        vec![(":gen", n(generation)), (":queued", s("queued")), (":sending", s("sending")), (":now", n(now_ms)), (":until", n(until_ms)), (":by", s(by))],
+        vec![(":gen", n(generation)), (":queued", s("queued")), (":sending", s("sending")), (":until", n(until_ms)), (":by", s(by))],
+        Counts::default(),
+    )
+}
+
+/// Takes over the claim of a holder that did not finish (its worker died or stalled:
+/// the claim expired before `now_ms`). That holder may have handed the message to the
+/// gateway: it is marked [`MAYBE_SENT`], so that no cancel passes it from now on, even
+/// if this holder gives it back unsent.
+pub fn take_over(generation: u32, now_ms: u64, until_ms: u64, by: &str) -> Write {
+    write(
+        "attribute_exists(messageId) AND generation = :gen AND #st = :sending AND claimedBy <> :by AND (attribute_not_exists(claimedUntil) OR claimedUntil < :now)",
+        "SET #st = :sending, claimedUntil = :until, claimedBy = :by, maybeSent = :t".into(),
+        vec![(":gen", n(generation)), (":sending", s("sending")), (":now", n(now_ms)), (":until", n(until_ms)), (":by", s(by)), (":t", json!({"BOOL": true}))],
         Counts::default(),
     )
 }
@@ -416,7 +429,8 @@ mod tests {
     fn expressions_and_their_names_and_values_agree() {
         let all = [
             count_scheduled(1),
-            claim(0, 1, 2, "w"),
+            claim(0, 2, "w"),
+            take_over(0, 1, 2, "w"),
             unclaim(0, "w"),
             record_sent(0, "2026-12-05T00:00:00.000Z", 1, 9),
             record_retrying(0, 1, "503", false),
