@@ -621,6 +621,25 @@ def test_a_retry_whose_queue_answer_was_lost_goes_back_to_failed_and_its_copy_is
     assert edge.call("POST", f"/{mid}/retry", token(creator)).status_code == 200
 
 
+def test_a_retry_undone_whose_undo_answer_was_lost_still_fails(faulty, backend, emulator):
+    """The undo of a retry whose queue write failed, applied but its answer lost, is
+    tried again by the edge and refused by its own write: that is not a worker that took
+    the message (the retry must fail, not answer `queued` for a message left failed)."""
+    edge, proxy = faulty
+    proxy.clear()
+    creator = account()
+    [mid] = failed_messages(edge, backend, emulator, creator, 1)
+    proxy.fail("AmazonSQS.SendMessage", mode="error")  # each of the edge's attempts
+    proxy.fail("undoneGen = :gen", mode="lose", count=1)
+    r = edge.call("POST", f"/{mid}/retry", token(creator))
+    proxy.clear_rules()
+    assert ("lose", "undoneGen = :gen") in proxy.hits, "the undo's answer was lost"
+    assert r.status_code >= 500, r.text
+    item = emulator.item(creator, mid)
+    assert (item["status"]["S"], item["undoneGen"]["N"]) == ("failed", "1"), item
+    assert edge.call("POST", f"/{mid}/retry", token(creator)).status_code == 200, "retryable again"
+
+
 def test_a_retry_whose_queue_answer_was_lost_but_a_worker_took_it_is_accepted(faulty, backend, emulator):
     """The queue took the retry, its answer was lost, and a worker counted the copy
     before the edge could put the message back: the retry went through (200), and the
@@ -631,10 +650,10 @@ def test_a_retry_whose_queue_answer_was_lost_but_a_worker_took_it_is_accepted(fa
     [mid] = failed_messages(edge, backend, emulator, creator, 1)
     with backend.running():
         proxy.fail("AmazonSQS.SendMessage", mode="lose")  # each of the edge's attempts
-        proxy.fail("countedGen = :gen REMOVE", mode="delay", delay=4, count=1)  # the edge's undo, after the worker's count
+        proxy.fail("undoneGen = :gen", mode="delay", delay=4, count=1)  # the edge's undo, after the worker's count
         r = edge.call("POST", f"/{mid}/retry", token(creator))
         proxy.clear_rules()
-        assert ("delay", "countedGen = :gen REMOVE") in proxy.hits, "the undo was tried"
+        assert ("delay", "undoneGen = :gen") in proxy.hits, "the undo was tried"
         assert r.status_code == 200, r.text
         wait_for(lambda: queue_drained(emulator) and emulator.item(creator, mid)["status"]["S"] == "failed", 20, "the retried generation failed again")
     item = emulator.item(creator, mid)

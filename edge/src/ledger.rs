@@ -459,7 +459,19 @@ pub async fn mark_failed<P: Platform>(ctx: &Ctx<'_, P>, failed: &LedgerItem, gen
     let failed_at = failed.failed_at.clone().unwrap_or_else(|| m.accepted_at.clone());
     let ttl = ledger::expiry(ctx.p.now_ms(), ctx.config().ledger_ttl_days);
     let write = machine::mark_failed(&m.id, generation, &failed_at, failed.attempts, failed.last_error.as_deref(), ttl);
-    refused(ctx.dynamodb("UpdateItem", &write.to_update_item(table(ctx), key(&m.creator_id, &m.id))).await)
+    let mut body = write.to_update_item(table(ctx), key(&m.creator_id, &m.id));
+    body["ReturnValuesOnConditionCheckFailure"] = json!("ALL_OLD");
+    match ctx.dynamodb("UpdateItem", &body).await {
+        Ok(_) => Ok(false),
+        // Refused by its own write, applied the first time (its answer lost): undone.
+        Err(AwsError::ConditionFailed { item: Some(old) })
+            if old.get(machine::UNDONE_GEN).and_then(|v| v.get("N")?.as_str()?.parse::<u32>().ok()) == Some(generation) =>
+        {
+            Ok(false)
+        }
+        Err(AwsError::ConditionFailed { .. }) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

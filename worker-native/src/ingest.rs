@@ -268,12 +268,15 @@ impl Ingest {
             // took it out of the backlog already. The count goes at once with the check
             // of the edge's writes (one round trip less before an idle account's send):
             // an item missing is refused by the count, and counted once written.
-            let (ensured, counted) = futures::future::join(ledger.ensure_items(valid), ledger.count_scheduled(valid)).await;
+            let (ensured, uncounted) = futures::future::join(ledger.ensure_items(valid), ledger.count_scheduled(valid)).await;
             let (written, finished) = ensured.context("ledger")?;
-            counted.context("ledger")?;
             if written > 0 {
                 tracing::info!(written, "ledger items written for messages the edge could not record");
-                ledger.count_scheduled(valid).await.context("ledger")?;
+            }
+            // Their items exist now: written by the worker, or by the edge meanwhile.
+            let uncounted: Vec<QueueMessage> = uncounted.context("ledger")?.into_iter().map(|i| valid[i].clone()).collect();
+            if !uncounted.is_empty() {
+                ledger.count_scheduled(&uncounted).await.context("ledger")?;
             }
             if !finished.is_empty() {
                 tracing::info!(duplicates = finished.len(), "late duplicate deliveries of finished messages dropped");

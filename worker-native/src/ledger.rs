@@ -261,10 +261,11 @@ impl Ledger {
     }
 
     /// Counts messages into their accounts' backlog, once per message and generation
-    /// (`machine::count_scheduled`). Returns how many counted.
-    pub async fn count_scheduled(&self, messages: &[QueueMessage]) -> anyhow::Result<usize> {
+    /// (`machine::count_scheduled`). Returns the positions of those not counted because
+    /// their item did not exist (yet).
+    pub async fn count_scheduled(&self, messages: &[QueueMessage]) -> anyhow::Result<Vec<usize>> {
         let changes = messages.iter().map(|m| Change::write(m, machine::count_scheduled(m.generation))).collect();
-        Ok(self.apply_by_account(changes).await?.applied.len())
+        Ok(self.apply_by_account(changes).await?.refused.into_iter().filter(|(_, old)| old.is_none()).map(|(i, _)| i).collect())
     }
 
     /// A campaign, head and body (consistent reads); `None` when it does not exist (the
@@ -783,6 +784,11 @@ fn verdict(old: Option<&Value>, m: &QueueMessage, now_ms: u64) -> Claim {
     if being_sent(old, m) {
         let until = old.and_then(|o| o.get("claimedUntil")?.get("N")?.as_str()?.parse().ok()).unwrap_or(now_ms);
         return Claim::Held { until_ms: until };
+    }
+    // Waiting again meanwhile (a take-over refused because its holder's late outcome or
+    // release put it back): not finished; looked at again shortly.
+    if old.and_then(LedgerItem::from_item).is_some_and(|i| i.status == MessageStatus::Queued && i.message.generation == m.generation) {
+        return Claim::Held { until_ms: now_ms };
     }
     Claim::Finished
 }

@@ -367,7 +367,8 @@ pub fn requeue_failed(message_id: &str, now: &str, token: &str) -> Write {
 /// counted its generation ([`count_scheduled`]): nothing to take back. It is marked
 /// counted, so that a queue copy that got through after all (only the queue's answer
 /// was lost) is never counted into the backlog of a message that waits for nothing.
-/// Refused, a worker took it: the retry went through.
+/// Refused, a worker took it (the retry went through), unless the item carries this
+/// undo's own mark ([`UNDONE_GEN`]: its first answer was lost).
 pub fn mark_failed(message_id: &str, generation: u32, failed_at: &str, attempts: u32, error: Option<&str>, ttl: u64) -> Write {
     let mut update = String::from("SET #st = :failed, failedAt = :at, failedKey = :fk, attempts = :attempts, #ttl = :ttl");
     let mut values = vec![
@@ -383,9 +384,12 @@ pub fn mark_failed(message_id: &str, generation: u32, failed_at: &str, attempts:
         update.push_str(", lastError = :err");
         values.push((":err", s(error)));
     }
-    update.push_str(&format!(", countedGen = :gen REMOVE {WAIT_SHARD}"));
+    update.push_str(&format!(", countedGen = :gen, {UNDONE_GEN} = :gen REMOVE {WAIT_SHARD}"));
     write("#st = :queued AND generation = :gen AND (attribute_not_exists(countedGen) OR countedGen < :gen)", update, values, Counts::default())
 }
+
+/// The generation whose retry [`mark_failed`] undid.
+pub const UNDONE_GEN: &str = "undoneGen";
 
 /// An account held or released (`POST /account/pause|resume`): its summary's `paused`,
 /// ordered by the control's time (`holdAtMs`): an older control never overrides a newer
