@@ -477,7 +477,7 @@ impl Ledger {
     /// whose claim has expired (Redis time `now_ms`): it is taken over.
     fn lapsed(&self, old: Option<&Value>, m: &QueueMessage, now_ms: u64) -> bool {
         let Some(o) = old.filter(|_| being_sent(old, m)) else { return false };
-        let expired = o.get("claimedUntil").and_then(|v| v.get("N")?.as_str()?.parse::<u64>().ok()).is_none_or(|until| until < now_ms);
+        let expired = claimed_until(o).is_none_or(|until| until < now_ms);
         expired && ledger::text(o, "claimedBy") != Some(self.owner.as_str())
     }
 
@@ -782,12 +782,12 @@ impl Ledger {
 /// What a refused claim means, from the item as it was.
 fn verdict(old: Option<&Value>, m: &QueueMessage, now_ms: u64) -> Claim {
     if being_sent(old, m) {
-        let until = old.and_then(|o| o.get("claimedUntil")?.get("N")?.as_str()?.parse().ok()).unwrap_or(now_ms);
+        let until = old.and_then(claimed_until).unwrap_or(now_ms);
         return Claim::Held { until_ms: until };
     }
     // Waiting again meanwhile (a take-over refused because its holder's late outcome or
     // release put it back): not finished; looked at again shortly.
-    if old.and_then(LedgerItem::from_item).is_some_and(|i| i.status == MessageStatus::Queued && i.message.generation == m.generation) {
+    if at_generation(old, m, MessageStatus::Queued) {
         return Claim::Held { until_ms: now_ms };
     }
     Claim::Finished
@@ -795,14 +795,23 @@ fn verdict(old: Option<&Value>, m: &QueueMessage, now_ms: u64) -> Claim {
 
 /// Whether the item (as it was) is this generation of `m`, claimed (`sending`).
 fn being_sent(old: Option<&Value>, m: &QueueMessage) -> bool {
-    old.and_then(LedgerItem::from_item).is_some_and(|item| item.status == MessageStatus::Sending && item.message.generation == m.generation)
+    at_generation(old, m, MessageStatus::Sending)
 }
 
 /// Whether the item (as it was) is this generation of `m`, waiting after an attempt
 /// that may have reached the gateway (`machine::MAYBE_SENT`): out of a cancel's reach.
 fn waiting_maybe_sent(old: Option<&Value>, m: &QueueMessage) -> bool {
-    old.is_some_and(|o| o.get(machine::MAYBE_SENT).is_some())
-        && old.and_then(LedgerItem::from_item).is_some_and(|i| i.status == MessageStatus::Queued && i.message.generation == m.generation)
+    old.is_some_and(|o| o.get(machine::MAYBE_SENT).is_some()) && at_generation(old, m, MessageStatus::Queued)
+}
+
+/// Whether the item (as it was) is this generation of `m`, in `status`.
+fn at_generation(old: Option<&Value>, m: &QueueMessage, status: MessageStatus) -> bool {
+    old.and_then(LedgerItem::from_item).is_some_and(|i| i.status == status && i.message.generation == m.generation)
+}
+
+/// When the item's claim ends (Redis time, ms), if it has one.
+fn claimed_until(item: &Value) -> Option<u64> {
+    item.get("claimedUntil")?.get("N")?.as_str()?.parse().ok()
 }
 
 fn counted_gen(item: &Value) -> Option<u32> {

@@ -773,10 +773,15 @@ async fn a_429_met_while_held_is_kept_for_the_release() {
     s.control(&[control("held429", Hold::Resume, 2)]).await.unwrap();
     let r = take(&s, 10, 30_000, 0, 0).await.unwrap();
     assert!(r.taken.is_empty(), "released into the gateway's pause: {r:?}");
-    // When the account may next send (its score among the accounts with work).
-    let prefix = s.shard_key_prefix(s.shard_of("held429")).to_owned();
-    let due: f64 = redis::cmd("ZSCORE").arg(format!("{prefix}ready")).arg("held429").query(&mut redis.conn_for(&prefix)).unwrap();
-    assert!(due as u64 >= r.now_ms + 2_500, "due {} ms from now", due as u64 - r.now_ms);
+    let due = ready_at(&redis, &s, "held429");
+    assert!(due >= r.now_ms + 2_500, "due {} ms from now", due - r.now_ms);
+}
+
+/// When the account may next send (its score among the accounts with work).
+fn ready_at(redis: &RedisServer, s: &Schedule, account: &str) -> u64 {
+    let prefix = s.shard_key_prefix(s.shard_of(account)).to_owned();
+    let due: f64 = redis::cmd("ZSCORE").arg(format!("{prefix}ready")).arg(account).query(&mut redis.conn_for(&prefix)).unwrap();
+    due as u64
 }
 
 /// A rebuild puts back both an account's hold and a 429's pause from the ledger, the
@@ -795,9 +800,8 @@ async fn a_429_pause_put_back_while_held_is_kept_for_the_release() {
     s.control(&[control("heldafter", Hold::Resume, 2)]).await.unwrap();
     let r = take(&s, 10, 30_000, 0, 0).await.unwrap();
     assert!(r.taken.is_empty(), "released into the gateway's pause: {r:?}");
-    let prefix = s.shard_key_prefix(s.shard_of("heldafter")).to_owned();
-    let due: f64 = redis::cmd("ZSCORE").arg(format!("{prefix}ready")).arg("heldafter").query(&mut redis.conn_for(&prefix)).unwrap();
-    assert!(due as u64 >= r.now_ms + 2_500, "due {} ms from now", due as u64 - r.now_ms);
+    let due = ready_at(&redis, &s, "heldafter");
+    assert!(due >= r.now_ms + 2_500, "due {} ms from now", due - r.now_ms);
 }
 
 /// A 429 met by a message taken before Redis lost its data, and answered while the
