@@ -31,7 +31,7 @@ from datetime import datetime
 
 from harness import max_in_window, ms
 from histories import system as hs
-from histories.run import History, Message
+from histories.run import History, Message, ambiguous
 
 SPACING_MS = hs.WINDOW_MS / hs.MAX
 LEAD_MS = 200  # CLAIM_LEAD
@@ -142,14 +142,20 @@ class Checker:
     def ok_events(self, kind: str, account: str | None = None) -> list:
         return [e for e in self.h.of(kind) if e["status"] == 200 and (account is None or e["account"] == account)]
 
-    def paused_spans(self, account: str) -> list:
-        """(pause answered, resume asked) of the account, in ms."""
-        controls = sorted(self.ok_events("pause", account) + self.ok_events("resume", account), key=lambda e: e["t0"])
+    def paused_spans(self, account: str, maybe: bool = False) -> list:
+        """(pause answered, resume asked) of the account, in ms: when it surely was paused,
+        or with `maybe`, when it may have been. A control answered 5xx or not at all may
+        have taken effect (queued before its answer was lost): it starts no sure pause
+        and ends no possible one, but ends a sure pause (a resume) and starts a possible
+        one (a pause)."""
+        controls = sorted((e for e in self.h.of("pause") + self.h.of("resume")
+                           if e["account"] == account and (e["status"] == 200 or ambiguous(e["status"]))), key=lambda e: e["t0"])
         spans, since = [], None
         for e in controls:
-            if e["kind"] == "pause" and since is None:
-                since = e["t"]
-            elif e["kind"] == "resume" and since is not None:
+            sure = e["status"] == 200
+            if e["kind"] == "pause" and since is None and (sure or maybe):
+                since = e["t"] if sure else e["t0"]
+            elif e["kind"] == "resume" and since is not None and (sure or not maybe):
                 spans.append((since, e["t0"]))
                 since = None
         if since is not None:
@@ -419,7 +425,7 @@ class Checker:
                 if start < end:
                     ready.append((start, end))
             blocked = list(self.impaired)
-            blocked += [(s, e + 1000) for s, e in self.paused_spans(a)]
+            blocked += [(s, e + 1000) for s, e in self.paused_spans(a, maybe=True)]
             blocked += [(s - 100, e + 1000) for s, e in self.rate_limited_spans(a)]
             for s, e in subtract(union(ready), union(blocked)):
                 inner = [x["t"] for x in got if s < x["t"] < e]

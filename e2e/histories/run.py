@@ -33,6 +33,12 @@ def now_ms() -> float:
     return time.time() * 1000
 
 
+def ambiguous(status) -> bool:
+    """An answer that does not say whether the request took effect: no answer at all, or
+    a 5xx (the edge may have queued a control, say, and lost the queue's answer)."""
+    return status is None or status >= 500
+
+
 def choose(items: list, pick: float):
     """The item at `pick` (in [0, 1]) of a list, the same for the same list."""
     return items[min(len(items) - 1, int(pick * len(items)))]
@@ -235,6 +241,10 @@ class Driver:
             self.h.event(k, op=op.n, account=a, status=status, t0=round(t0), answer=answer)
             if status == 200:
                 self.held[a] = k == "pause"
+            elif k == "pause" and ambiguous(status):
+                # Perhaps queued all the same (an answer lost after SQS took the control):
+                # the healer resumes it, which is harmless if the pause never took.
+                self.held[a] = True
         elif k == "dup":
             self.duplicate(op)
         else:

@@ -1,0 +1,41 @@
+"""The history checker's own reading of a history, without a system: what it takes for
+sure, what it takes as possible. A checker that reads a history wrong either cries wolf
+(a random run fails on a correct system) or stays silent on a real defect."""
+
+from histories.check import Checker
+from histories.run import History
+
+A = "acc-0"
+
+
+def checker(*controls) -> Checker:
+    """A checker over a history of account controls: (kind, asked at, answered at, status)."""
+    events = [{"kind": k, "t": t, "t0": t0, "account": A, "status": status, "op": n}
+              for n, (k, t0, t, status) in enumerate(controls)]
+    return Checker(History(plan=None, prefix="p:", accounts=[A], started_ms=0, events=events))
+
+
+def test_a_pause_and_a_resume_answered_200_make_one_sure_span():
+    c = checker(("pause", 1000, 1050, 200), ("resume", 5000, 5040, 200))
+    assert c.paused_spans(A) == [(1050, 5000)]
+    assert c.paused_spans(A, maybe=True) == [(1050, 5000)]
+
+
+def test_a_pause_answered_503_may_have_paused_until_the_next_sure_resume():
+    # Seed 1739701290 on a cluster: the pause's control reached the queue, its answer was
+    # lost, the edge answered 503, and the worker held the account all the same.
+    c = checker(("pause", 1000, 1500, 503), ("resume", 4000, 4100, 503), ("resume", 9000, 9030, 200))
+    assert c.paused_spans(A) == []
+    assert c.paused_spans(A, maybe=True) == [(1000, 9000)]
+
+
+def test_a_resume_answered_503_ends_the_sure_pause_but_not_the_possible_one():
+    c = checker(("pause", 1000, 1050, 200), ("resume", 3000, 3400, 503), ("resume", 8000, 8020, 200))
+    assert c.paused_spans(A) == [(1050, 3000)]
+    assert c.paused_spans(A, maybe=True) == [(1050, 8000)]
+
+
+def test_a_refused_control_takes_no_effect_either_way():
+    c = checker(("pause", 1000, 1010, 429), ("pause", 2000, 2030, 200), ("resume", 3000, 3010, 400))
+    assert c.paused_spans(A) == [(2030, float("inf"))]
+    assert c.paused_spans(A, maybe=True) == [(2030, float("inf"))]
