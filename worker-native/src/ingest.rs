@@ -24,7 +24,7 @@ use shared::message::QueueMessage;
 use shared::queue::Incoming;
 use tokio::sync::{watch, Notify};
 
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Uncounted};
 use crate::metrics::Metrics;
 use crate::schedule::Schedule;
 
@@ -268,15 +268,18 @@ impl Ingest {
             // took it out of the backlog already. The count goes at once with the check
             // of the edge's writes (one round trip less before an idle account's send):
             // an item missing is refused by the count, and counted once written.
-            let (ensured, uncounted) = futures::future::join(ledger.ensure_items(valid), ledger.count_scheduled(valid)).await;
-            let (written, finished) = ensured.context("ledger")?;
-            if written > 0 {
-                tracing::info!(written, "ledger items written for messages the edge could not record");
-            }
-            // Their items exist now: written by the worker, or by the edge meanwhile.
-            let uncounted: Vec<QueueMessage> = uncounted.context("ledger")?.into_iter().map(|i| valid[i].clone()).collect();
-            if !uncounted.is_empty() {
-                ledger.count_scheduled(&uncounted).await.context("ledger")?;
+            let (bodies, uncounted) = futures::future::join(ledger.ensure_bodies(valid), ledger.count_scheduled(valid)).await;
+            bodies.context("ledger")?;
+            let Uncounted { missing, finished } = uncounted.context("ledger")?;
+            if !missing.is_empty() {
+                // Written after their bodies, so that an item found always has its body.
+                let missing: Vec<QueueMessage> = missing.into_iter().map(|i| valid[i].clone()).collect();
+                let written = ledger.write_items(&missing).await.context("ledger")?;
+                if written > 0 {
+                    tracing::info!(written, "ledger items written for messages the edge could not record");
+                }
+                // Their items exist now: written by the worker, or by the edge meanwhile.
+                ledger.count_scheduled(&missing).await.context("ledger")?;
             }
             if !finished.is_empty() {
                 tracing::info!(duplicates = finished.len(), "late duplicate deliveries of finished messages dropped");

@@ -74,6 +74,15 @@ pub enum Claim {
     Held { until_ms: u64 },
 }
 
+/// What a count into the backlog left uncounted (positions in what it was given).
+#[derive(Debug, Default)]
+pub struct Uncounted {
+    /// No item (the edge's write failed): counted once written.
+    pub missing: Vec<usize>,
+    /// Finished already: a late duplicate delivery.
+    pub finished: Vec<usize>,
+}
+
 /// A message to claim: the slot it was taken for, and whether it may have been sent.
 pub struct ToClaim<'a> {
     pub message: &'a QueueMessage,
@@ -190,67 +199,52 @@ impl Ledger {
         ledger::expiry(now_ms(), self.ttl_days)
     }
 
-    /// Writes the items of messages the edge accepted but whose item or body is missing
-    /// (its write failed; the edge writes the two apart): one `BatchGetItem` for up to 50
-    /// messages, then a conditional put of each one missing, a body before its item.
-    /// Returns the number of items written, and the positions of the messages the
-    /// ledger shows finished (sent, failed or canceled at this generation or a later
-    /// one): late duplicate deliveries, which must not be scheduled again.
-    pub async fn ensure_items(&self, messages: &[QueueMessage]) -> anyhow::Result<(usize, Vec<usize>)> {
-        // An item and a body each, within `BatchGetItem`'s 100 keys.
-        const CHUNK: usize = 50;
-        let mut written = 0;
-        let mut finished = Vec::new();
-        for (chunk_at, chunk) in messages.chunks(CHUNK).enumerate() {
+    /// Writes the bodies of single messages the edge accepted but whose body is missing
+    /// (the edge writes a body and its item apart; either write may have failed): one
+    /// consistent `BatchGetItem` of up to 100 bodies (a read unit each: the only read a
+    /// single message costs the worker), then a conditional put of each one missing.
+    /// A campaign's messages share their campaign's body, written before it. Their
+    /// items are [`Ledger::count_scheduled`]'s to find missing.
+    pub async fn ensure_bodies(&self, messages: &[QueueMessage]) -> anyhow::Result<()> {
+        let singles: Vec<&QueueMessage> = messages.iter().filter(|m| m.campaign_id.is_none()).collect();
+        for chunk in singles.chunks(100) {
             let mut keys = KeysAndAttributes::builder()
-                .projection_expression("#pk, #sk, #st, generation")
+                .projection_expression("#pk, #sk")
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_names("#sk", SK)
-                .expression_attribute_names("#st", "status")
                 .consistent_read(true);
-            let body_sk = |m: &QueueMessage| ledger::body_sort_key(&m.id);
             for m in chunk {
-                keys = keys.keys(key_of(&m.creator_id, &m.id));
-                // A campaign's messages share their campaign's body, written before it.
-                if m.campaign_id.is_none() {
-                    keys = keys.keys(key_of(&m.creator_id, &body_sk(m)));
-                }
+                keys = keys.keys(key_of(&m.creator_id, &ledger::body_sort_key(&m.id)));
             }
-            let mut present = HashMap::new();
+            let mut present = HashSet::new();
             for item in self.batch_get(keys.build()?).await? {
-                if let (Some(AttributeValue::S(c)), Some(AttributeValue::S(id))) = (item.get(PK), item.get(SK)) {
-                    let status = item.get("status").and_then(|v| v.as_s().ok()).and_then(|s| MessageStatus::parse(s));
-                    let generation = item.get("generation").and_then(|v| v.as_n().ok()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0);
-                    present.insert((c.clone(), id.clone()), (status, generation));
+                if let (Some(AttributeValue::S(c)), Some(AttributeValue::S(sk))) = (item.get(PK), item.get(SK)) {
+                    present.insert((c.clone(), sk.clone()));
                 }
             }
-            for (i, m) in chunk.iter().enumerate() {
-                let done = matches!(present.get(&(m.creator_id.clone(), m.id.clone())), Some((Some(MessageStatus::Sent | MessageStatus::Failed | MessageStatus::Canceled), g)) if *g >= m.generation);
-                if done {
-                    finished.push(chunk_at * CHUNK + i);
-                }
-            }
-            let has = |m: &QueueMessage, sk: &str| present.contains_key(&(m.creator_id.clone(), sk.to_owned()));
-            let missing: Vec<(&QueueMessage, bool, bool)> =
-                chunk.iter().map(|m| (m, m.campaign_id.is_none() && !has(m, &body_sk(m)), !has(m, &m.id))).filter(|(_, body, item)| *body || *item).collect();
-            let puts = missing.iter().map(|&(m, body, item)| async move {
-                if body {
-                    let start = m.send_at_ms().unwrap_or(0).max(now_ms());
-                    let body = BodyItem::of(m, ledger::single_body_expiry(start, self.ttl_days)).to_item();
-                    self.write_one(&Op::Put(put_new(&self.table, &body)?)).await?;
-                }
-                if item {
-                    return Ok::<_, anyhow::Error>(self.write_one(&Op::Put(put_new(&self.table, &LedgerItem::queued(m.clone()).to_item())?)).await?.is_none());
-                }
-                Ok(false)
+            let puts = chunk.iter().filter(|m| !present.contains(&(m.creator_id.clone(), ledger::body_sort_key(&m.id)))).map(|m| async move {
+                let start = m.send_at_ms().unwrap_or(0).max(now_ms());
+                let body = BodyItem::of(m, ledger::single_body_expiry(start, self.ttl_days)).to_item();
+                self.write_one(&Op::Put(put_new(&self.table, &body)?)).await
             });
             for r in join_all(puts).await {
-                if r? {
-                    written += 1;
-                }
+                r?;
             }
         }
-        Ok((written, finished))
+        Ok(())
+    }
+
+    /// Writes the items of messages whose item the edge could not write (conditional
+    /// puts: one written meanwhile stands). Returns how many it wrote.
+    pub async fn write_items(&self, messages: &[QueueMessage]) -> anyhow::Result<usize> {
+        let puts = messages
+            .iter()
+            .map(|m| async move { anyhow::Ok(self.write_one(&Op::Put(put_new(&self.table, &LedgerItem::queued(m.clone()).to_item())?)).await?.is_none()) });
+        let mut written = 0;
+        for r in join_all(puts).await {
+            written += usize::from(r?);
+        }
+        Ok(written)
     }
 
     /// Whether the table answers (a read of a key that never exists).
@@ -261,11 +255,23 @@ impl Ledger {
     }
 
     /// Counts messages into their accounts' backlog, once per message and generation
-    /// (`machine::count_scheduled`). Returns the positions of those not counted because
-    /// their item did not exist (yet).
-    pub async fn count_scheduled(&self, messages: &[QueueMessage]) -> anyhow::Result<Vec<usize>> {
+    /// (`machine::count_scheduled`). Of those it did not count, it tells apart the ones
+    /// whose item does not exist (yet) and the ones the ledger shows finished (sent,
+    /// failed or canceled at this generation or a later one: late duplicate
+    /// deliveries, which must not be scheduled again), from the items as they were.
+    pub async fn count_scheduled(&self, messages: &[QueueMessage]) -> anyhow::Result<Uncounted> {
         let changes = messages.iter().map(|m| Change::write(m, machine::count_scheduled(m.generation))).collect();
-        Ok(self.apply_by_account(changes).await?.refused.into_iter().filter(|(_, old)| old.is_none()).map(|(i, _)| i).collect())
+        let mut uncounted = Uncounted::default();
+        for (i, old) in self.apply_by_account(changes).await?.refused {
+            let Some(old) = old else {
+                uncounted.missing.push(i);
+                continue;
+            };
+            if LedgerItem::from_item(&old).is_some_and(|item| item.status.is_final() && item.message.generation >= messages[i].generation) {
+                uncounted.finished.push(i);
+            }
+        }
+        Ok(uncounted)
     }
 
     /// A campaign, head and body (consistent reads); `None` when it does not exist (the
@@ -412,36 +418,58 @@ impl Ledger {
     /// `lease_ms` after its slot (Redis time, as `now_ms`); one whose holder's claim
     /// lapsed is taken over (`machine::take_over`: it may have been sent). A message
     /// whose campaign was canceled is canceled now. One verdict per message, in order.
+    ///
+    /// Every claim is a plain conditional write (1 unit); a campaign's message is then
+    /// held against its campaign by a consistent read of the campaign's head, made after
+    /// the claim was written. A cancel before that read is seen: the message is given
+    /// back and canceled. A cancel after it found the message claimed (`sending`), which
+    /// no cancel passes: the order a transaction's guard would have given them, at a
+    /// quarter of its price (a one-item transaction with the head's condition check
+    /// bills 4 units, this 1 and a read).
     pub async fn claim(&self, messages: &[ToClaim<'_>], now_ms: u64, lease_ms: u64) -> anyhow::Result<Vec<Claim>> {
         let until = |c: &ToClaim| c.slot_ms + lease_ms;
         let claim = |c: &ToClaim| Change::write(c.message, machine::claim(c.message.generation, until(c), &self.owner));
-        // One that may have been sent cannot be canceled any more: its campaign's cancel
-        // does not hold it back.
-        let changes = messages.iter().map(|c| if c.maybe_sent { claim(c) } else { claim(c).guarded() }).collect();
-        let applied = self.apply_by_account(changes).await?;
+        let applied = self.apply_by_account(messages.iter().map(claim).collect()).await?;
         let mut verdicts = vec![Claim::Claimed; messages.len()];
-        // Claimed again without their campaign's guard: taken over from a holder that did
-        // not finish (`true`), or waiting after an attempt that may have reached the
-        // gateway (`false`). Either may have been sent: no cancel holds it back.
+        // Claimed again: taken over from a holder that did not finish (`true`), or
+        // waiting after an attempt that may have reached the gateway (`false`). Either
+        // may have been sent: no cancel holds it back.
         let mut again: Vec<(usize, bool)> = Vec::new();
+        let mut finished = Vec::new();
         for (i, old) in &applied.refused {
             let m = messages[*i].message;
             if self.lapsed(old.as_ref(), m, now_ms) {
                 again.push((*i, true));
                 continue;
             }
-            verdicts[*i] = match verdict(old.as_ref(), m, now_ms) {
-                // Canceled with its campaign already, yet on the schedule again (a Redis
-                // restored from an older snapshot): what else waits of that campaign
-                // leaves it at once, not one refused claim at a time.
-                Claim::Finished if m.campaign_id.as_ref().is_some_and(|c| applied.canceled_campaigns.contains(c)) => Claim::CampaignCanceled,
-                other => other,
-            };
+            verdicts[*i] = verdict(old.as_ref(), m, now_ms);
+            if verdicts[*i] == Claim::Finished {
+                finished.push(*i);
+            }
         }
-        if !applied.in_canceled_campaigns.is_empty() {
-            let canceled: Vec<&QueueMessage> = applied.in_canceled_campaigns.iter().map(|&i| messages[i].message).collect();
-            for (k, canceled) in self.cancel_messages(&canceled, now_ms).await?.into_iter().enumerate() {
-                let i = applied.in_canceled_campaigns[k];
+        // One that may have been sent cannot be canceled any more: its campaign's cancel
+        // does not hold it back. A finished one whose campaign was canceled is on the
+        // schedule again (a Redis restored from an older snapshot): what else waits of
+        // that campaign leaves it at once, not one refused claim at a time.
+        let held_back: Vec<usize> = applied.applied.iter().copied().filter(|&i| !messages[i].maybe_sent).collect();
+        let ask: Vec<&QueueMessage> = held_back.iter().chain(&finished).map(|&i| messages[i].message).collect();
+        let canceled = self.canceled_campaigns(&ask).await?;
+        let in_canceled =
+            |i: &usize| messages[*i].message.campaign_id.as_ref().is_some_and(|c| canceled.contains(&(messages[*i].message.creator_id.clone(), c.clone())));
+        for i in finished.iter().filter(|i| in_canceled(i)) {
+            verdicts[*i] = Claim::CampaignCanceled;
+        }
+        let in_canceled: Vec<usize> = held_back.into_iter().filter(in_canceled).collect();
+        if !in_canceled.is_empty() {
+            // Given back first, so that the cancel finds them `queued`, as the guard's
+            // refusal would have left them.
+            let back: Vec<&QueueMessage> = in_canceled.iter().map(|&i| messages[i].message).collect();
+            let changes = back.iter().map(|m| Change::write(m, machine::unclaim(m.generation, &self.owner))).collect();
+            for (k, old) in self.apply_by_account(changes).await?.refused {
+                tracing::warn!(id = %back[k].id, status = ?old.as_ref().and_then(|o| ledger::text(o, "status")), "a claim in a canceled campaign not given back");
+            }
+            for (k, canceled) in self.cancel_messages(&back, now_ms).await?.into_iter().enumerate() {
+                let i = in_canceled[k];
                 let m = messages[i].message;
                 match canceled {
                     None => verdicts[i] = Claim::CampaignCanceled,
@@ -471,6 +499,32 @@ impl Ledger {
             }
         }
         Ok(verdicts)
+    }
+
+    /// Which of these messages' campaigns are canceled (account, campaign): their heads
+    /// read consistently, each once. A head that is gone cancels nothing (as a guard's
+    /// `attribute_not_exists(canceledAt)` on a missing item passes).
+    async fn canceled_campaigns(&self, messages: &[&QueueMessage]) -> anyhow::Result<HashSet<(String, String)>> {
+        let mut heads: Vec<(String, String)> = messages.iter().filter_map(|m| Some((m.creator_id.clone(), m.campaign_id.clone()?))).collect();
+        heads.sort_unstable();
+        heads.dedup();
+        let reads = heads.chunks(100).map(|chunk| async move {
+            let mut keys = KeysAndAttributes::builder().consistent_read(true).projection_expression(format!("{PK}, campaignId, canceledAt"));
+            for (creator, id) in chunk {
+                keys = keys.keys(item_map(&campaign::item_key(creator, id)));
+            }
+            self.batch_get(keys.build()?).await
+        });
+        let mut canceled = HashSet::new();
+        for items in join_all(reads).await {
+            for item in items? {
+                let item = from_attrs(&item);
+                if let (Some(creator), Some(id), true) = (ledger::text(&item, PK), ledger::text(&item, "campaignId"), item.get("canceledAt").is_some()) {
+                    canceled.insert((creator.to_owned(), id.to_owned()));
+                }
+            }
+        }
+        Ok(canceled)
     }
 
     /// Whether the item (as it was) is this generation of `m`, claimed by another holder
@@ -626,7 +680,6 @@ impl Ledger {
             let a = a?;
             all.applied.extend(a.applied);
             all.refused.extend(a.refused);
-            all.in_canceled_campaigns.extend(a.in_canceled_campaigns);
             all.canceled_campaigns.extend(a.canceled_campaigns);
         }
         all.applied.sort_unstable();
@@ -707,9 +760,9 @@ impl Ledger {
                         for (k, (i, c)) in live.into_iter().enumerate() {
                             if refused.contains(&k) {
                                 applied.refused.push((i, reasons.get(k).and_then(|r| r.item()).map(from_attrs)));
-                            } else if c.guarded && c.campaign.as_ref().is_some_and(|id| canceled.contains(id)) {
-                                applied.in_canceled_campaigns.push(i);
-                            } else {
+                            } else if !(c.guarded && c.campaign.as_ref().is_some_and(|id| canceled.contains(id))) {
+                                // (One its campaign's guard refused is dropped:
+                                // `canceled_campaigns` says which.)
                                 kept.push((i, c));
                             }
                         }
@@ -852,12 +905,6 @@ impl Change {
         }
     }
 
-    /// Applies only while its campaign is not canceled; a single message has no guard
-    /// (a one-item transaction would bill its write twice for nothing).
-    fn guarded(self) -> Self {
-        Change { guarded: self.campaign.is_some(), ..self }
-    }
-
     /// Whether it needs no other write with it: no counters, no guard, no pause.
     fn stands_alone(&self) -> bool {
         !self.guarded && !self.counts.moves_summary() && !self.counts.moves_campaign() && self.pause.is_none()
@@ -872,12 +919,11 @@ impl Change {
 }
 
 /// What a set of changes did: the positions of those applied, those refused by their
-/// condition (with the item as it was), those dropped because their campaign's guard
-/// refused them, and those campaigns.
+/// condition (with the item as it was), and the campaigns whose guard refused theirs
+/// (those are dropped).
 #[derive(Debug, Default)]
 struct Applied {
     applied: Vec<usize>,
     refused: Vec<(usize, Option<Value>)>,
-    in_canceled_campaigns: Vec<usize>,
     canceled_campaigns: Vec<String>,
 }

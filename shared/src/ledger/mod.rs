@@ -91,6 +91,12 @@ impl MessageStatus {
         }
     }
 
+    /// Sent, failed or canceled: nothing more happens to this generation (a failed
+    /// message's retry is a new one).
+    pub fn is_final(self) -> bool {
+        matches!(self, MessageStatus::Sent | MessageStatus::Failed | MessageStatus::Canceled)
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "queued" => MessageStatus::Queued,
