@@ -146,7 +146,7 @@ def test_aws_faults_under_the_workers_lose_nothing_and_readyz_tells(system, prox
         wait_until(lambda: len(system.deliveries(set(accounts))) >= 8, 30, "deliveries under way")
         watch = ReadyzWatch(workers[0])
         proxy.fail(":sending", mode="delay", delay=1.2, count=3)  # claims slower than the lead
-        proxy.fail("TransactWriteItems", mode="throttle", count=4)  # counts and outcomes
+        proxy.fail("TransactWriteItems", mode="throttle", count=4)  # claims and outcomes
         down_from = time.monotonic()
         proxy.fail("AmazonSQS.", seconds=3)
         time.sleep(3.2)

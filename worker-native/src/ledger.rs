@@ -259,6 +259,9 @@ impl Ledger {
     /// whose item does not exist (yet) and the ones the ledger shows finished (sent,
     /// failed or canceled at this generation or a later one: late duplicate
     /// deliveries, which must not be scheduled again), from the items as they were.
+    /// (One finished but never counted — a rebuild of the schedule sent it before its
+    /// queue copy got here — is counted, as it must be, and not told: it is scheduled,
+    /// and its claim, refused, gives its slot back. No item read for the rare case.)
     pub async fn count_scheduled(&self, messages: &[QueueMessage]) -> anyhow::Result<Uncounted> {
         let changes = messages.iter().map(|m| Change::write(m, machine::count_scheduled(m.generation))).collect();
         let mut uncounted = Uncounted::default();
@@ -267,7 +270,11 @@ impl Ledger {
                 uncounted.missing.push(i);
                 continue;
             };
-            if LedgerItem::from_item(&old).is_some_and(|item| item.status.is_final() && item.message.generation >= messages[i].generation) {
+            // Read from the attributes themselves: an item the worker could not parse
+            // whole is still told by its status.
+            let status = ledger::text(&old, "status").and_then(MessageStatus::parse);
+            let generation = old.get("generation").and_then(|v| v.get("N")?.as_str()?.parse::<u32>().ok()).unwrap_or(0);
+            if status.is_some_and(MessageStatus::is_final) && generation >= messages[i].generation {
                 uncounted.finished.push(i);
             }
         }
@@ -418,58 +425,36 @@ impl Ledger {
     /// `lease_ms` after its slot (Redis time, as `now_ms`); one whose holder's claim
     /// lapsed is taken over (`machine::take_over`: it may have been sent). A message
     /// whose campaign was canceled is canceled now. One verdict per message, in order.
-    ///
-    /// Every claim is a plain conditional write (1 unit); a campaign's message is then
-    /// held against its campaign by a consistent read of the campaign's head, made after
-    /// the claim was written. A cancel before that read is seen: the message is given
-    /// back and canceled. A cancel after it found the message claimed (`sending`), which
-    /// no cancel passes: the order a transaction's guard would have given them, at a
-    /// quarter of its price (a one-item transaction with the head's condition check
-    /// bills 4 units, this 1 and a read).
     pub async fn claim(&self, messages: &[ToClaim<'_>], now_ms: u64, lease_ms: u64) -> anyhow::Result<Vec<Claim>> {
         let until = |c: &ToClaim| c.slot_ms + lease_ms;
         let claim = |c: &ToClaim| Change::write(c.message, machine::claim(c.message.generation, until(c), &self.owner));
-        let applied = self.apply_by_account(messages.iter().map(claim).collect()).await?;
+        // One that may have been sent cannot be canceled any more: its campaign's cancel
+        // does not hold it back.
+        let changes = messages.iter().map(|c| if c.maybe_sent { claim(c) } else { claim(c).guarded() }).collect();
+        let applied = self.apply_by_account(changes).await?;
         let mut verdicts = vec![Claim::Claimed; messages.len()];
-        // Claimed again: taken over from a holder that did not finish (`true`), or
-        // waiting after an attempt that may have reached the gateway (`false`). Either
-        // may have been sent: no cancel holds it back.
+        // Claimed again without their campaign's guard: taken over from a holder that did
+        // not finish (`true`), or waiting after an attempt that may have reached the
+        // gateway (`false`). Either may have been sent: no cancel holds it back.
         let mut again: Vec<(usize, bool)> = Vec::new();
-        let mut finished = Vec::new();
         for (i, old) in &applied.refused {
             let m = messages[*i].message;
             if self.lapsed(old.as_ref(), m, now_ms) {
                 again.push((*i, true));
                 continue;
             }
-            verdicts[*i] = verdict(old.as_ref(), m, now_ms);
-            if verdicts[*i] == Claim::Finished {
-                finished.push(*i);
-            }
+            verdicts[*i] = match verdict(old.as_ref(), m, now_ms) {
+                // Canceled with its campaign already, yet on the schedule again (a Redis
+                // restored from an older snapshot): what else waits of that campaign
+                // leaves it at once, not one refused claim at a time.
+                Claim::Finished if m.campaign_id.as_ref().is_some_and(|c| applied.canceled_campaigns.contains(c)) => Claim::CampaignCanceled,
+                other => other,
+            };
         }
-        // One that may have been sent cannot be canceled any more: its campaign's cancel
-        // does not hold it back. A finished one whose campaign was canceled is on the
-        // schedule again (a Redis restored from an older snapshot): what else waits of
-        // that campaign leaves it at once, not one refused claim at a time.
-        let held_back: Vec<usize> = applied.applied.iter().copied().filter(|&i| !messages[i].maybe_sent).collect();
-        let ask: Vec<&QueueMessage> = held_back.iter().chain(&finished).map(|&i| messages[i].message).collect();
-        let canceled = self.canceled_campaigns(&ask).await?;
-        let in_canceled =
-            |i: &usize| messages[*i].message.campaign_id.as_ref().is_some_and(|c| canceled.contains(&(messages[*i].message.creator_id.clone(), c.clone())));
-        for i in finished.iter().filter(|i| in_canceled(i)) {
-            verdicts[*i] = Claim::CampaignCanceled;
-        }
-        let in_canceled: Vec<usize> = held_back.into_iter().filter(in_canceled).collect();
-        if !in_canceled.is_empty() {
-            // Given back first, so that the cancel finds them `queued`, as the guard's
-            // refusal would have left them.
-            let back: Vec<&QueueMessage> = in_canceled.iter().map(|&i| messages[i].message).collect();
-            let changes = back.iter().map(|m| Change::write(m, machine::unclaim(m.generation, &self.owner))).collect();
-            for (k, old) in self.apply_by_account(changes).await?.refused {
-                tracing::warn!(id = %back[k].id, status = ?old.as_ref().and_then(|o| ledger::text(o, "status")), "a claim in a canceled campaign not given back");
-            }
-            for (k, canceled) in self.cancel_messages(&back, now_ms).await?.into_iter().enumerate() {
-                let i = in_canceled[k];
+        if !applied.in_canceled_campaigns.is_empty() {
+            let canceled: Vec<&QueueMessage> = applied.in_canceled_campaigns.iter().map(|&i| messages[i].message).collect();
+            for (k, canceled) in self.cancel_messages(&canceled, now_ms).await?.into_iter().enumerate() {
+                let i = applied.in_canceled_campaigns[k];
                 let m = messages[i].message;
                 match canceled {
                     None => verdicts[i] = Claim::CampaignCanceled,
@@ -499,32 +484,6 @@ impl Ledger {
             }
         }
         Ok(verdicts)
-    }
-
-    /// Which of these messages' campaigns are canceled (account, campaign): their heads
-    /// read consistently, each once. A head that is gone cancels nothing (as a guard's
-    /// `attribute_not_exists(canceledAt)` on a missing item passes).
-    async fn canceled_campaigns(&self, messages: &[&QueueMessage]) -> anyhow::Result<HashSet<(String, String)>> {
-        let mut heads: Vec<(String, String)> = messages.iter().filter_map(|m| Some((m.creator_id.clone(), m.campaign_id.clone()?))).collect();
-        heads.sort_unstable();
-        heads.dedup();
-        let reads = heads.chunks(100).map(|chunk| async move {
-            let mut keys = KeysAndAttributes::builder().consistent_read(true).projection_expression(format!("{PK}, campaignId, canceledAt"));
-            for (creator, id) in chunk {
-                keys = keys.keys(item_map(&campaign::item_key(creator, id)));
-            }
-            self.batch_get(keys.build()?).await
-        });
-        let mut canceled = HashSet::new();
-        for items in join_all(reads).await {
-            for item in items? {
-                let item = from_attrs(&item);
-                if let (Some(creator), Some(id), true) = (ledger::text(&item, PK), ledger::text(&item, "campaignId"), item.get("canceledAt").is_some()) {
-                    canceled.insert((creator.to_owned(), id.to_owned()));
-                }
-            }
-        }
-        Ok(canceled)
     }
 
     /// Whether the item (as it was) is this generation of `m`, claimed by another holder
@@ -680,6 +639,7 @@ impl Ledger {
             let a = a?;
             all.applied.extend(a.applied);
             all.refused.extend(a.refused);
+            all.in_canceled_campaigns.extend(a.in_canceled_campaigns);
             all.canceled_campaigns.extend(a.canceled_campaigns);
         }
         all.applied.sort_unstable();
@@ -760,9 +720,9 @@ impl Ledger {
                         for (k, (i, c)) in live.into_iter().enumerate() {
                             if refused.contains(&k) {
                                 applied.refused.push((i, reasons.get(k).and_then(|r| r.item()).map(from_attrs)));
-                            } else if !(c.guarded && c.campaign.as_ref().is_some_and(|id| canceled.contains(id))) {
-                                // (One its campaign's guard refused is dropped:
-                                // `canceled_campaigns` says which.)
+                            } else if c.guarded && c.campaign.as_ref().is_some_and(|id| canceled.contains(id)) {
+                                applied.in_canceled_campaigns.push(i);
+                            } else {
                                 kept.push((i, c));
                             }
                         }
@@ -905,6 +865,12 @@ impl Change {
         }
     }
 
+    /// Applies only while its campaign is not canceled; a single message has no guard
+    /// (a one-item transaction would bill its write twice for nothing).
+    fn guarded(self) -> Self {
+        Change { guarded: self.campaign.is_some(), ..self }
+    }
+
     /// Whether it needs no other write with it: no counters, no guard, no pause.
     fn stands_alone(&self) -> bool {
         !self.guarded && !self.counts.moves_summary() && !self.counts.moves_campaign() && self.pause.is_none()
@@ -919,11 +885,12 @@ impl Change {
 }
 
 /// What a set of changes did: the positions of those applied, those refused by their
-/// condition (with the item as it was), and the campaigns whose guard refused theirs
-/// (those are dropped).
+/// condition (with the item as it was), those dropped because their campaign's guard
+/// refused them, and those campaigns.
 #[derive(Debug, Default)]
 struct Applied {
     applied: Vec<usize>,
     refused: Vec<(usize, Option<Value>)>,
+    in_canceled_campaigns: Vec<usize>,
     canceled_campaigns: Vec<String>,
 }

@@ -8,7 +8,7 @@
 //! | (none)            | `queued`   | fan out             | worker | a campaign's messages, while it is not canceled |
 //! | (none)            | `canceled` | cancel unwritten    | edge   | `DELETE /{id}` of a campaign's message not fanned out yet |
 //! | `queued`          | `queued`   | count scheduled     | worker | once per generation, when the schedule takes it in |
-//! | `queued`          | `sending`  | claim               | worker | before the gateway; a campaign's then goes out only if its head, read after the claim, is not canceled, unless maybe sent (no cancel reaches it) |
+//! | `queued`          | `sending`  | claim               | worker | before the gateway, a campaign's only while it is not canceled, unless maybe sent (no cancel reaches it) |
 //! | `sending`         | `sending`  | claim               | worker | again by the same holder (the first claim's answer was lost) |
 //! | `sending`         | `sending`  | take over           | worker | once another holder's claim has expired (its worker died), its campaign canceled since or not (the cancel did not cancel it); marked maybe sent: that holder may have sent it |
 //! | `sending`         | `queued`   | unclaim             | worker | claimed, then not sent (a 429 met meanwhile, a stall, a late claim, shutdown) |
