@@ -65,6 +65,21 @@ def test_cfn_lint_finds_no_error():
     assert out.returncode & 2 == 0, out.stdout + out.stderr
 
 
+def test_alarms_reach_their_topic_and_the_dead_letter_alarm_counts_the_queue_itself():
+    """What the emulator accepts and AWS would not act on (issue 23): CloudWatch cannot
+    publish to a topic encrypted with the AWS-managed SNS key, so no alarm would notify
+    anyone; and an alarm on a metric only the worker publishes goes silent (missing
+    data, not breaching) when no worker runs, which is when dead letters matter."""
+    resources = template()["Resources"]
+    key = resources["AlarmTopic"]["Properties"].get("KmsMasterKeyId")
+    assert key is None or not str(key).startswith("alias/aws/"), f"the alarm topic's key {key} is one CloudWatch cannot use"
+    dlq = resources["DeadLettersAlarm"]["Properties"]
+    assert (dlq["Namespace"], dlq["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible"), dlq
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": "DeadLetterQueue.QueueName"}], dlq["Dimensions"]
+    alarms = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    assert all(a.get("AlarmActions") for a in alarms), "every alarm notifies"
+
+
 def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator_url):
     """With workers on ECS and Redis created: every resource, read back from the emulator."""
     ec2 = prov.client("ec2", emulator_url)
@@ -217,12 +232,12 @@ def test_deploy_command_end_to_end_and_no_alarm_watches_an_unpublished_metric(em
     published = ours()
     watched = watched_metrics(cloudwatch, env_name)
     assert watched, "alarms and dashboard read back"
-    queue_name = edge_settings["SQS_RATE_LIMITER_QUEUE_URL"].rsplit("/", 1)[1]
+    queues = {edge_settings[k].rsplit("/", 1)[1] for k in ("SQS_RATE_LIMITER_QUEUE_URL", "SQS_RATE_LIMITER_DLQ_URL")}
     for namespace, name, dims in watched:
         if namespace == NAMESPACE:
             assert (namespace, name, dims) in published, f"{name} {dims} is watched but never published"
         elif namespace == "AWS/SQS":
-            assert dims == (("QueueName", queue_name),), (name, dims)
+            assert len(dims) == 1 and dims[0][0] == "QueueName" and dims[0][1] in queues, (name, dims)
         else:
             pytest.fail(f"{namespace} {name}: a metric no test can check")  # ECS alarms exist only with workers on ECS
 
@@ -266,6 +281,13 @@ def test_the_worker_image_runs_as_its_task_definition_says(emulator_url, tmp_pat
         wait_for(lambda: subprocess.run(check, env={"HEALTH_PORT": str(health_port)}, capture_output=True).returncode == 0, 30,
                  "the image's health check passing")
         assert requests.get(f"http://127.0.0.1:{health_port}/readyz", timeout=5).json() == {"ready": True, "redis": True, "sqs": True}
+        # Liveness, not readiness: cut off from Redis (a failover), the worker is not
+        # ready but alive, and ECS must not replace it for that.
+        redis.stop()
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{health_port}/readyz", timeout=5).status_code == 503, 20, "not ready without Redis")
+        assert subprocess.run(check, env={"HEALTH_PORT": str(health_port)}, capture_output=True).returncode == 0, "alive without Redis"
+        redis = stack.start_redis(redis_port, LOGS / "image-redis-again.log")
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{health_port}/readyz", timeout=5).status_code == 200, 30, "ready again")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, "exit 0 after SIGTERM"
     finally:

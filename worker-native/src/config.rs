@@ -93,7 +93,7 @@ pub fn help() -> String {
     let mut s = String::from(
         "worker-native: moves messages from SQS into per-account schedules in Redis and sends\n\
          each account's messages through the delivery gateway at its allowed rate.\n\n\
-         Usage: worker-native [--help]\n       worker-native healthcheck   exit 0 when the worker on HEALTH_PORT is ready (for container health checks)\n\nConfiguration (environment variables):\n",
+         Usage: worker-native [--help]\n       worker-native healthcheck   exit 0 when the worker on HEALTH_PORT is alive (for container health checks)\n\nConfiguration (environment variables):\n",
     );
     for setting in SETTINGS {
         s.push_str(&format!("  {:<42} {} [default: {}]\n", setting.name, setting.help, setting.default));

@@ -1,7 +1,10 @@
 //! `GET /healthz` (the process runs) and `GET /readyz` (Redis and SQS answer) for ECS
 //! health checks and load balancers; `GET /stats`, the calls made per message; and
 //! [`check`], the `worker-native healthcheck` command that asks a running worker's
-//! `/readyz`, so that a container image needs no shell or curl for its health check.
+//! `/healthz`, so that a container image needs no shell or curl for its health check.
+//! The container's health check is liveness, not readiness: a worker that cannot reach
+//! Redis or SQS (an ElastiCache failover, a NAT blip) pauses and resumes by itself, and
+//! ECS replacing every task at once for it would only add an outage.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -71,14 +74,14 @@ pub async fn serve(port: u16, probes: Probes, mut shutdown: watch::Receiver<bool
     Ok(())
 }
 
-/// Asks the worker listening on `127.0.0.1:port` whether it is ready (`GET /readyz`
+/// Asks the worker listening on `127.0.0.1:port` whether it is alive (`GET /healthz`
 /// answered 200), within `timeout`. Plain HTTP/1.0 over a socket: no runtime needed.
 pub fn check(port: u16, timeout: std::time::Duration) -> Result<(), String> {
     use std::io::{Read, Write};
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("nothing answers on port {port}: {e}"))?;
     stream.set_read_timeout(Some(timeout)).and_then(|_| stream.set_write_timeout(Some(timeout))).map_err(|e| e.to_string())?;
-    stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| format!("request failed: {e}"))?;
+    stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| format!("request failed: {e}"))?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).map_err(|e| format!("no answer: {e}"))?;
     let status = answer.split_whitespace().nth(1).unwrap_or("none");
@@ -86,6 +89,6 @@ pub fn check(port: u16, timeout: std::time::Duration) -> Result<(), String> {
     if status == "200" {
         Ok(())
     } else {
-        Err(format!("not ready (status {status}): {body}"))
+        Err(format!("not alive (status {status}): {body}"))
     }
 }
