@@ -307,7 +307,7 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now_
             other => return Err(CancelRefused::NotQueued(other)),
         }
         let generation = item.message.generation;
-        let counted = found.get("countedGen").and_then(|v| v.get("N")?.as_str()?.parse::<u32>().ok()) == Some(generation);
+        let counted = ledger::number(found, "countedGen") == Some(u64::from(generation));
         let write = machine::cancel(generation, counted, &now, ttl);
         let mut writes = vec![json!({"Update": write.to_update_item(table(ctx), key(creator, id))})];
         writes.extend(counters(ctx, creator, item.message.campaign_id.as_deref(), &write.counts, ttl));
@@ -464,11 +464,7 @@ pub async fn mark_failed<P: Platform>(ctx: &Ctx<'_, P>, failed: &LedgerItem, gen
     match ctx.dynamodb("UpdateItem", &body).await {
         Ok(_) => Ok(false),
         // Refused by its own write, applied the first time (its answer lost): undone.
-        Err(AwsError::ConditionFailed { item: Some(old) })
-            if old.get(machine::UNDONE_GEN).and_then(|v| v.get("N")?.as_str()?.parse::<u32>().ok()) == Some(generation) =>
-        {
-            Ok(false)
-        }
+        Err(AwsError::ConditionFailed { item: Some(old) }) if ledger::number(&old, machine::UNDONE_GEN) == Some(u64::from(generation)) => Ok(false),
         Err(AwsError::ConditionFailed { .. }) => Ok(true),
         Err(e) => Err(e),
     }

@@ -273,8 +273,8 @@ impl Ledger {
             // Read from the attributes themselves: an item the worker could not parse
             // whole is still told by its status.
             let status = ledger::text(&old, "status").and_then(MessageStatus::parse);
-            let generation = old.get("generation").and_then(|v| v.get("N")?.as_str()?.parse::<u32>().ok()).unwrap_or(0);
-            if status.is_some_and(MessageStatus::is_final) && generation >= messages[i].generation {
+            let generation = ledger::number(&old, "generation").unwrap_or(0);
+            if status.is_some_and(MessageStatus::is_final) && generation >= u64::from(messages[i].generation) {
                 uncounted.finished.push(i);
             }
         }
@@ -509,7 +509,9 @@ impl Ledger {
         // before its queue copy was counted) again, as such.
         let mut uncounted = Vec::new();
         for (i, old) in cancel(&all, true).await?.refused {
-            let waiting_uncounted = old.as_ref().is_some_and(|o| ledger::text(o, "status") == Some("queued") && counted_gen(o) < Some(messages[i].generation));
+            let waiting_uncounted = old
+                .as_ref()
+                .is_some_and(|o| ledger::text(o, "status") == Some("queued") && ledger::number(o, "countedGen") < Some(u64::from(messages[i].generation)));
             if waiting_uncounted {
                 uncounted.push(i);
             } else {
@@ -824,11 +826,7 @@ fn at_generation(old: Option<&Value>, m: &QueueMessage, status: MessageStatus) -
 
 /// When the item's claim ends (Redis time, ms), if it has one.
 fn claimed_until(item: &Value) -> Option<u64> {
-    item.get("claimedUntil")?.get("N")?.as_str()?.parse().ok()
-}
-
-fn counted_gen(item: &Value) -> Option<u32> {
-    item.get("countedGen")?.get("N")?.as_str()?.parse().ok()
+    ledger::number(item, "claimedUntil")
 }
 
 /// DynamoDB's limit of writes in one transaction.

@@ -180,12 +180,13 @@ impl LedgerItem {
             sent_at: text("sentAt"),
             failed_at: text("failedAt"),
             last_error: text("lastError"),
-            expires_at: num(item, TTL_ATTR),
+            expires_at: number(item, TTL_ATTR),
         })
     }
 }
 
-fn num(item: &Value, name: &str) -> Option<u64> {
+/// A whole-number attribute of an item, if present.
+pub fn number(item: &Value, name: &str) -> Option<u64> {
     item.get(name)?.get("N")?.as_str()?.parse::<u64>().ok()
 }
 
@@ -203,10 +204,10 @@ pub fn message_of(item: &Value) -> Option<QueueMessage> {
         recipient_id: text("recipientId")?,
         content,
         media_urls,
-        priority: u8::try_from(num(item, "priority")?).ok()?,
+        priority: u8::try_from(number(item, "priority")?).ok()?,
         metadata,
         accepted_at: text("acceptedAt")?,
-        generation: num(item, "generation").unwrap_or(0) as u32,
+        generation: number(item, "generation").unwrap_or(0) as u32,
         send_at: text("sendAt"),
         campaign_id: text("campaignId"),
     })
@@ -214,7 +215,7 @@ pub fn message_of(item: &Value) -> Option<QueueMessage> {
 
 /// The attempts a message item records.
 pub fn attempts_of(item: &Value) -> u32 {
-    num(item, "attempts").unwrap_or(0) as u32
+    number(item, "attempts").unwrap_or(0) as u32
 }
 
 /// What a message says, as an item stores it: a single message's item, or a campaign's
