@@ -393,6 +393,19 @@ class System:
             Period=1, Statistics=[stat])
         return [p[stat] for p in sorted(r["Datapoints"], key=lambda p: p["Timestamp"])]
 
+    def percentiles(self, environment, name, stats, since):
+        """Percentiles (e.g. "p99") of one metric of `environment` over everything since
+        `since`, as one datapoint: the period is longer than the time since the epoch, to
+        which the emulator aligns periods. None for one CloudWatch cannot compute (a
+        statistic set whose Minimum and Maximum differ)."""
+        now = time.time()
+        r = self.cloudwatch.get_metric_statistics(
+            Namespace="Huntaze/OnlyFans", MetricName=name, Dimensions=[{"Name": "Environment", "Value": environment}],
+            StartTime=datetime.fromtimestamp(since, timezone.utc), EndTime=datetime.fromtimestamp(now + 60, timezone.utc),
+            Period=60 * (int(now) // 60 + 2), ExtendedStatistics=stats)
+        [point] = r["Datapoints"] or [{}]
+        return {s: point.get("ExtendedStatistics", {}).get(s) for s in stats}
+
     def wait_metrics(self, environment, expected, timeout=20):
         """Polls until each metric's total over its flushes is as expected: {(name, stat): value}."""
         def totals():

@@ -396,22 +396,25 @@ def test_sigterm_finishes_deliveries_in_flight_exits_0_and_flushes_metrics(syste
 
 def test_every_metric_is_published_with_its_value(system):
     """All eight metrics, under the one `Environment` dimension, against what the test
-    caused: 20 sends, 2 retries, a failure, a 429, an unreadable message in the DLQ."""
+    caused: 22 sends, 2 retries, a failure, a 429, an unreadable message in the DLQ, two
+    answers held 400 ms; `SendLatency`'s p99 (the alarm's statistic) sees those two."""
     tag = uuid.uuid4().hex[:8]
     account, env_name = f"metrics-{tag}", f"metrics-{tag}"
+    delay_ms, started = 400, time.time()
     system.control("POST", "/_control/failures", {"recipientPattern": f"{tag}-flaky", "status": 503, "count": 2})
     system.control("POST", "/_control/failures", {"recipientPattern": f"{tag}-bad", "status": 400})
     system.control("POST", "/_control/failures", {"recipientPattern": f"{tag}-slow", "status": 429, "count": 1, "retryAfter": 1})
+    system.control("POST", "/_control/failures", {"recipientPattern": f"{tag}-lag", "status": 202, "delayMs": delay_ms})
     system.sqs.send_message(QueueUrl=system.aws.queue_url, MessageBody=f"not a message {tag}")
     [worker] = system.start_workers("metrics", ENVIRONMENT=env_name)
     try:
-        system.send(account, fans(tag, 17) + [f"{tag}-flaky", f"{tag}-bad", f"{tag}-slow"])
-        wait_until(lambda: sorted(i["status"]["S"] for i in system.emulator.items(account)) == ["failed"] + ["sent"] * 19, 30, "all recorded")
-        # Calls at the gateway: 17 + 3 (flaky) + 1 (bad) + 2 (slow); a message put back
-        # after a 429 is retried too (without using an attempt).
+        system.send(account, fans(tag, 17) + [f"{tag}-flaky", f"{tag}-bad", f"{tag}-slow", f"{tag}-lag-0", f"{tag}-lag-1"])
+        wait_until(lambda: sorted(i["status"]["S"] for i in system.emulator.items(account)) == ["failed"] + ["sent"] * 21, 30, "all recorded")
+        # Calls at the gateway: 17 + 3 (flaky) + 1 (bad) + 2 (slow) + 2 (lag); a message
+        # put back after a 429 is retried too (without using an attempt).
         system.wait_metrics(env_name, {
-            ("MessagesProcessed", "Sum"): 19, ("MessagesFailed", "Sum"): 1, ("MessagesRetried", "Sum"): 3,
-            ("RateLimitDeferrals", "Sum"): 1, ("SendLatency", "SampleCount"): 23})
+            ("MessagesProcessed", "Sum"): 21, ("MessagesFailed", "Sum"): 1, ("MessagesRetried", "Sum"): 3,
+            ("RateLimitDeferrals", "Sum"): 1, ("SendLatency", "SampleCount"): 25})
         wait_until(system.queue_empty, 10, "the queue drained")
         quiet = time.time()
         dead = int(system.sqs.get_queue_attributes(QueueUrl=system.aws.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"])
@@ -423,7 +426,13 @@ def test_every_metric_is_published_with_its_value(system):
     assert dead >= 1
     assert set(system.metric(env_name, "QueueDepth", "Maximum", since=quiet)) == {0}
     assert set(system.metric(env_name, "DLQCount", "Maximum", since=quiet)) == {dead}
-    assert max(backlog) >= 10 and backlog[-1] == 0, f"ScheduledBacklog {backlog}: 20 queued at 200 ms spacing, then none"
+    assert max(backlog) >= 10 and backlog[-1] == 0, f"ScheduledBacklog {backlog}: 22 queued at 200 ms spacing, then none"
+    # The two held answers are the slowest 2 of 25 calls: the p99 is one of them, the
+    # median a prompt answer. None when published as a statistic set (CloudWatch has no
+    # percentile of one).
+    latency = system.percentiles(env_name, "SendLatency", ["p50", "p99"], since=started)
+    assert latency["p99"] is not None and latency["p99"] >= delay_ms, f"SendLatency {latency}"
+    assert latency["p50"] < delay_ms / 2, f"SendLatency {latency}"
     names = {m["MetricName"] for m in system.cloudwatch.list_metrics(Namespace="Huntaze/OnlyFans", Dimensions=[{"Name": "Environment", "Value": env_name}])["Metrics"]}
     assert names == {"QueueDepth", "DLQCount", "ScheduledBacklog", "MessagesProcessed", "MessagesFailed", "MessagesRetried", "RateLimitDeferrals", "SendLatency"}
 

@@ -2,10 +2,14 @@
 //! `PutMetricData` per interval (and on shutdown), never a call per message. Every
 //! metric carries the one `Environment` dimension, so alarms match.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+
+/// CloudWatch takes at most 150 distinct values in one datum.
+const MAX_VALUES: usize = 150;
 
 /// Counters since the last flush.
 #[derive(Debug, Default, Clone)]
@@ -14,8 +18,10 @@ pub struct Counts {
     pub failed: u64,
     pub retried: u64,
     pub deferrals: u64,
-    /// Send latency in ms: count, sum, min, max.
-    pub latency: Option<(u64, f64, f64, f64)>,
+    /// Send latency: calls per latency in ms, rounded (`rounded_ms`). A histogram, not a
+    /// statistic set: CloudWatch computes no percentile of a set whose minimum and maximum
+    /// differ, and the alarm and the dashboard read the p99.
+    pub latency: BTreeMap<u64, u64>,
 }
 
 /// Gauges read at flush time.
@@ -61,13 +67,7 @@ impl Metrics {
     }
 
     pub fn latency(&self, d: Duration) {
-        let ms = d.as_secs_f64() * 1000.0;
-        self.with(|c| {
-            c.latency = Some(match c.latency {
-                None => (1, ms, ms, ms),
-                Some((n, sum, min, max)) => (n + 1, sum + ms, min.min(ms), max.max(ms)),
-            })
-        });
+        self.with(|c| *c.latency.entry(rounded_ms(d)).or_default() += 1);
     }
 
     /// Takes the counts so far, leaving zeros.
@@ -82,14 +82,23 @@ impl Metrics {
             now.failed += c.failed;
             now.retried += c.retried;
             now.deferrals += c.deferrals;
-            if let Some((n, sum, min, max)) = c.latency {
-                now.latency = Some(match now.latency {
-                    None => (n, sum, min, max),
-                    Some((n2, s2, mi2, ma2)) => (n + n2, sum + s2, min.min(mi2), max.max(ma2)),
-                });
+            for (ms, n) in c.latency {
+                *now.latency.entry(ms).or_default() += n;
             }
         });
     }
+}
+
+/// A latency in ms to two significant digits, never finer than a whole ms (1234 ms ->
+/// 1200 ms; within half a ms below 100 ms, within 5 % above): 100 values below 100 ms and
+/// 90 a decade above, so a flush's histogram stays a few datums however many calls it counts.
+fn rounded_ms(d: Duration) -> u64 {
+    let ms = d.as_secs_f64() * 1000.0;
+    let mut step = 1.0;
+    while ms >= 100.0 * step {
+        step *= 10.0;
+    }
+    ((ms / step).round() * step) as u64
 }
 
 /// The metric data for one flush.
@@ -105,9 +114,18 @@ pub fn data(c: &Counts, g: &Gauges, environment: &str) -> Vec<MetricDatum> {
         datum("MessagesRetried", c.retried as f64, StandardUnit::Count),
         datum("RateLimitDeferrals", c.deferrals as f64, StandardUnit::Count),
     ];
-    if let Some((n, sum, min, max)) = c.latency {
-        let stats = StatisticSet::builder().sample_count(n as f64).sum(sum).minimum(min).maximum(max).build();
-        out.push(MetricDatum::builder().metric_name("SendLatency").dimensions(dim).statistic_values(stats).unit(StandardUnit::Milliseconds).build());
+    let latency: Vec<(u64, u64)> = c.latency.iter().map(|(&ms, &n)| (ms, n)).collect();
+    for part in latency.chunks(MAX_VALUES) {
+        let (values, counts) = part.iter().map(|&(ms, n)| (ms as f64, n as f64)).unzip();
+        out.push(
+            MetricDatum::builder()
+                .metric_name("SendLatency")
+                .dimensions(dim.clone())
+                .set_values(Some(values))
+                .set_counts(Some(counts))
+                .unit(StandardUnit::Milliseconds)
+                .build(),
+        );
     }
     out
 }
@@ -130,11 +148,36 @@ mod tests {
         m.latency(Duration::from_millis(30));
         let c = m.take();
         assert_eq!(c.processed, 3);
-        assert_eq!(c.latency, Some((2, 40.0, 10.0, 30.0)));
+        assert_eq!(c.latency, BTreeMap::from([(10, 1), (30, 1)]));
         assert_eq!(m.take().processed, 0);
+        // A failed flush's counts go back, merged with those counted meanwhile.
+        m.latency(Duration::from_micros(10_200));
         m.restore(c);
-        let d = data(&m.take(), &Gauges::default(), "test");
+        let c = m.take();
+        assert_eq!(c.latency, BTreeMap::from([(10, 2), (30, 1)]));
+        let d = data(&c, &Gauges::default(), "test");
         assert_eq!(d.len(), 8);
         assert!(d.iter().all(|x| x.dimensions().len() == 1 && x.dimensions()[0].value() == Some("test")));
+    }
+
+    #[test]
+    fn latency_is_a_histogram_of_rounded_values() {
+        assert_eq!([1234, 99_600, 42_400, 995_000, 150].map(|us| rounded_ms(Duration::from_micros(us))), [1, 100, 42, 1000, 0]);
+        assert_eq!(rounded_ms(Duration::from_millis(1234)), 1200);
+        // 0.3 ms to ~6.6 s, spread evenly on a log scale.
+        let samples: Vec<Duration> = (0..2000).map(|i| Duration::from_secs_f64(0.0003 * 1.005f64.powi(i))).collect();
+        let m = Metrics::default();
+        for &d in &samples {
+            let (ms, r) = (d.as_secs_f64() * 1000.0, rounded_ms(d) as f64);
+            assert!((r - ms).abs() <= (0.05 * ms).max(0.5), "{ms} ms rounded to {r}");
+            m.latency(d);
+        }
+        let d = data(&m.take(), &Gauges::default(), "test");
+        let latency: Vec<_> = d.iter().filter(|x| x.metric_name() == Some("SendLatency")).collect();
+        assert!(latency.len() > 1, "more distinct values than one datum takes: {}", latency.len());
+        assert!(latency.iter().all(|x| x.values().len() <= MAX_VALUES && x.values().len() == x.counts().len() && x.statistic_values().is_none()));
+        let values: Vec<f64> = latency.iter().flat_map(|x| x.values().iter().copied()).collect();
+        assert!(values.windows(2).all(|w| w[0] < w[1]), "each value once");
+        assert_eq!(latency.iter().flat_map(|x| x.counts()).sum::<f64>(), samples.len() as f64);
     }
 }
