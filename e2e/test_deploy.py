@@ -44,6 +44,33 @@ def template():
     return yaml.load(TEMPLATE.read_text(), Loader=CfnLoader)
 
 
+class CfnTagged(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags kept as their long forms ({"Ref": ..},
+    {"Fn::If": [..]}), for reading what a condition chooses."""
+
+
+CfnTagged.add_multi_constructor("!", lambda loader, suffix, node: {("Ref" if suffix == "Ref" else f"Fn::{suffix}"): (
+    loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode)
+    else loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode) else loader.construct_mapping(node, deep=True))})
+
+
+def resolved(value, conditions):
+    """`value` of the template with each `Fn::If` chosen by `conditions` (name: bool)
+    and `AWS::NoValue` left out, as CloudFormation would."""
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        name, yes, no = value["Fn::If"]
+        return resolved(yes if conditions[name] else no, conditions)
+    if isinstance(value, dict):
+        return {k: resolved(v, conditions) for k, v in value.items() if resolved(v, conditions) != {"Ref": "AWS::NoValue"}}
+    if isinstance(value, list):
+        return [r for r in (resolved(v, conditions) for v in value) if r != {"Ref": "AWS::NoValue"}]
+    return value
+
+
+def tagged_template():
+    return yaml.load(TEMPLATE.read_text(), Loader=CfnTagged)
+
+
 def worker_settings_known():
     """Every setting the worker reads, from its own --help."""
     out = subprocess.run([str(stack.binary("worker-native")), "--help"], capture_output=True, text=True, check=True).stdout
@@ -80,18 +107,111 @@ def test_alarms_reach_their_topic_and_the_dead_letter_alarm_counts_the_queue_its
     assert all(a.get("AlarmActions") for a in alarms), "every alarm notifies"
 
 
+def test_the_task_reads_each_secret_from_its_own_secret_so_that_rotations_work():
+    """A secret copied into another at deploy time is never refreshed by CloudFormation:
+    rotating the gateway token or the Redis auth token would never reach the workers.
+    Each is injected from its source secret when a task starts (issue 23, point 3)."""
+    tagged = tagged_template()
+    resources = tagged["Resources"]
+    [container] = resources["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    for created, given in ((True, True), (False, False)):
+        conditions = {"CreateRedis": created, "HasGatewayToken": given}
+        secrets = {s["Name"]: s["ValueFrom"] for s in resolved(container["Secrets"], conditions)}
+        env = {e["Name"]: e["Value"] for e in resolved(container["Environment"], conditions)}
+        if created:
+            assert secrets["REDIS_AUTH_TOKEN"] == {"Ref": "RedisAuthToken"} and "REDIS_URL" in env, (secrets, env)
+        else:
+            assert secrets["REDIS_URL"] == {"Ref": "RedisUrlSecret"} and "REDIS_URL" not in env, (secrets, env)
+        assert ("GATEWAY_TOKEN" in secrets) == given and secrets.get("GATEWAY_TOKEN", {"Ref": "GatewayTokenSecretArn"}) == {"Ref": "GatewayTokenSecretArn"}
+        readable = resolved(resources["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][0]["Resource"], conditions)
+        assert sorted(map(str, readable)) == sorted(map(str, secrets.values())), "the execution role reads exactly the task's secrets"
+    # The one dynamic reference left is the auth token ElastiCache is created with.
+    assert TEMPLATE.read_text().count("{{resolve:secretsmanager") == 1
+    assert "resolve:secretsmanager" in str(resources["Redis"]["Properties"]["AuthToken"])
+
+
+def test_networking_redis_eviction_and_first_deploys_as_aws_needs_them():
+    """What the emulator accepts either way (issue 23, points 4, 9, 10): tasks without a
+    public IP reach the internet only through NAT (said in the parameter, and the
+    gateway endpoints spare its per-GB charge); a first create that rolls back leaves no
+    table to block the retry; Redis never evicts the schedule's keys, and an alarm says
+    when memory runs short; the edge cannot write to the dead-letter queue."""
+    doc = template()
+    params, resources = doc["Parameters"], doc["Resources"]
+    net = resources["Service"]["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
+    assert net["AssignPublicIp"] == "AssignPublicIp" and params["AssignPublicIp"]["Default"] == "DISABLED"
+    assert "NAT" in params["AssignPublicIp"]["Description"]
+    for name, service in (("DynamoDbEndpoint", "dynamodb"), ("S3Endpoint", "s3")):
+        endpoint = resources[name]
+        assert endpoint["Condition"] == "HasRouteTables" and endpoint["Properties"]["VpcEndpointType"] == "Gateway"
+        assert endpoint["Properties"]["ServiceName"].endswith(f".{service}")
+    assert resources["LedgerTable"]["DeletionPolicy"] == "RetainExceptOnCreate" and resources["LedgerTable"]["UpdateReplacePolicy"] == "Retain"
+    group = resources["RedisParameters"]["Properties"]
+    assert group["Properties"] == {"maxmemory-policy": "noeviction"}
+    assert resources["Redis"]["Properties"]["CacheParameterGroupName"] == "RedisParameters"
+    memory = [resources[n]["Properties"] for n in ("RedisMemoryAlarm", "RedisReplicaMemoryAlarm")]
+    assert {(m["Namespace"], m["MetricName"]) for m in memory} == {("AWS/ElastiCache", "DatabaseMemoryUsagePercentage")}
+    assert sorted(m["Dimensions"][0]["Value"][-3:] for m in memory) == ["001", "002"], "both nodes: the primary moves on a failover"
+    assert all(m["AlarmActions"] and m["Threshold"] <= 90 for m in memory)
+    edge = resources["EdgeUser"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    writers = [s["Resource"] for s in edge if "sqs:SendMessage" in s["Action"]]
+    assert writers == ["SendQueue.Arn"], writers
+    assert params["WorkerArchitecture"]["AllowedValues"] == ["X86_64", "ARM64"]
+    assert resources["TaskDefinition"]["Properties"]["RuntimePlatform"]["CpuArchitecture"] == "WorkerArchitecture"
+
+
+def test_a_stack_that_needs_a_network_without_one_is_refused_before_anything_is_created(emulator_url):
+    """Redis created (no RedisUrl) without a VpcId: refused by the template's rule at
+    once, naming the parameter, rather than half-created and rolled back."""
+    cfn = prov.client("cloudformation", emulator_url)
+    with pytest.raises(Exception) as refused:
+        prov.deploy.deploy_stack(cfn, "nonet", {"EnvironmentName": "nonet", "GatewayUrl": "https://g.example/{accountId}/{recipientId}"}, say=lambda _: None)
+    assert "VpcId" in str(refused.value), refused.value
+    assert not [s for s in cfn.list_stacks()["StackSummaries"] if s["StackName"] == "nonet" and s["StackStatus"] != "DELETE_COMPLETE"]
+
+
+def test_the_runbooks_fixed_cost_counts_every_part_and_is_the_scripts():
+    """The fixed monthly cost is counted from the template and the price table, not
+    typed (issue 23): the runbook's table is what `bench/fixed_cost.py` prints, and it
+    counts what a real deployment pays (the NAT gateways, Container Insights, the
+    secrets, the logs) besides tasks and Redis."""
+    printed = subprocess.run([sys.executable, str(ROOT / "bench" / "fixed_cost.py")], capture_output=True, text=True, check=True).stdout.strip()
+    runbook = (ROOT / "deploy" / "README.md").read_text()
+    shown = runbook.split("<!-- fixed-cost:begin -->\n", 1)[1].split("\n<!-- fixed-cost:end -->", 1)[0].strip()
+    assert shown == printed, "regenerate the runbook's table: python bench/fixed_cost.py"
+    header = printed.splitlines()[0]
+    for part in ("Fargate", "ElastiCache", "NAT gateways", "Secrets Manager", "custom metrics", "Container Insights", "alarms"):
+        assert part in header, part
+    assert "logs" in printed and "8 alarm metrics" in printed
+
+
+def test_the_redrive_procedure_names_its_destination():
+    """The worker moves unreadable bodies to the DLQ itself: SQS knows no source queue
+    for them, so a move task without a destination fails for them (issue 23, point 8;
+    the emulator has no move tasks). And `RedriveAllowPolicy` limits which queues may
+    use the DLQ, not move tasks."""
+    runbook = (ROOT / "deploy" / "README.md").read_text()
+    section = runbook.split("## Redriving the dead-letter queue", 1)[1].split("\n## ", 1)[0]
+    commands = [line for line in section.splitlines() if line.startswith("aws sqs start-message-move-task")]
+    assert commands and all("--destination-arn" in c for c in commands), commands
+    assert "it does not limit\nmove tasks" in section or "does not limit move tasks" in " ".join(section.split())
+    # The worker does send to the DLQ itself (what makes the destination necessary).
+    assert "sqs:SendMessage" in str(template()["Resources"]["WorkerPolicy"]["Properties"]["PolicyDocument"])
+
+
 def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator_url):
     """With workers on ECS and Redis created: every resource, read back from the emulator."""
     ec2 = prov.client("ec2", emulator_url)
     vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"]["SubnetId"] for i, z in ((1, "a"), (2, "b"))]
+    routes = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
     stack.record_secret("gw-s3cret")
     token_arn = prov.client("secretsmanager", emulator_url).create_secret(Name="full/gateway-token", SecretString="gw-s3cret")["ARN"]
     started = time.monotonic()
     outputs = prov.deploy.deploy_stack(prov.client("cloudformation", emulator_url), "full", {
         "EnvironmentName": "full", "WorkerImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/worker-native:1", "DesiredWorkers": 0,
         "GatewayUrl": "https://gateway.example.com/{accountId}/{recipientId}", "GatewayTokenSecretArn": token_arn,
-        "VpcId": vpc, "SubnetIds": ",".join(subnets), "AlarmEmail": "ops@example.com"}, say=lambda _: None)
+        "VpcId": vpc, "SubnetIds": ",".join(subnets), "PrivateRouteTableIds": routes, "AlarmEmail": "ops@example.com"}, say=lambda _: None)
     seconds = time.monotonic() - started
     LOGS.joinpath("figures.jsonl").open("a").write(json.dumps({"test": "template_deploy", "seconds": round(seconds, 2)}) + "\n")
 
@@ -109,12 +229,19 @@ def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator_url
     assert indexes == {"failed-index": ["creatorId", "failedKey"], "waiting-index": ["waitShard", "messageId"]}
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     declared = template()["Resources"]["LedgerTable"]
-    assert declared["DeletionPolicy"] == "Retain" and declared["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
+    assert declared["DeletionPolicy"] == "RetainExceptOnCreate" and declared["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"]
     assert declared["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}  # the attribute the edge writes
 
     redis = prov.client("elasticache", emulator_url).describe_replication_groups()["ReplicationGroups"]
     [group] = [g for g in redis if "full" in g.get("Description", "") or "full" in g["ReplicationGroupId"]]
     assert group["AutomaticFailover"] == "enabled" and group["TransitEncryptionEnabled"] and group["AtRestEncryptionEnabled"]
+    assert group.get("Engine", "valkey") == "valkey", group
+    elasticache = prov.client("elasticache", emulator_url)
+    [member] = elasticache.describe_cache_clusters(CacheClusterId=group["MemberClusters"][0])["CacheClusters"]
+    parameters = elasticache.describe_cache_parameters(CacheParameterGroupName=member["CacheParameterGroup"]["CacheParameterGroupName"])["Parameters"]
+    assert {p["ParameterName"]: p.get("ParameterValue") for p in parameters}["maxmemory-policy"] == "noeviction"
+    endpoints = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["VpcEndpoints"]
+    assert sorted(e["ServiceName"].rsplit(".", 1)[1] for e in endpoints) == ["dynamodb", "s3"] and all(e["RouteTableIds"] == [routes] for e in endpoints)
 
     ecs = prov.client("ecs", emulator_url)
     # The emulator cannot run the service (its tasks need Docker, and it passes a
@@ -123,7 +250,7 @@ def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator_url
     service = template()["Resources"]["Service"]
     assert service["Condition"] == "RunService" and service["Properties"]["DesiredCount"] == "DesiredWorkers"
     net = service["Properties"]["NetworkConfiguration"]["AwsvpcConfiguration"]
-    assert net["AssignPublicIp"] == "DISABLED" and net["Subnets"] == "SubnetIds"
+    assert net["AssignPublicIp"] == "AssignPublicIp" and net["Subnets"] == "SubnetIds"
     assert service["Properties"]["DeploymentConfiguration"]["DeploymentCircuitBreaker"] == {"Enable": True, "Rollback": True}
     task = ecs.describe_task_definition(taskDefinition="full-worker")["taskDefinition"]
     [c] = task["containerDefinitions"]
@@ -135,12 +262,15 @@ def test_the_whole_stack_deploys_and_reads_back_as_the_worker_needs(emulator_url
     assert c["logConfiguration"]["logDriver"] == "awslogs"
     # The emulator reads secrets and the health check back as {}: the template's are checked.
     [declared_container] = template()["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
-    secrets = {s["Name"] for s in declared_container["Secrets"]}
+    [tagged_container] = tagged_template()["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"]
+    created = {"CreateRedis": True, "HasGatewayToken": True}
+    secrets = {s["Name"] for s in resolved(tagged_container["Secrets"], created)}
     assert declared_container["HealthCheck"]["Command"] == ["CMD", "/worker-native", "healthcheck"]
     # Every setting the task gives is one the worker reads (no drift between the two).
     names = set(env) | secrets
     assert names <= worker_settings_known(), names - worker_settings_known()
-    assert secrets == {"REDIS_URL", "GATEWAY_TOKEN"} and not secrets & set(env)
+    assert secrets == {"REDIS_AUTH_TOKEN", "GATEWAY_TOKEN"} and not secrets & set(env)
+    assert env["REDIS_URL"].startswith("rediss://") and "@" not in env["REDIS_URL"], "the address alone: the token is a secret of its own"
     assert env["ENVIRONMENT"] == "full" and env["RATE_LIMITER_ENABLED"] == "true"
     assert "gw-s3cret" not in json.dumps(task, default=str), "the token stays in Secrets Manager"
 
@@ -225,7 +355,7 @@ def test_deploy_command_end_to_end_and_no_alarm_watches_an_unpublished_metric(em
     edge_run = subprocess.run(["bash", str(ROOT / "scripts" / "deploy.sh"), "edge", "production", "--stack", env_name, "--dry-run"],
                               capture_output=True, text=True, env={**deploy_env, "EDGE_SKIP_BUILD": "1"})
     assert edge_run.returncode == 0, edge_run.stdout + edge_run.stderr
-    assert "wrangler secret put AWS_SECRET_ACCESS_KEY --env production" in edge_run.stdout
+    assert "wrangler secret bulk --env production" in edge_run.stdout and "secret put" not in edge_run.stdout, "both key parts in one version"
     for name in ("SQS_RATE_LIMITER_QUEUE_URL", "SQS_RATE_LIMITER_DLQ_URL", "LEDGER_TABLE", "AWS_REGION"):
         assert f"env.{name} " in edge_run.stdout, f"{name} not given to the edge"
     assert "--dry-run: exiting now" in edge_run.stdout
@@ -353,11 +483,15 @@ def test_the_worker_reaches_redis_over_tls_with_an_auth_token(emulator_url, tmp_
     base = {**aws.worker_env(), "RATE_LIMITER_ENABLED": "true", "SQS_WAIT_SECONDS": "1", "GATEWAY_URL": UNUSED_GATEWAY}
     try:
         wait_for(lambda: stack.port_taken(port), 10, "Redis listening with TLS")
-        for url, trusted, ready in ((f"rediss://:tls-token-123@localhost:{port}", True, True),
-                                    (f"rediss://:wrong-token@localhost:{port}", True, False),
-                                    (f"rediss://:tls-token-123@localhost:{port}", False, False)):
+        # The first as the template gives them: the address in REDIS_URL, the token
+        # apart in REDIS_AUTH_TOKEN (injected from its own secret).
+        for url, auth, trusted, ready in ((f"rediss://localhost:{port}", {"REDIS_AUTH_TOKEN": "tls-token-123"}, True, True),
+                                          (f"rediss://:tls-token-123@localhost:{port}", {}, True, True),
+                                          (f"rediss://:wrong-token@localhost:{port}", {}, True, False),
+                                          (f"rediss://localhost:{port}", {"REDIS_AUTH_TOKEN": "wrong-token"}, True, False),
+                                          (f"rediss://:tls-token-123@localhost:{port}", {}, False, False)):
             health = stack.free_port()
-            env = {**base, "REDIS_URL": url, "HEALTH_PORT": str(health), **({"SSL_CERT_FILE": str(tmp_path / "ca.crt")} if trusted else {})}
+            env = {**base, "REDIS_URL": url, **auth, "HEALTH_PORT": str(health), **({"SSL_CERT_FILE": str(tmp_path / "ca.crt")} if trusted else {})}
             worker = stack.Part("worker-tls", [str(stack.binary("worker-native"))], LOGS / "worker-tls.log", env)
             try:
                 worker.wait_http(f"http://127.0.0.1:{health}/healthz", timeout=30)

@@ -15,6 +15,11 @@ pub const SETTINGS: &[Setting] = &[
     set("SQS_RATE_LIMITER_QUEUE_URL", Default::Required, "the send queue"),
     set("SQS_RATE_LIMITER_DLQ_URL", Default::Required, "its dead-letter queue (unreadable messages go there)"),
     set("REDIS_URL", Default::Required, "redis://host:port (or REDIS_ENDPOINT=host[:port]); with REDIS_CLUSTER, some nodes, comma-separated"),
+    set(
+        "REDIS_AUTH_TOKEN",
+        Default::Unset,
+        "password for REDIS_URL's nodes (secret; ElastiCache's auth token, injected by ECS from its own secret so that a rotation needs only new tasks)",
+    ),
     set("REDIS_CLUSTER", Default::Flag(false), "true: Redis Cluster (ElastiCache cluster mode, MemoryDB, Valkey)"),
     set("REDIS_WAIT_REPLICAS", Default::Number(0), "replicas that must have each take before its messages are sent (WAIT; 1 with a replica)"),
     set("SCHEDULE_SHARDS", Default::Derived("1, or 16 with REDIS_CLUSTER"), "virtual shards of the schedule (1..1024), the same on every worker"),
@@ -158,6 +163,10 @@ impl Config {
                 String::new()
             }
         };
+        let redis_url = match s.get("REDIS_AUTH_TOKEN") {
+            Some(token) => with_password(&redis_url, &token),
+            None => redis_url,
+        };
         let ms = Duration::from_millis;
         let t = SETTINGS;
         let rate = RateLimit { max: s.number_of(t, "RATE_LIMIT_MAX", 1..=1_000_000) as u32, window_ms: s.duration_of(t, "RATE_LIMIT_WINDOW") };
@@ -262,6 +271,26 @@ impl Config {
     }
 }
 
+/// Each of the (comma-separated) Redis URLs with `password` as its password, replacing
+/// one it has: the token comes apart from the URL, so that the address can be plain
+/// configuration and only the token a secret. Characters a URL reserves are
+/// percent-encoded.
+fn with_password(urls: &str, password: &str) -> String {
+    let encoded: String =
+        password.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { char::from(b).to_string() } else { format!("%{b:02X}") }).collect();
+    let one = |url: &str| {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+        let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+        let (user, host) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => (userinfo.split_once(':').map_or(userinfo, |(u, _)| u), host),
+            None => ("", authority),
+        };
+        let path = path.map(|p| format!("/{p}")).unwrap_or_default();
+        format!("{scheme}://{user}:{encoded}@{host}{path}")
+    };
+    urls.split(',').map(|u| one(u.trim())).collect::<Vec<_>>().join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +309,23 @@ mod tests {
         assert!(!text.contains("s3cret"));
         let short = Config::from_lookup(env(&[("GATEWAY_TIMEOUT", "5s"), ("LEASE_TIMEOUT", "5s")])).unwrap_err();
         assert!(short.iter().any(|p| p.field == "LEASE_TIMEOUT" && p.message.contains("GATEWAY_TIMEOUT")), "{short:?}");
+    }
+
+    #[test]
+    fn an_auth_token_becomes_each_urls_password() {
+        assert_eq!(with_password("rediss://primary.example:6379", "t0k"), "rediss://:t0k@primary.example:6379");
+        assert_eq!(with_password("rediss://user:old@h:6379/0", "n/w"), "rediss://user:n%2Fw@h:6379/0");
+        assert_eq!(with_password("redis://a:1,redis://b:2", "x"), "redis://:x@a:1,redis://:x@b:2");
+        let c = Config::from_lookup(env(&[
+            ("SQS_RATE_LIMITER_QUEUE_URL", "q"),
+            ("SQS_RATE_LIMITER_DLQ_URL", "d"),
+            ("AWS_REGION", "us-east-1"),
+            ("REDIS_URL", "rediss://primary.example:6379"),
+            ("REDIS_AUTH_TOKEN", "s3cret"),
+            ("GATEWAY_DRY_RUN", "true"),
+        ]))
+        .unwrap();
+        assert_eq!(c.redis_url, "rediss://:s3cret@primary.example:6379");
     }
 
     #[test]
