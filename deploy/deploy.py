@@ -39,6 +39,7 @@ out of their reach)."""
 
 import argparse
 import json
+from datetime import datetime, timedelta, timezone
 import os
 import subprocess
 import sys
@@ -143,10 +144,16 @@ def deploy_stack(cfn, name: str, parameters: dict, say=print, timeout: float = 1
         if kept:
             say(f"  retained by the failed create (may block this one): {', '.join(kept)}")
         stack = None
+    elif stack and stack["StackStatus"] == "UPDATE_ROLLBACK_FAILED":
+        raise StackFailed(f"stack {name} is UPDATE_ROLLBACK_FAILED: an update failed and so did its rollback; fix what failed "
+                          f"({failures(cfn, stack['StackId'])}), then `aws cloudformation continue-update-rollback --stack-name {name}` "
+                          "(with --resources-to-skip for a resource that cannot go back), then deploy again")
     elif stack and stack["StackStatus"] in ("ROLLBACK_FAILED", "DELETE_FAILED"):
         raise StackFailed(f"stack {name} is {stack['StackStatus']}: CloudFormation allows it only a deletion "
                           f"(`scripts/deploy.sh delete {name}`, then deploy again); what failed: {failures(cfn, stack['StackId'])}")
     if stack:
+        parameters = upgrade_parameters(cfn, stack, parameters)
+        args["Parameters"] = [{"ParameterKey": k, "ParameterValue": str(v)} for k, v in parameters.items()]
         # A parameter not given keeps its value (CloudFormation would reset it to the
         # default), so that an update names only what changes.
         args["Parameters"] += [{"ParameterKey": p["ParameterKey"], "UsePreviousValue": True}
@@ -168,6 +175,26 @@ def deploy_stack(cfn, name: str, parameters: dict, say=print, timeout: float = 1
         retry = "; fix that and run again (the rolled-back stack is deleted and created anew)" if status == "ROLLBACK_COMPLETE" else ""
         raise StackFailed(f"stack {name}: {status}; {failures(cfn, stack_id)}{retry}")
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def upgrade_parameters(cfn, stack: dict, parameters: dict) -> dict:
+    """What an update of a stack made by the template before 2026-12-06 (it has no
+    `RedisEngine` parameter) must add, so that it changes nothing by surprise: its Redis
+    stays Redis OSS (a new parameter takes its default, Valkey, and an engine change
+    cannot be undone); and, with Redis created and workers on ECS, the update must bring
+    a worker image of this version, which reads the auth token apart from the URL
+    (`REDIS_AUTH_TOKEN`): the old image would connect without it and every task fail."""
+    previous = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
+    if "RedisEngine" in previous:
+        return parameters
+    resources = {r["LogicalResourceId"] for r in cfn.describe_stack_resources(StackName=stack["StackId"])["StackResources"]}
+    parameters = {"RedisEngine": "redis", **parameters}
+    if "Redis" in resources and "TaskDefinition" in resources and "WorkerImage" not in parameters:
+        raise DeployError(
+            f"stack {stack['StackName']} was made by an earlier template: this one gives the workers Redis's auth token apart "
+            "from its URL (REDIS_AUTH_TOKEN, read from its own secret so that rotations reach them), which workers built "
+            "before it do not read. Push an image of this version and name it in this update: --param WorkerImage=...")
+    return parameters
 
 
 def outputs_of(cfn, name: str) -> dict:
@@ -200,6 +227,13 @@ def write_settings(path: Path, settings: dict) -> None:
 
 # ---- access keys ----------------------------------------------------------------------
 
+# How old a never-used key must be before it is taken for an aborted run's: IAM
+# documents no delay for recording a key's use, so a key that signed its first calls a
+# moment ago (a rerun right after an upload that failed late, a key `aws --edge-vars`
+# handed out) may still show none.
+UNUSED_KEY_AGE = timedelta(days=1)
+
+
 def last_used(iam, key_id: str):
     """When IAM says the key last signed a request; None if never."""
     return iam.get_access_key_last_used(AccessKeyId=key_id)["AccessKeyLastUsed"].get("LastUsedDate")
@@ -222,7 +256,8 @@ def make_room(iam, user: str, who: str, say=print, dry_run: bool = False) -> Non
         return
     used = {k["AccessKeyId"]: last_used(iam, k["AccessKeyId"]) for k in active}
     never = [k for k in active if used[k["AccessKeyId"]] is None]
-    if len(never) == 1:
+    now = datetime.now(timezone.utc)
+    if len(never) == 1 and now - never[0]["CreateDate"] >= UNUSED_KEY_AGE:
         key_id = never[0]["AccessKeyId"]
         if not dry_run:
             iam.delete_access_key(UserName=user, AccessKeyId=key_id)
@@ -231,7 +266,10 @@ def make_room(iam, user: str, who: str, say=print, dry_run: bool = False) -> Non
     listed = "\n".join(f"  {k['AccessKeyId']}: created {k['CreateDate']:%Y-%m-%d %H:%M:%S %Z}, "
                        + (f"last used {used[k['AccessKeyId']]:%Y-%m-%d %H:%M:%S %Z}" if used[k["AccessKeyId"]] else "never used")
                        for k in active)
-    if never:
+    if len(never) == 1:
+        why = (f"{never[0]['AccessKeyId']} shows no use, but it is less than {UNUSED_KEY_AGE.days} day old and IAM may not have "
+               f"recorded its first requests yet")
+    elif never:
         why = ("neither has signed a request, or IAM has not recorded it yet. Once requests have reached "
                f"{who}, the key in use is the one that shows a use")
     else:

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
@@ -197,11 +197,19 @@ class IamAsAws:
     """The emulator's IAM, with get_access_key_last_used answering as AWS does for keys
     that signed requests (the emulator tracks no use)."""
 
-    def __init__(self, iam, used: set):
-        self.iam, self.used = iam, used
+    def __init__(self, iam, used: set, aged: frozenset = frozenset()):
+        self.iam, self.used, self.aged = iam, used, aged
 
     def __getattr__(self, name):
         return getattr(self.iam, name)
+
+    def list_access_keys(self, **kw):
+        """The keys, those in `aged` created two days ago (a run aborted yesterday)."""
+        answer = self.iam.list_access_keys(**kw)
+        for k in answer["AccessKeyMetadata"]:
+            if k["AccessKeyId"] in self.aged:
+                k["CreateDate"] = datetime.now(timezone.utc) - timedelta(days=2)
+        return answer
 
     def get_access_key_last_used(self, AccessKeyId):
         answer = self.iam.get_access_key_last_used(AccessKeyId=AccessKeyId)
@@ -220,10 +228,16 @@ def test_of_two_active_keys_the_one_iam_says_was_never_used_is_the_one_deleted(e
     stack.record_secret(deployed["SecretAccessKey"])
     assert signs(emulator_url, deployed["AccessKeyId"], deployed["SecretAccessKey"], s["QueueUrl"]) == "ok"
     reported = "LastUsedDate" in iam.get_access_key_last_used(AccessKeyId=deployed["AccessKeyId"])["AccessKeyLastUsed"]
-    answers = iam if reported else IamAsAws(iam, {deployed["AccessKeyId"]})
     aborted = iam.create_access_key(UserName=user)["AccessKey"]["AccessKeyId"]  # the aborted run's, never used
+    used = set() if reported else {deployed["AccessKeyId"]}
 
-    made = prov.deploy.new_key(answers, user)
+    # Made a moment ago, it may have signed requests IAM has not recorded yet: kept.
+    with pytest.raises(Exception) as young:
+        prov.deploy.new_key(IamAsAws(iam, used), user)
+    assert aborted in str(young.value) and "less than 1 day old" in str(young.value), young.value
+    assert keys_of(emulator_url, user) == {deployed["AccessKeyId"]: "Active", aborted: "Active"}
+
+    made = prov.deploy.new_key(IamAsAws(iam, used, frozenset({aborted})), user)
     stack.record_secret(made["SecretAccessKey"])
     assert keys_of(emulator_url, user) == {deployed["AccessKeyId"]: "Active", made["AccessKeyId"]: "Active"}, f"{aborted} goes, not the deployed key"
 
@@ -343,3 +357,35 @@ def test_the_image_is_labelled_with_the_architecture_of_the_binary_it_packs(tmp_
     cross = image(foreign, tmp_path / "cross", "--arch", other)
     assert cross.returncode != 0 and f"build the {other} image on an {other} machine" in cross.stderr, cross.stderr
     assert not (tmp_path / "foreign-image").exists() and not (tmp_path / "cross").exists()
+
+
+def test_an_update_of_a_stack_made_by_the_earlier_template_keeps_its_redis_and_needs_a_new_image(emulator_url, tmp_path, monkeypatch):
+    """A stack made before `RedisEngine` existed: a routine update must not turn its
+    Redis OSS into Valkey (a new parameter takes its default; an engine change cannot be
+    undone), and, with Redis created and workers on ECS, must bring a worker image that
+    reads `REDIS_AUTH_TOKEN` (the old one would connect without the token)."""
+    earlier = (ROOT / "deploy" / "template.yaml").read_text()
+    start = earlier.index("  RedisEngine:\n")
+    earlier = earlier[:start] + earlier[earlier.index("  AssignPublicIp:\n"):]  # the parameter as it was: absent
+    earlier = earlier.replace("!Ref RedisEngine", "redis").replace("!FindInMap [RedisEngines, redis, Version]", '"7.0"').replace(
+        "!FindInMap [RedisEngines, redis, Family]", "redis7")
+    assert "RedisEngine " not in earlier.replace("RedisEngines", "")
+    old_template = tmp_path / "template.yaml"
+    old_template.write_text(earlier)
+    cfn, ec2 = prov.client("cloudformation", emulator_url), prov.client("ec2", emulator_url)
+    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.8.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
+    name = f"upg{uuid.uuid4().hex[:6]}"
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/worker-native:"
+    params = {"EnvironmentName": name, "GatewayUrl": NO_NETWORK["GatewayUrl"], "WorkerImage": image + "old", "DesiredWorkers": 0,
+              "VpcId": vpc, "SubnetIds": ",".join(subnets)}
+    monkeypatch.setattr(prov.deploy, "TEMPLATE", old_template)
+    prov.deploy.deploy_stack(cfn, name, params, say=lambda _: None)
+    monkeypatch.setattr(prov.deploy, "TEMPLATE", ROOT / "deploy" / "template.yaml")
+
+    with pytest.raises(prov.deploy.DeployError) as refused:
+        prov.deploy.deploy_stack(cfn, name, {"RateLimitMax": 20}, say=lambda _: None)
+    assert "--param WorkerImage" in str(refused.value) and "REDIS_AUTH_TOKEN" in str(refused.value)
+    prov.deploy.deploy_stack(cfn, name, {"WorkerImage": image + "new"}, say=lambda _: None)
+    updated = {p["ParameterKey"]: p["ParameterValue"] for p in cfn.describe_stacks(StackName=name)["Stacks"][0]["Parameters"]}
+    assert updated["RedisEngine"] == "redis" and updated["WorkerImage"] == image + "new"

@@ -288,7 +288,7 @@ fn with_password(urls: &str, password: &str) -> String {
         let path = path.map(|p| format!("/{p}")).unwrap_or_default();
         format!("{scheme}://{user}:{encoded}@{host}{path}")
     };
-    urls.split(',').map(|u| one(u.trim())).collect::<Vec<_>>().join(",")
+    urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(one).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
@@ -315,7 +315,7 @@ mod tests {
     fn an_auth_token_becomes_each_urls_password() {
         assert_eq!(with_password("rediss://primary.example:6379", "t0k"), "rediss://:t0k@primary.example:6379");
         assert_eq!(with_password("rediss://user:old@h:6379/0", "n/w"), "rediss://user:n%2Fw@h:6379/0");
-        assert_eq!(with_password("redis://a:1,redis://b:2", "x"), "redis://:x@a:1,redis://:x@b:2");
+        assert_eq!(with_password("redis://a:1,redis://b:2,", "x"), "redis://:x@a:1,redis://:x@b:2");
         let c = Config::from_lookup(env(&[
             ("SQS_RATE_LIMITER_QUEUE_URL", "q"),
             ("SQS_RATE_LIMITER_DLQ_URL", "d"),
