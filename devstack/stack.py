@@ -159,8 +159,9 @@ def start_redis(port: int, log: Path, data_dir: Path | None = None, load_rdb: bo
     return part
 
 
-def start_gateway_stub(port: int, log: Path) -> Part:
-    part = Part("gateway-stub", [str(binary("gateway-stub")), "--port", str(port)], log)
+def start_gateway_stub(port: int, log: Path, *args: str) -> Part:
+    """The stand-in gateway; `args` choose another protocol (`--protocol onlyfansapi`)."""
+    part = Part("gateway-stub", [str(binary("gateway-stub")), "--port", str(port), *args], log)
     part.wait_http(f"http://127.0.0.1:{port}/deliveries", timeout=30)
     return part
 

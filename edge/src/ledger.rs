@@ -184,7 +184,7 @@ pub async fn summary<P: Platform>(ctx: &Ctx<'_, P>, creator: &str) -> Result<Sum
 /// Sets the account's `paused` flag on its summary item (`machine::set_hold`), unless a
 /// newer control set it already.
 pub async fn set_paused<P: Platform>(ctx: &Ctx<'_, P>, control: &AccountControl) -> Result<(), AwsError> {
-    let write = machine::set_hold(control.control == Hold::Pause, control.at_ms, &control.creator_id);
+    let write = machine::set_hold(control.control == Hold::Pause, control.at_ms, &control.creator_id, None);
     match ctx.dynamodb("UpdateItem", &write.to_update_item(table(ctx), key(&control.creator_id, SUMMARY_SK))).await {
         // A newer control got there first: it stands.
         Ok(_) | Err(AwsError::ConditionFailed { .. }) => Ok(()),

@@ -78,8 +78,12 @@ pub struct AccountState {
     pub backlog: u64,
     pub sent: u64,
     pub failed: u64,
-    /// Sends held by `POST /account/pause` until `POST /account/resume`.
+    /// Sends held by `POST /account/pause` until `POST /account/resume`, or by the
+    /// worker when the gateway refused the account's credentials.
     pub paused: bool,
+    /// Why the worker held it (the gateway's refusal), until resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_reason: Option<String>,
 }
 
 /// `POST /account/pause` and `POST /account/resume`: 200.

@@ -9,8 +9,10 @@ use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
+use crate::config::GatewayKind;
 use crate::connection::{seed_urls, RedisConn};
 use crate::dispatch::{DispatchConfig, Dispatcher};
+use crate::gateway::onlyfansapi::OnlyFansApiGateway;
 use crate::gateway::{DryRunGateway, Gateway, HttpGateway};
 use crate::ingest::{Ingest, IngestGate, IngestStats};
 use crate::ledger::Ledger;
@@ -105,17 +107,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("LEDGER_ENABLED=false: outcomes are not recorded in the ledger");
     }
     let ledger_for_dispatch = config.ledger_enabled.then(|| ledger.clone());
-    let dispatch_done = match &config.gateway_url {
-        Some(url) => spawn_dispatch(
-            HttpGateway::new(url.clone(), config.gateway_token.clone(), config.gateway_timeout)?,
-            &schedule,
-            ledger_for_dispatch.clone(),
-            &metrics,
-            dispatch_config,
-            &wake,
-            &stop,
-        ),
-        None => {
+    let spawn = |gateway| spawn_dispatch(gateway, &schedule, ledger_for_dispatch.clone(), &metrics, dispatch_config.clone(), &wake, &stop);
+    let dispatch_done = match (&config.gateway_url, config.gateway_kind) {
+        (Some(url), GatewayKind::Http) => spawn(HttpGateway::new(url.clone(), config.gateway_token.clone(), config.gateway_timeout)?),
+        (Some(url), GatewayKind::OnlyFansApi) => {
+            let key = config.gateway_token.clone().unwrap_or_default();
+            spawn_dispatch(
+                OnlyFansApiGateway::new(url.clone(), key, config.gateway_timeout)?,
+                &schedule,
+                ledger_for_dispatch.clone(),
+                &metrics,
+                dispatch_config,
+                &wake,
+                &stop,
+            )
+        }
+        (None, _) => {
             tracing::warn!("GATEWAY_DRY_RUN=true: messages are logged and recorded sent, not delivered");
             spawn_dispatch(DryRunGateway, &schedule, ledger_for_dispatch.clone(), &metrics, dispatch_config, &wake, &stop)
         }

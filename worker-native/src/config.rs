@@ -44,7 +44,12 @@ pub const SETTINGS: &[Setting] = &[
         Default::Flag(false),
         "true = no gateway: messages are logged and recorded sent, not delivered (trying the worker out, benchmarks); refused with GATEWAY_URL",
     ),
-    set("GATEWAY_TOKEN", Default::Unset, "bearer token for the gateway (secret)"),
+    set(
+        "GATEWAY_KIND",
+        Default::Text("http"),
+        "the gateway's protocol: http (ours: GATEWAY_URL a template with {accountId} and {recipientId}) or onlyfansapi (OnlyFansAPI.com: GATEWAY_URL its base, https://app.onlyfansapi.com, and GATEWAY_TOKEN its API key)",
+    ),
+    set("GATEWAY_TOKEN", Default::Unset, "bearer token for the gateway (secret; the API key with GATEWAY_KIND=onlyfansapi)"),
     set("GATEWAY_TIMEOUT", Default::Duration(10_000), "gateway request timeout"),
     set("RATE_LIMIT_MAX", Default::Number(RateLimit::DEFAULT.max as u64), "sends per account per window"),
     set("RATE_LIMIT_WINDOW", Default::Duration(RateLimit::DEFAULT.window_ms), "the rolling window (60, 60s, 2000ms)"),
@@ -106,6 +111,13 @@ pub fn help() -> String {
     s
 }
 
+/// Which protocol the gateway speaks (`crate::gateway`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayKind {
+    Http,
+    OnlyFansApi,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub enabled: bool,
@@ -122,6 +134,7 @@ pub struct Config {
     pub gateway_dry_run: bool,
     pub ledger_ttl_days: u64,
     pub gateway_token: Option<String>,
+    pub gateway_kind: GatewayKind,
     pub gateway_timeout: Duration,
     pub rate: RateLimit,
     pub burst: u32,
@@ -217,6 +230,19 @@ impl Config {
         let ledger_ttl_days = s.number_of(t, "LEDGER_TTL_DAYS", 1..=3650);
         let gateway_dry_run = s.flag_of(t, "GATEWAY_DRY_RUN");
         let gateway_url = s.get("GATEWAY_URL");
+        let gateway_kind = match s.text_of(t, "GATEWAY_KIND").as_str() {
+            "http" => GatewayKind::Http,
+            "onlyfansapi" => {
+                if s.get("GATEWAY_TOKEN").is_none() && !gateway_dry_run {
+                    s.problem("GATEWAY_TOKEN", "is required with GATEWAY_KIND=onlyfansapi (its API key)");
+                }
+                GatewayKind::OnlyFansApi
+            }
+            other => {
+                s.problem("GATEWAY_KIND", format!("must be http or onlyfansapi, not {other:?}"));
+                GatewayKind::Http
+            }
+        };
         match (&gateway_url, gateway_dry_run) {
             // A worker that marks messages sent without sending them must be asked for.
             (None, false) => s.problem("GATEWAY_URL", "is required (or GATEWAY_DRY_RUN=true to record messages sent without delivering them)"),
@@ -246,6 +272,7 @@ impl Config {
             gateway_dry_run,
             ledger_ttl_days,
             gateway_token: s.get("GATEWAY_TOKEN"),
+            gateway_kind,
             gateway_timeout,
             rate,
             burst: burst as u32,

@@ -13,6 +13,8 @@
 
 #![allow(async_fn_in_trait)]
 
+pub mod onlyfansapi;
+
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
@@ -41,6 +43,13 @@ pub enum Delivery {
     },
     /// Will not succeed by trying again.
     Failed {
+        reason: String,
+    },
+    /// The account's credentials were refused (a vendor's 401/403: its connection to
+    /// OnlyFans lost, or the API key): not delivered, and nothing of that account can be
+    /// until someone fixes it. The account is held (as a pause through the API, with this
+    /// reason shown by `GET /status`); the message uses no attempt and waits.
+    AccountRefused {
         reason: String,
     },
 }
@@ -81,7 +90,7 @@ impl HttpGateway {
 }
 
 /// Percent-encodes a path segment.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

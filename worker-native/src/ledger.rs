@@ -49,6 +49,10 @@ pub enum Outcome {
     },
     /// Claimed, then not handed to the gateway after all: back to `queued`.
     Released,
+    /// Refused with its account's credentials: back to `queued`, its account held.
+    Held {
+        reason: String,
+    },
 }
 
 /// One message's outcome.
@@ -546,7 +550,7 @@ impl Ledger {
                     machine::record_retrying(m.generation, r.attempts, error, false)
                 }
                 Outcome::Failed { at, error } => machine::record_failed(&m.id, m.generation, at, error, r.attempts, ttl),
-                Outcome::Released => machine::unclaim(m.generation, &self.owner),
+                Outcome::Released | Outcome::Held { .. } => machine::unclaim(m.generation, &self.owner),
             };
             changes.push(Change { pause, ..Change::write(m, write) });
         }
@@ -557,10 +561,17 @@ impl Ledger {
     /// not overtaken by a newer control, which the schedule then applies.
     pub async fn apply_controls(&self, controls: &[AccountControl]) -> anyhow::Result<Vec<AccountControl>> {
         let writes = controls.iter().map(|c| async move {
-            let w = machine::set_hold(c.control == Hold::Pause, c.at_ms, &c.creator_id);
+            let w = machine::set_hold(c.control == Hold::Pause, c.at_ms, &c.creator_id, None);
             Ok::<_, anyhow::Error>(self.update_one(&c.creator_id, SUMMARY_SK, &w).await?.then(|| c.clone()))
         });
         Ok(join_all(writes).await.into_iter().collect::<anyhow::Result<Vec<_>>>()?.into_iter().flatten().collect())
+    }
+
+    /// Holds an account the worker found it cannot send for (`machine::set_hold` with
+    /// its reason), as a pause made at `at_ms`: whether it applied (a newer control,
+    /// such as the user's resume, wins).
+    pub async fn hold(&self, account: &str, at_ms: u64, reason: &str) -> anyhow::Result<bool> {
+        self.update_one(account, SUMMARY_SK, &machine::set_hold(true, at_ms, account, Some(reason))).await
     }
 
     /// An account's summary leaves the waiting index once it holds nothing any more.

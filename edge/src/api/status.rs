@@ -28,7 +28,13 @@ pub async fn status<P: Platform>(ctx: &Ctx<'_, P>, account: &str) -> Result<ApiR
             rate_limit: config.rate.describe(),
             last_processed_at: summary.last_sent_at_ms.map(shared::time::rfc3339_ms),
         },
-        account: AccountState { backlog: summary.queued, sent: summary.sent, failed: summary.failed, paused: summary.paused },
+        account: AccountState {
+            backlog: summary.queued,
+            sent: summary.sent,
+            failed: summary.failed,
+            paused: summary.paused,
+            paused_reason: summary.hold_reason.filter(|_| summary.paused),
+        },
         health,
         timestamp: now_rfc3339(ctx),
     };

@@ -395,16 +395,26 @@ pub const UNDONE_GEN: &str = "undoneGen";
 /// ordered by the control's time (`holdAtMs`): an older control never overrides a newer
 /// one, and the same one written twice (by the edge once it is queued, by the worker
 /// when it applies it) passes. A held account is in the waiting index, so that a
-/// rebuild of the schedule holds it again.
-pub fn set_hold(paused: bool, at_ms: u64, account: &str) -> Write {
-    let (update, mut values) = if paused {
-        (format!("SET paused = :p, holdAtMs = :at, {WAIT_SHARD} = :ws"), vec![(":ws", s(super::account_wait_shard(account)))])
-    } else {
-        (format!("SET paused = :p, holdAtMs = :at REMOVE {WAIT_SHARD}"), vec![])
+/// rebuild of the schedule holds it again. A hold the worker makes itself (the
+/// vendor refused the account's credentials) says why (`holdReason`, shown by
+/// `GET /status`); a user's pause or resume clears it.
+pub fn set_hold(paused: bool, at_ms: u64, account: &str, reason: Option<&str>) -> Write {
+    let (update, mut values) = match (paused, reason) {
+        (true, Some(why)) => (
+            format!("SET paused = :p, holdAtMs = :at, {WAIT_SHARD} = :ws, {HOLD_REASON} = :why"),
+            vec![(":ws", s(super::account_wait_shard(account))), (":why", s(why))],
+        ),
+        (true, None) => {
+            (format!("SET paused = :p, holdAtMs = :at, {WAIT_SHARD} = :ws REMOVE {HOLD_REASON}"), vec![(":ws", s(super::account_wait_shard(account)))])
+        }
+        (false, _) => (format!("SET paused = :p, holdAtMs = :at REMOVE {WAIT_SHARD}, {HOLD_REASON}"), vec![]),
     };
     values.extend([(":p", json!({"BOOL": paused})), (":at", n(at_ms))]);
     write("attribute_not_exists(holdAtMs) OR holdAtMs <= :at", update, values, Counts::default())
 }
+
+/// Why the worker held an account itself (see [`set_hold`]).
+pub const HOLD_REASON: &str = "holdReason";
 
 /// What a 429 adds to its account's summary update: until when it is paused, and the
 /// summary in the waiting index, so that a rebuild of the schedule keeps the pause.
@@ -446,8 +456,9 @@ mod tests {
             requeue_failed("id", "t", "token"),
             mark_failed("id", 1, "t", 2, Some("e"), 9),
             mark_failed("id", 1, "t", 2, None, 9),
-            set_hold(true, 5, "a"),
-            set_hold(false, 5, "a"),
+            set_hold(true, 5, "a", None),
+            set_hold(true, 5, "a", Some("401")),
+            set_hold(false, 5, "a", None),
             account_rested(5),
             cancel_campaign("t"),
         ];

@@ -397,6 +397,8 @@ pub struct Summary {
     pub hold_at_ms: Option<u64>,
     /// Until when (ms) the gateway asked this account to pause (a 429's `Retry-After`).
     pub rate_limited_until_ms: Option<u64>,
+    /// Why the worker held it, when it did (the vendor refused its credentials).
+    pub hold_reason: Option<String>,
 }
 
 impl Summary {
@@ -413,6 +415,7 @@ impl Summary {
             paused: item.get("paused").and_then(|v| v.get("BOOL")).and_then(Value::as_bool).unwrap_or(false),
             hold_at_ms: num("holdAtMs").map(|v| v.max(0) as u64),
             rate_limited_until_ms: num("pauseUntilMs").map(|v| v.max(0) as u64),
+            hold_reason: text(item, machine::HOLD_REASON).map(str::to_owned),
         }
     }
 }

@@ -50,6 +50,7 @@ pub(super) async fn run(
             until_ok(&what, Duration::from_millis(100), Duration::from_secs(5), None, || async { ledger.record(&records).await.map_err(|e| format!("{e:#}")) })
                 .await;
         }
+        hold_refused_accounts(&schedule, ledger.as_ref(), &records).await;
         until_ok("record outcomes in Redis", Duration::from_millis(100), Duration::from_secs(2), None, || schedule.complete(&completions)).await;
         for c in &completions {
             held.release(&c.taken().id);
@@ -58,6 +59,43 @@ pub(super) async fn run(
         metrics.failed(counts.failed);
         metrics.retried(counts.retried);
         metrics.deferred(counts.rate_limited);
+    }
+}
+
+/// Holds each account whose credentials the gateway refused (a vendor's 401/403), before
+/// its message goes back to the schedule: in the ledger (the summary's hold, with the
+/// reason `GET /status` shows), then in the schedule, as a user's pause made now. The
+/// user's resume (a newer control) releases it once the connection is fixed.
+async fn hold_refused_accounts(schedule: &Schedule, ledger: Option<&Ledger>, records: &[Record]) {
+    let mut held: Vec<(&str, &str)> = Vec::new();
+    for r in records {
+        if let Outcome::Held { reason } = &r.outcome {
+            if !held.iter().any(|(a, _)| *a == r.message.creator_id) {
+                held.push((&r.message.creator_id, reason));
+            }
+        }
+    }
+    for (account, reason) in held {
+        let at_ms = super::now_ms();
+        tracing::warn!(account, reason, "the gateway refused the account's credentials: the account is held until resumed");
+        let applied = match ledger {
+            Some(ledger) => {
+                let what = format!("ledger not updated: holding account {account}");
+                until_ok(&what, Duration::from_millis(100), Duration::from_secs(5), None, || async {
+                    ledger.hold(account, at_ms, reason).await.map_err(|e| format!("{e:#}"))
+                })
+                .await
+                    == Some(true)
+            }
+            None => true,
+        };
+        if applied {
+            let control = shared::queue::AccountControl { control: shared::queue::Hold::Pause, creator_id: account.to_owned(), at_ms };
+            until_ok("hold the account in Redis", Duration::from_millis(100), Duration::from_secs(2), None, || {
+                schedule.control(std::slice::from_ref(&control))
+            })
+            .await;
+        }
     }
 }
 
@@ -80,7 +118,7 @@ impl OutcomeCounts {
                 self.rate_limited += 1;
             }
             Outcome::Retrying { .. } => self.retried += 1,
-            Outcome::Released => {}
+            Outcome::Released | Outcome::Held { .. } => {}
         }
     }
 }
@@ -120,6 +158,12 @@ pub fn outcome_of(mut taken: Taken, delivery: Delivery, at_ms: u64, config: &Dis
             (Completion::Retry { taken, delay_ms }, Outcome::Retrying { error: reason, maybe_sent: true })
         }
         Delivery::Failed { reason } => (Completion::Done(taken), Outcome::Failed { at, error: reason }),
+        // Not the message's fault: it waits, with no attempt used, while its account is
+        // held (`hold_refused_accounts`).
+        Delivery::AccountRefused { reason } => {
+            attempts = taken.payload.attempts;
+            (Completion::Release(taken), Outcome::Held { reason })
+        }
     };
     (completion, Record { message, attempts, outcome })
 }

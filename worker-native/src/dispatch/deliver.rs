@@ -91,8 +91,14 @@ pub(super) async fn send_batch<G: Gateway>(
                 tracing::debug!(id = %taken.id, account = %taken.account, slot_ms = taken.slot_ms, late_ms = now as i64 - taken.slot_ms as i64, "sending");
                 let delivery = shared.gateway.deliver(&taken.payload.message).await;
                 shared.metrics.latency(started.elapsed());
-                if let Delivery::RateLimited { retry_after, .. } = &delivery {
-                    shared.rate_limited.until(&taken.account, Instant::now() + retry_after.unwrap_or(Duration::from_secs(1)));
+                match &delivery {
+                    Delivery::RateLimited { retry_after, .. } => {
+                        shared.rate_limited.until(&taken.account, Instant::now() + retry_after.unwrap_or(Duration::from_secs(1)))
+                    }
+                    // Held once its outcome is recorded: what waits for a slot meanwhile
+                    // is given back, not sent into the refusal.
+                    Delivery::AccountRefused { .. } => shared.rate_limited.until(&taken.account, Instant::now() + Duration::from_secs(10)),
+                    _ => {}
                 }
                 Some(delivery)
             };

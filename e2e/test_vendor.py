@@ -1,0 +1,129 @@
+"""The worker against OnlyFansAPI.com's protocol (`GATEWAY_KIND=onlyfansapi`), through
+the stand-in that answers as the vendor documents (`gateway-stub --protocol
+onlyfansapi`: bearer API key, idempotent replays by `Idempotency-Key`, 401, 422):
+each message held once at the vendor though answers are lost, an account whose key is
+refused held (nothing sent, nothing failed) with the reason in `GET /status` until
+resumed, a refusal failing the message with the vendor's own words."""
+
+import time
+import uuid
+
+import pytest
+import requests
+
+from harness import LOGS, System, fans, token
+from harness import wait_for as wait_until
+from devstack import stack
+
+KEY = "vendor-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def system():
+    s = System()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def vendor(system):
+    port = stack.free_port()
+    part = stack.start_gateway_stub(port, LOGS / "vendor-stub.log", "--protocol", "onlyfansapi", "--api-key", KEY)
+    yield f"http://127.0.0.1:{port}"
+    part.stop()
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_waiting(system):
+    yield
+    system.abandon_waiting()
+
+
+def vendor_workers(system, vendor, prefix, key=KEY):
+    stack.record_secret(key)
+    return system.start_workers(prefix, GATEWAY_KIND="onlyfansapi", GATEWAY_URL=vendor, GATEWAY_TOKEN=key)
+
+
+def wait_statuses(system, account, want, timeout):
+    """Until the account's items are in these statuses ({status: how many})."""
+    def counted():
+        statuses = [i["status"]["S"] for i in system.emulator.items(account)]
+        return {s: statuses.count(s) for s in set(statuses)}
+    wait_until(lambda: counted() == want, timeout, f"{account}'s items {want}")
+
+
+def held(vendor, ids):
+    """How many times the vendor took each message (its key is the message id)."""
+    got = [d["messageId"] for d in requests.get(vendor + "/deliveries", timeout=10).json()]
+    return {i: got.count(i) for i in ids}
+
+
+def test_each_message_is_held_once_at_the_vendor_though_its_answers_are_lost(system, vendor):
+    """The first answer to one message comes after the worker gave up (GATEWAY_TIMEOUT
+    2 s), another meets a 502: both are tried again with the same Idempotency-Key, and
+    the vendor answers the retry with the first result instead of sending again."""
+    tag = uuid.uuid4().hex[:8]
+    account = f"vend-{tag}"
+    requests.post(vendor + "/_control/failures", json={"recipientPattern": f"{tag}-hung", "status": 200, "count": 1, "delayMs": 3000}, timeout=5)
+    requests.post(vendor + "/_control/failures", json={"recipientPattern": f"{tag}-flaky", "status": 502, "count": 1}, timeout=5)
+    workers = vendor_workers(system, vendor, "vend")
+    try:
+        ids = system.send(account, fans(tag, 4) + [f"{tag}-hung", f"{tag}-flaky"])
+        wait_statuses(system, account, {"sent": len(ids)}, timeout=40)
+    finally:
+        for w in workers:
+            w.stop()
+        requests.delete(vendor + "/_control/failures", timeout=5)
+    assert held(vendor, ids) == {i: 1 for i in ids}, "each message once at the vendor"
+    deliveries = [d for d in requests.get(vendor + "/deliveries", timeout=10).json() if d["accountId"] == account]
+    assert {d["path"] for d in deliveries} == {f"/api/{account}/chats/{d['recipientId']}/messages" for d in deliveries}
+    assert all(d["authorization"] == f"Bearer {KEY}" and d["body"]["text"] == "hello" for d in deliveries)
+
+
+def test_a_refused_key_holds_the_account_with_its_reason_until_resumed(system, vendor):
+    """A 401 is the account's state, not the message's: nothing fails, nothing more is
+    tried, `GET /status` says paused and why; once the key is fixed (the worker
+    restarted with it) and the user resumes, everything goes, once."""
+    tag = uuid.uuid4().hex[:8]
+    account = f"keyless-{tag}"
+    edge, tok = system.edge(), token(account)
+    workers = vendor_workers(system, vendor, "keyless", key="a-revoked-key")
+    try:
+        ids = system.send(account, fans(tag, 3))
+        wait_until(lambda: edge.call("GET", "/status", tok).json()["account"]["paused"], 20, "the account held")
+        account_state = edge.call("GET", "/status", tok).json()["account"]
+        assert "401" in account_state["pausedReason"] and "Unauthorized" in account_state["pausedReason"], account_state
+        time.sleep(1.5)  # held: no more attempts, nothing failed
+        statuses = sorted(i["status"]["S"] for i in system.emulator.items(account))
+        assert statuses == ["queued"] * 3, statuses
+        assert held(vendor, ids) == {i: 0 for i in ids}
+    finally:
+        for w in workers:
+            w.stop()
+    workers = vendor_workers(system, vendor, "keyless")
+    try:
+        r = edge.call("POST", "/account/resume", tok)
+        assert r.status_code == 200, r.text
+        wait_statuses(system, account, {"sent": 3}, timeout=30)
+        assert "pausedReason" not in edge.call("GET", "/status", tok).json()["account"]
+    finally:
+        for w in workers:
+            w.stop()
+    assert held(vendor, ids) == {i: 1 for i in ids}
+
+
+def test_a_message_the_vendor_refuses_fails_with_the_vendors_reason(system, vendor):
+    tag = uuid.uuid4().hex[:8]
+    account = f"refused-{tag}"
+    requests.post(vendor + "/_control/failures", json={"recipientPattern": f"{tag}-blocked", "status": 422}, timeout=5)
+    workers = vendor_workers(system, vendor, "refused")
+    try:
+        [ok, blocked] = system.send(account, [f"{tag}-fan", f"{tag}-blocked"])
+        wait_statuses(system, account, {"sent": 1, "failed": 1}, timeout=30)
+    finally:
+        for w in workers:
+            w.stop()
+        requests.delete(vendor + "/_control/failures", timeout=5)
+    [item] = [i for i in system.emulator.items(account) if i["messageId"]["S"] == blocked]
+    assert item["attempts"]["N"] == "1", "refused for good: not tried again"
+    assert item["lastError"]["S"] == "vendor answered 422 (refused): told to fail with 422", item["lastError"]
