@@ -2,7 +2,7 @@
 queue, dead-letter queue and ledger, the stand-in gateway, one native worker, the edge
 under `wrangler dev`), prints how to use it, and stops everything on Ctrl-C.
 
-    python -m devstack.run [--real-limit] [--edge-port 8787] ...
+    python -m devstack.run [--real-limit] [--gateway http|onlyfansapi] [--edge-port 8787] ...
 """
 
 import argparse
@@ -18,6 +18,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--real-limit", action="store_true", help="10 messages per 60 s per account (default: the fast demo limit, 10 per 2 s)")
     p.add_argument("--account", default="creator-1", help="account of the printed sample token")
+    p.add_argument("--gateway", choices=["http", "onlyfansapi"], default="http",
+                   help="the protocol the worker speaks: ours (default), or OnlyFansAPI.com's, to a local stand-in of the vendor")
     defaults = Ports()
     for name, port in vars(defaults).items():
         p.add_argument(f"--{name.replace('_', '-')}-port", type=int, default=port, dest=name)
@@ -25,7 +27,8 @@ def main() -> None:
     ports = Ports(**{k: getattr(a, k) for k in vars(defaults)})
     ports.check()
 
-    system = LocalSystem(ports, stack.ROOT / ".run", fast=not a.real_limit, dev_vars=stack.ROOT / ".dev.vars", worker_env_file=stack.ROOT / ".worker.env")
+    system = LocalSystem(ports, stack.ROOT / ".run", fast=not a.real_limit, dev_vars=stack.ROOT / ".dev.vars", worker_env_file=stack.ROOT / ".worker.env",
+                         vendor=a.gateway == "onlyfansapi")
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
@@ -47,7 +50,7 @@ def print_usage(system: LocalSystem, account: str, token: str, limit: str) -> No
     print(f"""
 Ready. Per-account limit: {limit}.
   API:            {api}
-  Gateway stub:   {system.gateway}/deliveries  (what was delivered)
+  Gateway stub:   {system.gateway}/deliveries  (what was delivered{"; OnlyFansAPI.com's protocol" if system.vendor else ""})
   Worker health:  http://127.0.0.1:{p.worker_health}/readyz
   AWS emulator:   http://127.0.0.1:{p.aws}  (root key test/test)
   Redis:          redis://127.0.0.1:{p.redis}

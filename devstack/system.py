@@ -34,6 +34,10 @@ class Ports:
                 raise SystemExit(f"port {port} ({name.replace('_', ' ')}) is already in use: stop what holds it, or choose another port")
 
 
+# The local stand-in vendor's API key (a local run's, never a real one).
+VENDOR_KEY = "local-vendor-key"
+
+
 @dataclass
 class LocalSystem:
     ports: Ports
@@ -41,6 +45,9 @@ class LocalSystem:
     fast: bool = True
     dev_vars: Path | None = None  # the edge's settings file (default home/.dev.vars)
     worker_env_file: Path | None = None
+    # The worker speaks OnlyFansAPI.com's protocol to the stub standing in for it
+    # (`GATEWAY_KIND=onlyfansapi`), instead of our gateway's.
+    vendor: bool = False
     parts: dict = field(default_factory=dict)
 
     @property
@@ -70,7 +77,8 @@ class LocalSystem:
         self.parts["aws"] = stack.start_ministack(self.ports.aws, logs / "ministack.log")
         self.resources = prov.provision(f"http://127.0.0.1:{self.ports.aws}")
         say(f"==> gateway stub on 127.0.0.1:{self.ports.gateway}")
-        self.parts["gateway"] = stack.start_gateway_stub(self.ports.gateway, logs / "gateway-stub.log")
+        protocol = ["--protocol", "onlyfansapi", "--api-key", VENDOR_KEY] if self.vendor else []
+        self.parts["gateway"] = stack.start_gateway_stub(self.ports.gateway, logs / "gateway-stub.log", *protocol)
 
         self.worker_env_file = self.worker_env_file or self.home / ".worker.env"
         if not self.worker_env_file.exists():
@@ -78,7 +86,8 @@ class LocalSystem:
         self.worker_settings = {
             **stack.read_vars(self.worker_env_file), **self.resources.worker_env(), **limit,
             "REDIS_URL": f"redis://127.0.0.1:{self.ports.redis}",
-            "GATEWAY_URL": f"{self.gateway}/accounts/{{accountId}}/messages/{{recipientId}}",
+            **({"GATEWAY_KIND": "onlyfansapi", "GATEWAY_URL": self.gateway, "GATEWAY_TOKEN": VENDOR_KEY} if self.vendor else
+               {"GATEWAY_KIND": "http", "GATEWAY_URL": f"{self.gateway}/accounts/{{accountId}}/messages/{{recipientId}}"}),
             "HEALTH_PORT": str(self.ports.worker_health),
         }
         stack.write_vars(self.worker_env_file, self.worker_settings, quote=False)

@@ -141,3 +141,24 @@ def test_worker_stopped_mid_run_loses_nothing(system):
         assert time.monotonic() < deadline, f"only {len(deliveries(system, account))} of 15 delivered"
         time.sleep(0.2)
     assert sorted(d["messageId"] for d in deliveries(system, account)) == sorted(ids)
+
+
+def test_the_run_command_speaks_the_vendors_protocol_when_asked():
+    """`scripts/run.sh --gateway onlyfansapi`: the same system, the worker speaking
+    OnlyFansAPI.com's protocol to the stand-in vendor; a message and a small campaign
+    from a JWT to the vendor, each once, at the vendor's path with its API key."""
+    s = LocalSystem(Ports.free(), LOGS / "system-vendor", fast=True, vendor=True)
+    s.start(say=lambda m: None)
+    try:
+        tag = str(int(time.time()))
+        client = Client(s, f"vendor-{tag}")
+        one = client.post("/send", {"recipientId": "fan-0", "content": "hi"}).json()["messageId"]
+        mass = [m["messageId"] for m in client.post("/send", {"recipientIds": ["fan-1", "fan-2", "fan-3"], "content": "to all"}).json()["messages"]]
+        deadline = time.monotonic() + 30
+        while len(deliveries(s, f"vendor-{tag}")) < 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        got = deliveries(s, f"vendor-{tag}")
+    finally:
+        s.stop()
+    assert sorted(d["messageId"] for d in got) == sorted([one, *mass]), "each once, its id as the idempotency key"
+    assert all(d["path"] == f"/api/vendor-{tag}/chats/{d['recipientId']}/messages" and d["authorization"] == "Bearer local-vendor-key" for d in got)
