@@ -127,3 +127,29 @@ def test_a_message_the_vendor_refuses_fails_with_the_vendors_reason(system, vend
     [item] = [i for i in system.emulator.items(account) if i["messageId"]["S"] == blocked]
     assert item["attempts"]["N"] == "1", "refused for good: not tried again"
     assert item["lastError"]["S"] == "vendor answered 422 (refused): told to fail with 422", item["lastError"]
+
+
+def test_a_paid_campaign_reaches_the_vendor_with_its_media_and_price_once(system, vendor):
+    """Paid messages: `price`, `mediaIds` and `previewIds` accepted once for the whole
+    campaign, carried to the vendor as `price`, `mediaFiles` and `previews` for every
+    recipient; a paid message without media refused at the API, naming both fields."""
+    tag = uuid.uuid4().hex[:8]
+    account = f"paid-{tag}"
+    edge, tok = system.edge(), token(account)
+    refused = edge.call("POST", "/send", tok, {"recipientId": "fan", "content": "unlock", "price": 15})
+    assert refused.status_code == 400 and {d["field"] for d in refused.json()["details"]} == {"price", "mediaIds"}, refused.text
+    workers = vendor_workers(system, vendor, "paid")
+    try:
+        r = edge.call("POST", "/send", tok, {"recipientIds": [f"{tag}-{i}" for i in range(3)], "content": "unlock me", "price": 15,
+                                            "mediaIds": ["ofapi_media_abc123", 4242], "previewIds": ["4242"]})
+        assert r.status_code == 202, r.text
+        ids = [m["messageId"] for m in r.json()["messages"]]
+        wait_statuses(system, account, {"sent": 3}, timeout=30)
+        view = edge.call("GET", f"/{ids[0]}", tok).json()
+    finally:
+        for w in workers:
+            w.stop()
+    assert held(vendor, ids) == {i: 1 for i in ids}
+    bodies = [d["body"] for d in requests.get(vendor + "/deliveries", timeout=10).json() if d["accountId"] == account]
+    assert bodies == [{"text": "unlock me", "price": 15, "mediaFiles": ["ofapi_media_abc123", "4242"], "previews": ["4242"]}] * 3, bodies
+    assert view["vendorMedia"] == {"mediaIds": ["ofapi_media_abc123", "4242"], "previewIds": ["4242"], "price": 15}, view

@@ -167,6 +167,9 @@ pub struct MessageView {
     /// The campaign it belongs to, if it was one recipient of a mass message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<String>,
+    /// The vendor's media and price, if it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_media: Option<crate::message::VendorMedia>,
 }
 
 impl MessageView {
@@ -179,6 +182,7 @@ impl MessageView {
         MessageView {
             send_at: m.send_at,
             campaign_id: m.campaign_id,
+            vendor_media: m.vendor_media,
             id: m.id,
             recipient_id: m.recipient_id,
             content: m.content,

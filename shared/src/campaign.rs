@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::ledger::{self, key, n, s, Body, BodyItem, LedgerItem, MessageStatus, PK, SK, TTL_ATTR};
-use crate::message::{QueueMessage, SendRequest};
+use crate::message::{QueueMessage, SendRequest, VendorMedia};
 use crate::rate::RateLimit;
 
 /// Sort-key prefix of campaign heads (then the campaign id, so newest sort last).
@@ -83,6 +83,7 @@ pub struct Campaign {
     /// RFC 3339 time the edge accepted it.
     pub accepted_at: String,
     pub send_at: Option<String>,
+    pub vendor_media: Option<VendorMedia>,
 }
 
 impl Campaign {
@@ -97,6 +98,7 @@ impl Campaign {
             metadata: send.metadata.clone(),
             accepted_at: accepted_at.to_owned(),
             send_at: send.send_at_ms.map(crate::time::rfc3339_ms),
+            vendor_media: send.vendor_media.clone(),
         }
     }
 
@@ -114,6 +116,7 @@ impl Campaign {
             generation: 0,
             send_at: self.send_at.clone(),
             campaign_id: Some(self.id.clone()),
+            vendor_media: self.vendor_media.clone(),
         }
     }
 
@@ -205,6 +208,7 @@ impl CampaignItem {
             content: &c.content,
             media_urls: &c.media_urls,
             metadata: &c.metadata,
+            vendor_media: c.vendor_media.as_ref(),
             expires_at: self.body_expires_at,
         }
         .to_item();
@@ -245,6 +249,7 @@ impl CampaignItem {
                 metadata: m.metadata,
                 accepted_at: m.accepted_at,
                 send_at: m.send_at,
+                vendor_media: m.vendor_media,
             },
             total: count(head, "total"),
             sent: count(head, "sent"),
@@ -369,6 +374,7 @@ mod tests {
             metadata: Map::new(),
             accepted_at: "2023-11-14T22:13:20.000Z".into(),
             send_at: None,
+            vendor_media: None,
         }
     }
 

@@ -37,6 +37,26 @@ pub struct SendRequest {
     pub metadata: Map<String, Value>,
     /// When to send (Unix ms); `None` for now (also when `sendAt` was in the past).
     pub send_at_ms: Option<u64>,
+    pub vendor_media: Option<VendorMedia>,
+}
+
+/// What the vendor attaches to a message (OnlyFansAPI's `mediaFiles`, `previews` and
+/// `price`): media by the vendor's ids (`ofapi_media_…`) or the creator's vault ids
+/// (digits), those of them shown before purchase, and the price in whole USD (0 free,
+/// or 3–200; a paid message has media). Stored once per campaign, like the content.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VendorMedia {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preview_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub price: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 impl SendRequest {
@@ -54,6 +74,7 @@ impl SendRequest {
             generation: 0,
             send_at: self.send_at_ms.map(crate::time::rfc3339_ms),
             campaign_id: None,
+            vendor_media: self.vendor_media.clone(),
         }
     }
 }
@@ -86,6 +107,9 @@ pub struct QueueMessage {
     /// The campaign it belongs to, when it is one recipient's message of a mass message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign_id: Option<String>,
+    /// Media and price for the vendor, when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_media: Option<VendorMedia>,
 }
 
 impl QueueMessage {

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::FieldError;
-use crate::message::{Recipients, SendRequest, DEFAULT_PRIORITY};
+use crate::message::{Recipients, SendRequest, VendorMedia, DEFAULT_PRIORITY};
 
 /// Characters (Unicode scalar values) allowed in `content`.
 pub const MAX_CONTENT_CHARS: usize = 5000;
@@ -25,6 +25,10 @@ pub const MAX_MEDIA_URL_BYTES: usize = 2048;
 pub const MAX_METADATA_BYTES: usize = 4096;
 /// Size of a request body.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Media ids in one message (`mediaIds`), as URLs.
+pub const MAX_MEDIA_IDS: usize = 20;
+/// The vendor's price range (whole USD) of a paid message; 0 is free.
+pub const PRICE_RANGE: std::ops::RangeInclusive<u64> = 3..=200;
 /// How far ahead `sendAt` may be.
 pub const MAX_SCHEDULE_AHEAD_MS: u64 = 30 * 86_400_000;
 
@@ -72,9 +76,11 @@ pub fn validate_send(body: Value, now_ms: u64, max_recipients: usize) -> Result<
         Some(_) => bad(&mut errors, "sendAt", "must be an RFC 3339 time with its offset (2026-12-24T18:00:00+01:00)"),
     };
 
+    let vendor_media = vendor_media(obj.remove("mediaIds"), obj.remove("previewIds"), obj.remove("price"), &mut errors);
+
     match (recipients, content, priority, media_urls, metadata, send_at_ms) {
         (Some(recipients), Some(content), Some(priority), Some(media_urls), Some(metadata), Some(send_at_ms)) if errors.is_empty() => {
-            Ok(SendRequest { recipients, content, priority, media_urls, metadata, send_at_ms })
+            Ok(SendRequest { recipients, content, priority, media_urls, metadata, send_at_ms, vendor_media })
         }
         _ => Err(errors),
     }
@@ -128,6 +134,57 @@ fn recipients(one: Option<Value>, many: Option<Value>, max: usize, errors: &mut 
         }
         (None, Some(_)) => bad(errors, "recipientIds", "must be an array of recipient ids"),
     }
+}
+
+/// `mediaIds`, `previewIds` and `price` (the vendor's media and price): `None` when the
+/// message has none of them. A paid message needs media; previews are among its media.
+fn vendor_media(ids: Option<Value>, previews: Option<Value>, price: Option<Value>, errors: &mut Vec<FieldError>) -> Option<VendorMedia> {
+    let list = |v: Option<Value>, field: &str, errors: &mut Vec<FieldError>| -> Vec<String> {
+        match v {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) if items.len() <= MAX_MEDIA_IDS => items
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, item)| match item {
+                    Value::String(s) if is_media_id(&s) => Some(s),
+                    Value::Number(n) if n.as_u64().is_some() => Some(n.to_string()),
+                    _ => bad(errors, &format!("{field}[{i}]"), "must be a media id of the vendor (ofapi_media_…) or of the vault (digits)"),
+                })
+                .collect(),
+            Some(_) => {
+                bad::<()>(errors, field, &format!("must be an array of at most {MAX_MEDIA_IDS} media ids"));
+                Vec::new()
+            }
+        }
+    };
+    let media_ids = list(ids, "mediaIds", errors);
+    let preview_ids = list(previews, "previewIds", errors);
+    for (i, p) in preview_ids.iter().enumerate() {
+        if !media_ids.contains(p) {
+            bad::<()>(errors, &format!("previewIds[{i}]"), "must be one of mediaIds");
+        }
+    }
+    let price = match price {
+        None | Some(Value::Null) => 0,
+        Some(v) => match v.as_u64() {
+            Some(p) if p == 0 || PRICE_RANGE.contains(&p) => p as u32,
+            _ => bad(errors, "price", "must be 0 (free) or a whole number of USD from 3 to 200").unwrap_or(0),
+        },
+    };
+    if price > 0 && media_ids.is_empty() {
+        bad::<()>(errors, "price", "a paid message needs media: give mediaIds");
+        bad::<()>(errors, "mediaIds", "is required when price is not 0");
+    }
+    (price > 0 || !media_ids.is_empty()).then_some(VendorMedia { media_ids, preview_ids, price })
+}
+
+/// A vendor media id (`ofapi_media_` and letters, digits, `_` or `-`) or a vault id.
+fn is_media_id(s: &str) -> bool {
+    let vendor = s
+        .strip_prefix("ofapi_media_")
+        .is_some_and(|rest| (1..=64).contains(&rest.len()) && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'));
+    let vault = (1..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    vendor || vault
 }
 
 fn media_urls(urls: Vec<Value>, errors: &mut Vec<FieldError>) -> Option<Vec<String>> {
@@ -257,6 +314,29 @@ mod tests {
         assert_eq!(fields(json!({"recipientIds": ["a", 3, "", "a"], "content": "x"})), ["recipientIds[1]", "recipientIds[2]", "recipientIds[3]"]);
         assert_eq!(fields(json!({"recipientId": "a", "recipientIds": ["b"], "content": "x"})), ["recipientIds"]);
         assert_eq!(fields(json!({"content": "x"})), ["recipientId"]);
+    }
+
+    /// A paid message needs media (both fields named); a price outside the vendor's
+    /// range, an id of neither kind and a preview not among the media are refused.
+    #[test]
+    fn vendor_media_and_price() {
+        let body = |extra: Value| {
+            let mut b = json!({"recipientId": "a", "content": "x"});
+            b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            b
+        };
+        assert_eq!(ok(body(json!({}))).vendor_media, None);
+        let paid = ok(body(json!({"price": 15, "mediaIds": ["ofapi_media_abc123", 4242], "previewIds": ["4242"]}))).vendor_media.unwrap();
+        assert_eq!(
+            (paid.price, paid.media_ids.as_slice(), paid.preview_ids.as_slice()),
+            (15, &["ofapi_media_abc123".to_owned(), "4242".to_owned()][..], &["4242".to_owned()][..])
+        );
+        assert_eq!(ok(body(json!({"mediaIds": ["7"]}))).vendor_media.unwrap().price, 0, "free media");
+        assert_eq!(fields(body(json!({"price": 15}))), ["price", "mediaIds"]);
+        assert_eq!(fields(body(json!({"price": 2, "mediaIds": ["7"]}))), ["price"]);
+        assert_eq!(fields(body(json!({"price": 201, "mediaIds": ["7"]}))), ["price"]);
+        assert_eq!(fields(body(json!({"mediaIds": ["https://x", "ofapi_media_", "7"], "previewIds": ["8"]}))), ["mediaIds[0]", "mediaIds[1]", "previewIds[0]"]);
+        assert_eq!(fields(body(json!({"mediaIds": vec!["7"; 21]}))), ["mediaIds"]);
     }
 
     #[test]

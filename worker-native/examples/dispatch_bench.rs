@@ -46,6 +46,7 @@ fn message(account: usize, seq: usize, now_ms: u64) -> QueueMessage {
         generation: 0,
         send_at: None,
         campaign_id: None,
+        vendor_media: None,
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! The protocol: `POST` to a URL template with `{accountId}` and `{recipientId}`, a
 //! bearer token, the message id as `Idempotency-Key`, and the body
-//! `{"messageId", "accountId", "recipientId", "content", "mediaUrls", "metadata"}`.
+//! `{"messageId", "accountId", "recipientId", "content", "mediaUrls", "metadata"}`, and
+//! `vendorMedia` (`{"mediaIds", "previewIds", "price"}`) when the message has it.
 //! 2xx = sent; 429 = the account waits, then tries again; 5xx = try again later; no
 //! answer (a timeout) = unknown: tried again, never canceled meanwhile; any other 4xx =
 //! failed for good.
@@ -104,10 +105,13 @@ pub(crate) fn encode(s: &str) -> String {
 
 impl Gateway for HttpGateway {
     async fn deliver(&self, m: &QueueMessage) -> Delivery {
-        let body = json!({
+        let mut body = json!({
             "messageId": m.id, "accountId": m.creator_id, "recipientId": m.recipient_id,
             "content": m.content, "mediaUrls": m.media_urls, "metadata": m.metadata,
         });
+        if let Some(media) = &m.vendor_media {
+            body["vendorMedia"] = json!(media);
+        }
         let mut request = self.client.post(self.url(m)).header("idempotency-key", &m.id).json(&body);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);

@@ -333,6 +333,7 @@ fn campaign(account: &str, recipients: usize) -> shared::campaign::Campaign {
         metadata: Default::default(),
         accepted_at: template.accepted_at,
         send_at: None,
+        vendor_media: None,
     }
 }
 

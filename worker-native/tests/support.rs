@@ -257,5 +257,6 @@ pub fn message(account: &str, seq: u16, priority: u8) -> QueueMessage {
         generation: 0,
         send_at: None,
         campaign_id: None,
+        vendor_media: None,
     }
 }

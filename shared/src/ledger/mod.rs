@@ -12,7 +12,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::message::QueueMessage;
+use crate::message::{QueueMessage, VendorMedia};
 
 /// Partition key: the account.
 pub const PK: &str = "creatorId";
@@ -197,7 +197,7 @@ pub fn message_of(item: &Value) -> Option<QueueMessage> {
     let text = |name: &str| text(item, name).map(str::to_owned);
     // None of these here (but in an item written before bodies were apart): see
     // `body_to_fill`.
-    let Body { content, media_urls, metadata } = Body::from_item(item).unwrap_or_default();
+    let Body { content, media_urls, metadata, vendor_media } = Body::from_item(item).unwrap_or_default();
     Some(QueueMessage {
         id: text(SK)?,
         creator_id: text(PK)?,
@@ -210,6 +210,7 @@ pub fn message_of(item: &Value) -> Option<QueueMessage> {
         generation: number(item, "generation").unwrap_or(0) as u32,
         send_at: text("sendAt"),
         campaign_id: text("campaignId"),
+        vendor_media,
     })
 }
 
@@ -225,6 +226,7 @@ pub struct Body {
     pub content: String,
     pub media_urls: Vec<String>,
     pub metadata: Map<String, Value>,
+    pub vendor_media: Option<VendorMedia>,
 }
 
 /// Sort-key prefix of body items (apart from the `#campaign#` heads, so that listing
@@ -264,7 +266,8 @@ impl Body {
             Some(Ok(Value::Object(m))) => m,
             _ => Map::new(),
         };
-        Some(Body { content: text(item, "content")?.to_owned(), media_urls, metadata })
+        let vendor_media = text(item, VENDOR_MEDIA).and_then(|v| serde_json::from_str(v).ok());
+        Some(Body { content: text(item, "content")?.to_owned(), media_urls, metadata, vendor_media })
     }
 
     /// Gives it to a message read without it ([`LedgerItem::body_to_fill`]).
@@ -272,6 +275,7 @@ impl Body {
         m.content.clone_from(&self.content);
         m.media_urls.clone_from(&self.media_urls);
         m.metadata.clone_from(&self.metadata);
+        m.vendor_media.clone_from(&self.vendor_media);
     }
 }
 
@@ -283,13 +287,25 @@ pub struct BodyItem<'a> {
     pub content: &'a str,
     pub media_urls: &'a [String],
     pub metadata: &'a Map<String, Value>,
+    pub vendor_media: Option<&'a VendorMedia>,
     pub expires_at: u64,
 }
+
+/// The body's attribute holding its [`VendorMedia`] (JSON), when it has any.
+const VENDOR_MEDIA: &str = "vendorMedia";
 
 impl<'a> BodyItem<'a> {
     /// A single message's own body.
     pub fn of(m: &'a QueueMessage, expires_at: u64) -> Self {
-        BodyItem { creator_id: &m.creator_id, body_id: &m.id, content: &m.content, media_urls: &m.media_urls, metadata: &m.metadata, expires_at }
+        BodyItem {
+            creator_id: &m.creator_id,
+            body_id: &m.id,
+            content: &m.content,
+            media_urls: &m.media_urls,
+            metadata: &m.metadata,
+            vendor_media: m.vendor_media.as_ref(),
+            expires_at,
+        }
     }
 
     /// In DynamoDB JSON as a value.
@@ -310,6 +326,9 @@ impl Serialize for BodyItem<'_> {
         }
         if !self.metadata.is_empty() {
             item.serialize_entry("metadata", &Str(&serde_json::to_string(self.metadata).expect("a JSON map serializes")))?;
+        }
+        if let Some(media) = self.vendor_media {
+            item.serialize_entry(VENDOR_MEDIA, &Str(&serde_json::to_string(media).expect("vendor media serializes")))?;
         }
         item.end()
     }
@@ -449,6 +468,7 @@ mod tests {
             generation: 1,
             send_at: Some("2026-11-25T07:00:00.000Z".into()),
             campaign_id: Some("018bcfe5-6800-7fff-bfff-ffffffffffff".into()),
+            vendor_media: None,
         }
     }
 

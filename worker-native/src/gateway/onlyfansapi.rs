@@ -1,6 +1,6 @@
 //! The OnlyFansAPI.com adapter (`GATEWAY_KIND=onlyfansapi`; docs.onlyfansapi.com, "Send
 //! Message"): `POST {GATEWAY_URL}/api/{account}/chats/{chat_id}/messages` with the API
-//! key as bearer token and `{"text", "mediaFiles"}`; the account is the vendor's account
+//! key as bearer token and `{"text", "mediaFiles", "previews", "price"}`; the account is the vendor's account
 //! id (today the message's account id as given) and the chat the recipient id.
 //!
 //! Exactly once at the vendor: every attempt of a message carries the same
@@ -54,11 +54,7 @@ pub fn idempotency_key(m: &QueueMessage) -> String {
 
 impl Gateway for OnlyFansApiGateway {
     async fn deliver(&self, m: &QueueMessage) -> Delivery {
-        let mut body = json!({ "text": m.content });
-        if !m.media_urls.is_empty() {
-            body["mediaFiles"] = json!(m.media_urls);
-        }
-        let request = self.client.post(self.url(m)).bearer_auth(&self.api_key).header("idempotency-key", idempotency_key(m)).json(&body);
+        let request = self.client.post(self.url(m)).bearer_auth(&self.api_key).header("idempotency-key", idempotency_key(m)).json(&body(m));
         match request.send().await {
             Ok(r) => {
                 let status = r.status().as_u16();
@@ -76,6 +72,26 @@ impl Gateway for OnlyFansApiGateway {
             Err(_) => Delivery::Unknown { reason: "vendor request failed".into() },
         }
     }
+}
+
+/// The request's body: the text, and the vendor's media (its ids, then `mediaUrls` as
+/// given), previews and price when the message has them.
+fn body(m: &QueueMessage) -> Value {
+    let mut body = json!({ "text": m.content });
+    let media = m.vendor_media.as_ref();
+    let files: Vec<&String> = media.map(|v| v.media_ids.iter()).into_iter().flatten().chain(&m.media_urls).collect();
+    if !files.is_empty() {
+        body["mediaFiles"] = json!(files);
+    }
+    if let Some(v) = media {
+        if !v.preview_ids.is_empty() {
+            body["previews"] = json!(v.preview_ids);
+        }
+        if v.price > 0 {
+            body["price"] = json!(v.price);
+        }
+    }
+    body
 }
 
 /// What the vendor's answer means: its status, `Retry-After`, `X-RateLimit-Reset` (seconds
