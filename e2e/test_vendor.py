@@ -132,7 +132,8 @@ def test_a_message_the_vendor_refuses_fails_with_the_vendors_reason(system, vend
 def test_a_paid_campaign_reaches_the_vendor_with_its_media_and_price_once(system, vendor):
     """Paid messages: `price`, `mediaIds` and `previewIds` accepted once for the whole
     campaign, carried to the vendor as `price`, `mediaFiles` and `previews` for every
-    recipient; a paid message without media refused at the API, naming both fields."""
+    recipient; a paid message without media refused at the API, naming both fields. The
+    vendor's id of each sent message is kept and shown by `GET /{id}`."""
     tag = uuid.uuid4().hex[:8]
     account = f"paid-{tag}"
     edge, tok = system.edge(), token(account)
@@ -153,3 +154,4 @@ def test_a_paid_campaign_reaches_the_vendor_with_its_media_and_price_once(system
     bodies = [d["body"] for d in requests.get(vendor + "/deliveries", timeout=10).json() if d["accountId"] == account]
     assert bodies == [{"text": "unlock me", "price": 15, "mediaFiles": ["ofapi_media_abc123", "4242"], "previews": ["4242"]}] * 3, bodies
     assert view["vendorMedia"] == {"mediaIds": ["ofapi_media_abc123", "4242"], "previewIds": ["4242"], "price": 15}, view
+    assert view["gatewayMessageId"].isdigit(), "the vendor's id of the message (its data.id) is kept"

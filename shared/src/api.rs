@@ -170,6 +170,9 @@ pub struct MessageView {
     /// The vendor's media and price, if it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendor_media: Option<crate::message::VendorMedia>,
+    /// The gateway's id of the sent message, when it gave one (the vendor's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_message_id: Option<String>,
 }
 
 impl MessageView {
@@ -183,6 +186,7 @@ impl MessageView {
             send_at: m.send_at,
             campaign_id: m.campaign_id,
             vendor_media: m.vendor_media,
+            gateway_message_id: item.gateway_id,
             id: m.id,
             recipient_id: m.recipient_id,
             content: m.content,

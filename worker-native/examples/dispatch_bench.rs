@@ -173,6 +173,6 @@ impl Gateway for CountingGateway {
         seen.0 += 1;
         seen.1.insert(m.id.clone());
         *seen.2.entry(m.creator_id.clone()).or_default() += 1;
-        Delivery::Sent
+        Delivery::Sent { gateway_id: None }
     }
 }

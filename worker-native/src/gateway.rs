@@ -24,35 +24,25 @@ use shared::message::QueueMessage;
 /// What a delivery attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    Sent,
+    /// Taken, with the id the gateway gave the message, if it gave one (the vendor's).
+    Sent { gateway_id: Option<String> },
     /// A passing failure the gateway answered (5xx, 408) or a connection never made: not
     /// delivered; tried again.
-    Retry {
-        reason: String,
-    },
+    Retry { reason: String },
     /// The gateway's rate limit (429): not delivered; the account waits `retry_after`
     /// (when the gateway said).
-    RateLimited {
-        reason: String,
-        retry_after: Option<Duration>,
-    },
+    RateLimited { reason: String, retry_after: Option<Duration> },
     /// No answer (a timeout, a connection lost once the request was on its way): it may
     /// have arrived. Tried again, and never canceled meanwhile: a cancel would report a
     /// message the fan may have received.
-    Unknown {
-        reason: String,
-    },
+    Unknown { reason: String },
     /// Will not succeed by trying again.
-    Failed {
-        reason: String,
-    },
+    Failed { reason: String },
     /// The account's credentials were refused (a vendor's 401/403: its connection to
     /// OnlyFans lost, or the API key): not delivered, and nothing of that account can be
     /// until someone fixes it. The account is held (as a pause through the API, with this
     /// reason shown by `GET /status`); the message uses no attempt and waits.
-    AccountRefused {
-        reason: String,
-    },
+    AccountRefused { reason: String },
 }
 
 pub trait Gateway: Send + Sync + 'static {
@@ -66,7 +56,7 @@ pub struct DryRunGateway;
 impl Gateway for DryRunGateway {
     async fn deliver(&self, m: &QueueMessage) -> Delivery {
         tracing::debug!(message_id = %m.id, account = %m.creator_id, recipient = %m.recipient_id, "dry run: not sent");
-        Delivery::Sent
+        Delivery::Sent { gateway_id: None }
     }
 }
 
@@ -148,7 +138,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// The outcome of a gateway answer with this status (and `Retry-After`), seen at `now`.
 pub fn classify(status: u16, retry_after: Option<&str>, now: SystemTime) -> Delivery {
     match status {
-        200..=299 => Delivery::Sent,
+        200..=299 => Delivery::Sent { gateway_id: None },
         429 => Delivery::RateLimited { reason: "gateway answered 429 (rate limited)".into(), retry_after: retry_after.and_then(|v| parse_retry_after(v, now)) },
         500..=599 | 408 => Delivery::Retry { reason: format!("gateway answered {status}") },
         _ => Delivery::Failed { reason: format!("gateway answered {status}") },
@@ -162,7 +152,7 @@ mod tests {
     #[test]
     fn statuses() {
         let now = SystemTime::now();
-        assert_eq!(classify(202, None, now), Delivery::Sent);
+        assert_eq!(classify(202, None, now), Delivery::Sent { gateway_id: None });
         assert!(matches!(classify(503, None, now), Delivery::Retry { .. }));
         assert_eq!(
             classify(429, Some("7"), now),

@@ -32,6 +32,8 @@ const METERED: ReturnConsumedCapacity = ReturnConsumedCapacity::Indexes;
 pub enum Outcome {
     Sent {
         at: String,
+        /// The gateway's id of the message, if it gave one.
+        gateway_id: Option<String>,
     },
     /// Will be tried again; `maybe_sent` once an attempt got no answer.
     Retrying {
@@ -543,7 +545,7 @@ impl Ledger {
             let m = &r.message;
             let mut pause = None;
             let write = match &r.outcome {
-                Outcome::Sent { at } => machine::record_sent(m.generation, at, r.attempts, ttl),
+                Outcome::Sent { at, gateway_id } => machine::record_sent(m.generation, at, r.attempts, gateway_id.as_deref(), ttl),
                 Outcome::Retrying { error, maybe_sent } => machine::record_retrying(m.generation, r.attempts, error, *maybe_sent),
                 Outcome::RateLimited { error, until_ms } => {
                     pause = Some(*until_ms);

@@ -254,15 +254,20 @@ fn outcome_values<const N: usize>(generation: u32, own: [(&'static str, Value); 
     values
 }
 
-/// The gateway took it.
-pub fn record_sent(generation: u32, at: &str, attempts: u32, ttl: u64) -> Write {
-    write(
-        OUTCOME,
-        "SET #st = :sent, sentAt = :at, attempts = :attempts, #ttl = :ttl REMOVE failedKey, waitShard, claimedUntil, claimedBy".into(),
-        outcome_values(generation, [(":sent", s("sent")), (":at", s(at)), (":attempts", n(attempts)), (":ttl", n(ttl))]),
-        Counts { queued: -1, sent: 1, last_sent_ms: crate::time::parse_rfc3339_ms(at), ..Counts::default() },
-    )
+/// The gateway took it (and gave it `gateway_id`, when it did: the vendor's id).
+pub fn record_sent(generation: u32, at: &str, attempts: u32, gateway_id: Option<&str>, ttl: u64) -> Write {
+    let mut values = outcome_values(generation, [(":sent", s("sent")), (":at", s(at)), (":attempts", n(attempts)), (":ttl", n(ttl))]);
+    let mut update = String::from("SET #st = :sent, sentAt = :at, attempts = :attempts, #ttl = :ttl");
+    if let Some(id) = gateway_id {
+        update.push_str(&format!(", {GATEWAY_ID} = :gid"));
+        values.push((":gid", s(id)));
+    }
+    update.push_str(" REMOVE failedKey, waitShard, claimedUntil, claimedBy");
+    write(OUTCOME, update, values, Counts { queued: -1, sent: 1, last_sent_ms: crate::time::parse_rfc3339_ms(at), ..Counts::default() })
 }
+
+/// The attribute holding the gateway's id of a sent message.
+pub const GATEWAY_ID: &str = "gatewayMessageId";
 
 /// A passing failure: back to `queued` between attempts (it may be canceled until the
 /// next claim, unless an attempt got no answer: then it may have been sent, and is
@@ -446,7 +451,8 @@ mod tests {
             claim(0, 2, "w"),
             take_over(0, 1, 2, "w"),
             unclaim(0, "w"),
-            record_sent(0, "2026-12-05T00:00:00.000Z", 1, 9),
+            record_sent(0, "2026-12-05T00:00:00.000Z", 1, None, 9),
+            record_sent(0, "2026-12-05T00:00:00.000Z", 1, Some("42"), 9),
             record_retrying(0, 1, "503", false),
             record_retrying(0, 1, "timed out", true),
             record_failed("id", 0, "2026-12-05T00:00:00.000Z", "400", 1, 9),
@@ -476,7 +482,7 @@ mod tests {
         assert_eq!(count_scheduled(0).counts, Counts { queued: 1, ..Counts::default() });
         assert_eq!(count_scheduled(2).counts, Counts { queued: 1, failed: -1, ..Counts::default() }, "a retried generation leaves failed");
         assert_eq!(cancel(1, false, "t", 0).counts.failed, -1);
-        assert_eq!(record_sent(0, "2026-12-05T00:00:00.000Z", 1, 0).counts.last_sent_ms, Some(1_796_428_800_000));
+        assert_eq!(record_sent(0, "2026-12-05T00:00:00.000Z", 1, None, 0).counts.last_sent_ms, Some(1_796_428_800_000));
         let (update, values) = Counts { sent: 2, canceled: -1, ..Counts::default() }.campaign_update(7);
         assert_eq!(update, "ADD sent :sent, canceled :canceled SET #ttl = :ttl");
         assert_eq!(values.len(), 3);

@@ -150,12 +150,14 @@ pub struct LedgerItem {
     pub last_error: Option<String>,
     /// Epoch seconds after which DynamoDB may delete the item: none while it waits.
     pub expires_at: Option<u64>,
+    /// The gateway's id of the sent message, when it gave one (the vendor's).
+    pub gateway_id: Option<String>,
 }
 
 impl LedgerItem {
     /// The item of a message just accepted (no expiry while it waits).
     pub fn queued(message: QueueMessage) -> Self {
-        Self { message, status: MessageStatus::Queued, attempts: 0, sent_at: None, failed_at: None, last_error: None, expires_at: None }
+        Self { message, status: MessageStatus::Queued, attempts: 0, sent_at: None, failed_at: None, last_error: None, expires_at: None, gateway_id: None }
     }
 
     /// The item in DynamoDB JSON as a value (its [`Serialize`] form); empty optional
@@ -181,6 +183,7 @@ impl LedgerItem {
             failed_at: text("failedAt"),
             last_error: text("lastError"),
             expires_at: number(item, TTL_ATTR),
+            gateway_id: text(machine::GATEWAY_ID),
         })
     }
 }
@@ -382,9 +385,14 @@ impl Serialize for LedgerItem {
             item.serialize_entry(TTL_ATTR, &Num(ttl))?;
         }
 
-        for (name, v) in
-            [("campaignId", &m.campaign_id), ("sendAt", &m.send_at), ("sentAt", &self.sent_at), ("failedAt", &self.failed_at), ("lastError", &self.last_error)]
-        {
+        for (name, v) in [
+            ("campaignId", &m.campaign_id),
+            ("sendAt", &m.send_at),
+            ("sentAt", &self.sent_at),
+            ("failedAt", &self.failed_at),
+            ("lastError", &self.last_error),
+            (machine::GATEWAY_ID, &self.gateway_id),
+        ] {
             if let Some(v) = v {
                 item.serialize_entry(name, &Str(v))?;
             }

@@ -132,7 +132,7 @@ pub fn outcome_of(mut taken: Taken, delivery: Delivery, at_ms: u64, config: &Dis
     let at = shared::time::rfc3339_ms(at_ms);
     let message = taken.payload.message.clone();
     let (completion, outcome) = match delivery {
-        Delivery::Sent => (Completion::Done(taken), Outcome::Sent { at }),
+        Delivery::Sent { gateway_id } => (Completion::Done(taken), Outcome::Sent { at, gateway_id }),
         // A rate limit is the account's state, not the message's fault: the account
         // pauses for as long as the gateway asks, and the message uses up no attempt,
         // however often it meets a 429.

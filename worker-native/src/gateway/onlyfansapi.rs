@@ -103,7 +103,10 @@ pub fn classify(status: u16, retry_after: Option<&str>, reset: Option<&str>, bod
         None => format!("vendor answered {status} ({what})"),
     };
     match status {
-        200..=299 => Delivery::Sent,
+        // The vendor's id of the message (`data.id`), kept in the ledger.
+        200..=299 => {
+            Delivery::Sent { gateway_id: body.pointer("/data/id").filter(|v| !v.is_null()).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)) }
+        }
         429 => {
             let wait = retry_after
                 .and_then(|v| parse_retry_after(v, now))
@@ -149,7 +152,7 @@ mod tests {
     fn answers_as_the_vendor_documents_them() {
         let now = at(1_800_000_000);
         let none = Value::Null;
-        assert_eq!(classify(200, None, None, &json!({"data": {"id": 1}}), now), Delivery::Sent);
+        assert_eq!(classify(200, None, None, &json!({"data": {"id": 123}}), now), Delivery::Sent { gateway_id: Some("123".into()) });
         let limited = |ra: Option<&str>, reset: Option<&str>, body: &Value| match classify(429, ra, reset, body, now) {
             Delivery::RateLimited { retry_after, .. } => retry_after,
             other => panic!("{other:?}"),
