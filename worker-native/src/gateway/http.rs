@@ -1,64 +1,19 @@
-//! The delivery gateway: what actually sends a message to OnlyFans. [`HttpGateway`]
-//! speaks the gateway's HTTP protocol; [`DryRunGateway`] only logs, for trying the
-//! worker without any OnlyFans integration (and for benchmarks, as a no-op).
-//!
-//! The protocol: `POST` to a URL template with `{accountId}` and `{recipientId}`, a
-//! bearer token, the message id as `Idempotency-Key`, and the body
-//! `{"messageId", "accountId", "recipientId", "content", "mediaUrls", "metadata"}`, and
-//! `vendorMedia` (`{"mediaIds", "previewIds", "price"}`) when the message has it.
-//! 2xx = sent; 429 = the account waits, then tries again; 5xx = try again later; no
-//! answer (a timeout) = unknown: tried again, never canceled meanwhile; any other 4xx =
-//! failed for good.
-//! A 429's `Retry-After` (seconds or an HTTP date) pauses the account; it is capped at
-//! [`MAX_RETRY_AFTER`] so that a gateway's typo cannot park an account for days.
-
-#![allow(async_fn_in_trait)]
-
-pub mod onlyfansapi;
+//! Our gateway's HTTP protocol (`GATEWAY_KIND=http`): `POST` to a URL template with
+//! `{accountId}` and `{recipientId}`, a bearer token, the message id as
+//! `Idempotency-Key`, and the body `{"messageId", "accountId", "recipientId", "content",
+//! "mediaUrls", "metadata"}`, and `vendorMedia` (`{"mediaIds", "previewIds", "price"}`)
+//! when the message has it. 2xx = sent; 429 = the account waits, then tries again; 5xx =
+//! try again later; no answer (a timeout) = unknown: tried again, never canceled
+//! meanwhile; any other 4xx = failed for good. A 429's `Retry-After` (seconds or an HTTP
+//! date) pauses the account; it is capped at [`MAX_RETRY_AFTER`] so that a gateway's
+//! typo cannot park an account for days.
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use shared::message::QueueMessage;
 
-/// What a delivery attempt came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    /// Taken, with the id the gateway gave the message, if it gave one (the vendor's).
-    Sent { gateway_id: Option<String> },
-    /// A passing failure the gateway answered (5xx, 408) or a connection never made: not
-    /// delivered; tried again.
-    Retry { reason: String },
-    /// The gateway's rate limit (429): not delivered; the account waits `retry_after`
-    /// (when the gateway said).
-    RateLimited { reason: String, retry_after: Option<Duration> },
-    /// No answer (a timeout, a connection lost once the request was on its way): it may
-    /// have arrived. Tried again, and never canceled meanwhile: a cancel would report a
-    /// message the fan may have received.
-    Unknown { reason: String },
-    /// Will not succeed by trying again.
-    Failed { reason: String },
-    /// The account's credentials were refused (a vendor's 401/403: its connection to
-    /// OnlyFans lost, or the API key): not delivered, and nothing of that account can be
-    /// until someone fixes it. The account is held (as a pause through the API, with this
-    /// reason shown by `GET /status`); the message uses no attempt and waits.
-    AccountRefused { reason: String },
-}
-
-pub trait Gateway: Send + Sync + 'static {
-    fn deliver(&self, message: &QueueMessage) -> impl std::future::Future<Output = Delivery> + Send;
-}
-
-/// Logs each message instead of sending it.
-#[derive(Debug, Default, Clone)]
-pub struct DryRunGateway;
-
-impl Gateway for DryRunGateway {
-    async fn deliver(&self, m: &QueueMessage) -> Delivery {
-        tracing::debug!(message_id = %m.id, account = %m.creator_id, recipient = %m.recipient_id, "dry run: not sent");
-        Delivery::Sent { gateway_id: None }
-    }
-}
+use super::{encode, parse_retry_after, Delivery, Gateway};
 
 /// The HTTP gateway.
 #[derive(Debug, Clone)]
@@ -78,19 +33,6 @@ impl HttpGateway {
     fn url(&self, m: &QueueMessage) -> String {
         self.url_template.replace("{accountId}", &encode(&m.creator_id)).replace("{recipientId}", &encode(&m.recipient_id))
     }
-}
-
-/// Percent-encodes a path segment.
-pub(crate) fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 impl Gateway for HttpGateway {
@@ -121,20 +63,6 @@ impl Gateway for HttpGateway {
     }
 }
 
-/// The longest pause a 429's `Retry-After` may ask for.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// A `Retry-After` value (RFC 9110 §10.2.3): delay seconds or an HTTP date, seen at
-/// `now`; capped at [`MAX_RETRY_AFTER`]; a date in the past means no wait.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(now).unwrap_or(Duration::ZERO),
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
 /// The outcome of a gateway answer with this status (and `Retry-After`), seen at `now`.
 pub fn classify(status: u16, retry_after: Option<&str>, now: SystemTime) -> Delivery {
     match status {
@@ -148,6 +76,7 @@ pub fn classify(status: u16, retry_after: Option<&str>, now: SystemTime) -> Deli
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::MAX_RETRY_AFTER;
 
     #[test]
     fn statuses() {
