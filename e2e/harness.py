@@ -449,6 +449,15 @@ def summary(system, account):
     return {k: int(item[k]["N"]) for k in ("queued", "sent", "failed") if k in item}
 
 
+def own_emulator(log_name):
+    """The body of a module-scoped fixture giving a module an emulator of its own: its
+    URL, the emulator stopped after the module."""
+    port = stack.free_port()
+    part = stack.start_ministack(port, LOGS / log_name)
+    yield f"http://127.0.0.1:{port}"
+    part.stop()
+
+
 def wait_statuses(system, account, count, status="sent", timeout=30):
     def done():
         items = system.emulator.items(account)

@@ -20,7 +20,7 @@ import pytest
 import requests
 import yaml
 
-from harness import Edge, LOGS, token, wait_for
+from harness import own_emulator, Edge, LOGS, token, wait_for
 from devstack import provision as prov
 from devstack import stack
 
@@ -80,10 +80,7 @@ def worker_settings_known():
 @pytest.fixture(scope="module")
 def emulator_url():
     """An emulator of this module's own (the session's is provisioned already)."""
-    port = stack.free_port()
-    part = stack.start_ministack(port, LOGS / "deploy-ministack.log")
-    yield f"http://127.0.0.1:{port}"
-    part.stop()
+    yield from own_emulator("deploy-ministack.log")
 
 
 def test_cfn_lint_finds_no_error():

@@ -24,7 +24,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from harness import LOGS
+from harness import own_emulator, LOGS
 from devstack import provision as prov
 from devstack import stack
 
@@ -53,10 +53,7 @@ if args[:2] == ["secret", "bulk"]:
 @pytest.fixture(scope="module")
 def emulator_url():
     """An emulator of this module's own."""
-    port = stack.free_port()
-    part = stack.start_ministack(port, LOGS / "deploy-command-ministack.log")
-    yield f"http://127.0.0.1:{port}"
-    part.stop()
+    yield from own_emulator("deploy-command-ministack.log")
 
 
 @pytest.fixture

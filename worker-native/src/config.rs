@@ -303,8 +303,7 @@ impl Config {
 /// configuration and only the token a secret. Characters a URL reserves are
 /// percent-encoded.
 fn with_password(urls: &str, password: &str) -> String {
-    let encoded: String =
-        password.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { char::from(b).to_string() } else { format!("%{b:02X}") }).collect();
+    let encoded = crate::gateway::encode(password);
     let one = |url: &str| {
         let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
         let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));

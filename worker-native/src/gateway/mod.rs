@@ -68,7 +68,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-/// Percent-encodes a path segment.
+/// Percent-encodes everything but the unreserved characters (RFC 3986): a path segment, or a URL's password.
 pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
