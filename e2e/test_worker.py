@@ -727,17 +727,20 @@ def test_a_campaign_of_2500_is_delivered_whole_and_in_order(system):
     assert all(d["recipientId"] == recipients[ids.index(d["messageId"])] for d in got)
     # In the campaign's order: taken in order, sent 5 ms apart. A message given back
     # unsent (the process stalled past its slot, a claim slower than the lead) goes
-    # again after those taken ahead of it meanwhile: at most the longest lead's worth of
-    # places (1 s: 200), never a chunk's (1,000: a chunk out of order).
+    # again after those taken ahead of it meanwhile: the longest lead's worth of places
+    # (1 s: 200) plus the time its release takes with the outcomes batched beside it
+    # (the ledger, then Redis: up to ~2 s when the worker, the emulator and the gateway
+    # starve each other on two cores, as each claim is a call of its own), never a
+    # chunk's (1,000: a chunk out of order).
     place = {mid: i for i, mid in enumerate(ids)}
     displacement = max(abs(place[d["messageId"]] - k) for k, d in enumerate(got))
     figure("campaign_2500", delivered=len(got), largest_displacement=displacement)
-    assert displacement <= 250, f"a message arrived {displacement} places from its place in the campaign"
+    assert displacement <= 500, f"a message arrived {displacement} places from its place in the campaign"
 
 
 def test_cancel_a_campaign_mid_run_and_one_message(system):
     """DELETE /campaigns/{id} after a few sends: nothing more of it goes out (what a
-    worker had claimed at that moment may finish), each message is `sent` or `canceled`,
+    worker had claimed, or begun to claim, at that moment may finish), each message is `sent` or `canceled`,
     never both, the counts add up, no key is left. DELETE /{id} cancels one queued
     message (200, then never sent), refuses a sent one (409 not_cancelable) and an
     unknown one (404); a completed campaign is not cancelable."""
@@ -840,9 +843,10 @@ def test_cancels_racing_three_workers_never_both(system):
 def test_redis_losing_its_data_mid_run_loses_no_message(system):
     """FLUSHALL mid-run (what an ElastiCache failover without persistence, a replaced
     node or an eviction does): the next take finds the schedule's epoch missing, one
-    worker rebuilds it from the ledger's waiting index, and every message is delivered
-    (again only what was in flight at the loss), the ledger all `sent`, the summaries
-    back to 0 waiting, no rolling window over the limit."""
+    worker rebuilds it from the ledger's waiting index (a campaign's messages read from
+    its head there), and every message is delivered (again only what was in flight at
+    the loss), the ledger all `sent`, the summaries back to 0 waiting, no rolling window
+    over the limit; a later rebuild takes the finished campaign out of the index."""
     accounts = [f"lost-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     workers = system.start_workers("lost", n=2)
     try:
@@ -857,6 +861,13 @@ def test_redis_losing_its_data_mid_run_loses_no_message(system):
         system.wait_delivered(ids, timeout=60)
         for a in accounts:
             wait_statuses(system, a, 20)
+        # The campaign stood in the waiting index by its head alone (its messages' items
+        # are not in it); a rebuild that finds nothing of it waiting takes it out.
+        campaign_id = ids[-1][:30] + "ffffff"
+        assert all("waitShard" not in i for i in system.emulator.items(accounts[2])), "a campaign's messages are not in the waiting index"
+        assert "waitShard" in system.emulator.campaign(accounts[2], campaign_id)
+        system.redis_count("EVAL", "redis.call('FLUSHALL') return 0", "0")
+        wait_until(lambda: "waitShard" not in system.emulator.campaign(accounts[2], campaign_id), 20, "the finished campaign out of the waiting index")
     finally:
         stop_all(workers)
     got = system.deliveries(set(accounts))

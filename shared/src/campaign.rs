@@ -39,7 +39,7 @@ pub fn campaign_id(accepted_ms: u64, seed: [u8; 8]) -> String {
 
 /// The id of message `index` of a campaign.
 pub fn message_id(campaign_id: &str, index: u32) -> String {
-    format!("{}{index:06x}", &campaign_id[..30])
+    format!("{}{index:06x}", messages_prefix(campaign_id))
 }
 
 /// The campaign a message id would belong to, and its index there (any message id
@@ -55,6 +55,18 @@ pub fn campaign_of(message_id: &str) -> Option<(String, u32)> {
 /// The ledger sort key of a campaign's head.
 pub fn sort_key(campaign_id: &str) -> String {
     format!("{CAMPAIGN_SK_PREFIX}{campaign_id}")
+}
+
+/// What the sort keys of a campaign's messages begin with (and no other item's).
+pub fn messages_prefix(campaign_id: &str) -> &str {
+    &campaign_id[..campaign_id.len().min(30)]
+}
+
+/// The waiting index's shard of a campaign's head, while messages of it wait: the last
+/// digit of what its id shares with its messages' (random; the id itself ends in
+/// `ffffff`).
+pub fn wait_shard(campaign_id: &str) -> String {
+    crate::ledger::wait_shard(messages_prefix(campaign_id))
 }
 
 /// What a queue message names when it carries a campaign: the worker reads the rest
@@ -280,6 +292,21 @@ impl CampaignItem {
         self.total.saturating_sub(self.fanned)
     }
 
+    /// Its messages canceled: each one's item says so, and once it is canceled those
+    /// that have none count as canceled too (they will never be written).
+    pub fn canceled_count(&self) -> u64 {
+        if self.canceled_at.is_some() {
+            self.canceled + self.unwritten()
+        } else {
+            self.canceled
+        }
+    }
+
+    /// Its messages not yet sent, failed or canceled (being sent among them).
+    pub fn queued_count(&self) -> u64 {
+        self.total.saturating_sub(self.sent + self.failed + self.canceled_count())
+    }
+
     /// The campaign as `GET /campaigns/{id}` shows it at `now_ms`, its completion
     /// estimated at the account's rate from `sendAt` or now.
     pub fn view(&self, now_ms: u64, rate: RateLimit) -> CampaignView {
@@ -297,18 +324,16 @@ impl CampaignItem {
         };
         let estimate = (status == CampaignStatus::Sending || status == CampaignStatus::Scheduled)
             .then(|| crate::time::rfc3339_ms(send_at_ms.unwrap_or(0).max(now_ms) + rate.offset_ms(waiting.saturating_sub(1), rate.default_margin_ms())));
-        // Each count is of items: a canceled campaign's messages that have none will never
-        // be written, and count as canceled; those it still waits for (being sent among
-        // them) as queued until the worker has marked or sent each.
-        let canceled = if status == CampaignStatus::Canceled { self.canceled + self.unwritten() } else { self.canceled };
+        // Each count is of items ([`Self::canceled_count`]); those it still waits for
+        // (being sent among them) count as queued until the worker has marked or sent each.
         CampaignView {
             campaign_id: self.campaign.id.clone(),
             status,
             total: self.total,
-            queued: self.total.saturating_sub(self.sent + self.failed + canceled),
+            queued: self.queued_count(),
             sent: self.sent,
             failed: self.failed,
-            canceled,
+            canceled: self.canceled_count(),
             created_at: self.campaign.accepted_at.clone(),
             send_at: self.campaign.send_at.clone(),
             estimated_completion_time: estimate,

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, ConditionCheck, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnConsumedCapacity, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use futures::future::join_all;
 use serde_json::Value;
@@ -103,6 +101,9 @@ pub enum Waiting {
     Message(QueueMessage, u32, bool),
     /// An account's summary: it is held, or was paused by a 429.
     Account(String, Summary),
+    /// A campaign's head, by account and id: messages of it may wait
+    /// ([`Ledger::campaign_waiting`] reads them).
+    Campaign(String, String),
 }
 
 #[derive(Clone)]
@@ -369,14 +370,67 @@ impl Ledger {
             .iter()
             .filter_map(|i| {
                 let item = from_attrs(i);
-                if ledger::text(&item, SK) == Some(SUMMARY_SK) {
-                    return Some(Waiting::Account(ledger::text(&item, PK)?.to_owned(), Summary::from_item(Some(&item))));
+                let (account, sort_key) = (ledger::text(&item, PK)?.to_owned(), ledger::text(&item, SK)?);
+                if sort_key == SUMMARY_SK {
+                    return Some(Waiting::Account(account, Summary::from_item(Some(&item))));
+                }
+                if let Some(id) = sort_key.strip_prefix(campaign::CAMPAIGN_SK_PREFIX) {
+                    return Some(Waiting::Campaign(account, id.to_owned()));
                 }
                 let maybe_sent = item.get(machine::MAYBE_SENT).is_some();
                 ledger::message_of(&item).map(|m| Waiting::Message(m, ledger::attempts_of(&item), maybe_sent))
             })
             .collect();
         Ok((waiting, answer.last_evaluated_key().cloned()))
+    }
+
+    /// What waits of a campaign whose head is in the waiting index: each of its messages
+    /// whose item is waiting (queued, being sent or between attempts), with the attempts
+    /// it has made and its content; read by their common prefix, a page per 1 MB. A
+    /// campaign with nothing waiting leaves the index ([`machine::campaign_rested`]).
+    pub async fn campaign_waiting(&self, account: &str, id: &str) -> anyhow::Result<Vec<Waiting>> {
+        let Some(c) = self.campaign(account, id).await? else { return Ok(Vec::new()) };
+        if c.queued_count() == 0 {
+            self.update_one(account, &campaign::sort_key(id), &machine::campaign_rested()).await?;
+            return Ok(Vec::new());
+        }
+        let body = Body {
+            content: c.campaign.content.clone(),
+            media_urls: c.campaign.media_urls.clone(),
+            metadata: c.campaign.metadata.clone(),
+            vendor_media: c.campaign.vendor_media.clone(),
+        };
+        let mut waiting = Vec::new();
+        let mut start = None;
+        loop {
+            self.count(1);
+            let answer = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(account))
+                .expression_attribute_values(":prefix", s(campaign::messages_prefix(id)))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .return_consumed_capacity(METERED)
+                .send()
+                .await?;
+            for item in answer.items().iter().map(from_attrs) {
+                let Some(found) = LedgerItem::from_item(&item) else { continue };
+                if matches!(found.status, MessageStatus::Queued | MessageStatus::Sending) {
+                    let mut m = found.message;
+                    body.fill(&mut m);
+                    waiting.push(Waiting::Message(m, found.attempts, item.get(machine::MAYBE_SENT).is_some()));
+                }
+            }
+            match answer.last_evaluated_key() {
+                Some(key) => start = Some(key.clone()),
+                None => return Ok(waiting),
+            }
+        }
     }
 
     /// Marks a campaign as put on the schedule.
@@ -387,7 +441,12 @@ impl Ledger {
     /// Takes a campaign for its fan-out (`machine::start_fan_out`): `false` when its item
     /// is gone (the edge deleted it, its queue write having failed).
     pub async fn start_fan_out(&self, c: &CampaignItem) -> anyhow::Result<bool> {
-        self.update_one(&c.campaign.creator_id, &campaign::sort_key(&c.campaign.id), &machine::start_fan_out(&shared::time::rfc3339_ms(now_ms()))).await
+        self.update_one(
+            &c.campaign.creator_id,
+            &campaign::sort_key(&c.campaign.id),
+            &machine::start_fan_out(&shared::time::rfc3339_ms(now_ms()), &c.campaign.id),
+        )
+        .await
     }
 
     /// Writes the items of a campaign's messages, each counted into the account's
@@ -644,12 +703,24 @@ impl Ledger {
     /// do not conflict. A guarded change of a campaign's message applies only while it is not
     /// canceled.
     async fn apply_by_account(&self, changes: Vec<Change>) -> anyhow::Result<Applied> {
+        let mut all = Applied::default();
+        // A guard alone (a claim: no campaign counter moves with it) is a read of its
+        // campaign's head, not a condition check in a transaction: the check would cost two write
+        // units and make the claim a transaction billed twice (docs/design.md, the ledger).
+        let canceled = self.canceled_campaigns(changes.iter().filter(|c| c.guard_alone())).await?;
         let mut by_account: HashMap<String, Vec<(usize, Change)>> = HashMap::new();
-        for (i, change) in changes.into_iter().enumerate() {
+        for (i, mut change) in changes.into_iter().enumerate() {
+            if change.guard_alone() {
+                if change.campaign.as_ref().is_some_and(|id| canceled.contains(id)) {
+                    all.in_canceled_campaigns.push(i);
+                    continue;
+                }
+                change.guarded = false;
+            }
             by_account.entry(change.account.clone()).or_default().push((i, change));
         }
+        all.canceled_campaigns.extend(canceled);
         let applied = join_all(by_account.into_iter().map(|(account, changes)| self.apply_with_summary(account, changes))).await;
-        let mut all = Applied::default();
         for a in applied {
             let a = a?;
             all.applied.extend(a.applied);
@@ -750,6 +821,22 @@ impl Ledger {
         Ok(applied)
     }
 
+    /// Which of the campaigns of these guarded changes are canceled: each head read once,
+    /// consistently (a cancel answered before the read is seen), all at once.
+    async fn canceled_campaigns<'c>(&self, guarded: impl Iterator<Item = &'c Change>) -> anyhow::Result<HashSet<String>> {
+        let mut campaigns: Vec<(&str, &str)> = guarded.filter_map(|c| Some((c.account.as_str(), c.campaign.as_deref()?))).collect();
+        campaigns.sort_unstable();
+        campaigns.dedup();
+        let heads = join_all(campaigns.iter().map(|(account, id)| async move { self.get(&campaign::item_key(account, id)).await })).await;
+        let mut canceled = HashSet::new();
+        for ((_, id), head) in campaigns.iter().zip(heads) {
+            if head?.as_ref().and_then(CampaignItem::from_item).is_some_and(|c| c.canceled_at.is_some()) {
+                canceled.insert((*id).to_owned());
+            }
+        }
+        Ok(canceled)
+    }
+
     /// Applies changes that move no counters and need no guard, each as a conditional
     /// write of its own, all at once: a transaction would bill each write twice for an
     /// atomicity nothing needs. One refused is recorded with the item as it was.
@@ -765,15 +852,12 @@ impl Ledger {
     }
 
     /// The change of a campaign's counters, guarded (applied only while the campaign is
-    /// not canceled) when asked: a condition check alone when nothing counts.
+    /// not canceled) when asked. A guard with no counter has been read before
+    /// ([`Change::guard_alone`]): nothing to write.
     fn campaign_update(&self, account: &str, id: &str, counts: &Counts, guard: bool, ttl: u64) -> anyhow::Result<Option<TransactWriteItem>> {
         let key = item_map(&campaign::item_key(account, id));
         if !counts.moves_campaign() {
-            if !guard {
-                return Ok(None);
-            }
-            let check = ConditionCheck::builder().table_name(&self.table).set_key(Some(key)).condition_expression(machine::CAMPAIGN_NOT_CANCELED).build()?;
-            return Ok(Some(TransactWriteItem::builder().condition_check(check).build()));
+            return Ok(None);
         }
         let (update, values) = counts.campaign_update(ttl);
         let mut u = Update::builder().table_name(&self.table).set_key(Some(key)).update_expression(update).expression_attribute_names("#ttl", ledger::TTL_ATTR);
@@ -880,6 +964,12 @@ impl Change {
     /// (a one-item transaction would bill its write twice for nothing).
     fn guarded(self) -> Self {
         Change { guarded: self.campaign.is_some(), ..self }
+    }
+
+    /// Whether it is guarded and moves none of its campaign's counters (a claim): its
+    /// guard is a read of the campaign's head before it, not a write beside it.
+    fn guard_alone(&self) -> bool {
+        self.guarded && !self.counts.moves_campaign()
     }
 
     /// Whether it needs no other write with it: no counters, no guard, no pause.

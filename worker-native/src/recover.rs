@@ -11,7 +11,8 @@
 //! then reads the ledger's sparse waiting index whole (16 shards in parallel, a page per
 //! 1 MB: the cost grows with what waits, never with the table) and puts back every
 //! waiting message with the attempts it has made (one already there is dropped as a
-//! duplicate), every hold and every 429 pause. A new Redis looks the same as one that
+//! duplicate; a campaign's, read from its campaign's head in the index, by their common
+//! prefix), every hold and every 429 pause. A new Redis looks the same as one that
 //! lost everything, and is treated the same: safety does not hang on a marker, and an
 //! empty index costs 16 small reads.
 
@@ -119,8 +120,21 @@ async fn recover_index_shard<F: std::future::Future<Output = anyhow::Result<()>>
     // What a campaign's messages say, read once per shard (their items carry none).
     let mut campaigns: HashMap<(String, String), Option<Body>> = HashMap::new();
     loop {
-        let (waiting, next) = ledger.waiting_page(shard, start).await?;
+        let (page, next) = ledger.waiting_page(shard, start).await?;
         done.pages += 1;
+        // A campaign's head stands there for its messages: read them (of this worker's
+        // shards only), each campaign at once.
+        let mut waiting = Vec::with_capacity(page.len());
+        let mut campaigns_here = Vec::new();
+        for w in page {
+            match w {
+                Waiting::Campaign(account, id) if mine[schedule.shard_of(&account)] => campaigns_here.push((account, id)),
+                other => waiting.push(other),
+            }
+        }
+        for found in join_all(campaigns_here.iter().map(|(account, id)| ledger.campaign_waiting(account, id))).await {
+            waiting.extend(found?);
+        }
         let (mut payloads, mut holds, mut pauses) = (Vec::new(), Vec::new(), Vec::new());
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         // The page's bodies, 100 to a read: a single message's own (used once, not kept),

@@ -26,10 +26,11 @@ pub async fn list<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: 
     Ok(ApiResponse::json(200, &CampaignPage { campaigns, next_cursor: next.map(|c| c.encode(account)) }))
 }
 
-/// Marks the campaign canceled in the ledger (from then on none of its messages can be
-/// claimed for sending... see `ledger::cancel`), then tells the worker, which takes
-/// what waits off the schedule and marks each message. A repeated cancel tells the
-/// worker again, so a cancel whose queue write failed is mended by repeating it.
+/// Marks the campaign canceled in the ledger (from then on none of its messages is
+/// claimed for sending but one whose claim had begun: `machine::CAMPAIGN_NOT_CANCELED`),
+/// then tells the worker, which takes what waits off the schedule and marks each
+/// message. A repeated cancel tells the worker again, so a cancel whose queue write
+/// failed is mended by repeating it.
 pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Result<ApiResponse, ApiError> {
     let item = match ledger::cancel_campaign(ctx, account, message_id(id)?, &now_rfc3339(ctx)).await {
         Ok(item) => item,

@@ -8,7 +8,7 @@
 //! | (none)            | `queued`   | fan out             | worker | a campaign's messages, while it is not canceled |
 //! | (none)            | `canceled` | cancel unwritten    | edge   | `DELETE /{id}` of a campaign's message not fanned out yet |
 //! | `queued`          | `queued`   | count scheduled     | worker | once per generation, when the schedule takes it in |
-//! | `queued`          | `sending`  | claim               | worker | before the gateway, a campaign's only while it is not canceled, unless maybe sent (no cancel reaches it) |
+//! | `queued`          | `sending`  | claim               | worker | before the gateway, a campaign's only while it is not canceled (its head read just before: [`CAMPAIGN_NOT_CANCELED`]), unless maybe sent (no cancel reaches it) |
 //! | `sending`         | `sending`  | claim               | worker | again by the same holder (the first claim's answer was lost) |
 //! | `sending`         | `sending`  | take over           | worker | once another holder's claim has expired (its worker died), its campaign canceled since or not (the cancel did not cancel it); marked maybe sent: that holder may have sent it |
 //! | `sending`         | `queued`   | unclaim             | worker | claimed, then not sent (a 429 met meanwhile, a stall, a late claim, shutdown) |
@@ -145,11 +145,22 @@ impl Counts {
     }
 }
 
-/// The condition a campaign's guard (or counter update) puts on the campaign item.
+/// The condition a campaign's guard puts on the campaign item: a fan-out's counter
+/// update carries it. A claim, which moves no counter, reads the head (consistently)
+/// just before it instead of checking it in a transaction (the check alone costs two
+/// write units and makes the claim a transaction billed twice): a cancel answered
+/// before that read holds the message back; one landing between the read and the
+/// claim does not, and the message goes out as one already claimed would. That gap is
+/// within the claim's lead (at most 1 s: a claim answered after its slot is given
+/// back unsent), unless its worker dies once the claim is written (then it is taken
+/// over, as any claim is). What the cancel's answer counts as canceled (the messages
+/// not fanned out, [`crate::campaign::CampaignItem::view`]) is never claimed: the
+/// fan-out keeps the condition.
 pub const CAMPAIGN_NOT_CANCELED: &str = "attribute_not_exists(canceledAt)";
 
 /// `DELETE /campaigns/{id}`: the campaign is canceled, once (from then on none of its
-/// messages can be claimed or fanned out: [`CAMPAIGN_NOT_CANCELED`]).
+/// messages is fanned out, and none is claimed whose claim had not begun:
+/// [`CAMPAIGN_NOT_CANCELED`]).
 pub fn cancel_campaign(at: &str) -> Write {
     write(CAMPAIGN_NOT_CANCELED, "SET canceledAt = :now".into(), vec![(":now", s(at))], Counts::default())
 }
@@ -158,8 +169,22 @@ pub fn cancel_campaign(at: &str) -> Write {
 /// then on the edge no longer deletes it as unqueued ([`DELETE_UNQUEUED_CAMPAIGN`]).
 /// Whichever of the two comes first wins, so a campaign whose queue answer the edge
 /// lost is either fanned out and reported accepted, or deleted and never fanned out.
-pub fn start_fan_out(at: &str) -> Write {
-    write(CAMPAIGN_EXISTS, "SET fanOutAt = if_not_exists(fanOutAt, :now)".into(), vec![(":now", s(at))], Counts::default())
+/// The head enters the waiting index: it stands there for its messages, whose items
+/// are not in it (a rebuild reads them from the head), until nothing of it waits
+/// ([`campaign_rested`]).
+pub fn start_fan_out(at: &str, campaign_id: &str) -> Write {
+    write(
+        CAMPAIGN_EXISTS,
+        format!("SET fanOutAt = if_not_exists(fanOutAt, :now), {WAIT_SHARD} = :ws"),
+        vec![(":now", s(at)), (":ws", s(crate::campaign::wait_shard(campaign_id)))],
+        Counts::default(),
+    )
+}
+
+/// A campaign head found in the waiting index with nothing of it waiting leaves it (a
+/// message of it retried later waits in the index on its own item).
+pub fn campaign_rested() -> Write {
+    write(CAMPAIGN_EXISTS, format!("REMOVE {WAIT_SHARD}"), Vec::new(), Counts::default())
 }
 
 /// The campaign is on the schedule: a later delivery of its queue message is a duplicate.
@@ -467,6 +492,9 @@ mod tests {
             set_hold(false, 5, "a", None),
             account_rested(5),
             cancel_campaign("t"),
+            start_fan_out("t", "01a24e60-6231-72ff-95c8-dc5941ffffff"),
+            campaign_rested(),
+            campaign_scheduled(),
         ];
         for w in all {
             let text = format!("{} {}", w.condition, w.update);

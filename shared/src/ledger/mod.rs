@@ -27,9 +27,12 @@ pub const FAILED_INDEX: &str = "failed-index";
 /// Its sort key: `<failedAt>#<messageId>`, present only while `status` is `failed`.
 pub const FAILED_KEY: &str = "failedKey";
 /// The sparse global secondary index of what the schedule must know again after Redis
-/// lost its data: every waiting message (`queued`, scheduled, being sent or between
-/// attempts), and the summary of every account held (paused) or paused by a 429. What
-/// the worker reads to rebuild the schedule, without scanning the table.
+/// lost its data: every waiting single message (`queued`, scheduled, being sent or
+/// between attempts), the head of every campaign with messages waiting (its messages'
+/// own items are not in it: the head stands for them, and a rebuild reads them by their
+/// common prefix; one retried is in it again), and the summary of every account held
+/// (paused) or paused by a 429. What the worker reads to rebuild the schedule, without
+/// scanning the table.
 pub const WAITING_INDEX: &str = "waiting-index";
 /// What it projects besides the keys (`deploy/template.yaml` declares it: a test checks
 /// the two agree): what a rebuild reads, and nothing a claim, a count or a summary's
@@ -400,7 +403,8 @@ impl Serialize for LedgerItem {
         if let (MessageStatus::Failed, Some(at)) = (self.status, &self.failed_at) {
             item.serialize_entry(FAILED_KEY, &Str(&failed_key(at, &m.id)))?;
         }
-        if self.status == MessageStatus::Queued {
+        // A campaign's message waits in the index through its campaign's head.
+        if self.status == MessageStatus::Queued && m.campaign_id.is_none() {
             item.serialize_entry(WAIT_SHARD, &Str(&wait_shard(&m.id)))?;
         }
         item.end()
@@ -534,8 +538,10 @@ mod tests {
         let mut m = message();
         m.media_urls.clear();
         m.metadata.clear();
-        let json = LedgerItem::queued(m).to_item();
-        assert_eq!(json[WAIT_SHARD]["S"], "wf", "a queued item is in the waiting index");
+        let of_campaign = LedgerItem::queued(m.clone()).to_item();
+        assert!(of_campaign.get(WAIT_SHARD).is_none(), "a campaign's message waits in the waiting index through its head");
+        let json = LedgerItem::queued(QueueMessage { campaign_id: None, ..m }).to_item();
+        assert_eq!(json[WAIT_SHARD]["S"], "wf", "a queued single message is in the waiting index");
         for absent in [FAILED_KEY, "mediaUrls", "metadata", "sentAt", "failedAt", "lastError"] {
             assert!(json.get(absent).is_none(), "{absent} should be absent");
         }
