@@ -505,7 +505,7 @@ def abandon_waiting(ddb, table: str) -> int:
     """Marks every waiting item of `table` canceled (messages) or rested (accounts), so
     that no later schedule adopts it; returns how many."""
     done = 0
-    for shard in [f"w{d:x}" for d in range(16)]:
+    for shard in [f"{kind}{d:x}" for kind in "wc" for d in range(16)]:  # messages' shards, campaigns'
         start = None
         while True:
             kw = {"ExclusiveStartKey": start} if start else {}

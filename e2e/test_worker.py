@@ -738,6 +738,35 @@ def test_a_campaign_of_2500_is_delivered_whole_and_in_order(system):
     assert displacement <= 500, f"a message arrived {displacement} places from its place in the campaign"
 
 
+def test_a_campaign_waits_in_the_index_by_its_head_and_leaves_it_when_done(system):
+    """A fanned-out campaign is in the ledger's waiting index by its head alone (its
+    messages' items are not), and the head has no expiry while anything of it waits
+    (a held account's campaign is not lost to a rebuild by expiring); once every
+    message is sent, a worker takes the head out of the index within
+    `CAMPAIGN_REST_INTERVAL`, and it expires `LEDGER_TTL_DAYS` later."""
+    tag = uuid.uuid4().hex[:8]
+    account = f"rest-{tag}"
+    edge, tok = system.edge(), token(account)
+    workers = system.start_workers("rest", CAMPAIGN_REST_INTERVAL="1s")
+    try:
+        assert edge.call("POST", "/account/pause", tok).status_code == 200
+        r = edge.call("POST", "/send", tok, {"recipientIds": fans(tag, 5), "content": "held"})
+        cid, ids = r.json()["campaignId"], [m["messageId"] for m in r.json()["messages"]]
+        wait_until(lambda: len(system.emulator.items(account)) == 5, 20, "the campaign fanned out")
+        time.sleep(2.5)  # two rests meanwhile: the head stays, nothing of it may leave
+        head = system.emulator.campaign(account, cid)
+        assert "waitShard" in head and "ttl" not in head, head
+        assert [i for i in system.emulator.items(account) if "waitShard" in i] == [], "its messages wait there through the head"
+        assert edge.call("POST", "/account/resume", tok).status_code == 200
+        system.wait_delivered(ids, timeout=30)
+        wait_until(lambda: "waitShard" not in system.emulator.campaign(account, cid), 10, "the finished campaign out of the waiting index")
+    finally:
+        stop_all(workers)
+    expires_in_days = (int(system.emulator.campaign(account, cid)["ttl"]["N"]) - time.time()) / 86400
+    days = int(system.worker_env("rest").get("LEDGER_TTL_DAYS", "30"))
+    assert days - 0.01 < expires_in_days <= days, expires_in_days
+
+
 def test_cancel_a_campaign_mid_run_and_one_message(system):
     """DELETE /campaigns/{id} after a few sends: nothing more of it goes out (what a
     worker had claimed, or begun to claim, at that moment may finish), each message is `sent` or `canceled`,
@@ -864,8 +893,7 @@ def test_redis_losing_its_data_mid_run_loses_no_message(system):
         # The campaign stood in the waiting index by its head alone (its messages' items
         # are not in it); a rebuild that finds nothing of it waiting takes it out.
         campaign_id = ids[-1][:30] + "ffffff"
-        assert all("waitShard" not in i for i in system.emulator.items(accounts[2])), "a campaign's messages are not in the waiting index"
-        assert "waitShard" in system.emulator.campaign(accounts[2], campaign_id)
+        assert "waitShard" in system.emulator.campaign(accounts[2], campaign_id), "nothing took the campaign out of the index yet"
         system.redis_count("EVAL", "redis.call('FLUSHALL') return 0", "0")
         wait_until(lambda: "waitShard" not in system.emulator.campaign(accounts[2], campaign_id), 20, "the finished campaign out of the waiting index")
     finally:

@@ -310,7 +310,7 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now_
         let counted = ledger::number(found, "countedGen") == Some(u64::from(generation));
         let write = machine::cancel(generation, counted, &now, ttl);
         let mut writes = vec![json!({"Update": write.to_update_item(table(ctx), key(creator, id))})];
-        writes.extend(counters(ctx, creator, item.message.campaign_id.as_deref(), &write.counts, ttl));
+        writes.extend(counters(ctx, creator, item.message.campaign_id.as_deref(), &write.counts));
         match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": writes})).await {
             Ok(_) => {
                 item.status = MessageStatus::Canceled;
@@ -325,7 +325,7 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now_
 
 /// The updates of the counters a transition moves: its account's summary and its
 /// campaign's, as transaction items.
-fn counters<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: Option<&str>, counts: &machine::Counts, ttl: u64) -> Vec<Value> {
+fn counters<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: Option<&str>, counts: &machine::Counts) -> Vec<Value> {
     let mut writes = Vec::new();
     let object = |values: Vec<(&str, Value)>| Value::Object(values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
     if counts.moves_summary() {
@@ -333,12 +333,11 @@ fn counters<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: Option<&s
         writes.push(json!({"Update": {"TableName": table(ctx), "Key": key(creator, SUMMARY_SK), "UpdateExpression": update, "ExpressionAttributeValues": object(values)}}));
     }
     if let Some(id) = campaign_id.filter(|_| counts.moves_campaign()) {
-        let (update, values) = counts.campaign_update(ttl);
+        let (update, values) = counts.campaign_update();
         writes.push(json!({"Update": {
             "TableName": table(ctx),
             "Key": campaign::item_key(creator, id),
             "UpdateExpression": update,
-            "ExpressionAttributeNames": {"#ttl": ledger::TTL_ATTR},
             "ExpressionAttributeValues": object(values),
         }}));
     }
@@ -360,7 +359,7 @@ async fn cancel_unwritten<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str
     written["canceledAt"] = s(now);
     written["countedGen"] = n(0);
     let mut writes = vec![json!({"Put": {"TableName": table(ctx), "Item": written, "ConditionExpression": machine::PUT_NEW}})];
-    writes.extend(counters(ctx, creator, Some(&campaign_id), &machine::CANCEL_UNWRITTEN, ttl));
+    writes.extend(counters(ctx, creator, Some(&campaign_id), &machine::CANCEL_UNWRITTEN));
     match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": writes})).await {
         Ok(_) => Ok(Some(item)),
         Err(AwsError::ConditionFailed { .. }) => Ok(None),

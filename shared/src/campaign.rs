@@ -62,12 +62,16 @@ pub fn messages_prefix(campaign_id: &str) -> &str {
     &campaign_id[..campaign_id.len().min(30)]
 }
 
-/// The waiting index's shard of a campaign's head, while messages of it wait: the last
-/// digit of what its id shares with its messages' (random; the id itself ends in
-/// `ffffff`).
+/// The waiting index's shard of a campaign's head, while messages of it wait: one of
+/// [`WAIT_SHARDS`] by the last digit of what its id shares with its messages' (random;
+/// the id itself ends in `ffffff`).
 pub fn wait_shard(campaign_id: &str) -> String {
-    crate::ledger::wait_shard(messages_prefix(campaign_id))
+    format!("c{}", messages_prefix(campaign_id).chars().last().unwrap_or('0'))
 }
+
+/// The waiting index's shards of campaign heads, apart from the messages' (`w0`-`wf`),
+/// so that the heads can be looked at without reading every waiting message.
+pub const WAIT_SHARDS: [&str; 16] = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9", "ca", "cb", "cc", "cd", "ce", "cf"];
 
 /// What a queue message names when it carries a campaign: the worker reads the rest
 /// from the campaign's ledger item.

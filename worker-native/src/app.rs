@@ -76,6 +76,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     tasks.spawn(listen_for_wakeups(seed_urls(&config.redis_url), schedule.clone(), wake.clone(), stop.clone()));
     tasks.spawn(reclaim_leases(schedule.clone(), stop.clone()));
+    if config.ledger_enabled {
+        tasks.spawn(crate::recover::rest_campaigns(ledger.clone(), config.campaign_rest_interval, stop.clone()));
+    }
     let ingest_done: Vec<_> = (0..config.ingest_tasks)
         .map(|_| {
             let ingest = Ingest {

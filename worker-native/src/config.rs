@@ -70,6 +70,11 @@ pub const SETTINGS: &[Setting] = &[
     set("CLOUDWATCH_NAMESPACE", Default::Text("Huntaze/OnlyFans"), "metrics namespace"),
     set("ENVIRONMENT", Default::Text("dev"), "value of the Environment dimension on every metric"),
     set("METRICS_INTERVAL", Default::Duration(60_000), "how often metrics are flushed"),
+    set(
+        "CAMPAIGN_REST_INTERVAL",
+        Default::Duration(600_000),
+        "how often a worker takes the campaigns with nothing waiting out of the ledger's waiting index (they expire LEDGER_TTL_DAYS later)",
+    ),
     set("METRICS_ENABLED", Default::Flag(true), "false = no PutMetricData"),
     set("HEALTH_PORT", Default::Number(8081), "port of GET /healthz and /readyz (0 = off)"),
     set(
@@ -150,6 +155,8 @@ pub struct Config {
     pub namespace: String,
     pub environment: String,
     pub metrics_interval: Duration,
+    /// How often the campaigns with nothing waiting leave the waiting index (`recover::rest_campaigns`).
+    pub campaign_rest_interval: Duration,
     pub metrics_enabled: bool,
     pub health_port: u16,
     pub shutdown_grace: Duration,
@@ -193,6 +200,7 @@ impl Config {
             s.problem("LEASE_TIMEOUT", format!("must be longer than GATEWAY_TIMEOUT ({} ms), or a slow delivery is sent twice", gateway_timeout.as_millis()));
         }
         let metrics_interval = ms(s.duration_of(t, "METRICS_INTERVAL"));
+        let campaign_rest_interval = ms(s.duration_of(t, "CAMPAIGN_REST_INTERVAL"));
         let shutdown_grace = ms(s.duration_of(t, "SHUTDOWN_GRACE"));
         let claim_lead = ms(s.duration_of(t, "CLAIM_LEAD"));
         let margin_ms = match s.get("RATE_LIMIT_MARGIN") {
@@ -288,6 +296,7 @@ impl Config {
             namespace: s.text_of(t, "CLOUDWATCH_NAMESPACE"),
             environment: s.text_of(t, "ENVIRONMENT"),
             metrics_interval,
+            campaign_rest_interval,
             metrics_enabled,
             health_port: health_port as u16,
             shutdown_grace,

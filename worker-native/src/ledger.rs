@@ -386,13 +386,23 @@ impl Ledger {
 
     /// What waits of a campaign whose head is in the waiting index: each of its messages
     /// whose item is waiting (queued, being sent or between attempts), with the attempts
-    /// it has made and its content; read by their common prefix, a page per 1 MB. A
-    /// campaign with nothing waiting leaves the index ([`machine::campaign_rested`]).
-    pub async fn campaign_waiting(&self, account: &str, id: &str) -> anyhow::Result<Vec<Waiting>> {
-        let Some(c) = self.campaign(account, id).await? else { return Ok(Vec::new()) };
-        if c.queued_count() == 0 {
-            self.update_one(account, &campaign::sort_key(id), &machine::campaign_rested()).await?;
-            return Ok(Vec::new());
+    /// it has made and its content, read by their common id prefix a page (1 MB) at a
+    /// time, `page` called after each. `None` when nothing of it waits: the head then
+    /// leaves the index ([`Ledger::rest_campaign`]).
+    pub async fn campaign_waiting<F: std::future::Future<Output = anyhow::Result<()>>>(
+        &self,
+        account: &str,
+        id: &str,
+        mut page: impl FnMut(Vec<Waiting>) -> F,
+    ) -> anyhow::Result<Option<()>> {
+        if self.rest_campaign(account, id).await? {
+            return Ok(None);
+        }
+        let Some(c) = self.campaign(account, id).await? else { return Ok(None) };
+        if c.body_expires_at == 0 {
+            // Held past its body's expiry (`shared::campaign::body_expiry`): scheduled
+            // without content, each fails at its turn (never sent empty).
+            tracing::error!(campaign = %id, "a waiting campaign's content expired");
         }
         let body = Body {
             content: c.campaign.content.clone(),
@@ -400,7 +410,6 @@ impl Ledger {
             metadata: c.campaign.metadata.clone(),
             vendor_media: c.campaign.vendor_media.clone(),
         };
-        let mut waiting = Vec::new();
         let mut start = None;
         loop {
             self.count(1);
@@ -418,6 +427,7 @@ impl Ledger {
                 .return_consumed_capacity(METERED)
                 .send()
                 .await?;
+            let mut waiting = Vec::new();
             for item in answer.items().iter().map(from_attrs) {
                 let Some(found) = LedgerItem::from_item(&item) else { continue };
                 if matches!(found.status, MessageStatus::Queued | MessageStatus::Sending) {
@@ -426,11 +436,37 @@ impl Ledger {
                     waiting.push(Waiting::Message(m, found.attempts, item.get(machine::MAYBE_SENT).is_some()));
                 }
             }
+            page(waiting).await?;
             match answer.last_evaluated_key() {
                 Some(key) => start = Some(key.clone()),
-                None => return Ok(waiting),
+                None => return Ok(Some(())),
             }
         }
+    }
+
+    /// Takes a campaign's head out of the waiting index when nothing of it waits (every
+    /// message sent, failed or canceled: [`CampaignItem::queued_count`]), from then on
+    /// kept `LEDGER_TTL_DAYS` (`machine::campaign_rested`); reads the head alone. Whether
+    /// it did (or the head is gone).
+    pub async fn rest_campaign(&self, account: &str, id: &str) -> anyhow::Result<bool> {
+        let Some(head) = self.get(&campaign::item_key(account, id)).await?.as_ref().and_then(CampaignItem::from_item) else { return Ok(true) };
+        if head.queued_count() > 0 {
+            return Ok(false);
+        }
+        self.update_one(account, &campaign::sort_key(id), &machine::campaign_rested(self.expiry())).await?;
+        Ok(true)
+    }
+
+    /// The campaign heads in the waiting index, a page of one of its campaign shards
+    /// (`shared::campaign::WAIT_SHARDS`) at a time, and where the next page starts.
+    pub async fn campaign_heads_page(
+        &self,
+        shard: &str,
+        start: Option<HashMap<String, AttributeValue>>,
+    ) -> anyhow::Result<(Vec<(String, String)>, Option<HashMap<String, AttributeValue>>)> {
+        let (waiting, next) = self.waiting_page(shard, start).await?;
+        let heads = waiting.into_iter().filter_map(|w| if let Waiting::Campaign(account, id) = w { Some((account, id)) } else { None }).collect();
+        Ok((heads, next))
     }
 
     /// Marks a campaign as put on the schedule.
@@ -525,7 +561,14 @@ impl Ledger {
                     None => verdicts[i] = Claim::CampaignCanceled,
                     Some(old) if self.lapsed(old.as_ref(), m, now_ms) => again.push((i, true)),
                     Some(old) if waiting_maybe_sent(old.as_ref(), m) => again.push((i, false)),
-                    Some(old) => verdicts[i] = verdict(old.as_ref(), m, now_ms),
+                    // Finished, its campaign known canceled: what else waits of it
+                    // leaves the schedule at once (as above).
+                    Some(old) => {
+                        verdicts[i] = match verdict(old.as_ref(), m, now_ms) {
+                            Claim::Finished => Claim::CampaignCanceled,
+                            other => other,
+                        }
+                    }
                 }
             }
         }
@@ -740,7 +783,6 @@ impl Ledger {
     async fn apply_with_summary(&self, account: String, changes: Vec<(usize, Change)>) -> anyhow::Result<Applied> {
         let mut applied = Applied::default();
         let mut changes = changes.into_iter().peekable();
-        let ttl = self.expiry();
         while changes.peek().is_some() {
             // Room for the summary and each campaign's counters.
             let mut live: Vec<(usize, Change)> = Vec::new();
@@ -773,7 +815,7 @@ impl Ledger {
                     let theirs = || live.iter().filter(|(_, o)| o.campaign.as_deref() == Some(id));
                     let counts = theirs().fold(Counts::default(), |acc, (_, o)| acc.plus(&o.counts));
                     let guard = theirs().any(|(_, o)| o.guarded);
-                    items.extend(self.campaign_update(&account, id, &counts, guard, ttl)?);
+                    items.extend(self.campaign_update(&account, id, &counts, guard)?);
                 }
                 if let Some(summary) = self.summary_update(&account, &total, pause)? {
                     items.push(TransactWriteItem::builder().update(summary).build());
@@ -854,13 +896,13 @@ impl Ledger {
     /// The change of a campaign's counters, guarded (applied only while the campaign is
     /// not canceled) when asked. A guard with no counter has been read before
     /// ([`Change::guard_alone`]): nothing to write.
-    fn campaign_update(&self, account: &str, id: &str, counts: &Counts, guard: bool, ttl: u64) -> anyhow::Result<Option<TransactWriteItem>> {
+    fn campaign_update(&self, account: &str, id: &str, counts: &Counts, guard: bool) -> anyhow::Result<Option<TransactWriteItem>> {
         let key = item_map(&campaign::item_key(account, id));
         if !counts.moves_campaign() {
             return Ok(None);
         }
-        let (update, values) = counts.campaign_update(ttl);
-        let mut u = Update::builder().table_name(&self.table).set_key(Some(key)).update_expression(update).expression_attribute_names("#ttl", ledger::TTL_ATTR);
+        let (update, values) = counts.campaign_update();
+        let mut u = Update::builder().table_name(&self.table).set_key(Some(key)).update_expression(update);
         for (k, v) in values {
             u = u.expression_attribute_values(k, to_attr(&v));
         }

@@ -17,13 +17,15 @@
 //! empty index costs 16 small reads.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
+use shared::campaign;
 use shared::ledger::{body_id, Body, WAIT_SHARDS};
 use shared::queue::{AccountControl, Hold};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use crate::ledger::{Ledger, Waiting};
 use crate::schedule::{Payload, RecoveryStep, Schedule};
@@ -61,6 +63,43 @@ pub fn spawn(schedule: Schedule, ledger: Option<Ledger>, wake: Arc<Notify>, done
     });
 }
 
+/// Takes the campaigns with nothing waiting out of the waiting index every `every` (a
+/// rebuild does too, but may never come): the index then holds only what waits, and
+/// their heads expire `LEDGER_TTL_DAYS` later (none has an expiry while it is in the
+/// index: `machine::start_fan_out`). A head read per campaign in the index; every worker
+/// does it, and a second time changes nothing.
+pub async fn rest_campaigns(ledger: Ledger, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        match rest_finished(&ledger).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(campaigns = n, "finished campaigns out of the waiting index"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "finished campaigns not taken out of the waiting index; again later"),
+        }
+    }
+}
+
+async fn rest_finished(ledger: &Ledger) -> anyhow::Result<u64> {
+    let mut rested = 0;
+    for shard in campaign::WAIT_SHARDS {
+        let mut start = None;
+        loop {
+            let (heads, next) = ledger.campaign_heads_page(shard, start).await?;
+            for (account, id) in heads {
+                rested += u64::from(ledger.rest_campaign(&account, &id).await?);
+            }
+            match next {
+                Some(key) => start = Some(key),
+                None => break,
+            }
+        }
+    }
+    Ok(rested)
+}
+
 /// Rebuilds the shards that need it, if this worker gets to (another may be at it);
 /// `None` when there was nothing for it to do. Without the ledger there is nothing to
 /// read back: the loss is recorded, the epoch set, and what Redis lost is lost.
@@ -91,7 +130,9 @@ pub async fn recover(schedule: &Schedule, ledger: Option<&Ledger>) -> anyhow::Re
     match ledger {
         Some(ledger) => {
             let renew = || step(RecoveryStep::Renew);
-            for shard in join_all(WAIT_SHARDS.iter().map(|shard| recover_index_shard(schedule, ledger, shard, &mine, &renew))).await {
+            let messages = join_all(WAIT_SHARDS.iter().map(|shard| recover_index_shard(schedule, ledger, shard, &mine, &renew))).await;
+            let campaigns = join_all(campaign::WAIT_SHARDS.iter().map(|shard| recover_campaign_shard(schedule, ledger, shard, &mine, &renew))).await;
+            for shard in messages.into_iter().chain(campaigns) {
                 let r = shard?;
                 total.messages += r.messages;
                 total.added += r.added;
@@ -104,6 +145,57 @@ pub async fn recover(schedule: &Schedule, ledger: Option<&Ledger>) -> anyhow::Re
     step(RecoveryStep::End).await?;
     total.millis = started.elapsed().as_millis() as u64;
     Ok(Some(total))
+}
+
+/// Reads one campaign shard of the ledger's waiting index (`shared::campaign::WAIT_SHARDS`)
+/// and puts back what waits of each campaign there whose account belongs to the
+/// schedule shards this worker rebuilds (`mine`), a page of its messages at a time (the
+/// rebuild renewed after each); a campaign with nothing waiting leaves the index.
+async fn recover_campaign_shard<F: std::future::Future<Output = anyhow::Result<()>>>(
+    schedule: &Schedule,
+    ledger: &Ledger,
+    shard: &str,
+    mine: &[bool],
+    renew: &impl Fn() -> F,
+) -> anyhow::Result<Recovered> {
+    let mut done = Recovered::default();
+    let mut start = None;
+    loop {
+        let (heads, next) = ledger.campaign_heads_page(shard, start).await?;
+        done.pages += 1;
+        for (account, id) in heads.iter().filter(|(account, _)| mine[schedule.shard_of(account)]) {
+            let (messages, added) = (AtomicU64::new(0), AtomicU64::new(0));
+            ledger
+                .campaign_waiting(account, id, |waiting| {
+                    let payloads: Vec<Payload> = waiting
+                        .into_iter()
+                        .filter_map(|w| {
+                            if let Waiting::Message(message, attempts, maybe_sent) = w {
+                                Some(Payload { message, attempts, maybe_sent })
+                            } else {
+                                None
+                            }
+                        })
+                        .collect();
+                    let (messages, added) = (&messages, &added);
+                    async move {
+                        messages.fetch_add(payloads.len() as u64, Ordering::Relaxed);
+                        for chunk in payloads.chunks(100) {
+                            added.fetch_add(schedule.enqueue_payloads(chunk).await?.added, Ordering::Relaxed);
+                        }
+                        renew().await
+                    }
+                })
+                .await?;
+            done.messages += messages.into_inner();
+            done.added += added.into_inner();
+        }
+        renew().await?;
+        match next {
+            Some(key) => start = Some(key),
+            None => return Ok(done),
+        }
+    }
 }
 
 /// Reads one shard of the ledger's waiting index and puts back what belongs to the
@@ -120,21 +212,8 @@ async fn recover_index_shard<F: std::future::Future<Output = anyhow::Result<()>>
     // What a campaign's messages say, read once per shard (their items carry none).
     let mut campaigns: HashMap<(String, String), Option<Body>> = HashMap::new();
     loop {
-        let (page, next) = ledger.waiting_page(shard, start).await?;
+        let (waiting, next) = ledger.waiting_page(shard, start).await?;
         done.pages += 1;
-        // A campaign's head stands there for its messages: read them (of this worker's
-        // shards only), each campaign at once.
-        let mut waiting = Vec::with_capacity(page.len());
-        let mut campaigns_here = Vec::new();
-        for w in page {
-            match w {
-                Waiting::Campaign(account, id) if mine[schedule.shard_of(&account)] => campaigns_here.push((account, id)),
-                other => waiting.push(other),
-            }
-        }
-        for found in join_all(campaigns_here.iter().map(|(account, id)| ledger.campaign_waiting(account, id))).await {
-            waiting.extend(found?);
-        }
         let (mut payloads, mut holds, mut pauses) = (Vec::new(), Vec::new(), Vec::new());
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         // The page's bodies, 100 to a read: a single message's own (used once, not kept),

@@ -126,10 +126,9 @@ impl Counts {
         (update, values)
     }
 
-    /// The campaign's update: `ADD` of the counters that move, and its expiry (a campaign
-    /// is kept `LEDGER_TTL_DAYS` after its last counted outcome). With `guard`, only while
-    /// the campaign is not canceled ([`CAMPAIGN_NOT_CANCELED`]).
-    pub fn campaign_update(&self, ttl: u64) -> (String, Vec<(&'static str, Value)>) {
+    /// The campaign's update: `ADD` of the counters that move. Its expiry is not moved: a
+    /// campaign fanned out has none until nothing of it waits ([`campaign_rested`]).
+    pub fn campaign_update(&self) -> (String, Vec<(&'static str, Value)>) {
         let mut adds = Vec::new();
         let mut values = Vec::new();
         for (name, value, v) in
@@ -140,8 +139,7 @@ impl Counts {
                 values.push((value, n(v)));
             }
         }
-        values.push((":ttl", n(ttl)));
-        (format!("ADD {} SET #ttl = :ttl", adds.join(", ")), values)
+        (format!("ADD {}", adds.join(", ")), values)
     }
 }
 
@@ -171,20 +169,22 @@ pub fn cancel_campaign(at: &str) -> Write {
 /// lost is either fanned out and reported accepted, or deleted and never fanned out.
 /// The head enters the waiting index: it stands there for its messages, whose items
 /// are not in it (a rebuild reads them from the head), until nothing of it waits
-/// ([`campaign_rested`]).
+/// ([`campaign_rested`]). Meanwhile it has no expiry, as a waiting message has none:
+/// a head gone would take its waiting messages out of a rebuild's reach.
 pub fn start_fan_out(at: &str, campaign_id: &str) -> Write {
     write(
         CAMPAIGN_EXISTS,
-        format!("SET fanOutAt = if_not_exists(fanOutAt, :now), {WAIT_SHARD} = :ws"),
+        format!("SET fanOutAt = if_not_exists(fanOutAt, :now), {WAIT_SHARD} = :ws REMOVE #ttl"),
         vec![(":now", s(at)), (":ws", s(crate::campaign::wait_shard(campaign_id)))],
         Counts::default(),
     )
 }
 
-/// A campaign head found in the waiting index with nothing of it waiting leaves it (a
-/// message of it retried later waits in the index on its own item).
-pub fn campaign_rested() -> Write {
-    write(CAMPAIGN_EXISTS, format!("REMOVE {WAIT_SHARD}"), Vec::new(), Counts::default())
+/// A campaign head found in the waiting index with nothing of it waiting leaves it, and
+/// expires `ttl` (epoch seconds: `LEDGER_TTL_DAYS` from now). A message of it retried
+/// later waits in the index on its own item.
+pub fn campaign_rested(ttl: u64) -> Write {
+    write(CAMPAIGN_EXISTS, format!("SET #ttl = :ttl REMOVE {WAIT_SHARD}"), vec![(":ttl", n(ttl))], Counts::default())
 }
 
 /// The campaign is on the schedule: a later delivery of its queue message is a duplicate.
@@ -493,7 +493,7 @@ mod tests {
             account_rested(5),
             cancel_campaign("t"),
             start_fan_out("t", "01a24e60-6231-72ff-95c8-dc5941ffffff"),
-            campaign_rested(),
+            campaign_rested(9),
             campaign_scheduled(),
         ];
         for w in all {
@@ -511,8 +511,8 @@ mod tests {
         assert_eq!(count_scheduled(2).counts, Counts { queued: 1, failed: -1, ..Counts::default() }, "a retried generation leaves failed");
         assert_eq!(cancel(1, false, "t", 0).counts.failed, -1);
         assert_eq!(record_sent(0, "2026-12-05T00:00:00.000Z", 1, None, 0).counts.last_sent_ms, Some(1_796_428_800_000));
-        let (update, values) = Counts { sent: 2, canceled: -1, ..Counts::default() }.campaign_update(7);
-        assert_eq!(update, "ADD sent :sent, canceled :canceled SET #ttl = :ttl");
-        assert_eq!(values.len(), 3);
+        let (update, values) = Counts { sent: 2, canceled: -1, ..Counts::default() }.campaign_update();
+        assert_eq!(update, "ADD sent :sent, canceled :canceled");
+        assert_eq!(values.len(), 2);
     }
 }
