@@ -33,9 +33,10 @@
 //! `LEDGER_TTL_DAYS` after it finished (sent, failed or canceled).
 //!
 //! A campaign's item is put by the edge, taken by the worker for its fan-out
-//! ([`start_fan_out`]), marked scheduled, and canceled once ([`cancel_campaign`]); the
-//! edge deletes it when its queue write failed only while no worker took it
-//! ([`DELETE_UNQUEUED_CAMPAIGN`]).
+//! ([`start_fan_out`]: into the waiting index, for its messages), marked scheduled,
+//! canceled once ([`cancel_campaign`]), and out of the index once nothing of it waits
+//! ([`campaign_rested`]); the edge deletes it when its queue write failed only while no
+//! worker took it ([`DELETE_UNQUEUED_CAMPAIGN`]).
 //!
 //! The account's summary counters (`queued`, `sent`, `failed`) and its campaign's
 //! (`sent`, `failed`, `canceled`, `fanned`) move only in the same transaction as the
