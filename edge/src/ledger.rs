@@ -402,6 +402,7 @@ pub struct Requeued {
 /// of answering 409 with the message queued in the ledger and never in SQS.
 pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str) -> Result<Requeued, RetryRefused> {
     let token = request_token(ctx);
+    let own = |item: &Value| ledger::text(item, "retryToken") == Some(token.as_str());
     let mut body = machine::requeue_failed(id, now, &token).to_update_item(table(ctx), key(creator, id));
     body["ReturnValues"] = json!("ALL_OLD");
     body["ReturnValuesOnConditionCheckFailure"] = json!("ALL_OLD");
@@ -414,15 +415,7 @@ pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &s
             after.message.generation += 1;
             with_bodies(ctx, creator, Requeued { before, after }).await
         }
-        Err(AwsError::ConditionFailed { item: Some(item) }) if ledger::text(&item, "retryToken") == Some(token.as_str()) => {
-            // Our own write, committed the first time: the item as it is now is `after`.
-            let after = LedgerItem::from_item(&item).ok_or(RetryRefused::NotFound)?;
-            let mut before = after.clone();
-            before.status = MessageStatus::Failed;
-            before.attempts = item.get("previousAttempts").and_then(|v| v.get("N")?.as_str()?.parse().ok()).unwrap_or(0);
-            before.message.generation = after.message.generation.saturating_sub(1);
-            with_bodies(ctx, creator, Requeued { before, after }).await
-        }
+        Err(AwsError::ConditionFailed { item: Some(item) }) if own(&item) => requeued_by_us(ctx, creator, &item).await,
         Err(AwsError::ConditionFailed { item }) => {
             let existing = match item {
                 Some(item) => LedgerItem::from_item(&item),
@@ -430,8 +423,27 @@ pub async fn requeue_failed<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &s
             };
             Err(existing.map_or(RetryRefused::NotFound, |i| RetryRefused::NotFailed(i.status)))
         }
+        // Every answer lost (the write may have landed, and a message `queued` that no
+        // queue holds would wait for ever): the item says whether it did.
+        Err(e @ (AwsError::Unreachable { .. } | AwsError::Unavailable { .. } | AwsError::BadResponse { .. })) => {
+            match ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": key(creator, id), "ConsistentRead": true})).await {
+                Ok(answer) if answer.get("Item").is_some_and(own) => requeued_by_us(ctx, creator, &answer["Item"]).await,
+                _ => Err(e.into()),
+            }
+        }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A retry's own write, committed (its answer lost, or tried again): the item as it is
+/// now is `after`, and `before` is read back from what the write kept of it.
+async fn requeued_by_us<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, item: &Value) -> Result<Requeued, RetryRefused> {
+    let after = LedgerItem::from_item(item).ok_or(RetryRefused::NotFound)?;
+    let mut before = after.clone();
+    before.status = MessageStatus::Failed;
+    before.attempts = item.get("previousAttempts").and_then(|v| v.get("N")?.as_str()?.parse().ok()).unwrap_or(0);
+    before.message.generation = after.message.generation.saturating_sub(1);
+    with_bodies(ctx, creator, Requeued { before, after }).await
 }
 
 /// A requeued campaign message goes back to the queue whole: its content from the body.

@@ -395,10 +395,13 @@ impl Ledger {
         id: &str,
         mut page: impl FnMut(Vec<Waiting>) -> F,
     ) -> anyhow::Result<Option<()>> {
-        if self.rest_campaign(account, id).await? {
+        // Head and body at once (a rebuild races the campaigns' redeliveries: the
+        // sooner it is done, the fewer copies of a message the schedule gets).
+        let Some(c) = self.campaign(account, id).await? else { return Ok(None) };
+        if c.queued_count() == 0 {
+            self.rest(account, id).await?;
             return Ok(None);
         }
-        let Some(c) = self.campaign(account, id).await? else { return Ok(None) };
         if c.body_expires_at == 0 {
             // Held past its body's expiry (`shared::campaign::body_expiry`): scheduled
             // without content, each fails at its turn (never sent empty).
@@ -453,8 +456,12 @@ impl Ledger {
         if head.queued_count() > 0 {
             return Ok(false);
         }
-        self.update_one(account, &campaign::sort_key(id), &machine::campaign_rested(self.expiry())).await?;
+        self.rest(account, id).await?;
         Ok(true)
+    }
+
+    async fn rest(&self, account: &str, id: &str) -> anyhow::Result<()> {
+        self.update_one(account, &campaign::sort_key(id), &machine::campaign_rested(self.expiry())).await.map(drop)
     }
 
     /// The campaign heads in the waiting index, a page of one of its campaign shards

@@ -130,8 +130,13 @@ pub async fn recover(schedule: &Schedule, ledger: Option<&Ledger>) -> anyhow::Re
     match ledger {
         Some(ledger) => {
             let renew = || step(RecoveryStep::Renew);
-            let messages = join_all(WAIT_SHARDS.iter().map(|shard| recover_index_shard(schedule, ledger, shard, &mine, &renew))).await;
-            let campaigns = join_all(campaign::WAIT_SHARDS.iter().map(|shard| recover_campaign_shard(schedule, ledger, shard, &mine, &renew))).await;
+            let rebuild = Rebuild { schedule, ledger, mine: &mine, renew: &renew };
+            // Messages' shards and campaigns' together: the sooner the rebuild is done,
+            // the fewer messages a campaign redelivered meanwhile adds a second time.
+            let (messages, campaigns) = futures::join!(
+                join_all(WAIT_SHARDS.iter().map(|shard| rebuild.index_shard(shard))),
+                join_all(campaign::WAIT_SHARDS.iter().map(|shard| rebuild.campaign_shard(shard)))
+            );
             for shard in messages.into_iter().chain(campaigns) {
                 let r = shard?;
                 total.messages += r.messages;
@@ -147,135 +152,145 @@ pub async fn recover(schedule: &Schedule, ledger: Option<&Ledger>) -> anyhow::Re
     Ok(Some(total))
 }
 
-/// Reads one campaign shard of the ledger's waiting index (`shared::campaign::WAIT_SHARDS`)
-/// and puts back what waits of each campaign there whose account belongs to the
-/// schedule shards this worker rebuilds (`mine`), a page of its messages at a time (the
-/// rebuild renewed after each); a campaign with nothing waiting leaves the index.
-async fn recover_campaign_shard<F: std::future::Future<Output = anyhow::Result<()>>>(
-    schedule: &Schedule,
-    ledger: &Ledger,
-    shard: &str,
-    mine: &[bool],
-    renew: &impl Fn() -> F,
-) -> anyhow::Result<Recovered> {
-    let mut done = Recovered::default();
-    let mut start = None;
-    loop {
-        let (heads, next) = ledger.campaign_heads_page(shard, start).await?;
-        done.pages += 1;
-        for (account, id) in heads.iter().filter(|(account, _)| mine[schedule.shard_of(account)]) {
-            let (messages, added) = (AtomicU64::new(0), AtomicU64::new(0));
-            ledger
-                .campaign_waiting(account, id, |waiting| {
-                    let payloads: Vec<Payload> = waiting
-                        .into_iter()
-                        .filter_map(|w| {
-                            if let Waiting::Message(message, attempts, maybe_sent) = w {
-                                Some(Payload { message, attempts, maybe_sent })
-                            } else {
-                                None
-                            }
-                        })
-                        .collect();
-                    let (messages, added) = (&messages, &added);
-                    async move {
-                        messages.fetch_add(payloads.len() as u64, Ordering::Relaxed);
-                        for chunk in payloads.chunks(100) {
-                            added.fetch_add(schedule.enqueue_payloads(chunk).await?.added, Ordering::Relaxed);
-                        }
-                        renew().await
-                    }
-                })
-                .await?;
-            done.messages += messages.into_inner();
-            done.added += added.into_inner();
-        }
-        renew().await?;
-        match next {
-            Some(key) => start = Some(key),
-            None => return Ok(done),
-        }
+/// What a rebuild reads the waiting index with: the schedule it puts back into, the
+/// ledger, which schedule shards are this worker's to rebuild (`mine`: the others keep
+/// theirs), and the renewal of its claim on them (called after each page).
+struct Rebuild<'a, R> {
+    schedule: &'a Schedule,
+    ledger: &'a Ledger,
+    mine: &'a [bool],
+    renew: &'a R,
+}
+
+impl<R> Clone for Rebuild<'_, R> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-/// Reads one shard of the ledger's waiting index and puts back what belongs to the
-/// schedule shards this worker rebuilds (`mine`); the others kept theirs.
-async fn recover_index_shard<F: std::future::Future<Output = anyhow::Result<()>>>(
-    schedule: &Schedule,
-    ledger: &Ledger,
-    shard: &str,
-    mine: &[bool],
-    renew: &impl Fn() -> F,
-) -> anyhow::Result<Recovered> {
-    let mut done = Recovered::default();
-    let mut start = None;
-    // What a campaign's messages say, read once per shard (their items carry none).
-    let mut campaigns: HashMap<(String, String), Option<Body>> = HashMap::new();
-    loop {
-        let (waiting, next) = ledger.waiting_page(shard, start).await?;
-        done.pages += 1;
-        let (mut payloads, mut holds, mut pauses) = (Vec::new(), Vec::new(), Vec::new());
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        // The page's bodies, 100 to a read: a single message's own (used once, not kept),
-        // a campaign's (kept for its other messages).
-        let mut wanted: Vec<(String, String)> = waiting
-            .iter()
-            .filter_map(|w| match w {
-                Waiting::Message(m, ..) if m.content.is_empty() => Some((m.creator_id.clone(), body_id(m).to_owned())),
-                _ => None,
-            })
-            .filter(|key| !campaigns.contains_key(key))
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut read = ledger.bodies(&wanted).await?;
-        for w in waiting {
-            match w {
-                Waiting::Message(mut message, attempts, maybe_sent) if mine[schedule.shard_of(&message.creator_id)] => {
-                    done.messages += 1;
-                    if message.content.is_empty() {
-                        let key = (message.creator_id.clone(), body_id(&message).to_owned());
-                        let body = match message.campaign_id {
-                            Some(_) => campaigns.entry(key.clone()).or_insert_with(|| read.remove(&key)).as_ref(),
-                            None => read.get(&key),
-                        };
-                        match body {
-                            Some(body) => body.fill(&mut message),
-                            // Held past its body's expiry (`shared::campaign::body_expiry`,
-                            // `shared::ledger::single_body_expiry`): scheduled without
-                            // content, it fails at its turn (never sent).
-                            None => tracing::error!(message = %message.id, body = %key.1, "a waiting message's content expired"),
+impl<R> Copy for Rebuild<'_, R> {}
+
+impl<'a, R: Fn() -> F, F: std::future::Future<Output = anyhow::Result<()>>> Rebuild<'a, R> {
+    /// Reads one campaign shard of the ledger's waiting index (`shared::campaign::WAIT_SHARDS`)
+    /// and puts back what waits of each campaign there whose account belongs to the
+    /// schedule shards this worker rebuilds (`mine`), a page of its messages at a time (the
+    /// rebuild renewed after each); a campaign with nothing waiting leaves the index.
+    async fn campaign_shard(&self, shard: &str) -> anyhow::Result<Recovered> {
+        let Rebuild { schedule, ledger, mine, renew } = *self;
+        let mut done = Recovered::default();
+        let mut start = None;
+        loop {
+            let (heads, next) = ledger.campaign_heads_page(shard, start).await?;
+            done.pages += 1;
+            for (account, id) in heads.iter().filter(|(account, _)| mine[schedule.shard_of(account)]) {
+                let (messages, added) = (AtomicU64::new(0), AtomicU64::new(0));
+                ledger
+                    .campaign_waiting(account, id, |waiting| {
+                        let payloads: Vec<Payload> = waiting
+                            .into_iter()
+                            .filter_map(|w| {
+                                if let Waiting::Message(message, attempts, maybe_sent) = w {
+                                    Some(Payload { message, attempts, maybe_sent })
+                                } else {
+                                    None
+                                }
+                            })
+                            .collect();
+                        let (messages, added) = (&messages, &added);
+                        async move {
+                            messages.fetch_add(payloads.len() as u64, Ordering::Relaxed);
+                            for chunk in payloads.chunks(100) {
+                                added.fetch_add(schedule.enqueue_payloads(chunk).await?.added, Ordering::Relaxed);
+                            }
+                            renew().await
                         }
-                    }
-                    payloads.push(Payload { message, attempts, maybe_sent });
-                }
-                Waiting::Account(account, summary) if mine[schedule.shard_of(&account)] => {
-                    let until = summary.rate_limited_until_ms.filter(|u| *u > now_ms);
-                    if summary.paused {
-                        holds.push(AccountControl { control: Hold::Pause, creator_id: account.clone(), at_ms: summary.hold_at_ms.unwrap_or(0) });
-                    }
-                    if let Some(until) = until {
-                        pauses.push((account.clone(), until));
-                    }
-                    if !summary.paused && until.is_none() {
-                        ledger.account_rested(&account).await?;
-                    } else {
-                        done.accounts += 1;
-                    }
-                }
-                _ => {}
+                    })
+                    .await?;
+                done.messages += messages.into_inner();
+                done.added += added.into_inner();
+            }
+            renew().await?;
+            match next {
+                Some(key) => start = Some(key),
+                None => return Ok(done),
             }
         }
-        // Holds and pauses first: a message put back must not find its account free.
-        schedule.control(&holds).await?;
-        schedule.pause_until(&pauses).await?;
-        for chunk in payloads.chunks(100) {
-            done.added += schedule.enqueue_payloads(chunk).await?.added;
-        }
-        renew().await?;
-        match next {
-            Some(key) => start = Some(key),
-            None => return Ok(done),
+    }
+
+    /// Reads one shard of the ledger's waiting index and puts back what belongs to the
+    /// schedule shards this worker rebuilds (`mine`); the others kept theirs.
+    async fn index_shard(&self, shard: &str) -> anyhow::Result<Recovered> {
+        let Rebuild { schedule, ledger, mine, renew } = *self;
+        let mut done = Recovered::default();
+        let mut start = None;
+        // What a campaign's messages say, read once per shard (their items carry none).
+        let mut campaigns: HashMap<(String, String), Option<Body>> = HashMap::new();
+        loop {
+            let (waiting, next) = ledger.waiting_page(shard, start).await?;
+            done.pages += 1;
+            let (mut payloads, mut holds, mut pauses) = (Vec::new(), Vec::new(), Vec::new());
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            // The page's bodies, 100 to a read: a single message's own (used once, not kept),
+            // a campaign's (kept for its other messages).
+            let mut wanted: Vec<(String, String)> = waiting
+                .iter()
+                .filter_map(|w| match w {
+                    Waiting::Message(m, ..) if m.content.is_empty() => Some((m.creator_id.clone(), body_id(m).to_owned())),
+                    _ => None,
+                })
+                .filter(|key| !campaigns.contains_key(key))
+                .collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let mut read = ledger.bodies(&wanted).await?;
+            for w in waiting {
+                match w {
+                    Waiting::Message(mut message, attempts, maybe_sent) if mine[schedule.shard_of(&message.creator_id)] => {
+                        done.messages += 1;
+                        if message.content.is_empty() {
+                            let key = (message.creator_id.clone(), body_id(&message).to_owned());
+                            let body = match message.campaign_id {
+                                Some(_) => campaigns.entry(key.clone()).or_insert_with(|| read.remove(&key)).as_ref(),
+                                None => read.get(&key),
+                            };
+                            match body {
+                                Some(body) => body.fill(&mut message),
+                                // Held past its body's expiry (`shared::campaign::body_expiry`,
+                                // `shared::ledger::single_body_expiry`): scheduled without
+                                // content, it fails at its turn (never sent).
+                                None => tracing::error!(message = %message.id, body = %key.1, "a waiting message's content expired"),
+                            }
+                        }
+                        payloads.push(Payload { message, attempts, maybe_sent });
+                    }
+                    Waiting::Account(account, summary) if mine[schedule.shard_of(&account)] => {
+                        let until = summary.rate_limited_until_ms.filter(|u| *u > now_ms);
+                        if summary.paused {
+                            holds.push(AccountControl { control: Hold::Pause, creator_id: account.clone(), at_ms: summary.hold_at_ms.unwrap_or(0) });
+                        }
+                        if let Some(until) = until {
+                            pauses.push((account.clone(), until));
+                        }
+                        if !summary.paused && until.is_none() {
+                            ledger.account_rested(&account).await?;
+                        } else {
+                            done.accounts += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // Holds and pauses first: a message put back must not find its account free.
+            schedule.control(&holds).await?;
+            schedule.pause_until(&pauses).await?;
+            for chunk in payloads.chunks(100) {
+                done.added += schedule.enqueue_payloads(chunk).await?.added;
+            }
+            renew().await?;
+            match next {
+                Some(key) => start = Some(key),
+                None => return Ok(done),
+            }
         }
     }
 }
