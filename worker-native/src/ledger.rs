@@ -487,7 +487,7 @@ impl Ledger {
         self.update_one(
             &c.campaign.creator_id,
             &campaign::sort_key(&c.campaign.id),
-            &machine::start_fan_out(&shared::time::rfc3339_ms(now_ms()), &c.campaign.id),
+            &machine::start_fan_out(&shared::time::rfc3339_ms(now_ms()), &campaign::wait_shard(&c.campaign.id)),
         )
         .await
     }

@@ -153,7 +153,7 @@ impl Counts {
 /// within the claim's lead (at most 1 s: a claim answered after its slot is given
 /// back unsent), unless its worker dies once the claim is written (then it is taken
 /// over, as any claim is). What the cancel's answer counts as canceled (the messages
-/// not fanned out, [`crate::campaign::CampaignItem::view`]) is never claimed: the
+/// not fanned out, `CampaignItem::view`) is never claimed: the
 /// fan-out keeps the condition.
 pub const CAMPAIGN_NOT_CANCELED: &str = "attribute_not_exists(canceledAt)";
 
@@ -170,13 +170,14 @@ pub fn cancel_campaign(at: &str) -> Write {
 /// lost is either fanned out and reported accepted, or deleted and never fanned out.
 /// The head enters the waiting index: it stands there for its messages, whose items
 /// are not in it (a rebuild reads them from the head), until nothing of it waits
-/// ([`campaign_rested`]). Meanwhile it has no expiry, as a waiting message has none:
-/// a head gone would take its waiting messages out of a rebuild's reach.
-pub fn start_fan_out(at: &str, campaign_id: &str) -> Write {
+/// ([`campaign_rested`]), in its shard `wait_shard` (`shared::campaign::wait_shard`).
+/// Meanwhile it has no expiry, as a waiting message has none: a head gone would take
+/// its waiting messages out of a rebuild's reach.
+pub fn start_fan_out(at: &str, wait_shard: &str) -> Write {
     write(
         CAMPAIGN_EXISTS,
         format!("SET fanOutAt = if_not_exists(fanOutAt, :now), {WAIT_SHARD} = :ws REMOVE #ttl"),
-        vec![(":now", s(at)), (":ws", s(crate::campaign::wait_shard(campaign_id)))],
+        vec![(":now", s(at)), (":ws", s(wait_shard))],
         Counts::default(),
     )
 }
@@ -493,7 +494,7 @@ mod tests {
             set_hold(false, 5, "a", None),
             account_rested(5),
             cancel_campaign("t"),
-            start_fan_out("t", "01a24e60-6231-72ff-95c8-dc5941ffffff"),
+            start_fan_out("t", "c1"),
             campaign_rested(9),
             campaign_scheduled(),
         ];
