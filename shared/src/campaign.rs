@@ -118,6 +118,11 @@ impl Campaign {
         }
     }
 
+    /// What every message of it says (its body, as a message read without it is filled).
+    pub fn body(&self) -> Body {
+        Body { content: self.content.clone(), media_urls: self.media_urls.clone(), metadata: self.metadata.clone(), vendor_media: self.vendor_media.clone() }
+    }
+
     /// Message `index` (to `recipients[index]`).
     pub fn message(&self, index: usize) -> QueueMessage {
         QueueMessage {

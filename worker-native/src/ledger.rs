@@ -407,12 +407,7 @@ impl Ledger {
             // without content, each fails at its turn (never sent empty).
             tracing::error!(campaign = %id, "a waiting campaign's content expired");
         }
-        let body = Body {
-            content: c.campaign.content.clone(),
-            media_urls: c.campaign.media_urls.clone(),
-            metadata: c.campaign.metadata.clone(),
-            vendor_media: c.campaign.vendor_media.clone(),
-        };
+        let body = c.campaign.body();
         let mut start = None;
         loop {
             self.count(1);
