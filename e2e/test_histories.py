@@ -27,6 +27,7 @@ SEEDS = [
     (195537539, True, "on a cluster: a message claimed then given back stuck `sending`"),
     (1800176231, True, "on a cluster: a 429 met between a FLUSHALL and the rebuild's clearing of the shard forgotten (a send during its Retry-After)"),
     (813478255, True, "on a cluster: a worker killed mid-rebuild held its shard back for the rebuild lock's 30 s"),
+    (606442945, True, "on a cluster: a rebuild scheduling a campaign's messages one by one while its redelivered list scheduled them again; the finished copies refused one at a time, each slot given back but the take loop asleep until its planned wake-up (the account idle 1.2-2 s with messages ready)"),
 ]
 
 

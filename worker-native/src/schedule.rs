@@ -219,7 +219,7 @@ impl Completion {
     }
 
     /// Whether it gives its slot back (complete.lua's `refund`).
-    fn refunds(&self) -> bool {
+    pub(crate) fn refunds(&self) -> bool {
         matches!(self, Completion::Refused(_) | Completion::Defer { .. } | Completion::Release(_))
     }
 }

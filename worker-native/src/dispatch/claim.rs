@@ -6,6 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 use super::leases::InFlight;
 use crate::ledger::{Claim, Ledger, Outcome, Record, ToClaim};
 use crate::schedule::{Completion, Schedule, Taken};
@@ -24,6 +26,7 @@ pub(super) async fn claim(
     ledger: Option<&Ledger>,
     schedule: &Schedule,
     in_flight: &InFlight,
+    wake: &Notify,
     taken: Vec<Taken>,
     redis_now: u64,
     taken_at: Instant,
@@ -34,7 +37,7 @@ pub(super) async fn claim(
     let (taken, twice): (Vec<Taken>, Vec<Taken>) = taken.into_iter().partition(|t| in_flight.hold(t));
     let mut left: Vec<Completion> = twice.into_iter().map(|t| Completion::Defer { taken: t, delay_ms: lease_ms }).collect();
     let Some(ledger) = ledger else {
-        give_back(schedule, in_flight, left).await;
+        give_back(schedule, in_flight, wake, left).await;
         return Some(taken);
     };
     let messages: Vec<ToClaim> = taken.iter().map(|t| ToClaim { message: &t.payload.message, slot_ms: t.slot_ms, maybe_sent: t.payload.maybe_sent }).collect();
@@ -44,7 +47,7 @@ pub(super) async fn claim(
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), count = taken.len(), "ledger unreachable: messages not claimed go back to their queues");
             left.extend(taken.into_iter().map(Completion::Release));
-            give_back(schedule, in_flight, left).await;
+            give_back(schedule, in_flight, wake, left).await;
             return None;
         }
     };
@@ -93,7 +96,7 @@ pub(super) async fn claim(
     if refused > 0 {
         tracing::info!(count = refused, "canceled or finished messages left unsent");
     }
-    give_back(schedule, in_flight, left).await;
+    give_back(schedule, in_flight, wake, left).await;
     for (creator, campaign) in canceled_campaigns {
         // Its notice is on its way; meanwhile what waits of it would be taken and
         // refused one by one, the account's other messages behind it (src/cancel.rs).
@@ -107,8 +110,10 @@ pub(super) async fn claim(
     Some(sendable)
 }
 
-/// Completes what will not be sent now in the schedule, and lets go of it.
-async fn give_back(schedule: &Schedule, in_flight: &InFlight, left: Vec<Completion>) {
+/// Completes what will not be sent now in the schedule, and lets go of it. A slot given
+/// back is due at once, earlier than the take loop's planned wake-up: it is woken, else
+/// a run of canceled messages would each leave its account idle until then.
+async fn give_back(schedule: &Schedule, in_flight: &InFlight, wake: &Notify, left: Vec<Completion>) {
     if left.is_empty() {
         return;
     }
@@ -119,5 +124,8 @@ async fn give_back(schedule: &Schedule, in_flight: &InFlight, left: Vec<Completi
     .await;
     for c in &left {
         in_flight.release(&c.taken().id);
+    }
+    if left.iter().any(Completion::refunds) {
+        wake.notify_one();
     }
 }

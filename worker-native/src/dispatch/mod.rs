@@ -86,6 +86,8 @@ struct DispatchState<G> {
     recovering: AtomicBool,
     /// Turns true at shutdown: messages still waiting for their slot are given back.
     stopping: watch::Receiver<bool>,
+    /// Wakes the take loop (a slot given back is due before its planned wake-up).
+    wake: Arc<Notify>,
 }
 
 impl<G: Gateway> Dispatcher<G> {
@@ -116,6 +118,7 @@ impl<G: Gateway> Dispatcher<G> {
             hold_until_ms: AtomicU64::new(0),
             recovering: AtomicBool::new(false),
             stopping: shutdown.clone(),
+            wake: self.wake.clone(),
         });
 
         while !*shutdown.borrow() {
