@@ -6,11 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-
-use super::leases::InFlight;
-use crate::ledger::{Claim, Ledger, Outcome, Record, ToClaim};
-use crate::schedule::{Completion, Schedule, Taken};
+use super::DispatchState;
+use crate::ledger::{Claim, Outcome, Record, ToClaim};
+use crate::schedule::{Completion, Taken};
 
 /// After this, a message whose claim another worker holds is looked at again (beyond
 /// that claim's end).
@@ -22,22 +20,14 @@ const DEFER_MARGIN_MS: u64 = 100;
 /// claimed too late for their slot (given back, and unclaimed). Without the ledger
 /// everything is sendable. `None` when the ledger cannot be reached: everything goes
 /// back to its queue.
-pub(super) async fn claim(
-    ledger: Option<&Ledger>,
-    schedule: &Schedule,
-    in_flight: &InFlight,
-    wake: &Notify,
-    taken: Vec<Taken>,
-    redis_now: u64,
-    taken_at: Instant,
-    lease_ms: u64,
-) -> Option<Vec<Taken>> {
+pub(super) async fn claim<G>(state: &DispatchState<G>, taken: Vec<Taken>, redis_now: u64, taken_at: Instant) -> Option<Vec<Taken>> {
+    let (schedule, lease_ms) = (&state.schedule, state.config.lease.as_millis() as u64);
     // A message this worker holds already (the schedule handed it out again after a
     // loss) waits: its first copy is being sent.
-    let (taken, twice): (Vec<Taken>, Vec<Taken>) = taken.into_iter().partition(|t| in_flight.hold(t));
+    let (taken, twice): (Vec<Taken>, Vec<Taken>) = taken.into_iter().partition(|t| state.in_flight.hold(t));
     let mut left: Vec<Completion> = twice.into_iter().map(|t| Completion::Defer { taken: t, delay_ms: lease_ms }).collect();
-    let Some(ledger) = ledger else {
-        give_back(schedule, in_flight, wake, left).await;
+    let Some(ledger) = state.ledger.as_ref() else {
+        give_back(state, left).await;
         return Some(taken);
     };
     let messages: Vec<ToClaim> = taken.iter().map(|t| ToClaim { message: &t.payload.message, slot_ms: t.slot_ms, maybe_sent: t.payload.maybe_sent }).collect();
@@ -47,7 +37,7 @@ pub(super) async fn claim(
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), count = taken.len(), "ledger unreachable: messages not claimed go back to their queues");
             left.extend(taken.into_iter().map(Completion::Release));
-            give_back(schedule, in_flight, wake, left).await;
+            give_back(state, left).await;
             return None;
         }
     };
@@ -96,7 +86,7 @@ pub(super) async fn claim(
     if refused > 0 {
         tracing::info!(count = refused, "canceled or finished messages left unsent");
     }
-    give_back(schedule, in_flight, wake, left).await;
+    give_back(state, left).await;
     for (creator, campaign) in canceled_campaigns {
         // Its notice is on its way; meanwhile what waits of it would be taken and
         // refused one by one, the account's other messages behind it (src/cancel.rs).
@@ -113,19 +103,19 @@ pub(super) async fn claim(
 /// Completes what will not be sent now in the schedule, and lets go of it. A slot given
 /// back is due at once, earlier than the take loop's planned wake-up: it is woken, else
 /// a run of canceled messages would each leave its account idle until then.
-async fn give_back(schedule: &Schedule, in_flight: &InFlight, wake: &Notify, left: Vec<Completion>) {
+async fn give_back<G>(state: &DispatchState<G>, left: Vec<Completion>) {
     if left.is_empty() {
         return;
     }
     // Should Redis not answer, their leases expire and the next take meets them again.
     crate::retry::until_ok("give back unsent messages", Duration::from_millis(50), Duration::from_millis(500), Some(Duration::from_secs(2)), || {
-        schedule.complete(&left)
+        state.schedule.complete(&left)
     })
     .await;
     for c in &left {
-        in_flight.release(&c.taken().id);
+        state.in_flight.release(&c.taken().id);
     }
     if left.iter().any(Completion::refunds) {
-        wake.notify_one();
+        state.wake.notify_one();
     }
 }

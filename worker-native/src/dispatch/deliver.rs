@@ -52,8 +52,7 @@ pub(super) async fn send_batch<G: Gateway>(
     tx: mpsc::Sender<Delivered>,
 ) {
     let (taken, mut permits): (Vec<Taken>, Vec<OwnedSemaphorePermit>) = taken.into_iter().unzip();
-    let lease_ms = shared.config.lease.as_millis() as u64;
-    let Some(sendable) = claim(shared.ledger.as_ref(), &shared.schedule, &shared.in_flight, &shared.wake, taken, redis_now, taken_at, lease_ms).await else {
+    let Some(sendable) = claim(&shared, taken, redis_now, taken_at).await else {
         shared.hold_until_ms.store(now_ms() + 500, Ordering::Relaxed);
         return;
     };
