@@ -312,7 +312,8 @@ class System:
             assert time.monotonic() < deadline, f"{len(wanted - set(got))} queue messages not found"
             r = self.sqs.receive_message(QueueUrl=self.aws.queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["All"], WaitTimeSeconds=1)
             for m in r.get("Messages", []):
-                mid = json.loads(m["Body"])["id"]
+                b = json.loads(m["Body"])
+                mid = b.get("id") or b.get("campaign")  # a message, or a campaign (by its id)
                 if mid in wanted:
                     got[mid] = (m["Body"], {k: {"DataType": v["DataType"], "StringValue": v["StringValue"]} for k, v in m.get("MessageAttributes", {}).items()})
                     self.sqs.delete_message(QueueUrl=self.aws.queue_url, ReceiptHandle=m["ReceiptHandle"])

@@ -5,6 +5,7 @@ each message held once at the vendor though answers are lost, an account whose k
 refused held (nothing sent, nothing failed) with the reason in `GET /status` until
 resumed, a refusal failing the message with the vendor's own words."""
 
+import signal
 import time
 import uuid
 
@@ -78,6 +79,47 @@ def test_each_message_is_held_once_at_the_vendor_though_its_answers_are_lost(sys
     deliveries = [d for d in requests.get(vendor + "/deliveries", timeout=10).json() if d["accountId"] == account]
     assert {d["path"] for d in deliveries} == {f"/api/{account}/chats/{d['recipientId']}/messages" for d in deliveries}
     assert all(d["authorization"] == f"Bearer {KEY}" and d["body"]["text"] == "hello" for d in deliveries)
+
+
+def test_each_message_is_held_once_at_the_vendor_through_a_kill_9_a_redis_loss_and_duplicates(system, vendor):
+    """The worker is killed while the vendor holds one answer (the message reached it),
+    Redis then loses everything, and every queue message (a campaign's among them) is
+    handed over once more, as SQS may: the next worker rebuilds the schedule from the
+    ledger, sends the killed worker's message again once its claim lapses, with the same
+    Idempotency-Key (the vendor answers with its first result), finds the duplicates
+    finished or scheduled already, and the vendor holds each message once."""
+    tag = uuid.uuid4().hex[:8]
+    single, mass = f"vkill-{tag}", f"vkillc-{tag}"
+    requests.post(vendor + "/_control/failures", json={"recipientPattern": f"{tag}-hung", "status": 200, "count": 1, "delayMs": 30000}, timeout=5)
+    singles = [system.send(single, [f])[0] for f in [f"{tag}-hung"] + fans(tag, 4)]
+    campaign = system.send(mass, fans(f"c{tag}", 8))
+    campaign_id = campaign[-1][:30] + "ffffff"
+    copies = system.capture(singles + [campaign_id])
+    system.requeue(copies)
+    ids = singles + campaign
+    workers = vendor_workers(system, vendor, "vkill")
+    try:
+        wait_until(lambda: held(vendor, ids)[singles[0]] == 1, 20, "the hung message at the vendor")
+        workers[0].stop(signal.SIGKILL)
+        system.redis_count("EVAL", "redis.call('FLUSHALL') return 0", "0")
+        # The dead worker's long poll (SQS_WAIT_SECONDS 2) may still be open at the queue,
+        # and would take the copies with it until their visibility timeout.
+        time.sleep(2.5)
+        system.requeue(copies)
+        workers = vendor_workers(system, vendor, "vkill")
+        wait_statuses(system, single, {"sent": len(singles)}, timeout=40)
+        wait_statuses(system, mass, {"sent": len(campaign)}, timeout=40)
+        wait_until(system.queue_empty, 20, "the duplicates received")
+        wait_until(lambda: system.redis_count("ZCARD", "vkill:leases") == 0, 20, "nothing held")
+    finally:
+        for w in workers:
+            w.stop()
+        requests.delete(vendor + "/_control/failures", timeout=5)
+    assert held(vendor, ids) == {i: 1 for i in ids}, "each message once at the vendor"
+    # The killed worker never had the hung message's answer (held 30 s): `sent` is the
+    # next worker's doing, answered by the vendor's replay of its first result.
+    [hung] = [i for i in system.emulator.items(single) if i["messageId"]["S"] == singles[0]]
+    assert hung["status"]["S"] == "sent" and hung["gatewayMessageId"]["S"].isdigit(), hung
 
 
 def test_a_refused_key_holds_the_account_with_its_reason_until_resumed(system, vendor):

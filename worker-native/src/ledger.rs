@@ -21,6 +21,8 @@ use shared::ledger::{self, Body, BodyItem, LedgerItem, MessageStatus, Summary, P
 use shared::message::QueueMessage;
 use shared::queue::{AccountControl, Hold};
 
+use crate::schedule::Payload;
+
 /// Every call asks for the capacity it consumed (table and each index): what the
 /// ledger costs is metered from the answers, not estimated (`bench/cost.sh`).
 const METERED: ReturnConsumedCapacity = ReturnConsumedCapacity::Indexes;
@@ -97,8 +99,9 @@ pub struct ToClaim<'a> {
 /// What the waiting index holds.
 #[derive(Debug, Clone)]
 pub enum Waiting {
-    /// A message, with the attempts it has made.
-    Message(QueueMessage, u32, bool),
+    /// A message, as the schedule takes it back (the attempts it has made, whether it
+    /// may have been sent).
+    Message(Payload),
     /// An account's summary: it is held, or was paused by a 429.
     Account(String, Summary),
     /// A campaign's head, by account and id: messages of it may wait
@@ -378,7 +381,7 @@ impl Ledger {
                     return Some(Waiting::Campaign(account, id.to_owned()));
                 }
                 let maybe_sent = item.get(machine::MAYBE_SENT).is_some();
-                ledger::message_of(&item).map(|m| Waiting::Message(m, ledger::attempts_of(&item), maybe_sent))
+                ledger::message_of(&item).map(|message| Waiting::Message(Payload { message, attempts: ledger::attempts_of(&item), maybe_sent }))
             })
             .collect();
         Ok((waiting, answer.last_evaluated_key().cloned()))
@@ -388,18 +391,17 @@ impl Ledger {
     /// whose item is waiting (queued, being sent or between attempts), with the attempts
     /// it has made and its content, read by their common id prefix a page (1 MB) at a
     /// time, `page` called after each. `None` when nothing of it waits: the head then
-    /// leaves the index ([`Ledger::rest_campaign`]).
+    /// leaves the index ([`Ledger::rest_campaign`]'s rule).
     pub async fn campaign_waiting<F: std::future::Future<Output = anyhow::Result<()>>>(
         &self,
         account: &str,
         id: &str,
-        mut page: impl FnMut(Vec<Waiting>) -> F,
+        mut page: impl FnMut(Vec<Payload>) -> F,
     ) -> anyhow::Result<Option<()>> {
         // Head and body at once (a rebuild races the campaigns' redeliveries: the
         // sooner it is done, the fewer copies of a message the schedule gets).
         let Some(c) = self.campaign(account, id).await? else { return Ok(None) };
-        if c.queued_count() == 0 {
-            self.rest(account, id).await?;
+        if self.rest_if_done(account, id, &c).await? {
             return Ok(None);
         }
         if c.body_expires_at == 0 {
@@ -429,9 +431,9 @@ impl Ledger {
             for item in answer.items().iter().map(from_attrs) {
                 let Some(found) = LedgerItem::from_item(&item) else { continue };
                 if matches!(found.status, MessageStatus::Queued | MessageStatus::Sending) {
-                    let mut m = found.message;
-                    body.fill(&mut m);
-                    waiting.push(Waiting::Message(m, found.attempts, item.get(machine::MAYBE_SENT).is_some()));
+                    let mut message = found.message;
+                    body.fill(&mut message);
+                    waiting.push(Payload { message, attempts: found.attempts, maybe_sent: item.get(machine::MAYBE_SENT).is_some() });
                 }
             }
             page(waiting).await?;
@@ -442,25 +444,28 @@ impl Ledger {
         }
     }
 
-    /// Takes a campaign's head out of the waiting index when nothing of it waits (every
-    /// message sent, failed or canceled: [`CampaignItem::queued_count`]), from then on
-    /// kept `LEDGER_TTL_DAYS` (`machine::campaign_rested`); reads the head alone. Whether
-    /// it did (or the head is gone).
+    /// Takes a campaign's head out of the waiting index when nothing of it waits; reads
+    /// the head alone. Whether it did (or the head is gone).
     pub async fn rest_campaign(&self, account: &str, id: &str) -> anyhow::Result<bool> {
-        let Some(head) = self.get(&campaign::item_key(account, id)).await?.as_ref().and_then(CampaignItem::from_item) else { return Ok(true) };
+        match self.get(&campaign::item_key(account, id)).await?.as_ref().and_then(CampaignItem::from_item) {
+            Some(head) => self.rest_if_done(account, id, &head).await,
+            None => Ok(true),
+        }
+    }
+
+    /// The rule, for a head already read: it leaves the waiting index when every message
+    /// is sent, failed or canceled ([`CampaignItem::queued_count`]), from then on kept
+    /// `LEDGER_TTL_DAYS` (`machine::campaign_rested`). Whether it did.
+    async fn rest_if_done(&self, account: &str, id: &str, head: &CampaignItem) -> anyhow::Result<bool> {
         if head.queued_count() > 0 {
             return Ok(false);
         }
-        self.rest(account, id).await?;
+        self.update_one(account, &campaign::sort_key(id), &machine::campaign_rested(self.expiry())).await?;
         Ok(true)
     }
 
-    async fn rest(&self, account: &str, id: &str) -> anyhow::Result<()> {
-        self.update_one(account, &campaign::sort_key(id), &machine::campaign_rested(self.expiry())).await.map(drop)
-    }
-
     /// The campaign heads in the waiting index, a page of one of its campaign shards
-    /// (`shared::campaign::WAIT_SHARDS`) at a time, and where the next page starts.
+    /// (`shared::campaign::WAIT_SHARDS`, which hold heads alone) at a time, and where the next page starts.
     pub async fn campaign_heads_page(
         &self,
         shard: &str,

@@ -185,17 +185,7 @@ impl<'a, R: Fn() -> F, F: std::future::Future<Output = anyhow::Result<()>>> Rebu
             for (account, id) in heads.iter().filter(|(account, _)| mine[schedule.shard_of(account)]) {
                 let (messages, added) = (AtomicU64::new(0), AtomicU64::new(0));
                 ledger
-                    .campaign_waiting(account, id, |waiting| {
-                        let payloads: Vec<Payload> = waiting
-                            .into_iter()
-                            .filter_map(|w| {
-                                if let Waiting::Message(message, attempts, maybe_sent) = w {
-                                    Some(Payload { message, attempts, maybe_sent })
-                                } else {
-                                    None
-                                }
-                            })
-                            .collect();
+                    .campaign_waiting(account, id, |payloads| {
                         let (messages, added) = (&messages, &added);
                         async move {
                             messages.fetch_add(payloads.len() as u64, Ordering::Relaxed);
@@ -235,7 +225,7 @@ impl<'a, R: Fn() -> F, F: std::future::Future<Output = anyhow::Result<()>>> Rebu
             let mut wanted: Vec<(String, String)> = waiting
                 .iter()
                 .filter_map(|w| match w {
-                    Waiting::Message(m, ..) if m.content.is_empty() => Some((m.creator_id.clone(), body_id(m).to_owned())),
+                    Waiting::Message(Payload { message: m, .. }) if m.content.is_empty() => Some((m.creator_id.clone(), body_id(m).to_owned())),
                     _ => None,
                 })
                 .filter(|key| !campaigns.contains_key(key))
@@ -245,23 +235,24 @@ impl<'a, R: Fn() -> F, F: std::future::Future<Output = anyhow::Result<()>>> Rebu
             let mut read = ledger.bodies(&wanted).await?;
             for w in waiting {
                 match w {
-                    Waiting::Message(mut message, attempts, maybe_sent) if mine[schedule.shard_of(&message.creator_id)] => {
+                    Waiting::Message(mut payload) if mine[schedule.shard_of(&payload.message.creator_id)] => {
+                        let message = &mut payload.message;
                         done.messages += 1;
                         if message.content.is_empty() {
-                            let key = (message.creator_id.clone(), body_id(&message).to_owned());
+                            let key = (message.creator_id.clone(), body_id(message).to_owned());
                             let body = match message.campaign_id {
                                 Some(_) => campaigns.entry(key.clone()).or_insert_with(|| read.remove(&key)).as_ref(),
                                 None => read.get(&key),
                             };
                             match body {
-                                Some(body) => body.fill(&mut message),
+                                Some(body) => body.fill(message),
                                 // Held past its body's expiry (`shared::campaign::body_expiry`,
                                 // `shared::ledger::single_body_expiry`): scheduled without
                                 // content, it fails at its turn (never sent).
                                 None => tracing::error!(message = %message.id, body = %key.1, "a waiting message's content expired"),
                             }
                         }
-                        payloads.push(Payload { message, attempts, maybe_sent });
+                        payloads.push(payload);
                     }
                     Waiting::Account(account, summary) if mine[schedule.shard_of(&account)] => {
                         let until = summary.rate_limited_until_ms.filter(|u| *u > now_ms);
