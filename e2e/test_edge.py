@@ -822,7 +822,7 @@ def test_openapi_describes_every_route_and_every_answer_matches_it(edge, emulato
     spec = r.json()
     assert spec["openapi"] == "3.1.0" and spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert set(spec["paths"]) == {"/health", "/test", "/openapi.json", "/send", "/status", "/failed", "/account/pause", "/account/resume",
-                                  "/campaigns", "/campaigns/{id}", "/{id}", "/{id}/retry"}
+                                  "/account/vendor", "/campaigns", "/campaigns/{id}", "/{id}", "/{id}/retry"}
 
     def check(response, path, method):
         responses = spec["paths"][path][method]["responses"]
@@ -855,3 +855,9 @@ def test_openapi_describes_every_route_and_every_answer_matches_it(edge, emulato
     check(edge.call("GET", "/failed", tok), "/failed", "get")
     check(edge.call("POST", "/account/pause", tok), "/account/pause", "post")
     check(edge.call("POST", "/account/resume", tok), "/account/resume", "post")
+    assert check(edge.call("PUT", "/account/vendor", tok, {"vendorAccountId": "acct_0a1b2c"}), "/account/vendor", "put") == {"vendorAccountId": "acct_0a1b2c"}
+    assert edge.call("GET", "/status", tok).json()["account"]["vendorAccountId"] == "acct_0a1b2c"
+    bad = check(edge.call("PUT", "/account/vendor", tok, {"vendorAccountId": "../admin"}), "/account/vendor", "put")
+    assert [d["field"] for d in bad["details"]] == ["vendorAccountId"], bad
+    assert check(edge.call("PUT", "/account/vendor", tok, {"vendorAccountId": None}), "/account/vendor", "put") == {"vendorAccountId": None}
+    assert "vendorAccountId" not in check(edge.call("GET", "/status", tok), "/status", "get")["account"]

@@ -122,6 +122,28 @@ def test_each_message_is_held_once_at_the_vendor_through_a_kill_9_a_redis_loss_a
     assert hung["status"]["S"] == "sent" and hung["gatewayMessageId"]["S"].isdigit(), hung
 
 
+def test_an_account_reaches_the_vendor_under_the_id_it_was_given_there(system, vendor):
+    """`PUT /account/vendor` names the account's id at the vendor (OnlyFansAPI.com's
+    `acct_…`, unlike ours): every send of the account goes to that account's URL, and
+    another account with none set goes under its own id."""
+    tag = uuid.uuid4().hex[:8]
+    mapped, plain = f"mapped-{tag}", f"plain-{tag}"
+    edge = system.edge()
+    r = edge.call("PUT", "/account/vendor", token(mapped), {"vendorAccountId": f"acct_{tag}"})
+    assert r.status_code == 200 and r.json() == {"vendorAccountId": f"acct_{tag}"}, r.text
+    workers = vendor_workers(system, vendor, "mapped")
+    try:
+        ids = system.send(mapped, fans(tag, 3)) + system.send(plain, [f"{tag}-p"])
+        wait_statuses(system, mapped, {"sent": 3}, timeout=30)
+        wait_statuses(system, plain, {"sent": 1}, timeout=30)
+    finally:
+        for w in workers:
+            w.stop()
+    assert held(vendor, ids) == {i: 1 for i in ids}
+    paths = {d["messageId"]: d["path"] for d in requests.get(vendor + "/deliveries", timeout=10).json() if d["messageId"] in ids}
+    assert paths == {**{i: f"/api/acct_{tag}/chats/{tag}-fan-{n}/messages" for n, i in enumerate(ids[:3])}, ids[3]: f"/api/{plain}/chats/{tag}-p/messages"}, paths
+
+
 def test_a_refused_key_holds_the_account_with_its_reason_until_resumed(system, vendor):
     """A 401 is the account's state, not the message's: nothing fails, nothing more is
     tried, `GET /status` says paused and why; once the key is fixed (the worker

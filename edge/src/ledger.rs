@@ -192,6 +192,11 @@ pub async fn set_paused<P: Platform>(ctx: &Ctx<'_, P>, control: &AccountControl)
     }
 }
 
+/// Sets (or clears) the account's id at the delivery vendor on its summary.
+pub async fn set_vendor_account<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: Option<&str>) -> Result<(), AwsError> {
+    ctx.dynamodb("UpdateItem", &machine::set_vendor_account(id).to_update_item(table(ctx), key(creator, SUMMARY_SK))).await.map(drop)
+}
+
 /// One message of this account; `None` when it does not exist (or is another account's:
 /// the key includes the account, so another account's id simply is not found).
 pub async fn get<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str) -> Result<Option<LedgerItem>, AwsError> {

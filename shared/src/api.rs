@@ -84,6 +84,17 @@ pub struct AccountState {
     /// Why the worker held it (the gateway's refusal), until resumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_reason: Option<String>,
+    /// Its id at the delivery vendor (`PUT /account/vendor`), when not the account id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_account_id: Option<String>,
+}
+
+/// `PUT /account/vendor`: 200, the account's id at the vendor now (`null`: the account
+/// id itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VendorAccount {
+    pub vendor_account_id: Option<String>,
 }
 
 /// `POST /account/pause` and `POST /account/resume`: 200.

@@ -31,6 +31,8 @@ pub const MAX_MEDIA_IDS: usize = 20;
 pub const PRICE_RANGE: std::ops::RangeInclusive<u64> = 3..=200;
 /// How far ahead `sendAt` may be.
 pub const MAX_SCHEDULE_AHEAD_MS: u64 = 30 * 86_400_000;
+/// Characters of an account's id at the vendor (`PUT /account/vendor`).
+pub const MAX_VENDOR_ACCOUNT_CHARS: usize = 128;
 
 /// Validates a parsed `POST /send` body received at `now_ms`, allowing up to
 /// `max_recipients` recipients in a mass message.
@@ -237,8 +239,53 @@ fn metadata(m: Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<Map<S
     (errors.len() == before).then_some(m)
 }
 
+/// Validates a `PUT /account/vendor` body: `{"vendorAccountId": "acct_…"}` sets the
+/// account's id at the vendor, `null` clears it (the account id itself is used). It
+/// goes into the vendor's URL path: letters, digits and `._:-` only.
+pub fn validate_vendor_account(body: Value) -> Result<Option<String>, Vec<FieldError>> {
+    const FIELD: &str = "vendorAccountId";
+    let Value::Object(mut obj) = body else {
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
+    };
+    if let Some(unknown) = obj.keys().find(|k| *k != FIELD) {
+        return Err(vec![FieldError::new(unknown.as_str(), "unknown field")]);
+    }
+    match obj.remove(FIELD) {
+        Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) => {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || "._:-".contains(c);
+            if id.is_empty() || id.chars().count() > MAX_VENDOR_ACCOUNT_CHARS || !id.chars().all(allowed) {
+                let message = format!("must be 1 to {MAX_VENDOR_ACCOUNT_CHARS} letters, digits or ._:- (or null to use the account id)");
+                return Err(vec![FieldError::new(FIELD, message)]);
+            }
+            Ok(Some(id))
+        }
+        Some(_) => Err(vec![FieldError::new(FIELD, "must be a string, or null to use the account id")]),
+        None => Err(vec![FieldError::new(FIELD, "is required (null to use the account id)")]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_vendor_account_id_is_set_cleared_or_refused_naming_its_field() {
+        use serde_json::json;
+        assert_eq!(validate_vendor_account(json!({"vendorAccountId": "acct_9f3a-1.b:2"})), Ok(Some("acct_9f3a-1.b:2".into())));
+        assert_eq!(validate_vendor_account(json!({"vendorAccountId": null})), Ok(None));
+        for bad in [
+            json!({"vendorAccountId": ""}),
+            json!({"vendorAccountId": "a/../b"}),
+            json!({"vendorAccountId": 7}),
+            json!({}),
+            json!({"vendorAccountId": "x".repeat(129)}),
+        ] {
+            let errors = validate_vendor_account(bad.clone()).expect_err(&bad.to_string());
+            assert_eq!(errors[0].field, "vendorAccountId", "{bad}");
+        }
+        assert_eq!(validate_vendor_account(json!({"vendorAccountId": "a", "extra": 1})).unwrap_err()[0].field, "extra");
+        assert_eq!(validate_vendor_account(json!([])).unwrap_err()[0].field, "body");
+    }
     use super::*;
     use serde_json::json;
 

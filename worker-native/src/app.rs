@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::config::GatewayKind;
 use crate::connection::{seed_urls, RedisConn};
 use crate::dispatch::{DispatchConfig, Dispatcher};
+use crate::gateway::accounts::VendorAccounts;
 use crate::gateway::onlyfansapi::OnlyFansApiGateway;
 use crate::gateway::{DryRunGateway, Gateway, HttpGateway};
 use crate::ingest::{Ingest, IngestGate, IngestStats};
@@ -116,7 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         (Some(url), GatewayKind::OnlyFansApi) => {
             let key = config.gateway_token.clone().unwrap_or_default();
             spawn_dispatch(
-                OnlyFansApiGateway::new(url.clone(), key, config.gateway_timeout)?,
+                OnlyFansApiGateway::new(url.clone(), key, config.gateway_timeout, VendorAccounts::new(ledger_for_dispatch.clone()))?,
                 &schedule,
                 ledger_for_dispatch.clone(),
                 &metrics,

@@ -264,6 +264,23 @@ impl Ledger {
         Ok(())
     }
 
+    /// The account's id at the delivery vendor (`PUT /account/vendor`), when it has one:
+    /// that attribute of its summary alone, eventually consistent (half a read unit).
+    pub async fn vendor_account(&self, account: &str) -> anyhow::Result<Option<String>> {
+        self.count(1);
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(account, SUMMARY_SK)))
+            .projection_expression("#va")
+            .expression_attribute_names("#va", machine::VENDOR_ACCOUNT)
+            .return_consumed_capacity(METERED)
+            .send()
+            .await?;
+        Ok(answer.item().and_then(|i| i.get(machine::VENDOR_ACCOUNT)).and_then(|v| v.as_s().ok()).cloned())
+    }
+
     /// Counts messages into their accounts' backlog, once per message and generation
     /// (`machine::count_scheduled`). Of those it did not count, it tells apart the ones
     /// whose item does not exist (yet) and the ones the ledger shows finished (sent,

@@ -91,6 +91,11 @@ async fn route<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: 
             let hold = if *action == "pause" { shared::queue::Hold::Pause } else { shared::queue::Hold::Resume };
             account::hold(&ctx, &account, hold).await
         }
+        ["account", "vendor"] => {
+            allow(method, &["PUT"])?;
+            let account = authenticate(&ctx, request, SEND_LIMITER).await?;
+            account::vendor(&ctx, request, &account).await
+        }
         ["campaigns"] => {
             allow(method, &["GET"])?;
             let account = authenticate(&ctx, request, READ_LIMITER).await?;
@@ -160,6 +165,28 @@ fn require_enabled<P: Platform>(ctx: &Ctx<'_, P>) -> Result<(), ApiError> {
 }
 
 /// A 404 for ids that cannot be message ids: they never reach the ledger.
+/// A request's JSON body: `application/json`, read only after the token was checked
+/// (the caller's order) and only up to `MAX_BODY_BYTES`; with its raw bytes.
+async fn json_body<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest) -> Result<(Vec<u8>, serde_json::Value), ApiError> {
+    use shared::validation::MAX_BODY_BYTES;
+    let content_type = request.header("content-type").unwrap_or_default().to_ascii_lowercase();
+    if content_type.split(';').next().map(str::trim) != Some("application/json") {
+        return Err(ApiError::new(ErrorCode::UnsupportedMediaType));
+    }
+    if request.declares_more_than(MAX_BODY_BYTES) {
+        return Err(ApiError::new(ErrorCode::BodyTooLarge));
+    }
+    let raw = ctx
+        .p
+        .read_body(MAX_BODY_BYTES)
+        .await
+        .map_err(|e| ApiError { log: Some(format!("request body not read: {e}")), ..ApiError::new(ErrorCode::InvalidJson) })?
+        .ok_or_else(|| ApiError::new(ErrorCode::BodyTooLarge))?;
+    let body = serde_json::from_slice(&raw)
+        .map_err(|_| ApiError { details: vec![FieldError::new("body", "must be valid JSON")], ..ApiError::new(ErrorCode::InvalidJson) })?;
+    Ok((raw, body))
+}
+
 fn message_id(id: &str) -> Result<&str, ApiError> {
     if shared::id::is_message_id(id) {
         Ok(id)

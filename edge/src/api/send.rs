@@ -6,10 +6,10 @@
 use futures_util::future::{join, join3};
 use shared::api::{MassAccepted, MassEntry, SendAccepted};
 use shared::campaign::{self, Campaign, CampaignItem, CampaignRef};
-use shared::error::{ErrorCode, FieldError};
+use shared::error::ErrorCode;
 use shared::ledger::{LedgerItem, MessageStatus, Summary};
 use shared::message::{Recipients, SendRequest};
-use shared::validation::{validate_send, MAX_BODY_BYTES};
+use shared::validation::validate_send;
 
 use super::{require_enabled, taken_anyway};
 use crate::aws::AwsError;
@@ -22,23 +22,8 @@ use crate::{ledger, queue};
 
 pub async fn send<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: &str) -> Result<ApiResponse, ApiError> {
     require_enabled(ctx)?;
-    let content_type = request.header("content-type").unwrap_or_default().to_ascii_lowercase();
-    if content_type.split(';').next().map(str::trim) != Some("application/json") {
-        return Err(ApiError::new(ErrorCode::UnsupportedMediaType));
-    }
-    // Read only now, after the token was checked, and only up to the limit.
-    if request.declares_more_than(MAX_BODY_BYTES) {
-        return Err(ApiError::new(ErrorCode::BodyTooLarge));
-    }
-    let raw = ctx
-        .p
-        .read_body(MAX_BODY_BYTES)
-        .await
-        .map_err(|e| ApiError { log: Some(format!("request body not read: {e}")), ..ApiError::new(ErrorCode::InvalidJson) })?
-        .ok_or_else(|| ApiError::new(ErrorCode::BodyTooLarge))?;
     let idempotency_key = idempotency::parse_key(request.header("idempotency-key")).map_err(|e| ApiError::invalid(vec![e]))?;
-    let body = serde_json::from_slice(&raw)
-        .map_err(|_| ApiError { details: vec![FieldError::new("body", "must be valid JSON")], ..ApiError::new(ErrorCode::InvalidJson) })?;
+    let (raw, body) = super::json_body(ctx, request).await?;
     let send = validate_send(body, ctx.p.now_ms(), ctx.config().max_recipients).map_err(ApiError::invalid)?;
 
     let Some(key) = idempotency_key else {

@@ -34,6 +34,7 @@ pub async fn status<P: Platform>(ctx: &Ctx<'_, P>, account: &str) -> Result<ApiR
             failed: summary.failed,
             paused: summary.paused,
             paused_reason: summary.hold_reason.filter(|_| summary.paused),
+            vendor_account_id: summary.vendor_account_id,
         },
         health,
         timestamp: now_rfc3339(ctx),

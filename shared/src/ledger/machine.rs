@@ -69,8 +69,10 @@ impl Write {
             "TableName": table,
             "Key": key,
             "UpdateExpression": self.update,
-            "ConditionExpression": self.condition,
         });
+        if !self.condition.is_empty() {
+            body["ConditionExpression"] = json!(self.condition);
+        }
         if !self.names.is_empty() {
             body["ExpressionAttributeNames"] = Value::Object(self.names.iter().map(|(k, v)| (k.to_string(), json!(v))).collect());
         }
@@ -447,6 +449,18 @@ pub fn set_hold(paused: bool, at_ms: u64, account: &str, reason: Option<&str>) -
 
 /// Why the worker held an account itself (see [`set_hold`]).
 pub const HOLD_REASON: &str = "holdReason";
+
+/// The account's id at the delivery vendor (`PUT /account/vendor`), on its summary.
+pub const VENDOR_ACCOUNT: &str = "vendorAccountId";
+
+/// Sets the account's id at the vendor, or clears it (`None`: the account id itself is
+/// used). A setting, not a transition: no condition, and the latest write stands.
+pub fn set_vendor_account(id: Option<&str>) -> Write {
+    match id {
+        Some(id) => write("", format!("SET {VENDOR_ACCOUNT} = :va"), vec![(":va", s(id))], Counts::default()),
+        None => write("", format!("REMOVE {VENDOR_ACCOUNT}"), vec![], Counts::default()),
+    }
+}
 
 /// What a 429 adds to its account's summary update: until when it is paused, and the
 /// summary in the waiting index, so that a rebuild of the schedule keeps the pause.

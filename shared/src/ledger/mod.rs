@@ -430,6 +430,8 @@ pub struct Summary {
     pub rate_limited_until_ms: Option<u64>,
     /// Why the worker held it, when it did (the vendor refused its credentials).
     pub hold_reason: Option<String>,
+    /// The account's id at the delivery vendor, when it is not the account id itself.
+    pub vendor_account_id: Option<String>,
 }
 
 impl Summary {
@@ -447,6 +449,7 @@ impl Summary {
             hold_at_ms: num("holdAtMs").map(|v| v.max(0) as u64),
             rate_limited_until_ms: num("pauseUntilMs").map(|v| v.max(0) as u64),
             hold_reason: text(item, machine::HOLD_REASON).map(str::to_owned),
+            vendor_account_id: text(item, machine::VENDOR_ACCOUNT).map(str::to_owned),
         }
     }
 }

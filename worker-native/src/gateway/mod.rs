@@ -1,11 +1,12 @@
 //! The delivery gateway: what actually sends a message to OnlyFans, one module per
 //! protocol: [`http`] (ours), [`onlyfansapi`] (OnlyFansAPI.com's, `GATEWAY_KIND`);
-//! [`DryRunGateway`] only logs, for trying the worker without any OnlyFans integration
+//! [`accounts`] maps an account to its id at the vendor; [`DryRunGateway`] only logs, for trying the worker without any OnlyFans integration
 //! (and for benchmarks, as a no-op). Here: what a delivery can come to ([`Delivery`]),
 //! which both protocols' answers are read into, and `Retry-After`.
 
 #![allow(async_fn_in_trait)]
 
+pub mod accounts;
 pub mod http;
 pub mod onlyfansapi;
 

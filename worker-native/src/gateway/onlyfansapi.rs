@@ -1,7 +1,8 @@
 //! The OnlyFansAPI.com adapter (`GATEWAY_KIND=onlyfansapi`; docs.onlyfansapi.com, "Send
 //! Message"): `POST {GATEWAY_URL}/api/{account}/chats/{chat_id}/messages` with the API
 //! key as bearer token and `{"text", "mediaFiles", "previews", "price"}`; the account is the vendor's account
-//! id (today the message's account id as given) and the chat the recipient id.
+//! id (`PUT /account/vendor`, the account id itself by default: [`super::accounts`])
+//! and the chat the recipient id.
 //!
 //! Exactly once at the vendor: every attempt of a message carries the same
 //! `Idempotency-Key` ([`idempotency_key`]: its id, and its generation after a retry of
@@ -20,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use shared::message::QueueMessage;
 
+use super::accounts::VendorAccounts;
 use super::{encode, parse_retry_after, Delivery, Gateway, MAX_RETRY_AFTER};
 
 /// The vendor's gateway.
@@ -29,16 +31,17 @@ pub struct OnlyFansApiGateway {
     base: String,
     api_key: String,
     timeout: Duration,
+    accounts: VendorAccounts,
 }
 
 impl OnlyFansApiGateway {
-    pub fn new(base: String, api_key: String, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(base: String, api_key: String, timeout: Duration, accounts: VendorAccounts) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(256).build()?;
-        Ok(Self { client, base: base.trim_end_matches('/').to_owned(), api_key, timeout })
+        Ok(Self { client, base: base.trim_end_matches('/').to_owned(), api_key, timeout, accounts })
     }
 
-    fn url(&self, m: &QueueMessage) -> String {
-        format!("{}/api/{}/chats/{}/messages", self.base, encode(&m.creator_id), encode(&m.recipient_id))
+    fn url(&self, vendor_account: &str, m: &QueueMessage) -> String {
+        format!("{}/api/{}/chats/{}/messages", self.base, encode(vendor_account), encode(&m.recipient_id))
     }
 }
 
@@ -54,7 +57,14 @@ pub fn idempotency_key(m: &QueueMessage) -> String {
 
 impl Gateway for OnlyFansApiGateway {
     async fn deliver(&self, m: &QueueMessage) -> Delivery {
-        let request = self.client.post(self.url(m)).bearer_auth(&self.api_key).header("idempotency-key", idempotency_key(m)).json(&body(m));
+        let vendor_account = match self.accounts.of(&m.creator_id).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), account = %m.creator_id, "the account's vendor id not read: not sent, tried again");
+                return Delivery::Retry { reason: "the account's vendor id could not be read from the ledger".into() };
+            }
+        };
+        let request = self.client.post(self.url(&vendor_account, m)).bearer_auth(&self.api_key).header("idempotency-key", idempotency_key(m)).json(&body(m));
         match request.send().await {
             Ok(r) => {
                 let status = r.status().as_u16();
@@ -182,7 +192,7 @@ mod tests {
         assert_eq!(idempotency_key(&m), m.id);
         let retried = QueueMessage { generation: 2, ..m.clone() };
         assert_eq!(idempotency_key(&retried), format!("{}.2", m.id));
-        let g = OnlyFansApiGateway::new("https://app.onlyfansapi.com/".into(), "k".into(), Duration::from_secs(1)).unwrap();
-        assert_eq!(g.url(&m), "https://app.onlyfansapi.com/api/acct%201/chats/fan%2F1/messages");
+        let g = OnlyFansApiGateway::new("https://app.onlyfansapi.com/".into(), "k".into(), Duration::from_secs(1), VendorAccounts::default()).unwrap();
+        assert_eq!(g.url("acct 1", &m), "https://app.onlyfansapi.com/api/acct%201/chats/fan%2F1/messages");
     }
 }
