@@ -111,7 +111,7 @@ fn recipients(one: Option<Value>, many: Option<Value>, max: usize, errors: &mut 
     match (one, many) {
         (Some(_), Some(_)) => bad(errors, "recipientIds", "give either recipientId or recipientIds, not both"),
         (None, None) => bad(errors, "recipientId", "is required (or recipientIds for a mass message)"),
-        (Some(Value::String(s)), None) => check_text(s, "recipientId", MAX_RECIPIENT_CHARS, errors).map(Recipients::One),
+        (Some(Value::String(s)), None) => recipient_id(s, "recipientId", errors).map(Recipients::One),
         (Some(_), None) => bad(errors, "recipientId", "must be a string"),
         (None, Some(Value::Array(ids))) => {
             if ids.is_empty() || ids.len() > max {
@@ -126,7 +126,7 @@ fn recipients(one: Option<Value>, many: Option<Value>, max: usize, errors: &mut 
                     bad::<()>(errors, &field, "must be a string");
                     continue;
                 };
-                let Some(s) = check_text(s, &field, MAX_RECIPIENT_CHARS, errors) else { continue };
+                let Some(s) = recipient_id(s, &field, errors) else { continue };
                 if let Some(first) = seen.insert(s.clone(), i) {
                     bad::<()>(errors, &field, &format!("duplicates recipientIds[{first}]"));
                 }
@@ -136,6 +136,16 @@ fn recipients(one: Option<Value>, many: Option<Value>, max: usize, errors: &mut 
         }
         (None, Some(_)) => bad(errors, "recipientIds", "must be an array of recipient ids"),
     }
+}
+
+/// A recipient id goes into the gateway's URL path (the vendor's chat id): `.` and `..`
+/// would be read as the path's dot segments, a way out of the account's path.
+fn recipient_id(s: String, field: &str, errors: &mut Vec<FieldError>) -> Option<String> {
+    let s = check_text(s, field, MAX_RECIPIENT_CHARS, errors)?;
+    if s == "." || s == ".." {
+        return bad(errors, field, "must not be . or .. (it goes into the gateway's URL path)");
+    }
+    Some(s)
 }
 
 /// `mediaIds`, `previewIds` and `price` (the vendor's media and price): `None` when the
@@ -241,7 +251,9 @@ fn metadata(m: Map<String, Value>, errors: &mut Vec<FieldError>) -> Option<Map<S
 
 /// Validates a `PUT /account/vendor` body: `{"vendorAccountId": "acct_…"}` sets the
 /// account's id at the vendor, `null` clears it (the account id itself is used). It
-/// goes into the vendor's URL path: letters, digits and `._:-` only.
+/// goes into the vendor's URL path: letters, digits and `._:-` only, a letter or digit
+/// first (`.` and `..` would be read as a path's dot segments, a way out of the
+/// account's path with the shared API key).
 pub fn validate_vendor_account(body: Value) -> Result<Option<String>, Vec<FieldError>> {
     const FIELD: &str = "vendorAccountId";
     let Value::Object(mut obj) = body else {
@@ -254,8 +266,10 @@ pub fn validate_vendor_account(body: Value) -> Result<Option<String>, Vec<FieldE
         Some(Value::Null) => Ok(None),
         Some(Value::String(id)) => {
             let allowed = |c: char| c.is_ascii_alphanumeric() || "._:-".contains(c);
-            if id.is_empty() || id.chars().count() > MAX_VENDOR_ACCOUNT_CHARS || !id.chars().all(allowed) {
-                let message = format!("must be 1 to {MAX_VENDOR_ACCOUNT_CHARS} letters, digits or ._:- (or null to use the account id)");
+            let first_ok = id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+            if !first_ok || id.chars().count() > MAX_VENDOR_ACCOUNT_CHARS || !id.chars().all(allowed) {
+                let message =
+                    format!("must be 1 to {MAX_VENDOR_ACCOUNT_CHARS} letters, digits or ._:-, a letter or digit first (or null to use the account id)");
                 return Err(vec![FieldError::new(FIELD, message)]);
             }
             Ok(Some(id))
@@ -361,6 +375,9 @@ mod tests {
         assert_eq!(fields(json!({"recipientIds": ["a", 3, "", "a"], "content": "x"})), ["recipientIds[1]", "recipientIds[2]", "recipientIds[3]"]);
         assert_eq!(fields(json!({"recipientId": "a", "recipientIds": ["b"], "content": "x"})), ["recipientIds"]);
         assert_eq!(fields(json!({"content": "x"})), ["recipientId"]);
+        // A dot segment would leave the gateway's URL path; a dot within an id is fine.
+        assert_eq!(fields(json!({"recipientId": "..", "content": "x"})), ["recipientId"]);
+        assert_eq!(fields(json!({"recipientIds": ["a.b", "."], "content": "x"})), ["recipientIds[1]"]);
     }
 
     /// A paid message needs media (both fields named); a price outside the vendor's

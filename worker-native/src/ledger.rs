@@ -179,7 +179,8 @@ fn update_of(table: &str, key: HashMap<String, AttributeValue>, w: &Write) -> an
         .table_name(table)
         .set_key(Some(key))
         .update_expression(&w.update)
-        .condition_expression(w.condition)
+        // A setting's write has no condition (`machine::set_vendor_account`).
+        .set_condition_expression((!w.condition.is_empty()).then(|| w.condition.to_owned()))
         .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
     for (k, v) in &w.names {
         u = u.expression_attribute_names(*k, *v);
@@ -726,7 +727,7 @@ impl Ledger {
                     .table_name(&self.table)
                     .set_key(Some(key.clone()))
                     .update_expression(&w.update)
-                    .condition_expression(w.condition)
+                    .set_condition_expression((!w.condition.is_empty()).then(|| w.condition.to_owned()))
                     .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                     .return_consumed_capacity(METERED);
                 for (k, v) in &w.names {

@@ -164,7 +164,6 @@ fn require_enabled<P: Platform>(ctx: &Ctx<'_, P>) -> Result<(), ApiError> {
     }
 }
 
-/// A 404 for ids that cannot be message ids: they never reach the ledger.
 /// A request's JSON body: `application/json`, read only after the token was checked
 /// (the caller's order) and only up to `MAX_BODY_BYTES`; with its raw bytes.
 async fn json_body<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest) -> Result<(Vec<u8>, serde_json::Value), ApiError> {
@@ -187,6 +186,7 @@ async fn json_body<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest) -> Resul
     Ok((raw, body))
 }
 
+/// A 404 for ids that cannot be message ids: they never reach the ledger.
 fn message_id(id: &str) -> Result<&str, ApiError> {
     if shared::id::is_message_id(id) {
         Ok(id)

@@ -77,6 +77,30 @@ struct Vendor {
 
 type Shared = Arc<Mutex<Stub>>;
 
+/// What a failure rule tells the stub to answer.
+struct Told {
+    status: StatusCode,
+    retry_after: Option<axum::http::HeaderValue>,
+    delay_ms: u64,
+}
+
+impl Stub {
+    /// The first rule that matches `recipient` and is not used up, counted down: what to
+    /// answer. Both protocols' handlers take their failures here.
+    fn take_rule(&mut self, recipient: &str) -> Option<Told> {
+        let rule = self.rules.iter_mut().find(|r| (r.recipient_pattern == "*" || recipient.contains(&r.recipient_pattern)) && r.count != Some(0))?;
+        if let Some(c) = rule.count.as_mut() {
+            *c -= 1;
+        }
+        let retry_after = match &rule.retry_after {
+            Some(Value::String(text)) => text.parse().ok(),
+            Some(other) => other.to_string().parse().ok(),
+            None => None,
+        };
+        Some(Told { status: StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), retry_after, delay_ms: rule.delay_ms.unwrap_or(0) })
+    }
+}
+
 /// `?account=`: one account's records only.
 #[derive(Debug, Deserialize)]
 struct Filter {
@@ -110,23 +134,10 @@ async fn deliver(State(stub): State<Shared>, uri: Uri, headers: HeaderMap, Json(
     let (status, headers, delay) = {
         let mut guard = stub.lock().expect("stub lock");
         let s = &mut *guard;
-        let rule = s.rules.iter_mut().find(|r| (r.recipient_pattern == "*" || recipient_id.contains(&r.recipient_pattern)) && r.count != Some(0));
-        let (status, retry_after, delay_ms) = match rule {
-            Some(rule) => {
-                if let Some(c) = rule.count.as_mut() {
-                    *c -= 1;
-                }
-                (StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), rule.retry_after.clone(), rule.delay_ms.unwrap_or(0))
-            }
-            None => (StatusCode::ACCEPTED, None, 0),
-        };
+        let Told { status, retry_after, delay_ms } =
+            s.take_rule(&recipient_id).unwrap_or(Told { status: StatusCode::ACCEPTED, retry_after: None, delay_ms: 0 });
         let mut h = HeaderMap::new();
-        let value: Option<axum::http::HeaderValue> = match retry_after {
-            Some(Value::String(text)) => text.parse().ok(),
-            Some(other) => other.to_string().parse().ok(),
-            None => None,
-        };
-        if let Some(v) = value {
+        if let Some(v) = retry_after {
             record["retryAfter"] = json!(v.to_str().unwrap_or_default());
             h.insert("retry-after", v);
         }
@@ -176,7 +187,6 @@ async fn vendor_send(
         let price = body.get("price").and_then(Value::as_i64).unwrap_or(0);
         let media = body.get("mediaFiles").and_then(Value::as_array).map_or(0, Vec::len);
         let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
-        let rule = s.rules.iter_mut().find(|r| (r.recipient_pattern == "*" || chat.contains(&r.recipient_pattern)) && r.count != Some(0));
         let (status, answer, delay_ms) = if let Some(full) = s.vendor.key_limit.filter(|l| s.vendor.recent.len() >= *l) {
             let wait = minute.saturating_sub(now.duration_since(s.vendor.recent[0])).as_secs().max(1);
             h.insert("retry-after", wait.into());
@@ -192,15 +202,11 @@ async fn vendor_send(
         } else if price != 0 && media == 0 {
             let error = "The media files field is required when price is not 0.";
             (StatusCode::UNPROCESSABLE_ENTITY, json!({"message": error, "errors": {"mediaFiles": [error]}}), 0)
-        } else if let Some(rule) = rule {
-            if let Some(c) = rule.count.as_mut() {
-                *c -= 1;
-            }
-            let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            if let Some(v) = rule.retry_after.as_ref().and_then(|v| v.to_string().trim_matches('"').parse().ok()) {
+        } else if let Some(Told { status, retry_after, delay_ms }) = s.take_rule(&chat) {
+            if let Some(v) = retry_after {
                 h.insert("retry-after", v);
             }
-            (status, json!({"error": format!("told to fail with {}", status.as_u16())}), rule.delay_ms.unwrap_or(0))
+            (status, json!({"error": format!("told to fail with {}", status.as_u16())}), delay_ms)
         } else {
             (StatusCode::OK, Value::Null, 0)
         };

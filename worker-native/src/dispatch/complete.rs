@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::deliver::Delivered;
 use super::leases::InFlight;
@@ -26,6 +26,7 @@ pub(super) async fn run(
     config: DispatchConfig,
     mut rx: mpsc::Receiver<Delivered>,
     held: InFlight,
+    wake: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(512);
     while rx.recv_many(&mut batch, 512).await > 0 {
@@ -54,6 +55,11 @@ pub(super) async fn run(
         until_ok("record outcomes in Redis", Duration::from_millis(100), Duration::from_secs(2), None, || schedule.complete(&completions)).await;
         for c in &completions {
             held.release(&c.taken().id);
+        }
+        // A slot given back (a message released unsent) is due before the take loop's
+        // planned wake-up.
+        if completions.iter().any(Completion::refunds) {
+            wake.notify_one();
         }
         metrics.processed(counts.sent);
         metrics.failed(counts.failed);

@@ -66,10 +66,14 @@ pub(super) async fn send_batch<G: Gateway>(
         let (shared, tx) = (shared.clone(), tx.clone());
         async move {
             let mut stopping = shared.stopping.clone();
-            let stopped = tokio::select! {
-                _ = tokio::time::sleep_until(from) => false,
-                _ = stopping.wait_for(|s| *s) => true,
+            let prepared = shared.gateway.prepare(&taken.payload.message);
+            let (stopped, prepared) = tokio::select! {
+                (_, prepared) = futures::future::join(tokio::time::sleep_until(from), prepared) => (false, prepared),
+                _ = stopping.wait_for(|s| *s) => (true, Ok(())),
             };
+            if let Err(e) = &prepared {
+                tracing::warn!(id = %taken.id, account = %taken.account, error = %format!("{e:#}"), "not ready to send (the gateway's preparation failed): given back unsent");
+            }
             // Woken past its deadline (the process was stopped or starved): its lease may
             // have expired and the message gone to another worker, and sent now it could
             // come closer than a window to the account's later sends. Given back unsent.
@@ -80,7 +84,7 @@ pub(super) async fn send_batch<G: Gateway>(
             if stalled {
                 tracing::warn!(id = %taken.id, late_ms = now - taken.deadline_ms, "woken past the send deadline (the process stalled): given back unsent");
             }
-            let delivery = if stopped || stalled || shared.rate_limited.is(&taken.account) {
+            let delivery = if stopped || stalled || prepared.is_err() || shared.rate_limited.is(&taken.account) {
                 None
             } else if taken.payload.message.content.is_empty() {
                 // Its campaign's content expired before it could go (`recover.rs`).

@@ -99,8 +99,15 @@ impl<G: Gateway> Dispatcher<G> {
         // letting their leases expire, which would send them twice).
         let (tx, rx) = mpsc::channel::<Delivered>(self.config.max_in_flight);
         let in_flight = InFlight::default();
-        let completer =
-            tokio::spawn(complete::run(self.schedule.clone(), self.ledger.clone(), self.metrics.clone(), self.config.clone(), rx, in_flight.clone()));
+        let completer = tokio::spawn(complete::run(
+            self.schedule.clone(),
+            self.ledger.clone(),
+            self.metrics.clone(),
+            self.config.clone(),
+            rx,
+            in_flight.clone(),
+            self.wake.clone(),
+        ));
         let (renew_stop, renew_stopped) = watch::channel(false);
         let renewer = tokio::spawn(leases::renew(self.schedule.clone(), in_flight.clone(), self.config.lease, renew_stopped));
         let permits = Arc::new(Semaphore::new(self.config.max_in_flight));

@@ -41,6 +41,13 @@ pub enum Delivery {
 }
 
 pub trait Gateway: Send + Sync + 'static {
+    /// What a delivery needs read beforehand, done while the message waits for its slot
+    /// (so that nothing slow stands between the slot and the request); an error gives
+    /// the message back unsent, no attempt used.
+    fn prepare(&self, _message: &QueueMessage) -> impl std::future::Future<Output = anyhow::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+
     fn deliver(&self, message: &QueueMessage) -> impl std::future::Future<Output = Delivery> + Send;
 }
 

@@ -56,7 +56,13 @@ pub fn idempotency_key(m: &QueueMessage) -> String {
 }
 
 impl Gateway for OnlyFansApiGateway {
+    /// The account's vendor id, read while the message waits for its slot.
+    async fn prepare(&self, m: &QueueMessage) -> anyhow::Result<()> {
+        self.accounts.prepare(&m.creator_id).await
+    }
+
     async fn deliver(&self, m: &QueueMessage) -> Delivery {
+        // Kept by `prepare` moments ago: read again only if that was not called.
         let vendor_account = match self.accounts.of(&m.creator_id).await {
             Ok(id) => id,
             Err(e) => {
