@@ -66,18 +66,12 @@ impl VendorAccounts {
         }
     }
 
-    /// `account`'s id at the vendor: the one kept (read by [`Self::prepare`]), else read
-    /// now.
+    /// `account`'s id at the vendor: the one kept (read by [`Self::prepare`] moments
+    /// ago), else read now the same way.
     pub async fn of(&self, account: &str) -> anyhow::Result<String> {
-        let Some(ledger) = &self.ledger else { return Ok(account.to_owned()) };
-        if let Some((id, at)) = self.kept.lock().expect("vendor accounts lock").ids.get(account) {
-            if at.elapsed() < KEPT {
-                return Ok(id.clone());
-            }
-        }
-        let id = ledger.vendor_account(account).await?.unwrap_or_else(|| account.to_owned());
-        self.keep(account, id.clone());
-        Ok(id)
+        self.prepare(account).await?;
+        let kept = self.kept.lock().expect("vendor accounts lock");
+        Ok(kept.ids.get(account).map_or_else(|| account.to_owned(), |(id, _)| id.clone()))
     }
 
     fn keep(&self, account: &str, id: String) {
