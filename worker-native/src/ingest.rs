@@ -247,11 +247,14 @@ impl Ingest {
         if controls.is_empty() {
             return Ok(());
         }
-        let current = match &self.ledger {
-            Some(ledger) => ledger.apply_controls(controls).await.context("ledger")?,
-            None => controls.to_vec(),
+        let accounts: Vec<&str> = controls.iter().map(|c| c.creator_id.as_str()).collect();
+        let check = || async {
+            match &self.ledger {
+                Some(ledger) => ledger.apply_controls(controls).await.context("ledger"),
+                None => Ok(controls.to_vec()),
+            }
         };
-        if self.schedule.control(&current).await.context("Redis")? > 0 {
+        if self.schedule.control_checked(&accounts, check).await? > 0 {
             self.wake.notify_one(); // a resumed account may be due now
         }
         Ok(())

@@ -265,6 +265,22 @@ impl Ledger {
         Ok(())
     }
 
+    /// An account's summary as it is now (a consistent read: the waiting index, which a
+    /// rebuild reads, may lag behind the table).
+    pub async fn summary(&self, account: &str) -> anyhow::Result<Summary> {
+        self.count(1);
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_of(account, SUMMARY_SK)))
+            .consistent_read(true)
+            .return_consumed_capacity(METERED)
+            .send()
+            .await?;
+        Ok(Summary::from_item(answer.item().map(from_attrs).as_ref()))
+    }
+
     /// The account's id at the delivery vendor (`PUT /account/vendor`), when it has one:
     /// that attribute of its summary alone, eventually consistent (half a read unit).
     pub async fn vendor_account(&self, account: &str) -> anyhow::Result<Option<String>> {

@@ -28,7 +28,7 @@ use shared::queue::{AccountControl, Hold};
 use tokio::sync::{watch, Notify};
 
 use crate::ledger::{Ledger, Waiting};
-use crate::schedule::{Payload, RecoveryStep, Schedule};
+use crate::schedule::{LossMarks, Payload, RecoveryStep, Schedule};
 
 /// What a rebuild did.
 #[derive(Debug, Default)]
@@ -130,7 +130,9 @@ pub async fn recover(schedule: &Schedule, ledger: Option<&Ledger>) -> anyhow::Re
     match ledger {
         Some(ledger) => {
             let renew = || step(RecoveryStep::Renew);
-            let rebuild = Rebuild { schedule, ledger, mine: &mine, renew: &renew };
+            // The holds read back are applied in the ledger's order after this loss.
+            let marks = schedule.loss_marks(shards.iter().copied()).await?;
+            let rebuild = Rebuild { schedule, ledger, mine: &mine, marks: &marks, renew: &renew };
             // Messages' shards and campaigns' together: the sooner the rebuild is done,
             // the fewer messages a campaign redelivered meanwhile adds a second time.
             let (messages, campaigns) = futures::join!(
@@ -154,11 +156,13 @@ pub async fn recover(schedule: &Schedule, ledger: Option<&Ledger>) -> anyhow::Re
 
 /// What a rebuild reads the waiting index with: the schedule it puts back into, the
 /// ledger, which schedule shards are this worker's to rebuild (`mine`: the others keep
-/// theirs), and the renewal of its claim on them (called after each page).
+/// theirs), their losses as read after this rebuild's (for the holds it puts back), and
+/// the renewal of its claim on them (called after each page).
 struct Rebuild<'a, R> {
     schedule: &'a Schedule,
     ledger: &'a Ledger,
     mine: &'a [bool],
+    marks: &'a LossMarks,
     renew: &'a R,
 }
 
@@ -176,7 +180,7 @@ impl<'a, R: Fn() -> F, F: std::future::Future<Output = anyhow::Result<()>>> Rebu
     /// schedule shards this worker rebuilds (`mine`), a page of its messages at a time (the
     /// rebuild renewed after each); a campaign with nothing waiting leaves the index.
     async fn campaign_shard(&self, shard: &str) -> anyhow::Result<Recovered> {
-        let Rebuild { schedule, ledger, mine, renew } = *self;
+        let Rebuild { schedule, ledger, mine, renew, .. } = *self;
         let mut done = Recovered::default();
         let mut start = None;
         loop {
@@ -210,7 +214,7 @@ impl<'a, R: Fn() -> F, F: std::future::Future<Output = anyhow::Result<()>>> Rebu
     /// Reads one shard of the ledger's waiting index and puts back what belongs to the
     /// schedule shards this worker rebuilds (`mine`); the others kept theirs.
     async fn index_shard(&self, shard: &str) -> anyhow::Result<Recovered> {
-        let Rebuild { schedule, ledger, mine, renew } = *self;
+        let Rebuild { schedule, ledger, mine, marks, renew } = *self;
         let mut done = Recovered::default();
         let mut start = None;
         // What a campaign's messages say, read once per shard (their items carry none).
@@ -255,6 +259,10 @@ impl<'a, R: Fn() -> F, F: std::future::Future<Output = anyhow::Result<()>>> Rebu
                         payloads.push(payload);
                     }
                     Waiting::Account(account, summary) if mine[schedule.shard_of(&account)] => {
+                        // A hold is confirmed by the table itself: on AWS the index may
+                        // still show one released since (and the release, applied before
+                        // this rebuild's loss, is not here any more to refuse it).
+                        let summary = if summary.paused { ledger.summary(&account).await? } else { summary };
                         let until = summary.rate_limited_until_ms.filter(|u| *u > now_ms);
                         if summary.paused {
                             holds.push(AccountControl { control: Hold::Pause, creator_id: account.clone(), at_ms: summary.hold_at_ms.unwrap_or(0) });
@@ -272,7 +280,9 @@ impl<'a, R: Fn() -> F, F: std::future::Future<Output = anyhow::Result<()>>> Rebu
                 }
             }
             // Holds and pauses first: a message put back must not find its account free.
-            schedule.control(&holds).await?;
+            // Another loss since this rebuild's: another worker rebuilds (this one's
+            // next renewal fails).
+            anyhow::ensure!(schedule.control(&holds, marks).await?.is_some(), "the schedule was lost again during its rebuild");
             schedule.pause_until(&pauses).await?;
             for chunk in payloads.chunks(100) {
                 done.added += schedule.enqueue_payloads(chunk).await?.added;

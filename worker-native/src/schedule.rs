@@ -252,6 +252,11 @@ impl Enqueued {
     }
 }
 
+/// Each shard's last loss as read before account controls were checked against the
+/// ledger ([`Schedule::loss_marks`]).
+#[derive(Clone, Debug, Default)]
+pub struct LossMarks(HashMap<usize, String>);
+
 /// The steps of a rebuild (see lua/recover.lua).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecoveryStep {
@@ -583,6 +588,7 @@ impl Schedule {
         let groups = self.by_shard(pauses.iter().map(|(a, _)| a.as_str()));
         let runs = groups.iter().map(|(k, at)| async move {
             let mut inv = self.invocation(&self.scripts.control, *k);
+            inv.arg("*"); // a pause only delays: whatever its order, nothing to check
             for (account, until) in at.iter().map(|&i| &pauses[i]) {
                 inv.arg(account).arg("until").arg(until);
             }
@@ -606,20 +612,65 @@ impl Schedule {
         self.run::<u8>(&inv).await.map(|r| r == 1)
     }
 
-    /// Holds or releases accounts (see lua/control.lua); returns how many controls
-    /// were newer than the last applied to their account.
-    pub async fn control(&self, controls: &[AccountControl]) -> redis::RedisResult<u64> {
+    /// Each of these shards' last loss (recover.lua's `lost_at`), read before account
+    /// controls are checked against the ledger and given to [`Self::control`] with them.
+    pub async fn loss_marks(&self, shards: impl IntoIterator<Item = usize>) -> redis::RedisResult<LossMarks> {
+        let mut shards: Vec<usize> = shards.into_iter().collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let reads = shards.iter().map(|&k| async move {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            let mut conn = self.conn.clone();
+            let at: Option<String> = redis::cmd("GET").arg(format!("{}lost_at", self.shards[k].prefix)).query_async(&mut conn).await?;
+            Ok::<_, redis::RedisError>((k, at.unwrap_or_default()))
+        });
+        Ok(LossMarks(join_all(reads).await.into_iter().collect::<redis::RedisResult<_>>()?))
+    }
+
+    /// Holds or releases accounts (see lua/control.lua), as checked against the ledger
+    /// after `checked` was read ([`Self::loss_marks`], which must cover their shards):
+    /// how many controls were newer than the last applied to their account, or `None`
+    /// when a shard lost its data since (its controls were not applied: check them
+    /// against the ledger again, see [`Self::control_checked`]).
+    pub async fn control(&self, controls: &[AccountControl], checked: &LossMarks) -> redis::RedisResult<Option<u64>> {
         let groups = self.by_shard(controls.iter().map(|c| c.creator_id.as_str()));
         let runs = groups.iter().map(|(k, at)| async move {
             let mut inv = self.invocation(&self.scripts.control, *k);
+            inv.arg(checked.0.get(k).map_or("*unread", String::as_str));
             for c in at.iter().map(|&i| &controls[i]) {
                 inv.arg(&c.creator_id).arg(if c.control == Hold::Pause { "pause" } else { "resume" }).arg(c.at_ms);
             }
-            let applied: u64 = self.run(&inv).await?;
+            let applied: i64 = self.run(&inv).await?;
             self.mark_due(*k); // a resumed account may be due now
-            Ok::<_, redis::RedisError>(applied)
+            Ok::<_, redis::RedisError>(u64::try_from(applied).ok())
         });
-        join_all(runs).await.into_iter().sum()
+        let mut applied = Some(0);
+        for r in join_all(runs).await {
+            applied = applied.zip(r?).map(|(a, b)| a + b);
+        }
+        Ok(applied)
+    }
+
+    /// Applies account controls in the order the ledger gives them: `check` writes them
+    /// to the ledger and returns those it took (a newer control refuses an older one);
+    /// then they are applied here. Should a shard lose its data in between, the check is
+    /// made again: a control the ledger took before a newer one must not land after it
+    /// (see lua/control.lua). Returns how many were applied.
+    pub async fn control_checked<F, Fut>(&self, accounts: &[&str], check: F) -> anyhow::Result<u64>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Vec<AccountControl>>>,
+    {
+        const CHECKS: usize = 5;
+        for _ in 0..CHECKS {
+            let marks = self.loss_marks(accounts.iter().map(|a| self.shard_of(a))).await?;
+            let current = check().await?;
+            if let Some(applied) = self.control(&current, &marks).await? {
+                return Ok(applied);
+            }
+            tracing::info!("the schedule was rebuilt while account controls were applied: checking them against the ledger again");
+        }
+        anyhow::bail!("the schedule lost its data {CHECKS} times while account controls were applied")
     }
 
     /// Leases up to `n` messages whose slots fall by now + `horizon_ms`, none earlier

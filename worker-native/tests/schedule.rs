@@ -287,6 +287,53 @@ fn control(account: &str, hold: shared::queue::Hold, at_ms: u64) -> shared::queu
     shared::queue::AccountControl { control: hold, creator_id: account.into(), at_ms }
 }
 
+/// Applies controls as the ledger took them (these tests have none): how many applied.
+async fn apply(s: &Schedule, controls: &[shared::queue::AccountControl]) -> anyhow::Result<u64> {
+    let accounts: Vec<&str> = controls.iter().map(|c| c.creator_id.as_str()).collect();
+    s.control_checked(&accounts, || async { Ok(controls.to_vec()) }).await
+}
+
+/// A control the ledger took before a newer one, held up on its way to Redis until
+/// after the schedule lost its data (which clears the order controls are kept in: the
+/// newer one is no longer known here), is not applied: it is checked against the
+/// ledger again, which refuses it now. Applied, it would hold its account for ever
+/// (seed 606442945 of the history checker: a pause's Redis step, retried by the
+/// cluster client through a failover, landed after the resume and the rebuild).
+#[tokio::test]
+async fn a_control_checked_before_a_loss_is_checked_again_after_it() {
+    use shared::queue::Hold;
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 1, 0);
+    apply(&s, &[control("a", Hold::Pause, 10)]).await.unwrap();
+    s.enqueue(&[message("a", 0, 5)]).await.unwrap();
+    assert_eq!(apply(&s, &[control("a", Hold::Resume, 20)]).await.unwrap(), 1);
+    // The late pause was checked (the ledger took it) before the resume was written;
+    // the loss and its rebuild come before it reaches Redis.
+    let checks = std::sync::atomic::AtomicU32::new(0);
+    let applied = s
+        .control_checked(&["a"], || async {
+            if checks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                for k in 0..s.shard_count() {
+                    let prefix = s.shard_key_prefix(k);
+                    let _: () = redis::cmd("DEL").arg(format!("{prefix}epoch")).query(&mut redis.conn_for(prefix)).unwrap();
+                }
+                assert!(every_shard(&s, RecoveryStep::Begin, "w1").await && every_shard(&s, RecoveryStep::Lost, "w1").await);
+                assert!(every_shard(&s, RecoveryStep::End, "w1").await);
+                Ok(vec![control("a", Hold::Pause, 10)])
+            } else {
+                Ok(vec![]) // the ledger has the resume of 20 now: the pause of 10 is refused
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!((applied, checks.into_inner()), (0, 2), "checked again, and refused");
+    s.enqueue(&[message("a", 1, 5)]).await.unwrap(); // what the rebuild puts back
+    assert_eq!(drain(&s, 1).await.len(), 1, "the account is not held");
+    // Without a loss in between, a control applies at the first check.
+    let marks = s.loss_marks([s.shard_of("a")]).await.unwrap();
+    assert_eq!(s.control(&[control("a", Hold::Pause, 30)], &marks).await.unwrap(), Some(1));
+}
+
 /// An account held (POST /account/pause) sends nothing, whatever falls due or arrives,
 /// while others go on; a control older than the last applied is ignored; released, it
 /// goes on at its own spacing (no catch-up burst) and nothing was lost.
@@ -298,14 +345,14 @@ async fn a_held_account_sends_nothing_until_released_then_keeps_its_spacing() {
     let msgs: Vec<_> = (0..6).map(|i| message("a", i, 5)).collect();
     s.enqueue(&msgs).await.unwrap();
     let before = drain(&s, 2).await;
-    assert_eq!(s.control(&[control("a", Hold::Pause, 10)]).await.unwrap(), 1);
-    assert_eq!(s.control(&[control("a", Hold::Resume, 9)]).await.unwrap(), 0, "an older control is ignored");
+    assert_eq!(apply(&s, &[control("a", Hold::Pause, 10)]).await.unwrap(), 1);
+    assert_eq!(apply(&s, &[control("a", Hold::Resume, 9)]).await.unwrap(), 0, "an older control is ignored");
     s.enqueue(&[message("a", 6, 1), message("b", 0, 5)]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await; // three spacings: a would be due
     let during = take(&s, 10, 30_000, 0, 0).await.unwrap();
     assert_eq!(during.taken.iter().map(|t| t.account.as_str()).collect::<Vec<_>>(), ["b"], "only the other account");
     s.complete(&during.taken.into_iter().map(Completion::Done).collect::<Vec<_>>()).await.unwrap();
-    assert_eq!(s.control(&[control("a", Hold::Resume, 11)]).await.unwrap(), 1);
+    assert_eq!(apply(&s, &[control("a", Hold::Resume, 11)]).await.unwrap(), 1);
     let released = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     let after = drain(&s, 5).await;
     let times: Vec<u64> = after.iter().map(|(t, _)| *t).collect();
@@ -688,7 +735,7 @@ async fn an_epoch_of_another_redis_process_means_the_shard_is_lost_and_cleared()
     }
     s.enqueue(&[message("stale", 0, 5), message("stale", 1, 5)]).await.unwrap();
     s.enqueue_campaign(&campaign("stale", 3)).await.unwrap();
-    s.control(&[control("held", shared::queue::Hold::Pause, 1)]).await.unwrap();
+    apply(&s, &[control("held", shared::queue::Hold::Pause, 1)]).await.unwrap();
     assert!(!take(&s, 1, 30_000, 0, 0).await.unwrap().lost);
     for k in 0..s.shard_count() {
         let key = format!("{}epoch", s.shard_key_prefix(k));
@@ -715,7 +762,7 @@ async fn an_epoch_of_another_redis_process_means_the_shard_is_lost_and_cleared()
     assert!(number(pause) < 1_000_000_000_000_000, "a stale hold is not kept");
     // The ledger's hold, put back by the rebuild with its own time (the one the stale
     // shard had applied), holds the account again.
-    s.control(&[control("held", shared::queue::Hold::Pause, 1)]).await.unwrap();
+    apply(&s, &[control("held", shared::queue::Hold::Pause, 1)]).await.unwrap();
     let pause: redis::Value = redis::cmd("HGET").arg(format!("{prefix}st:held")).arg("pause").query(&mut redis.conn_for(&prefix)).unwrap();
     assert!(number(pause) > 1_000_000_000_000_000, "the ledger's hold is back");
     // The ledger says message 1 waits (0 finished since): the rebuild puts it back.
@@ -754,9 +801,9 @@ async fn an_idle_accounts_state_expires_and_a_held_ones_stays() {
     let ttl = number(shard_get(&redis, &s, "idle", "PTTL", "st:idle"));
     assert!(0 < ttl && ttl <= (FAST.window_ms + 100) as i64, "state of an idle account expires: ttl {ttl}");
     use shared::queue::Hold;
-    s.control(&[control("idle", Hold::Pause, 1)]).await.unwrap();
+    apply(&s, &[control("idle", Hold::Pause, 1)]).await.unwrap();
     assert_eq!(number(shard_get(&redis, &s, "idle", "PTTL", "st:idle")), -1, "a held account's state stays");
-    s.control(&[control("idle", Hold::Resume, 2)]).await.unwrap();
+    apply(&s, &[control("idle", Hold::Resume, 2)]).await.unwrap();
     assert!(number(shard_get(&redis, &s, "idle", "PTTL", "st:idle")) > 0, "released, it rests again");
 }
 
@@ -769,9 +816,9 @@ async fn a_429_met_while_held_is_kept_for_the_release() {
     s.enqueue(&[message("held429", 0, 5), message("held429", 1, 5)]).await.unwrap();
     let taken = take(&s, 1, 30_000, 0, 0).await.unwrap().taken;
     use shared::queue::Hold;
-    s.control(&[control("held429", Hold::Pause, 1)]).await.unwrap();
+    apply(&s, &[control("held429", Hold::Pause, 1)]).await.unwrap();
     s.complete(&[Completion::Pause { taken: taken[0].clone(), delay_ms: 3_000 }]).await.unwrap();
-    s.control(&[control("held429", Hold::Resume, 2)]).await.unwrap();
+    apply(&s, &[control("held429", Hold::Resume, 2)]).await.unwrap();
     let r = take(&s, 10, 30_000, 0, 0).await.unwrap();
     assert!(r.taken.is_empty(), "released into the gateway's pause: {r:?}");
     let due = ready_at(&redis, &s, "held429");
@@ -795,10 +842,10 @@ async fn a_429_pause_put_back_while_held_is_kept_for_the_release() {
     let s = redis.schedule(UNLIMITED, 1, 0);
     s.enqueue(&[message("heldafter", 0, 5)]).await.unwrap();
     use shared::queue::Hold;
-    s.control(&[control("heldafter", Hold::Pause, 1)]).await.unwrap();
+    apply(&s, &[control("heldafter", Hold::Pause, 1)]).await.unwrap();
     let now = take(&s, 10, 30_000, 0, 0).await.unwrap().now_ms;
     s.pause_until(&[("heldafter".to_owned(), now + 3_000)]).await.unwrap();
-    s.control(&[control("heldafter", Hold::Resume, 2)]).await.unwrap();
+    apply(&s, &[control("heldafter", Hold::Resume, 2)]).await.unwrap();
     let r = take(&s, 10, 30_000, 0, 0).await.unwrap();
     assert!(r.taken.is_empty(), "released into the gateway's pause: {r:?}");
     let due = ready_at(&redis, &s, "heldafter");

@@ -84,24 +84,20 @@ async fn hold_refused_accounts(schedule: &Schedule, ledger: Option<&Ledger>, rec
     for (account, reason) in held {
         let at_ms = super::now_ms();
         tracing::warn!(account, reason, "the gateway refused the account's credentials: the account is held until resumed");
-        let applied = match ledger {
-            Some(ledger) => {
-                let what = format!("ledger not updated: holding account {account}");
-                until_ok(&what, Duration::from_millis(100), Duration::from_secs(5), None, || async {
-                    ledger.hold(account, at_ms, reason).await.map_err(|e| format!("{e:#}"))
-                })
-                .await
-                    == Some(true)
-            }
-            None => true,
+        // The ledger first (a newer control, such as the user's resume, wins), then
+        // the schedule, in the ledger's order.
+        let control = shared::queue::AccountControl { control: shared::queue::Hold::Pause, creator_id: account.to_owned(), at_ms };
+        let check = || async {
+            let applied = match ledger {
+                Some(ledger) => ledger.hold(account, at_ms, reason).await?,
+                None => true,
+            };
+            Ok(if applied { vec![control.clone()] } else { vec![] })
         };
-        if applied {
-            let control = shared::queue::AccountControl { control: shared::queue::Hold::Pause, creator_id: account.to_owned(), at_ms };
-            until_ok("hold the account in Redis", Duration::from_millis(100), Duration::from_secs(2), None, || {
-                schedule.control(std::slice::from_ref(&control))
-            })
-            .await;
-        }
+        until_ok(&format!("hold account {account}"), Duration::from_millis(100), Duration::from_secs(5), None, || async {
+            schedule.control_checked(&[account], check).await.map_err(|e| format!("{e:#}"))
+        })
+        .await;
     }
 }
 

@@ -1,8 +1,17 @@
 -- Holds or releases accounts (POST /account/pause, /account/resume). ARGV after the
--- common ones, per control: account, "pause"|"resume", at_ms. A control older than the
--- last one applied to its account is ignored (SQS may deliver late, twice, or out of
--- order; the ledger orders them first, see ingest.rs). Also "until", at_ms: the
--- account is paused until then at least (a 429's pause, put back by a rebuild).
+-- common ones: `since`, then per control: account, "pause"|"resume", at_ms. A control
+-- older than the last one applied to its account is ignored (SQS may deliver late,
+-- twice, or out of order; the ledger orders them first, see ingest.rs). Also "until",
+-- at_ms: the account is paused until then at least (a 429's pause, put back by a
+-- rebuild; a pause only delays, so its order does not matter).
+--
+-- `since` is the shard's last loss (`lost_at`, '' for none) as the caller read it
+-- before it checked the controls against the ledger ('*': not checked, for "until"
+-- only). A loss since then cleared the order the controls are kept in here (recover.lua
+-- clears `ctl_at`): a control the ledger took before a newer one could then land after
+-- it, and hold its account for ever. So nothing is applied and -1 is returned: the
+-- caller checks the controls against the ledger again (the rebuild read the ledger after
+-- the loss, so what it put back is at least as new).
 -- Returns how many were applied.
 --
 -- A hold is a 429 pause that never ends: `pause` set to HOLD, so everything that
@@ -11,9 +20,10 @@
 -- account's tat (while in `ready` its score is its tat) are kept, and restored on
 -- release: sends go on at the account's own spacing, with no catch-up burst. A held
 -- account's state does not expire; released with nothing waiting, it rests (common.lua).
-local now = now_ms()
+local since = ARGV[ARG0 + 1]
+if since ~= '*' and since ~= (redis.call('GET', P .. 'lost_at') or '') then return -1 end
 local applied = 0
-for i = ARG0 + 1, #ARGV, 3 do
+for i = ARG0 + 2, #ARGV, 3 do
   local acct, action, at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local key = P .. 'st:' .. acct
   if action == 'until' then
