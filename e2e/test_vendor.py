@@ -12,7 +12,7 @@ import uuid
 import pytest
 import requests
 
-from harness import LOGS, System, fans, token
+from harness import LOGS, MARGIN_MS, System, fans, figure, max_in_window, ms, token
 from harness import wait_for as wait_until
 from devstack import stack
 
@@ -219,3 +219,48 @@ def test_a_paid_campaign_reaches_the_vendor_with_its_media_and_price_once(system
     assert bodies == [{"text": "unlock me", "price": 15, "mediaFiles": ["ofapi_media_abc123", "4242"], "previews": ["4242"]}] * 3, bodies
     assert view["vendorMedia"] == {"mediaIds": ["ofapi_media_abc123", "4242"], "previewIds": ["4242"], "price": 15}, view
     assert view["gatewayMessageId"].isdigit(), "the vendor's id of the message (its data.id) is kept"
+
+
+def test_accounts_sharing_one_api_key_keep_its_limit_and_take_turns(system):
+    """The vendor's limit per API key (10 per 2 s here, counted at its own clock), set on
+    the workers as GATEWAY_RATE_LIMIT_MAX / _WINDOW, binds six accounts sending through
+    one key from two workers: it is never over (the vendor never answers 429), each
+    account's own limit holds, and while all have messages waiting they take turns (none
+    served more than a turn ahead of another), with no idle turn at the key."""
+    port = stack.free_port()
+    part = stack.start_gateway_stub(
+        port, LOGS / "vendor-key-limit-stub.log", "--protocol", "onlyfansapi", "--api-key", KEY, "--key-limit", "10", "--key-window", "2000"
+    )
+    vendor = f"http://127.0.0.1:{port}"
+    tag = uuid.uuid4().hex[:8]
+    accounts = [f"shared-{tag}-{i}" for i in range(6)]
+    try:
+        ids = [i for a in accounts for i in system.send(a, fans(f"{tag}{a[-1]}", 8))]
+        stack.record_secret(KEY)
+        workers = system.start_workers(
+            "shared", n=2, GATEWAY_KIND="onlyfansapi", GATEWAY_URL=vendor, GATEWAY_TOKEN=KEY, GATEWAY_RATE_LIMIT_MAX="10", GATEWAY_RATE_LIMIT_WINDOW="2000ms"
+        )
+        try:
+            wait_until(lambda: sum(held(vendor, ids).values()) == len(ids), 60, "every message at the vendor")
+        finally:
+            for w in workers:
+                w.stop()
+        assert held(vendor, ids) == {i: 1 for i in ids}, "each message once"
+        refused = requests.get(vendor + "/refused", timeout=10).json()
+        assert [r for r in refused if r.get("status") == 429] == [], "the key's limit never reached at the vendor"
+        got = sorted((ms(d["receivedAt"]), d["accountId"]) for d in requests.get(vendor + "/deliveries", timeout=10).json())
+        times = [t for t, _ in got]
+        assert max_in_window(times, 2000) <= 10, "the key's limit at the vendor's clock"
+        for a in accounts:
+            assert max_in_window([t for t, acct in got if acct == a], 2000) <= 10, f"{a}'s own limit"
+        # Turns: every account has 8 waiting; after 30 sends each has had 5, give or take one.
+        first = [acct for _, acct in got[:30]]
+        shares = [first.count(a) for a in accounts]
+        spacing = (2000 + MARGIN_MS) / 10
+        span = times[-1] - times[0]
+        figure("credential_limit", accounts=len(accounts), sends=len(times), worst_window=max_in_window(times, 2000), shares=shares, span_ms=span,
+               ideal_ms=(len(times) - 1) * spacing)
+        assert max(shares) - min(shares) <= 2, f"turns in the first 30 sends: {shares}"
+        assert span <= 1.5 * (len(times) - 1) * spacing, f"no idle turns at the key: {span:.0f} ms for {len(times)} sends"
+    finally:
+        part.stop()

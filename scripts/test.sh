@@ -20,12 +20,12 @@ cargo check --manifest-path fuzz/Cargo.toml --bins --locked
 echo "==> host tests (cargo test)"
 cargo test --workspace --locked
 
-echo "==> the schedule tests again, on a local Redis Cluster (3 primaries, 3 replicas, 4 shards)"
+echo "==> the schedule and credential tests again, on a local Redis Cluster (3 primaries, 3 replicas, 4 shards)"
 cluster_dir=$root/target/redis-cluster
 rm -rf "$cluster_dir"
 cluster_urls=$("$PYTHON_VENV/bin/python" -m devstack.cluster start "$cluster_dir")
 trap '"$PYTHON_VENV/bin/python" -m devstack.cluster stop "$cluster_dir"' EXIT
-TEST_REDIS_CLUSTER=$cluster_urls TEST_SCHEDULE_SHARDS=4 cargo test --locked -p worker-native --test schedule
+TEST_REDIS_CLUSTER=$cluster_urls TEST_SCHEDULE_SHARDS=4 cargo test --locked -p worker-native --test schedule --test credential
 "$PYTHON_VENV/bin/python" -m devstack.cluster stop "$cluster_dir"
 trap - EXIT
 

@@ -97,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
             retry_max: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             claim_lead: Duration::ZERO, // no ledger: nothing to claim
+            credential: None,
         },
         wake: Arc::new(Notify::new()),
     };

@@ -11,6 +11,7 @@ use tokio::sync::{watch, Notify};
 use crate::config::Config;
 use crate::config::GatewayKind;
 use crate::connection::{seed_urls, RedisConn};
+use crate::credential::CredentialLimit;
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::gateway::accounts::VendorAccounts;
 use crate::gateway::onlyfansapi::OnlyFansApiGateway;
@@ -106,6 +107,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         retry_max: config.retry_max,
         shutdown_grace: config.shutdown_grace,
         claim_lead: config.claim_lead,
+        credential: config
+            .gateway_rate
+            .map(|rate| CredentialLimit::new(schedule.connection(), &config.redis_prefix, rate, config.margin_ms, crate::schedule::MAX_LEAD_MS)),
     };
     if !config.ledger_enabled {
         tracing::warn!("LEDGER_ENABLED=false: outcomes are not recorded in the ledger");

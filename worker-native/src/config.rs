@@ -54,6 +54,8 @@ pub const SETTINGS: &[Setting] = &[
     set("RATE_LIMIT_MAX", Default::Number(RateLimit::DEFAULT.max as u64), "sends per account per window"),
     set("RATE_LIMIT_WINDOW", Default::Duration(RateLimit::DEFAULT.window_ms), "the rolling window (60, 60s, 2000ms)"),
     set("RATE_LIMIT_BURST", Default::Number(1), "sends allowed back to back (1 = evenly spaced); the window rule holds either way"),
+    set("GATEWAY_RATE_LIMIT_MAX", Default::Derived("none"), "sends per gateway credential (the vendor's API key) per window, over all accounts and workers; unset: no such limit"),
+    set("GATEWAY_RATE_LIMIT_WINDOW", Default::Duration(60_000), "the credential's rolling window"),
     set("RATE_LIMIT_MARGIN", Default::Derived("1% of the window"), "added once per RATE_LIMIT_MAX sends against delivery jitter (100ms, or 2%)"),
     set("MAX_ATTEMPTS", Default::Number(3), "delivery attempts before a message fails for good"),
     set("RETRY_BASE_DELAY", Default::Duration(1_000), "first retry delay (doubles each attempt, full jitter)"),
@@ -142,6 +144,8 @@ pub struct Config {
     pub gateway_kind: GatewayKind,
     pub gateway_timeout: Duration,
     pub rate: RateLimit,
+    /// The gateway credential's limit (`GATEWAY_RATE_LIMIT_MAX`), over all accounts.
+    pub gateway_rate: Option<RateLimit>,
     pub burst: u32,
     pub margin_ms: u64,
     pub max_attempts: u32,
@@ -217,6 +221,9 @@ impl Config {
             }
         };
         let burst = s.number_of(t, "RATE_LIMIT_BURST", 1..=1_000_000);
+        let gateway_rate = s
+            .get("GATEWAY_RATE_LIMIT_MAX")
+            .map(|_| RateLimit { max: s.number("GATEWAY_RATE_LIMIT_MAX", 1, 1..=1_000_000) as u32, window_ms: s.duration_of(t, "GATEWAY_RATE_LIMIT_WINDOW") });
         let max_attempts = s.number_of(t, "MAX_ATTEMPTS", 1..=100);
         let max_in_flight = s.number_of(t, "MAX_IN_FLIGHT", 1..=100_000);
         let take_batch = s.number_of(t, "TAKE_BATCH", 1..=10_000);
@@ -283,6 +290,7 @@ impl Config {
             gateway_kind,
             gateway_timeout,
             rate,
+            gateway_rate,
             burst: burst as u32,
             margin_ms,
             max_attempts: max_attempts as u32,

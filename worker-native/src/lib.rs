@@ -5,7 +5,8 @@
 //!
 //! - [`config`]: settings from the environment, `--help`;
 //! - [`schedule`] (+ `lua/`): the per-account queues and the limit, in Redis, over
-//!   [`connection`] (one Redis or a cluster);
+//!   [`connection`] (one Redis or a cluster); [`credential`]: the limit of the
+//!   gateway's API key, shared by every account;
 //! - [`ingest`]: SQS → schedule; [`dispatch`]: schedule → claim → gateway → outcomes;
 //! - [`recover`]: the schedule rebuilt from the ledger when Redis lost its data;
 //! - [`gateway`]: HTTP and dry-run delivery; [`ledger`]: DynamoDB writes;
@@ -16,6 +17,7 @@ pub mod app;
 pub mod cancel;
 pub mod config;
 pub mod connection;
+pub mod credential;
 pub mod dispatch;
 pub mod gateway;
 pub mod health;

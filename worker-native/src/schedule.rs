@@ -204,6 +204,10 @@ pub enum Completion {
     Pause { taken: Taken, delay_ms: u64 },
     /// Not sent (a 429 met meanwhile, a stall, shutdown): straight back to its queue.
     Release(Taken),
+    /// Not sent: its turn at the gateway credential's limit is `delay_ms` away (kept for
+    /// its account, see lua/credential.lua). Back to its queue, its slot back, and its
+    /// account sends nothing until then.
+    Wait { taken: Taken, delay_ms: u64 },
 }
 
 impl Completion {
@@ -214,13 +218,14 @@ impl Completion {
             | Completion::Release(t)
             | Completion::Retry { taken: t, .. }
             | Completion::Defer { taken: t, .. }
-            | Completion::Pause { taken: t, .. } => t,
+            | Completion::Pause { taken: t, .. }
+            | Completion::Wait { taken: t, .. } => t,
         }
     }
 
     /// Whether it gives its slot back (complete.lua's `refund`).
     pub(crate) fn refunds(&self) -> bool {
-        matches!(self, Completion::Refused(_) | Completion::Defer { .. } | Completion::Release(_))
+        matches!(self, Completion::Refused(_) | Completion::Defer { .. } | Completion::Release(_) | Completion::Wait { .. })
     }
 }
 
@@ -800,6 +805,7 @@ impl Schedule {
                 Completion::Retry { taken, delay_ms } => ("retry", taken, *delay_ms, payload(taken)),
                 Completion::Defer { taken, delay_ms } => ("defer", taken, *delay_ms, payload(taken)),
                 Completion::Pause { taken, delay_ms } => ("pause", taken, *delay_ms, payload(taken)),
+                Completion::Wait { taken, delay_ms } => ("wait", taken, *delay_ms, payload(taken)),
             };
             let campaign = t.payload.message.campaign_id.as_deref().unwrap_or_default();
             inv.arg(kind)
@@ -869,6 +875,11 @@ impl Schedule {
             async move { self.scripts.backlog.key(&shard.route_key).arg(&shard.prefix).invoke_async::<u64>(&mut conn).await }
         });
         join_all(runs).await.into_iter().sum()
+    }
+
+    /// Its connection to Redis (for what lives beside the schedule: the credential's limit).
+    pub fn connection(&self) -> RedisConn {
+        self.conn.clone()
     }
 
     /// Whether Redis answers.

@@ -26,12 +26,13 @@
 //! 0 or 3–200, or a paid message without `mediaFiles`; an `Idempotency-Key` seen before
 //! answers its first result again (a 2xx or 4xx answer, not a 429 or 5xx) and records
 //! nothing new (a first attempt whose answer the caller gave up on included); with `--key-limit N`, N sends a minute per key
-//! (rolling), counted down in `_meta._rate_limits.remaining_minute`, then 429 with
+//! (rolling; `--key-window MS` for another window than 60 s, so that tests run
+//! quickly), counted down in `_meta._rate_limits.remaining_minute`, then 429 with
 //! `Retry-After`. A delivery is recorded with the key as `messageId`, the account and
 //! the chat as `accountId` and `recipientId`; the failure rules apply (by chat id).
 //!
 //! Usage: `gateway-stub [--port PORT] [--protocol http|onlyfansapi] [--api-key KEY]
-//! [--key-limit N]` (port 9090 by default; 0 = any free port, printed; key `stub-key`).
+//! [--key-limit N [--key-window MS]]` (port 9090 by default; 0 = any free port, printed; key `stub-key`).
 
 use std::sync::{Arc, Mutex};
 
@@ -66,9 +67,10 @@ struct Stub {
 #[derive(Default)]
 struct Vendor {
     api_key: String,
-    /// Sends allowed per key in any 60 s, when limited.
+    /// Sends allowed per key in any `key_window` (60 s unless told), when limited.
     key_limit: Option<usize>,
-    /// When each send of the last 60 s came.
+    key_window: std::time::Duration,
+    /// When each send of the last window came.
     recent: std::collections::VecDeque<std::time::Instant>,
     /// The first answer to each idempotency key.
     answers: std::collections::HashMap<String, (StatusCode, Value)>,
@@ -179,8 +181,8 @@ async fn vendor_send(
             return (*status, HeaderMap::new(), Json(answer.clone()));
         }
         let now = std::time::Instant::now();
-        let minute = std::time::Duration::from_secs(60);
-        while s.vendor.recent.front().is_some_and(|t| now.duration_since(*t) >= minute) {
+        let window = s.vendor.key_window;
+        while s.vendor.recent.front().is_some_and(|t| now.duration_since(*t) >= window) {
             s.vendor.recent.pop_front();
         }
         let mut h = HeaderMap::new();
@@ -188,7 +190,7 @@ async fn vendor_send(
         let media = body.get("mediaFiles").and_then(Value::as_array).map_or(0, Vec::len);
         let text = body.get("text").and_then(Value::as_str).unwrap_or_default();
         let (status, answer, delay_ms) = if let Some(full) = s.vendor.key_limit.filter(|l| s.vendor.recent.len() >= *l) {
-            let wait = minute.saturating_sub(now.duration_since(s.vendor.recent[0])).as_secs().max(1);
+            let wait = window.saturating_sub(now.duration_since(s.vendor.recent[0])).as_secs_f64().ceil().max(1.0) as u64;
             h.insert("retry-after", wait.into());
             (StatusCode::TOO_MANY_REQUESTS, json!({"error": format!("Too Many Attempts. {full} requests a minute.")}), 0)
         } else if text.is_empty() {
@@ -246,6 +248,7 @@ async fn main() -> anyhow::Result<()> {
     let mut vendor = false;
     let mut api_key = "stub-key".to_owned();
     let mut key_limit = None;
+    let mut key_window = std::time::Duration::from_secs(60);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -257,14 +260,18 @@ async fn main() -> anyhow::Result<()> {
             },
             "--api-key" => api_key = args.next().ok_or_else(|| anyhow::anyhow!("--api-key needs a key"))?,
             "--key-limit" => key_limit = Some(args.next().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow::anyhow!("--key-limit needs a number"))?),
+            "--key-window" => {
+                let ms = args.next().and_then(|p| p.parse().ok()).filter(|ms| *ms > 0).ok_or_else(|| anyhow::anyhow!("--key-window needs a number of ms"))?;
+                key_window = std::time::Duration::from_millis(ms);
+            }
             "--help" | "-h" => {
-                println!("gateway-stub [--port PORT] [--protocol http|onlyfansapi] [--api-key KEY] [--key-limit N]: a local stand-in delivery gateway (or OnlyFansAPI.com) that records deliveries (see the source's doc for the protocol)");
+                println!("gateway-stub [--port PORT] [--protocol http|onlyfansapi] [--api-key KEY] [--key-limit N [--key-window MS]]: a local stand-in delivery gateway (or OnlyFansAPI.com) that records deliveries (see the source's doc for the protocol)");
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    let stub: Shared = Arc::new(Mutex::new(Stub { vendor: Vendor { api_key, key_limit, ..Vendor::default() }, ..Stub::default() }));
+    let stub: Shared = Arc::new(Mutex::new(Stub { vendor: Vendor { api_key, key_limit, key_window, ..Vendor::default() }, ..Stub::default() }));
     let app = Router::new()
         .route("/deliveries", get(|State(s): State<Shared>, Query(q): Query<Filter>| async move { Json(q.keep(&s.lock().expect("stub lock").deliveries)) }))
         .route(

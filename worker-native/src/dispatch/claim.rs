@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::DispatchState;
+use crate::credential::{Ask, CredentialLimit, Grant};
 use crate::ledger::{Claim, Outcome, Record, ToClaim};
 use crate::schedule::{Completion, Taken};
 
@@ -26,6 +27,11 @@ pub(super) async fn claim<G>(state: &DispatchState<G>, taken: Vec<Taken>, redis_
     // loss) waits: its first copy is being sent.
     let (taken, twice): (Vec<Taken>, Vec<Taken>) = taken.into_iter().partition(|t| state.in_flight.hold(t));
     let mut left: Vec<Completion> = twice.into_iter().map(|t| Completion::Defer { taken: t, delay_ms: lease_ms }).collect();
+    // The credential's turn before the claim: a message that waits for it costs no write.
+    let taken = match &state.credential {
+        Some(credential) => admit(credential, taken, || redis_now + taken_at.elapsed().as_millis() as u64, &mut left).await,
+        None => taken,
+    };
     let Some(ledger) = state.ledger.as_ref() else {
         give_back(state, left).await;
         return Some(taken);
@@ -98,6 +104,38 @@ pub(super) async fn claim<G>(state: &DispatchState<G>, taken: Vec<Taken>, redis_
         });
     }
     Some(sendable)
+}
+
+/// Asks the gateway credential's limit for each message's send time: one granted a time
+/// goes then (its window narrowed to what the grant allows); one whose turn comes later
+/// waits for it, its account paused until then (`left`). Should Redis not answer, they
+/// all go back to their queues.
+async fn admit(credential: &CredentialLimit, taken: Vec<Taken>, clock: impl Fn() -> u64, left: &mut Vec<Completion>) -> Vec<Taken> {
+    let asks: Vec<Ask> = taken.iter().map(|t| Ask { account: &t.account, from_ms: t.from_ms, deadline_ms: t.deadline_ms }).collect();
+    let grants = match credential.grant(&asks, &clock).await {
+        Ok(grants) => grants,
+        Err(e) => {
+            tracing::error!(error = %e, count = taken.len(), "the credential's limit did not answer: messages go back to their queues");
+            left.extend(taken.into_iter().map(Completion::Release));
+            return Vec::new();
+        }
+    };
+    let now_ms = clock();
+    let mut admitted = Vec::with_capacity(taken.len());
+    for (mut t, grant) in taken.into_iter().zip(grants) {
+        match grant {
+            Grant::Go { at_ms, by_ms } => {
+                t.from_ms = t.from_ms.max(at_ms);
+                t.deadline_ms = t.deadline_ms.min(by_ms);
+                admitted.push(t);
+            }
+            Grant::Wait { until_ms } => {
+                tracing::debug!(id = %t.id, account = %t.account, wait_ms = until_ms.saturating_sub(now_ms), "waits for its turn at the credential's limit");
+                left.push(Completion::Wait { taken: t, delay_ms: until_ms.saturating_sub(now_ms) });
+            }
+        }
+    }
+    admitted
 }
 
 /// Completes what will not be sent now in the schedule, and lets go of it. A slot given

@@ -184,6 +184,7 @@ mod tests {
             retry_max: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
             claim_lead: Duration::ZERO,
+            credential: None,
         }
     }
 

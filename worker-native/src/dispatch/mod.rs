@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::credential::CredentialLimit;
 use crate::gateway::Gateway;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
@@ -54,6 +55,8 @@ pub struct DispatchConfig {
     /// claim is done by then (`CLAIM_LEAD`; twice the recent claims' time when that is
     /// longer). An idle account's goes once claimed ([`leads`]).
     pub claim_lead: Duration,
+    /// The gateway credential's limit, when one is set (`GATEWAY_RATE_LIMIT_MAX`).
+    pub credential: Option<CredentialLimit>,
 }
 
 /// Longest sleep without looking at the schedule (a safety net: wake-ups and due
@@ -88,6 +91,7 @@ struct DispatchState<G> {
     stopping: watch::Receiver<bool>,
     /// Wakes the take loop (a slot given back is due before its planned wake-up).
     wake: Arc<Notify>,
+    credential: Option<CredentialLimit>,
 }
 
 impl<G: Gateway> Dispatcher<G> {
@@ -126,6 +130,7 @@ impl<G: Gateway> Dispatcher<G> {
             recovering: AtomicBool::new(false),
             stopping: shutdown.clone(),
             wake: self.wake.clone(),
+            credential: self.config.credential.clone(),
         });
 
         while !*shutdown.borrow() {

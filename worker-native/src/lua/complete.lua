@@ -13,7 +13,9 @@
 --   pause   as retry, and the account sends nothing for delay_ms (gateway 429),
 --           whoever holds the message now;
 --   release given back unsent (shutdown, a claim too late, a take its replicas did not
---           acknowledge): straight back to its queue, and its slot back as a refused one's.
+--           acknowledge): straight back to its queue, and its slot back as a refused one's;
+--   wait    as release, and the account sends nothing for delay_ms: its turn at the
+--           gateway credential's limit (credential.lua).
 -- Every kind but `done` carries the payload, so that a message the schedule lost while
 -- it was held (Redis lost its data) goes back on it.
 -- A message whose lease is gone (expired and reclaimed) is left to its new holder,
@@ -77,9 +79,10 @@ for i = ARG0 + 1, #ARGV, 10 do
       redis.call('HSET', body_key, id, payload)
       redis.call('SET', P .. 'seen:' .. id, gen, 'EX', 1209600)
       redis.call('ZADD', P .. 'delayed', now + delay, member)
-    elseif held and kind == 'release' then
+    elseif held and (kind == 'release' or kind == 'wait') then
       requeue(acct, id, qs)
       refund(acct, slot)
+      if kind == 'wait' then pause_account(acct, delay) end
     elseif held then
       redis.call('HSET', body_key, id, payload)
       redis.call('ZADD', P .. 'delayed', now + delay, member)
