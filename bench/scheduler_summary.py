@@ -1,6 +1,8 @@
 """Summarizes bench/scheduler.sh: medians of our dispatch and BullMQ's raw scenario;
 exits non-zero when a figure is missing, a run delivered a message twice or missed one,
-or a goal is missed (>= 30,000 messages/s, >= 1.5x BullMQ)."""
+or a goal is missed (>= 30,000 messages/s, >= 1.5x BullMQ; under the credential's limit:
+never over it in any window, >= 95% of its rate, every account within one turn of an
+even share of the first half of the sends)."""
 
 import json
 import statistics
@@ -13,12 +15,13 @@ from goals import Goals  # noqa: E402
 
 def main(path: str) -> None:
     goals = Goals("bench/scheduler.sh")
-    ours, bull = [], []
+    ours, bull, credential = [], [], []
     for line in open(path):
         line = line.strip()
         if line.startswith("{"):
             r = json.loads(line)
-            (ours if r.get("scenario") == "our-dispatch" else bull).append(r)
+            scenario = r.get("scenario")
+            (ours if scenario == "our-dispatch" else credential if scenario == "our-dispatch-credential-limit" else bull).append(r)
     goals.at_least("our runs", len(ours), 1)
     goals.at_least("BullMQ runs", len(bull), 1)
     for i, r in enumerate(ours, 1):
@@ -35,6 +38,17 @@ def main(path: str) -> None:
         print(f"BullMQ: {bull_rate:.0f} jobs/s (raw, no per-account limit)")
     goals.at_least("our messages/s dispatched", rate, 30_000)
     goals.at_least("ratio ours/BullMQ", round(rate / bull_rate, 2) if rate and bull_rate else None, 1.5)
+    for r in credential:
+        name = f"credential {r['credentialMax']}/{r['credentialWindowMs']} ms, {r['accounts']} accounts"
+        print(f"{name}: worst window {r['worstWindow']} (limit {r['credentialMax']}), {r['sendsPerSec']:.0f} sends/s (limit's rate "
+              f"{r['limitPerSec']:.0f}), first-half shares {r['firstHalfShareMinOverEven']:.2f}-{r['firstHalfShareMaxOverEven']:.2f} of even, "
+              f"{r['dispatchRoundTripsPerMessage']:.1f} Redis round trips per message")
+        goals.equal(f"{name}: messages delivered once", (r["delivered"], r["distinctDelivered"]), (r["messages"], r["messages"]))
+        goals.at_most(f"{name}: worst window", r["worstWindow"], r["credentialMax"])
+        goals.at_least(f"{name}: rate over the limit's", round(r["sendsPerSec"] / r["limitPerSec"], 3), 0.95)
+        even = r["messages"] / r["accounts"] / 2
+        goals.at_least(f"{name}: least share", round(r["firstHalfShareMinOverEven"] * even), round(even) - 1)
+        goals.at_most(f"{name}: most share", round(r["firstHalfShareMaxOverEven"] * even), round(even) + 1)
     goals.finish()
 
 

@@ -34,8 +34,11 @@ class Ports:
                 raise SystemExit(f"port {port} ({name.replace('_', ' ')}) is already in use: stop what holds it, or choose another port")
 
 
-# The local stand-in vendor's API key (a local run's, never a real one).
+# The local stand-in vendor's API key (a local run's, never a real one), and its limit
+# per key over all accounts (per the per-account limit's window: six accounts' worth),
+# which the stand-in counts and the workers keep (GATEWAY_RATE_LIMIT_MAX).
 VENDOR_KEY = "local-vendor-key"
+VENDOR_KEY_LIMIT = 60
 
 
 @dataclass
@@ -77,7 +80,9 @@ class LocalSystem:
         self.parts["aws"] = stack.start_ministack(self.ports.aws, logs / "ministack.log")
         self.resources = prov.provision(f"http://127.0.0.1:{self.ports.aws}")
         say(f"==> gateway stub on 127.0.0.1:{self.ports.gateway}")
-        protocol = ["--protocol", "onlyfansapi", "--api-key", VENDOR_KEY] if self.vendor else []
+        key_window_ms = self.limit["window_ms"]
+        protocol = ["--protocol", "onlyfansapi", "--api-key", VENDOR_KEY, "--key-limit", str(VENDOR_KEY_LIMIT), "--key-window", str(key_window_ms)]
+        protocol = protocol if self.vendor else []
         self.parts["gateway"] = stack.start_gateway_stub(self.ports.gateway, logs / "gateway-stub.log", *protocol)
 
         self.worker_env_file = self.worker_env_file or self.home / ".worker.env"
@@ -86,7 +91,8 @@ class LocalSystem:
         self.worker_settings = {
             **stack.read_vars(self.worker_env_file), **self.resources.worker_env(), **limit,
             "REDIS_URL": f"redis://127.0.0.1:{self.ports.redis}",
-            **({"GATEWAY_KIND": "onlyfansapi", "GATEWAY_URL": self.gateway, "GATEWAY_TOKEN": VENDOR_KEY} if self.vendor else
+            **({"GATEWAY_KIND": "onlyfansapi", "GATEWAY_URL": self.gateway, "GATEWAY_TOKEN": VENDOR_KEY,
+                "GATEWAY_RATE_LIMIT_MAX": str(VENDOR_KEY_LIMIT), "GATEWAY_RATE_LIMIT_WINDOW": f"{key_window_ms}ms"} if self.vendor else
                {"GATEWAY_KIND": "http", "GATEWAY_URL": f"{self.gateway}/accounts/{{accountId}}/messages/{{recipientId}}"}),
             "HEALTH_PORT": str(self.ports.worker_health),
         }

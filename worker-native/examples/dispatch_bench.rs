@@ -12,6 +12,12 @@
 //!
 //! With `--load-only PREFIX` it only fills the schedule under that key prefix (for the
 //! worker benchmarks, which then start real worker processes on it).
+//!
+//! With `--credential MAX/WINDOW_MS` the gateway credential's limit binds (every account
+//! sends through one API key, `lua/credential.lua`): it also prints the most sends in
+//! any window at the gateway's clock against MAX, the rate against the limit's, and
+//! each account's share of the first half of the sends (min and max, against an even
+//! share).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -20,10 +26,11 @@ use std::time::{Duration, Instant};
 use shared::message::QueueMessage;
 use shared::rate::RateLimit;
 use tokio::sync::{watch, Notify};
+use worker_native::credential::CredentialLimit;
 use worker_native::dispatch::{DispatchConfig, Dispatcher};
 use worker_native::gateway::{Delivery, Gateway};
 use worker_native::metrics::Metrics;
-use worker_native::schedule::{Limits, Schedule};
+use worker_native::schedule::{Limits, Schedule, MAX_LEAD_MS};
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
@@ -80,6 +87,14 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let enqueue_trips = schedule.round_trips();
+    let credential = match std::env::args().any(|a| a == "--credential") {
+        true => {
+            let spec = arg("--credential", "");
+            let (max, window) = spec.split_once('/').ok_or_else(|| anyhow::anyhow!("--credential MAX/WINDOW_MS, not {spec:?}"))?;
+            Some(RateLimit { max: max.parse()?, window_ms: window.parse()? })
+        }
+        false => None,
+    };
 
     let metrics = Arc::new(Metrics::default());
     let gateway = Arc::new(CountingGateway::default());
@@ -97,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
             retry_max: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             claim_lead: Duration::ZERO, // no ledger: nothing to claim
-            credential: None,
+            credential: credential.map(|rate| CredentialLimit::new(conn.clone(), &prefix, rate, margin_ms, MAX_LEAD_MS)),
         },
         wake: Arc::new(Notify::new()),
     };
@@ -124,10 +139,7 @@ async fn main() -> anyhow::Result<()> {
     let per_shard = gateway.per_shard(&schedule);
     let even = total as f64 / schedule.shard_count() as f64;
 
-    println!(
-        "{}",
-        serde_json::json!({
-            "scenario": "our-dispatch", "accounts": accounts, "messages": total, "marginMs": margin_ms,
+    let mut figures = serde_json::json!({ "scenario": "our-dispatch", "accounts": accounts, "messages": total, "marginMs": margin_ms,
             "dispatchMessagesPerSec": (total as f64 / dispatch_secs).round(),
             "dispatchRoundTripsPerMessage": dispatch_trips as f64 / total as f64,
             "enqueueMessagesPerSec": (total as f64 / enqueue_secs).round(),
@@ -137,8 +149,12 @@ async fn main() -> anyhow::Result<()> {
             "redis": if cluster { "cluster" } else { "single" }, "shards": schedule.shard_count(), "waitReplicas": wait_replicas,
             "shardMaxOverEven": per_shard.iter().max().copied().unwrap_or(0) as f64 / even,
             "shardMinOverEven": per_shard.iter().min().copied().unwrap_or(0) as f64 / even,
-        })
-    );
+    });
+    if let Some(rate) = credential {
+        figures["scenario"] = "our-dispatch-credential-limit".into();
+        figures.as_object_mut().expect("an object").extend(gateway.credential_figures(rate, margin_ms, accounts).as_object().expect("an object").clone());
+    }
+    println!("{figures}");
     Ok(())
 }
 
@@ -147,6 +163,8 @@ async fn main() -> anyhow::Result<()> {
 #[derive(Default)]
 struct CountingGateway {
     seen: Mutex<(u64, HashSet<String>, std::collections::HashMap<String, u64>)>,
+    /// Each delivery's time and account, in order.
+    log: Mutex<Vec<(Instant, String)>>,
 }
 
 impl CountingGateway {
@@ -156,6 +174,35 @@ impl CountingGateway {
 
     fn distinct(&self) -> usize {
         self.seen.lock().expect("gateway lock").1.len()
+    }
+
+    /// Under the credential's limit `rate`: the most deliveries in any window, the rate
+    /// (per s) against the limit's, and the accounts' least and most deliveries among
+    /// the first half (against an even share).
+    fn credential_figures(&self, rate: RateLimit, margin_ms: u64, accounts: usize) -> serde_json::Value {
+        let log = self.log.lock().expect("gateway log");
+        let window = Duration::from_millis(rate.window_ms);
+        let (mut worst, mut j) = (0, 0);
+        for i in 0..log.len() {
+            while log[i].0.duration_since(log[j].0) >= window {
+                j += 1;
+            }
+            worst = worst.max(i - j + 1);
+        }
+        let span = log.last().zip(log.first()).map_or(0.0, |(l, f)| l.0.duration_since(f.0).as_secs_f64());
+        let mut shares: std::collections::HashMap<&str, u64> = Default::default();
+        for (_, account) in &log[..log.len() / 2] {
+            *shares.entry(account).or_default() += 1;
+        }
+        let even = (log.len() / 2) as f64 / accounts as f64;
+        let least = if shares.len() < accounts { 0 } else { shares.values().min().copied().unwrap_or(0) };
+        serde_json::json!({
+            "credentialMax": rate.max, "credentialWindowMs": rate.window_ms, "worstWindow": worst,
+            "sendsPerSec": ((log.len() - 1) as f64 / span).round(),
+            "limitPerSec": (f64::from(rate.max) * 1000.0 / (rate.window_ms + margin_ms) as f64).round(),
+            "firstHalfShareMinOverEven": least as f64 / even,
+            "firstHalfShareMaxOverEven": shares.values().max().copied().unwrap_or(0) as f64 / even,
+        })
     }
 
     /// Deliveries per shard of the schedule.
@@ -174,6 +221,7 @@ impl Gateway for CountingGateway {
         seen.0 += 1;
         seen.1.insert(m.id.clone());
         *seen.2.entry(m.creator_id.clone()).or_default() += 1;
+        self.log.lock().expect("gateway log").push((Instant::now(), m.creator_id.clone()));
         Delivery::Sent { gateway_id: None }
     }
 }
