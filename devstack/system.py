@@ -92,7 +92,8 @@ class LocalSystem:
             **stack.read_vars(self.worker_env_file), **self.resources.worker_env(), **limit,
             "REDIS_URL": f"redis://127.0.0.1:{self.ports.redis}",
             **({"GATEWAY_KIND": "onlyfansapi", "GATEWAY_URL": self.gateway, "GATEWAY_TOKEN": VENDOR_KEY,
-                "GATEWAY_RATE_LIMIT_MAX": str(VENDOR_KEY_LIMIT), "GATEWAY_RATE_LIMIT_WINDOW": f"{key_window_ms}ms"} if self.vendor else
+                "GATEWAY_RATE_LIMIT_MAX": str(VENDOR_KEY_LIMIT), "GATEWAY_RATE_LIMIT_WINDOW": f"{key_window_ms}ms",
+                **({"GATEWAY_RATE_LIMIT_MARGIN": limit["RATE_LIMIT_MARGIN"]} if "RATE_LIMIT_MARGIN" in limit else {})} if self.vendor else
                {"GATEWAY_KIND": "http", "GATEWAY_URL": f"{self.gateway}/accounts/{{accountId}}/messages/{{recipientId}}"}),
             "HEALTH_PORT": str(self.ports.worker_health),
         }

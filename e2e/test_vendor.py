@@ -238,7 +238,8 @@ def test_accounts_sharing_one_api_key_keep_its_limit_and_take_turns(system):
         ids = [i for a in accounts for i in system.send(a, fans(f"{tag}{a[-1]}", 8))]
         stack.record_secret(KEY)
         workers = system.start_workers(
-            "shared", n=2, GATEWAY_KIND="onlyfansapi", GATEWAY_URL=vendor, GATEWAY_TOKEN=KEY, GATEWAY_RATE_LIMIT_MAX="10", GATEWAY_RATE_LIMIT_WINDOW="2000ms"
+            "shared", n=2, GATEWAY_KIND="onlyfansapi", GATEWAY_URL=vendor, GATEWAY_TOKEN=KEY, GATEWAY_RATE_LIMIT_MAX="10", GATEWAY_RATE_LIMIT_WINDOW="2000ms",
+            GATEWAY_RATE_LIMIT_MARGIN=f"{MARGIN_MS}ms",
         )
         try:
             wait_until(lambda: sum(held(vendor, ids).values()) == len(ids), 60, "every message at the vendor")

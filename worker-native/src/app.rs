@@ -109,7 +109,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         claim_lead: config.claim_lead,
         credential: config
             .gateway_rate
-            .map(|rate| CredentialLimit::new(schedule.connection(), &config.redis_prefix, rate, config.margin_ms, crate::schedule::MAX_LEAD_MS)),
+            .zip(config.gateway_margin_ms)
+            .map(|(rate, margin_ms)| CredentialLimit::new(schedule.connection(), &config.redis_prefix, rate, margin_ms, crate::schedule::MAX_LEAD_MS)),
     };
     if !config.ledger_enabled {
         tracing::warn!("LEDGER_ENABLED=false: outcomes are not recorded in the ledger");

@@ -56,6 +56,7 @@ pub const SETTINGS: &[Setting] = &[
     set("RATE_LIMIT_BURST", Default::Number(1), "sends allowed back to back (1 = evenly spaced); the window rule holds either way"),
     set("GATEWAY_RATE_LIMIT_MAX", Default::Derived("none"), "sends per gateway credential (the vendor's API key) per window, over all accounts and workers; unset: no such limit"),
     set("GATEWAY_RATE_LIMIT_WINDOW", Default::Duration(60_000), "the credential's rolling window"),
+    set("GATEWAY_RATE_LIMIT_MARGIN", Default::Derived("1% of its window"), "as RATE_LIMIT_MARGIN, for the credential's limit"),
     set("RATE_LIMIT_MARGIN", Default::Derived("1% of the window"), "added once per RATE_LIMIT_MAX sends against delivery jitter (100ms, or 2%)"),
     set("MAX_ATTEMPTS", Default::Number(3), "delivery attempts before a message fails for good"),
     set("RETRY_BASE_DELAY", Default::Duration(1_000), "first retry delay (doubles each attempt, full jitter)"),
@@ -144,8 +145,10 @@ pub struct Config {
     pub gateway_kind: GatewayKind,
     pub gateway_timeout: Duration,
     pub rate: RateLimit,
-    /// The gateway credential's limit (`GATEWAY_RATE_LIMIT_MAX`), over all accounts.
+    /// The gateway credential's limit (`GATEWAY_RATE_LIMIT_MAX`), over all accounts, and
+    /// its margin.
     pub gateway_rate: Option<RateLimit>,
+    pub gateway_margin_ms: Option<u64>,
     pub burst: u32,
     pub margin_ms: u64,
     pub max_attempts: u32,
@@ -166,6 +169,24 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub claim_lead: Duration,
     pub json_logs: bool,
+}
+
+/// A limit's margin: a duration, or a percentage of its window; 1% of the window when
+/// unset (`RateLimit::default_margin_ms`).
+fn margin_of<F: Fn(&str) -> Option<String>>(s: &mut Settings<F>, name: &str, rate: RateLimit) -> u64 {
+    match s.get(name) {
+        None => rate.default_margin_ms(),
+        Some(v) => {
+            let parsed = match v.strip_suffix('%') {
+                Some(p) => p.trim().parse::<u64>().ok().filter(|p| *p <= 100).map(|p| rate.window_ms * p / 100),
+                None => parse_duration_ms(&v),
+            };
+            parsed.unwrap_or_else(|| {
+                s.problem(name, "must be a duration (100ms) or a percentage of the window (2%)");
+                0
+            })
+        }
+    }
 }
 
 impl Config {
@@ -207,23 +228,19 @@ impl Config {
         let campaign_rest_interval = ms(s.duration_of(t, "CAMPAIGN_REST_INTERVAL"));
         let shutdown_grace = ms(s.duration_of(t, "SHUTDOWN_GRACE"));
         let claim_lead = ms(s.duration_of(t, "CLAIM_LEAD"));
-        let margin_ms = match s.get("RATE_LIMIT_MARGIN") {
-            None => rate.default_margin_ms(),
-            Some(v) => {
-                let parsed = match v.strip_suffix('%') {
-                    Some(p) => p.trim().parse::<u64>().ok().filter(|p| *p <= 100).map(|p| rate.window_ms * p / 100),
-                    None => parse_duration_ms(&v),
-                };
-                parsed.unwrap_or_else(|| {
-                    s.problem("RATE_LIMIT_MARGIN", "must be a duration (100ms) or a percentage of the window (2%)");
-                    0
-                })
-            }
-        };
+        let margin_ms = margin_of(&mut s, "RATE_LIMIT_MARGIN", rate);
         let burst = s.number_of(t, "RATE_LIMIT_BURST", 1..=1_000_000);
         let gateway_rate = s
             .get("GATEWAY_RATE_LIMIT_MAX")
             .map(|_| RateLimit { max: s.number("GATEWAY_RATE_LIMIT_MAX", 1, 1..=1_000_000) as u32, window_ms: s.duration_of(t, "GATEWAY_RATE_LIMIT_WINDOW") });
+        let gateway_margin_ms = gateway_rate.map(|rate| margin_of(&mut s, "GATEWAY_RATE_LIMIT_MARGIN", rate));
+        if gateway_rate.is_none() {
+            for name in ["GATEWAY_RATE_LIMIT_WINDOW", "GATEWAY_RATE_LIMIT_MARGIN"] {
+                if s.get(name).is_some() {
+                    s.problem(name, "is set without GATEWAY_RATE_LIMIT_MAX: set both, or neither");
+                }
+            }
+        }
         let max_attempts = s.number_of(t, "MAX_ATTEMPTS", 1..=100);
         let max_in_flight = s.number_of(t, "MAX_IN_FLIGHT", 1..=100_000);
         let take_batch = s.number_of(t, "TAKE_BATCH", 1..=10_000);
@@ -291,6 +308,7 @@ impl Config {
             gateway_timeout,
             rate,
             gateway_rate,
+            gateway_margin_ms,
             burst: burst as u32,
             margin_ms,
             max_attempts: max_attempts as u32,

@@ -63,14 +63,16 @@ impl CredentialLimit {
             spacing_ms: (rate.window_ms + margin_ms) as f64 / f64::from(rate.max.max(1)),
             late_ms,
             floor_ms: lead_ms + late_ms,
-            script: Arc::new(Script::new(include_str!("lua/credential.lua"))),
+            script: Arc::new(Script::new(&format!("{}\n{}", crate::schedule::CLOCK, include_str!("lua/credential.lua")))),
         }
     }
 
     /// Asks for each message's send time. `clock` reads the caller's clock (ms): the
     /// credential's Redis keeps its own, so times travel as offsets from now, sent from
-    /// the caller's now before the call and read back from its now after it. A grant so
-    /// comes back later than it was made, by the call's time, never earlier.
+    /// the caller's now before the call. What comes back errs on the safe side by up to
+    /// the call's time: when a message may go, read from the caller's now after the call
+    /// (never earlier than granted); the latest it may go and a turn, from before (never
+    /// later).
     pub async fn grant(&self, asks: &[Ask<'_>], clock: impl Fn() -> u64) -> redis::RedisResult<Vec<Grant>> {
         if asks.is_empty() {
             return Ok(Vec::new());
@@ -83,10 +85,10 @@ impl CredentialLimit {
         }
         let answers: Vec<(i64, u8, i64)> = inv.invoke_async(&mut self.conn.clone()).await?;
         let after = clock() as i64;
-        let abs = |r: i64| (after + r).max(0) as u64;
+        let (late, early) = (|r: i64| (after + r).max(0) as u64, |r: i64| (before + r).max(0) as u64);
         Ok(answers
             .into_iter()
-            .map(|(at, go, by)| if go == 1 { Grant::Go { at_ms: abs(at), by_ms: abs(by) } } else { Grant::Wait { until_ms: abs(at) } })
+            .map(|(at, go, by)| if go == 1 { Grant::Go { at_ms: late(at), by_ms: early(by) } } else { Grant::Wait { until_ms: early(at) } })
             .collect())
     }
 }

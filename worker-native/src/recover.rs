@@ -131,7 +131,7 @@ pub async fn recover(schedule: &Schedule, ledger: Option<&Ledger>) -> anyhow::Re
         Some(ledger) => {
             let renew = || step(RecoveryStep::Renew);
             // The holds read back are applied in the ledger's order after this loss.
-            let marks = schedule.loss_marks(shards.iter().copied()).await?;
+            let marks = schedule.loss_marks(shards.iter().copied()).await?.for_rebuild();
             let rebuild = Rebuild { schedule, ledger, mine: &mine, marks: &marks, renew: &renew };
             // Messages' shards and campaigns' together: the sooner the rebuild is done,
             // the fewer messages a campaign redelivered meanwhile adds a second time.
@@ -237,6 +237,17 @@ impl<'a, R: Fn() -> F, F: std::future::Future<Output = anyhow::Result<()>>> Rebu
             wanted.sort_unstable();
             wanted.dedup();
             let mut read = ledger.bodies(&wanted).await?;
+            // A hold is confirmed by the table itself: on AWS the index may still show one
+            // released since (and the release, applied before this rebuild's loss, is not
+            // here any more to refuse it).
+            let held: Vec<String> = waiting
+                .iter()
+                .filter_map(|w| match w {
+                    Waiting::Account(account, summary) if summary.paused && mine[schedule.shard_of(account)] => Some(account.clone()),
+                    _ => None,
+                })
+                .collect();
+            let mut confirmed = if held.is_empty() { HashMap::new() } else { ledger.summaries(&held).await? };
             for w in waiting {
                 match w {
                     Waiting::Message(mut payload) if mine[schedule.shard_of(&payload.message.creator_id)] => {
@@ -259,10 +270,7 @@ impl<'a, R: Fn() -> F, F: std::future::Future<Output = anyhow::Result<()>>> Rebu
                         payloads.push(payload);
                     }
                     Waiting::Account(account, summary) if mine[schedule.shard_of(&account)] => {
-                        // A hold is confirmed by the table itself: on AWS the index may
-                        // still show one released since (and the release, applied before
-                        // this rebuild's loss, is not here any more to refuse it).
-                        let summary = if summary.paused { ledger.summary(&account).await? } else { summary };
+                        let summary = confirmed.remove(&account).unwrap_or(summary);
                         let until = summary.rate_limited_until_ms.filter(|u| *u > now_ms);
                         if summary.paused {
                             holds.push(AccountControl { control: Hold::Pause, creator_id: account.clone(), at_ms: summary.hold_at_ms.unwrap_or(0) });
@@ -282,7 +290,7 @@ impl<'a, R: Fn() -> F, F: std::future::Future<Output = anyhow::Result<()>>> Rebu
             // Holds and pauses first: a message put back must not find its account free.
             // Another loss since this rebuild's: another worker rebuilds (this one's
             // next renewal fails).
-            anyhow::ensure!(schedule.control(&holds, marks).await?.is_some(), "the schedule was lost again during its rebuild");
+            anyhow::ensure!(!schedule.control(&holds, marks).await?.stale, "the schedule was lost again during its rebuild");
             schedule.pause_until(&pauses).await?;
             for chunk in payloads.chunks(100) {
                 done.added += schedule.enqueue_payloads(chunk).await?.added;

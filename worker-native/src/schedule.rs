@@ -32,6 +32,8 @@ use shared::rate::RateLimit;
 
 use crate::connection::RedisConn;
 
+/// Prepended to every script: Redis's clock and run id.
+pub(crate) const CLOCK: &str = include_str!("lua/clock.lua");
 const COMMON: &str = include_str!("lua/common.lua");
 
 /// The longest lead a slot is given for its claim, however slow the ledger (what is
@@ -204,10 +206,10 @@ pub enum Completion {
     Pause { taken: Taken, delay_ms: u64 },
     /// Not sent (a 429 met meanwhile, a stall, shutdown): straight back to its queue.
     Release(Taken),
-    /// Not sent: its turn at the gateway credential's limit is `delay_ms` away (kept for
-    /// its account, see lua/credential.lua). Back to its queue, its slot back, and its
-    /// account sends nothing until then.
-    Wait { taken: Taken, delay_ms: u64 },
+    /// Not sent: its turn at the gateway credential's limit is at `until_ms` (Redis time of
+    /// its shard; kept for its account, see lua/credential.lua). Back to its queue, its
+    /// slot back, and its account sends nothing until then.
+    Wait { taken: Taken, until_ms: u64 },
 }
 
 impl Completion {
@@ -261,6 +263,23 @@ impl Enqueued {
 /// ledger ([`Schedule::loss_marks`]).
 #[derive(Clone, Debug, Default)]
 pub struct LossMarks(HashMap<usize, String>);
+
+impl LossMarks {
+    /// The same marks for a rebuild's own holds, which go in before the shard is complete
+    /// again (others' controls wait for that: lua/control.lua).
+    pub fn for_rebuild(self) -> Self {
+        Self(self.0.into_iter().map(|(k, at)| (k, format!("r{at}"))).collect())
+    }
+}
+
+/// What [`Schedule::control`] did: how many controls applied (newer than the last of
+/// their account), and whether a shard refused them all (`stale`: it lost its data since
+/// the marks, or waits for its rebuild).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Controlled {
+    pub applied: u64,
+    pub stale: bool,
+}
 
 /// The steps of a rebuild (see lua/recover.lua).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -333,7 +352,7 @@ pub struct Schedule {
 }
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{COMMON}\n{body}"))
+    Script::new(&format!("{CLOCK}\n{COMMON}\n{body}"))
 }
 
 /// The queue order: priority first (1 most urgent), then acceptance time.
@@ -633,11 +652,10 @@ impl Schedule {
     }
 
     /// Holds or releases accounts (see lua/control.lua), as checked against the ledger
-    /// after `checked` was read ([`Self::loss_marks`], which must cover their shards):
-    /// how many controls were newer than the last applied to their account, or `None`
-    /// when a shard lost its data since (its controls were not applied: check them
-    /// against the ledger again, see [`Self::control_checked`]).
-    pub async fn control(&self, controls: &[AccountControl], checked: &LossMarks) -> redis::RedisResult<Option<u64>> {
+    /// after `checked` was read ([`Self::loss_marks`], which must cover their shards).
+    /// A shard that lost its data since, or waits for its rebuild, applies none of its
+    /// controls (`stale`): check them against the ledger again ([`Self::control_checked`]).
+    pub async fn control(&self, controls: &[AccountControl], checked: &LossMarks) -> redis::RedisResult<Controlled> {
         let groups = self.by_shard(controls.iter().map(|c| c.creator_id.as_str()));
         let runs = groups.iter().map(|(k, at)| async move {
             let mut inv = self.invocation(&self.scripts.control, *k);
@@ -647,35 +665,43 @@ impl Schedule {
             }
             let applied: i64 = self.run(&inv).await?;
             self.mark_due(*k); // a resumed account may be due now
-            Ok::<_, redis::RedisError>(u64::try_from(applied).ok())
+            Ok::<_, redis::RedisError>(applied)
         });
-        let mut applied = Some(0);
+        let mut out = Controlled::default();
         for r in join_all(runs).await {
-            applied = applied.zip(r?).map(|(a, b)| a + b);
+            match u64::try_from(r?) {
+                Ok(n) => out.applied += n,
+                Err(_) => out.stale = true,
+            }
         }
-        Ok(applied)
+        Ok(out)
     }
 
     /// Applies account controls in the order the ledger gives them: `check` writes them
     /// to the ledger and returns those it took (a newer control refuses an older one);
-    /// then they are applied here. Should a shard lose its data in between, the check is
-    /// made again: a control the ledger took before a newer one must not land after it
-    /// (see lua/control.lua). Returns how many were applied.
+    /// then they are applied here. Should a shard lose its data in between, or wait for
+    /// its rebuild, the check is made again a little later: a control the ledger took
+    /// before a newer one must not land after it (see lua/control.lua). Returns how many
+    /// were applied.
     pub async fn control_checked<F, Fut>(&self, accounts: &[&str], check: F) -> anyhow::Result<u64>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<Vec<AccountControl>>>,
     {
-        const CHECKS: usize = 5;
-        for _ in 0..CHECKS {
+        const CHECKS: u32 = 10;
+        let mut applied = 0;
+        for tries in 1..=CHECKS {
             let marks = self.loss_marks(accounts.iter().map(|a| self.shard_of(a))).await?;
             let current = check().await?;
-            if let Some(applied) = self.control(&current, &marks).await? {
+            let done = self.control(&current, &marks).await?;
+            applied += done.applied;
+            if !done.stale {
                 return Ok(applied);
             }
-            tracing::info!("the schedule was rebuilt while account controls were applied: checking them against the ledger again");
+            tracing::info!(tries, "the schedule lost its data or is being rebuilt: account controls checked against the ledger again");
+            tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(tries))).await;
         }
-        anyhow::bail!("the schedule lost its data {CHECKS} times while account controls were applied")
+        anyhow::bail!("account controls not applied: the schedule was still being rebuilt after {CHECKS} checks")
     }
 
     /// Leases up to `n` messages whose slots fall by now + `horizon_ms`, none earlier
@@ -805,7 +831,7 @@ impl Schedule {
                 Completion::Retry { taken, delay_ms } => ("retry", taken, *delay_ms, payload(taken)),
                 Completion::Defer { taken, delay_ms } => ("defer", taken, *delay_ms, payload(taken)),
                 Completion::Pause { taken, delay_ms } => ("pause", taken, *delay_ms, payload(taken)),
-                Completion::Wait { taken, delay_ms } => ("wait", taken, *delay_ms, payload(taken)),
+                Completion::Wait { taken, until_ms } => ("wait", taken, *until_ms, payload(taken)),
             };
             let campaign = t.payload.message.campaign_id.as_deref().unwrap_or_default();
             inv.arg(kind)

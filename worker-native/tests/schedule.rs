@@ -10,7 +10,7 @@ use std::time::Duration;
 use shared::message::QueueMessage;
 use shared::rate::RateLimit;
 use support::{message, RedisServer};
-use worker_native::schedule::{Completion, RecoveryStep, Schedule, TakeResult, Taken};
+use worker_native::schedule::{Completion, Controlled, RecoveryStep, Schedule, TakeResult, Taken};
 
 const FAST: RateLimit = RateLimit { max: 10, window_ms: 2000 };
 const UNLIMITED: RateLimit = RateLimit { max: 1_000_000, window_ms: 1000 };
@@ -331,7 +331,38 @@ async fn a_control_checked_before_a_loss_is_checked_again_after_it() {
     assert_eq!(drain(&s, 1).await.len(), 1, "the account is not held");
     // Without a loss in between, a control applies at the first check.
     let marks = s.loss_marks([s.shard_of("a")]).await.unwrap();
-    assert_eq!(s.control(&[control("a", Hold::Pause, 30)], &marks).await.unwrap(), Some(1));
+    assert_eq!(s.control(&[control("a", Hold::Pause, 30)], &marks).await.unwrap(), Controlled { applied: 1, stale: false });
+}
+
+/// While a shard waits for its rebuild (Redis lost it: its epoch is gone), a control
+/// is not applied there: the rebuild's `lost` step would clear it, and the index the
+/// rebuild reads may not show it yet. Its check is made again until the rebuild is done,
+/// and then it applies. The rebuild's own holds go in meanwhile.
+#[tokio::test]
+async fn a_control_waits_for_its_shards_rebuild() {
+    use shared::queue::Hold;
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 1, 0);
+    redis.drop_epochs(&s);
+    let k = s.shard_of("a");
+    let marks = s.loss_marks([k]).await.unwrap();
+    assert!(s.control(&[control("a", Hold::Pause, 10)], &marks).await.unwrap().stale, "not while the shard waits for its rebuild");
+    let rebuild = marks.clone().for_rebuild();
+    assert_eq!(s.control(&[control("r", Hold::Pause, 10)], &rebuild).await.unwrap().applied, 1, "the rebuild's own hold goes in");
+    let (s2, ends) = (
+        s.clone(),
+        tokio::spawn({
+            let s = s.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                assert!(every_shard(&s, RecoveryStep::Begin, "w1").await && every_shard(&s, RecoveryStep::End, "w1").await);
+            }
+        }),
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(apply(&s2, &[control("a", Hold::Pause, 10)]).await.unwrap(), 1, "applied once the rebuild is done");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    ends.await.unwrap();
 }
 
 /// An account held (POST /account/pause) sends nothing, whatever falls due or arrives,
@@ -560,7 +591,12 @@ async fn a_take_sent_again_takes_nothing_more() {
     let k = s.shard_of("acct-0");
     let accounts: Vec<String> = (0..).map(|i| format!("acct-{i}")).filter(|a| s.shard_of(a) == k).take(4).collect();
     s.enqueue(&accounts.iter().map(|a| message(a, 0, 5)).collect::<Vec<_>>()).await.unwrap();
-    let script = redis::Script::new(&format!("{}\n{}", include_str!("../src/lua/common.lua"), include_str!("../src/lua/take.lua")));
+    let script = redis::Script::new(&format!(
+        "{}\n{}\n{}",
+        include_str!("../src/lua/clock.lua"),
+        include_str!("../src/lua/common.lua"),
+        include_str!("../src/lua/take.lua")
+    ));
     let key_prefix = s.shard_key_prefix(k).to_owned();
     let mut conn = redis.conn_for(&key_prefix);
     let mut take = |token: &'static str| {
@@ -762,7 +798,8 @@ async fn an_epoch_of_another_redis_process_means_the_shard_is_lost_and_cleared()
     assert!(number(pause) < 1_000_000_000_000_000, "a stale hold is not kept");
     // The ledger's hold, put back by the rebuild with its own time (the one the stale
     // shard had applied), holds the account again.
-    apply(&s, &[control("held", shared::queue::Hold::Pause, 1)]).await.unwrap();
+    let marks = s.loss_marks([s.shard_of("held")]).await.unwrap().for_rebuild();
+    assert_eq!(s.control(&[control("held", shared::queue::Hold::Pause, 1)], &marks).await.unwrap().applied, 1);
     let pause: redis::Value = redis::cmd("HGET").arg(format!("{prefix}st:held")).arg("pause").query(&mut redis.conn_for(&prefix)).unwrap();
     assert!(number(pause) > 1_000_000_000_000_000, "the ledger's hold is back");
     // The ledger says message 1 waits (0 finished since): the rebuild puts it back.
@@ -786,6 +823,23 @@ async fn a_refused_claim_gives_its_slot_back() {
     s.complete(&[Completion::Done(first[0].clone()), Completion::Refused(second[0].clone())]).await.unwrap();
     let third = take(&s, 1, 30_000, 0, 1_000).await.unwrap().taken;
     assert_eq!(third[0].slot_ms, second[0].slot_ms, "the refused message's slot went to the next one");
+}
+
+/// With bursts too: sends given back unsent (refused, released, waiting for the
+/// credential's turn) leave the account's log of sends, so they cost it nothing: the
+/// whole window's worth goes again at once, not a window later.
+#[tokio::test]
+async fn with_bursts_a_send_given_back_costs_nothing() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 10, 0);
+    s.enqueue(&(0..10).map(|i| message("bursty", i, 5)).collect::<Vec<_>>()).await.unwrap();
+    let first = take(&s, 10, 30_000, 0, 0).await.unwrap().taken;
+    assert_eq!(first.len(), 10, "the whole window's worth at once");
+    let mut back: Vec<Completion> = first.iter().cloned().map(Completion::Release).collect();
+    back.reverse(); // several of one account come back newest first (complete.lua)
+    s.complete(&back).await.unwrap();
+    let again = take(&s, 10, 30_000, 0, 0).await.unwrap();
+    assert_eq!(again.taken.len(), 10, "all of them again, at once: {:?}", again.taken.iter().map(|t| t.slot_ms).collect::<Vec<_>>());
 }
 
 /// An account with nothing waiting keeps its state only while it bounds a send (a

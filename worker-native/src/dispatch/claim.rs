@@ -27,9 +27,20 @@ pub(super) async fn claim<G>(state: &DispatchState<G>, taken: Vec<Taken>, redis_
     // loss) waits: its first copy is being sent.
     let (taken, twice): (Vec<Taken>, Vec<Taken>) = taken.into_iter().partition(|t| state.in_flight.hold(t));
     let mut left: Vec<Completion> = twice.into_iter().map(|t| Completion::Defer { taken: t, delay_ms: lease_ms }).collect();
-    // The credential's turn before the claim: a message that waits for it costs no write.
+    // The credential's turn before the claim: a message that waits for it costs no write,
+    // and goes back at once (its account's pause must end at its turn, not after the claim).
     let taken = match &state.credential {
-        Some(credential) => admit(credential, taken, || redis_now + taken_at.elapsed().as_millis() as u64, &mut left).await,
+        Some(credential) => {
+            let (taken, waiting) = admit(credential, taken, || redis_now + taken_at.elapsed().as_millis() as u64).await;
+            give_back(state, waiting).await;
+            match taken {
+                Some(taken) => taken,
+                None => {
+                    give_back(state, left).await;
+                    return None;
+                }
+            }
+        }
         None => taken,
     };
     let Some(ledger) = state.ledger.as_ref() else {
@@ -108,34 +119,37 @@ pub(super) async fn claim<G>(state: &DispatchState<G>, taken: Vec<Taken>, redis_
 
 /// Asks the gateway credential's limit for each message's send time: one granted a time
 /// goes then (its window narrowed to what the grant allows); one whose turn comes later
-/// waits for it, its account paused until then (`left`). Should Redis not answer, they
-/// all go back to their queues.
-async fn admit(credential: &CredentialLimit, taken: Vec<Taken>, clock: impl Fn() -> u64, left: &mut Vec<Completion>) -> Vec<Taken> {
+/// waits for it, its account paused until then; one whose grant came back too late to go
+/// is given back. Returns those to claim, and those to give back; `None` to claim when
+/// the credential's Redis does not answer (everything goes back).
+async fn admit(credential: &CredentialLimit, taken: Vec<Taken>, clock: impl Fn() -> u64) -> (Option<Vec<Taken>>, Vec<Completion>) {
     let asks: Vec<Ask> = taken.iter().map(|t| Ask { account: &t.account, from_ms: t.from_ms, deadline_ms: t.deadline_ms }).collect();
     let grants = match credential.grant(&asks, &clock).await {
         Ok(grants) => grants,
         Err(e) => {
             tracing::error!(error = %e, count = taken.len(), "the credential's limit did not answer: messages go back to their queues");
-            left.extend(taken.into_iter().map(Completion::Release));
-            return Vec::new();
+            return (None, taken.into_iter().map(Completion::Release).collect());
         }
     };
-    let now_ms = clock();
-    let mut admitted = Vec::with_capacity(taken.len());
+    let (mut admitted, mut back) = (Vec::with_capacity(taken.len()), Vec::new());
     for (mut t, grant) in taken.into_iter().zip(grants) {
         match grant {
             Grant::Go { at_ms, by_ms } => {
                 t.from_ms = t.from_ms.max(at_ms);
                 t.deadline_ms = t.deadline_ms.min(by_ms);
-                admitted.push(t);
+                if t.from_ms <= t.deadline_ms {
+                    admitted.push(t);
+                } else {
+                    back.push(Completion::Release(t)); // the call took its window: the grant is lost, not the limit
+                }
             }
             Grant::Wait { until_ms } => {
-                tracing::debug!(id = %t.id, account = %t.account, wait_ms = until_ms.saturating_sub(now_ms), "waits for its turn at the credential's limit");
-                left.push(Completion::Wait { taken: t, delay_ms: until_ms.saturating_sub(now_ms) });
+                tracing::debug!(id = %t.id, account = %t.account, until_ms, "waits for its turn at the credential's limit");
+                back.push(Completion::Wait { taken: t, until_ms });
             }
         }
     }
-    admitted
+    (Some(admitted), back)
 }
 
 /// Completes what will not be sent now in the schedule, and lets go of it. A slot given

@@ -55,18 +55,9 @@ local DEF_MAX, DEF_WINDOW, DEF_BURST, MARGIN = tonumber(ARGV[2]), tonumber(ARGV[
 local SHARDS = ARGV[6] -- the shard count of the calling worker
 local ARG0 = 6 -- script-specific arguments start after these
 
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
 -- A pause that never ends: an account held by its user (control.lua).
 local HOLD = 9007199254740991
 
--- The run id of this Redis process: a restart or a promoted replica has another.
-local function run_id()
-  return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
-end
 
 -- Per-account limits, read once per script run (and not at all without overrides).
 local limits_cache = {}

@@ -14,8 +14,8 @@
 --           whoever holds the message now;
 --   release given back unsent (shutdown, a claim too late, a take its replicas did not
 --           acknowledge): straight back to its queue, and its slot back as a refused one's;
---   wait    as release, and the account sends nothing for delay_ms: its turn at the
---           gateway credential's limit (credential.lua).
+--   wait    as release, and the account sends nothing until delay_ms (a time, not a
+--           delay: its turn at the gateway credential's limit, credential.lua).
 -- Every kind but `done` carries the payload, so that a message the schedule lost while
 -- it was held (Redis lost its data) goes back on it.
 -- A message whose lease is gone (expired and reclaimed) is left to its new holder,
@@ -27,11 +27,29 @@
 local now = now_ms()
 local released = 0
 
--- With evenly spaced sends, the account's next slot (its `ready` score, or its `tat`
--- while it rests) goes back to `slot` if nothing was taken after it.
+-- A send that did not happen costs its account nothing. With evenly spaced sends, the
+-- account's next slot (its `ready` score, or its `tat` while it rests) goes back to
+-- `slot` if nothing was taken after it. With bursts, its entry leaves the log of sends
+-- (and `tat` steps back when it was the newest), and the account's next allowed time is
+-- read again.
+local function refund_burst(acct, slot, max, window)
+  local log = P .. 'win:' .. acct
+  for i, v in ipairs(redis.call('LRANGE', log, 0, -1)) do
+    if math.floor(tonumber(v)) == slot then
+      redis.call('LSET', log, i - 1, '-')
+      redis.call('LREM', log, 1, '-')
+      local key = P .. 'st:' .. acct
+      local tat = tonumber(redis.call('HGET', key, 'tat'))
+      if i == 1 and tat then redis.call('HSET', key, 'tat', tat - (window + MARGIN) / max) end
+      if redis.call('ZSCORE', P .. 'ready', acct) then redis.call('ZADD', P .. 'ready', 'XX', next_allowed(acct, state(acct)), acct) end
+      return
+    end
+  end
+end
+
 local function refund(acct, slot)
   local max, window, burst = limit_of(acct)
-  if burst ~= 1 then return end
+  if burst ~= 1 then return refund_burst(acct, slot, max, window) end
   local after = slot + window / max
   local score = tonumber(redis.call('ZSCORE', P .. 'ready', acct))
   local key = P .. 'st:' .. acct
@@ -82,7 +100,7 @@ for i = ARG0 + 1, #ARGV, 10 do
     elseif held and (kind == 'release' or kind == 'wait') then
       requeue(acct, id, qs)
       refund(acct, slot)
-      if kind == 'wait' then pause_account(acct, delay) end
+      if kind == 'wait' then keep_until(acct, pause_until(acct, delay)) end
     elseif held then
       redis.call('HSET', body_key, id, payload)
       redis.call('ZADD', P .. 'delayed', now + delay, member)

@@ -11,7 +11,10 @@
 -- clears `ctl_at`): a control the ledger took before a newer one could then land after
 -- it, and hold its account for ever. So nothing is applied and -1 is returned: the
 -- caller checks the controls against the ledger again (the rebuild read the ledger after
--- the loss, so what it put back is at least as new).
+-- the loss, so what it put back is at least as new). The same while the shard waits for
+-- its rebuild (its epoch missing or another process's): what is applied now would be
+-- cleared by the rebuild's `lost` step, which a hold the ledger's index does not show yet
+-- would not survive. The rebuild's own holds come with 'r' before `since`.
 -- Returns how many were applied.
 --
 -- A hold is a 429 pause that never ends: `pause` set to HOLD, so everything that
@@ -21,7 +24,12 @@
 -- release: sends go on at the account's own spacing, with no catch-up burst. A held
 -- account's state does not expire; released with nothing waiting, it rests (common.lua).
 local since = ARGV[ARG0 + 1]
-if since ~= '*' and since ~= (redis.call('GET', P .. 'lost_at') or '') then return -1 end
+if since ~= '*' then
+  local rebuild = string.sub(since, 1, 1) == 'r'
+  if rebuild then since = string.sub(since, 2) end
+  if since ~= (redis.call('GET', P .. 'lost_at') or '') then return -1 end
+  if not rebuild and string.match(redis.call('GET', P .. 'epoch') or '', ' run=(%w+)$') ~= run_id() then return -1 end
+end
 local applied = 0
 for i = ARG0 + 2, #ARGV, 3 do
   local acct, action, at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])

@@ -20,15 +20,14 @@
 --
 -- Returns, per message, {grant, 1 when it goes then or 0 when it waits, the latest it may
 -- go} (ms from now).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local state, reserved = KEYS[1], KEYS[2]
 local spacing, late, floor = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 
 -- A Redis that lost the state (new, restarted, a replica promoted) does not know the
 -- last grants: one given before may still be sent up to `floor` from now. The next is
 -- a spacing after that, as it would have been.
-local run = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+local run = run_id()
 local st = redis.call('HMGET', state, 'run', 'tat')
 local tat = tonumber(st[2]) or 0
 if st[1] ~= run then
