@@ -39,3 +39,14 @@ def test_a_refused_control_takes_no_effect_either_way():
     c = checker(("pause", 1000, 1010, 429), ("pause", 2000, 2030, 200), ("resume", 3000, 3010, 400))
     assert c.paused_spans(A) == [(2030, float("inf"))]
     assert c.paused_spans(A, maybe=True) == [(2030, float("inf"))]
+
+
+def test_a_campaign_cancel_answered_503_may_have_canceled_it():
+    # Seed 586672821: the cancel's ledger mark was made, the notice to the worker was not
+    # queued, the edge answered 503; the campaign was canceled all the same.
+    events = [{"kind": "cancel_campaign", "t": 2000, "id": "c1", "account": A, "status": 503, "op": 0},
+              {"kind": "cancel_campaign", "t": 3000, "id": "c2", "account": A, "status": 200, "op": 1}]
+    c = Checker(History(plan=None, prefix="p:", accounts=[A], started_ms=0, events=events))
+    assert c.campaign_maybe_canceled("c1") and not c.campaign_canceled("c1")
+    assert c.campaign_canceled("c2") and not c.campaign_maybe_canceled("c2")
+    assert not c.campaign_maybe_canceled("c3")

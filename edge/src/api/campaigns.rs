@@ -26,11 +26,13 @@ pub async fn list<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: 
     Ok(ApiResponse::json(200, &CampaignPage { campaigns, next_cursor: next.map(|c| c.encode(account)) }))
 }
 
-/// Marks the campaign canceled in the ledger (from then on none of its messages is
-/// claimed for sending but one whose claim had begun: `machine::CAMPAIGN_NOT_CANCELED`),
-/// then tells the worker, which takes what waits off the schedule and marks each
-/// message. A repeated cancel tells the worker again, so a cancel whose queue write
-/// failed is mended by repeating it.
+/// Marks the campaign canceled in the ledger (the truth: from then on none of its
+/// messages is claimed for sending but one whose claim had begun:
+/// `machine::CAMPAIGN_NOT_CANCELED`), then tells the worker, which takes what waits off
+/// the schedule and marks each message. Should that notice fail, the cancel stands all
+/// the same (as a message's, `message::cancel`): the worker's first claim of one of its
+/// messages is refused and takes the rest off the schedule (`worker-native/src/cancel.rs`);
+/// a repeated cancel tells the worker again.
 pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Result<ApiResponse, ApiError> {
     let item = match ledger::cancel_campaign(ctx, account, message_id(id)?, &now_rfc3339(ctx)).await {
         Ok(item) => item,
@@ -42,6 +44,8 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> R
     };
     let reference = CampaignRef { campaign: item.campaign.id.clone(), creator_id: account.to_owned(), cancel: true };
     // Priority 0: ahead of any message, as account controls.
-    queue::campaign(ctx, &reference, 0).await?;
+    if let Err(e) = queue::campaign(ctx, &reference, 0).await {
+        ctx.p.log_error(&format!("campaign cancel notice not queued: {e}"));
+    }
     Ok(ApiResponse::json(200, &item.view(ctx.p.now_ms(), ctx.config().rate)))
 }
