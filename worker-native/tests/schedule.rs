@@ -825,6 +825,21 @@ async fn a_refused_claim_gives_its_slot_back() {
     assert_eq!(third[0].slot_ms, second[0].slot_ms, "the refused message's slot went to the next one");
 }
 
+/// The `max`-th send's slot, after which the margin is added once, goes back too.
+#[tokio::test]
+async fn a_refused_claim_gives_its_slot_back_at_the_margin_too() {
+    let redis = RedisServer::start();
+    let s = redis.schedule(FAST, 1, 100);
+    s.enqueue(&(0..12).map(|i| message("edge", i, 5)).collect::<Vec<_>>()).await.unwrap();
+    let ten = take(&s, 10, 30_000, 0, 3_000).await.unwrap().taken;
+    assert_eq!(ten.len(), 10);
+    let mut done: Vec<Completion> = ten[..9].iter().cloned().map(Completion::Done).collect();
+    done.push(Completion::Refused(ten[9].clone()));
+    s.complete(&done).await.unwrap();
+    let next = take(&s, 1, 30_000, 0, 3_000).await.unwrap().taken;
+    assert_eq!(next[0].slot_ms, ten[9].slot_ms, "the refused tenth's slot went to the next one");
+}
+
 /// With bursts too: sends given back unsent (refused, released, waiting for the
 /// credential's turn) leave the account's log of sends, so they cost it nothing: the
 /// whole window's worth goes again at once, not a window later.

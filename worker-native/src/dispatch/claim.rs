@@ -152,9 +152,8 @@ async fn admit(credential: &CredentialLimit, taken: Vec<Taken>, clock: impl Fn()
     (Some(admitted), back)
 }
 
-/// Completes what will not be sent now in the schedule, and lets go of it. A slot given
-/// back is due at once, earlier than the take loop's planned wake-up: it is woken, else
-/// a run of canceled messages would each leave its account idle until then.
+/// Completes what will not be sent now in the schedule, and lets go of it (waking the
+/// take loop for the slots given back).
 async fn give_back<G>(state: &DispatchState<G>, left: Vec<Completion>) {
     if left.is_empty() {
         return;
@@ -167,7 +166,5 @@ async fn give_back<G>(state: &DispatchState<G>, left: Vec<Completion>) {
     for c in &left {
         state.in_flight.release(&c.taken().id);
     }
-    if left.iter().any(Completion::refunds) {
-        state.wake.notify_one();
-    }
+    super::wake_for_refunds(&left, &state.wake);
 }

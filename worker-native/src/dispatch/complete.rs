@@ -56,11 +56,7 @@ pub(super) async fn run(
         for c in &completions {
             held.release(&c.taken().id);
         }
-        // A slot given back (a message released unsent) is due before the take loop's
-        // planned wake-up.
-        if completions.iter().any(Completion::refunds) {
-            wake.notify_one();
-        }
+        super::wake_for_refunds(&completions, &wake);
         metrics.processed(counts.sent);
         metrics.failed(counts.failed);
         metrics.retried(counts.retried);

@@ -59,6 +59,15 @@ pub struct DispatchConfig {
     pub credential: Option<CredentialLimit>,
 }
 
+/// Wakes the take loop when `done` gave a slot back (a message that will not be sent
+/// now: refused, released, waiting): that slot is due at once, before the loop's planned
+/// wake-up, and a run of them would otherwise each leave its account idle until then.
+fn wake_for_refunds(done: &[Completion], wake: &Notify) {
+    if done.iter().any(Completion::refunds) {
+        wake.notify_one();
+    }
+}
+
 /// Longest sleep without looking at the schedule (a safety net: wake-ups and due
 /// times normally end the wait first).
 const MAX_IDLE: Duration = Duration::from_secs(1);

@@ -50,12 +50,16 @@ end
 local function refund(acct, slot)
   local max, window, burst = limit_of(acct)
   if burst ~= 1 then return refund_burst(acct, slot, max, window) end
-  local after = slot + window / max
+  -- The next slot is a spacing after it, and the margin more after every `max`-th send.
+  local function next_of(t)
+    local d = t - slot - window / max
+    return math.abs(d) < 1 or (MARGIN > 0 and math.abs(d - MARGIN) < 1)
+  end
   local score = tonumber(redis.call('ZSCORE', P .. 'ready', acct))
   local key = P .. 'st:' .. acct
-  if score and math.abs(score - after) < 1 then
+  if score and next_of(score) then
     redis.call('ZADD', P .. 'ready', 'XX', slot, acct)
-  elseif not score and math.abs((tonumber(redis.call('HGET', key, 'tat')) or 0) - after) < 1 then
+  elseif not score and next_of(tonumber(redis.call('HGET', key, 'tat')) or 0) then
     redis.call('HSET', key, 'tat', slot)
   else
     return
