@@ -12,7 +12,8 @@
 //! - [`ledger`]: the DynamoDB ledger item layout and its status machine;
 //! - [`rate`]: the per-account rate and the send-time estimate derived from it;
 //! - [`id`] and [`time`]: UUIDv7 message ids and RFC 3339 timestamps;
-//! - [`settings`]: reading configuration, every bad setting reported by name.
+//! - [`settings`]: reading configuration, every bad setting reported by name;
+//! - [`webhook`]: Standard Webhooks signatures, and which endpoint URLs may be registered.
 
 pub mod api;
 pub mod campaign;
@@ -25,3 +26,4 @@ pub mod rate;
 pub mod settings;
 pub mod time;
 pub mod validation;
+pub mod webhook;
