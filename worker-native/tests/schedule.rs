@@ -796,6 +796,7 @@ async fn an_epoch_of_another_redis_process_means_the_shard_is_lost_and_cleared()
     let prefix = s.shard_key_prefix(s.shard_of("held")).to_owned();
     let pause: redis::Value = redis::cmd("HGET").arg(format!("{prefix}st:held")).arg("pause").query(&mut redis.conn_for(&prefix)).unwrap();
     assert!(number(pause) < 1_000_000_000_000_000, "a stale hold is not kept");
+    assert!(number(shard_get(&redis, &s, "held", "PTTL", "st:held")) > 0, "its state expires unless the rebuild holds it again");
     // The ledger's hold, put back by the rebuild with its own time (the one the stale
     // shard had applied), holds the account again.
     let marks = s.loss_marks([s.shard_of("held")]).await.unwrap().for_rebuild();

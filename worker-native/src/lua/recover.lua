@@ -78,6 +78,11 @@ if step == 'lost' or step == 'lost_keep' then
     -- account sent while held). Controls older than the ledger's never reach here (the
     -- ledger refuses them first: ingest.rs).
     redis.call('HDEL', key, 'ctl_at')
+    -- Out of every set now: its state expires as a resting account's does (kept while
+    -- it bounds a send), unless the rebuild puts work or a hold back (which keep it).
+    -- Left as it was, the state of an account that was in `ready`, or held, would stay
+    -- for ever (neither expires).
+    rest(acct)
   end
   for cid in pairs(campaigns) do
     if redis.call('GET', P .. 'seen:' .. cid) ~= 'canceled' then redis.call('UNLINK', P .. 'seen:' .. cid) end
