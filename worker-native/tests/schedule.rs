@@ -344,8 +344,7 @@ async fn a_control_waits_for_its_shards_rebuild() {
     let redis = RedisServer::start();
     let s = redis.schedule(FAST, 1, 0);
     redis.drop_epochs(&s);
-    let k = s.shard_of("a");
-    let marks = s.loss_marks([k]).await.unwrap();
+    let marks = s.loss_marks([s.shard_of("a"), s.shard_of("r")]).await.unwrap();
     assert!(s.control(&[control("a", Hold::Pause, 10)], &marks).await.unwrap().stale, "not while the shard waits for its rebuild");
     let rebuild = marks.clone().for_rebuild();
     assert_eq!(s.control(&[control("r", Hold::Pause, 10)], &rebuild).await.unwrap().applied, 1, "the rebuild's own hold goes in");
