@@ -31,15 +31,14 @@ pub(super) async fn claim<G>(state: &DispatchState<G>, taken: Vec<Taken>, redis_
     // and goes back at once (its account's pause must end at its turn, not after the claim).
     let taken = match &state.credential {
         Some(credential) => {
-            let (taken, waiting) = admit(credential, taken, || redis_now + taken_at.elapsed().as_millis() as u64).await;
+            let (taken, mut waiting) = admit(credential, taken, || redis_now + taken_at.elapsed().as_millis() as u64).await;
+            let Some(taken) = taken else {
+                waiting.append(&mut left); // all back, in one round trip
+                give_back(state, waiting).await;
+                return None;
+            };
             give_back(state, waiting).await;
-            match taken {
-                Some(taken) => taken,
-                None => {
-                    give_back(state, left).await;
-                    return None;
-                }
-            }
+            taken
         }
         None => taken,
     };

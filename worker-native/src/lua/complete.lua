@@ -66,12 +66,12 @@ local function refund(acct, slot)
   end
   if MARGIN > 0 then redis.call('HINCRBY', key, 'n', -1) end
 end
--- A gateway's 429: the account sends nothing for `delay` ms. Applied whoever holds the
--- message now (a message taken before Redis lost its data and put back here, or one
--- whose lease another worker took over): the answer is about the account, and a pause
--- only ever delays.
-local function pause_account(acct, delay)
-  keep_until(acct, pause_until(acct, now + delay))
+-- The account sends nothing until `till` (ms): a gateway's 429, or its turn at the
+-- credential's limit. A 429 is applied whoever holds the message now (a message taken
+-- before Redis lost its data and put back here, or one whose lease another worker took
+-- over): the answer is about the account, and a pause only ever delays.
+local function pause_account(acct, till)
+  keep_until(acct, pause_until(acct, till))
 end
 for i = ARG0 + 1, #ARGV, 10 do
   local kind, acct, id, qs, gen, delay, payload, cid, taken_at, slot = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]),
@@ -104,13 +104,13 @@ for i = ARG0 + 1, #ARGV, 10 do
     elseif held and (kind == 'release' or kind == 'wait') then
       requeue(acct, id, qs)
       refund(acct, slot)
-      if kind == 'wait' then keep_until(acct, pause_until(acct, delay)) end
+      if kind == 'wait' then pause_account(acct, delay) end
     elseif held then
       redis.call('HSET', body_key, id, payload)
       redis.call('ZADD', P .. 'delayed', now + delay, member)
       if kind == 'defer' then refund(acct, slot) end
     end
   end
-  if kind == 'pause' then pause_account(acct, delay) end
+  if kind == 'pause' then pause_account(acct, now + delay) end
 end
 return released
