@@ -83,10 +83,13 @@ async fn accounts_take_turns_one_spacing_apart_across_workers() {
 async fn a_turn_missed_is_lost_not_sent_late() {
     let redis = RedisServer::start();
     let (a, _) = workers(&redis);
+    // A first call (the connection, the script's load) may take long: a turn reads
+    // early by its time, and the late ask below would then be on time.
+    a.grant(&[ask("warm", now_ms(), 10)], now_ms).await.unwrap();
     let now = now_ms();
     let turn = until(a.grant(&[ask("x", now, 10)], now_ms).await.unwrap()[0]);
     let other = until(a.grant(&[ask("y", now, 10)], now_ms).await.unwrap()[0]);
-    let again = a.grant(&[ask("x", turn + MARGIN_MS / 2 + 5, 10)], now_ms).await.unwrap();
+    let again = a.grant(&[ask("x", turn + MARGIN_MS / 2 + CALL_MS, 10)], now_ms).await.unwrap();
     assert!(late_by(other + SPACING_MS, until(again[0])), "a new turn, behind y's: {again:?}, y's at {other}");
 }
 
