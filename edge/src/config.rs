@@ -41,6 +41,9 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Per-account API-call limits (the rate-limiting bindings); off only for load tests.
     pub api_call_limits: bool,
+    /// Webhook endpoints on this machine (`http://127.0.0.1`, `localhost`) allowed: local
+    /// runs only (a tenant's endpoint must never reach inside our network).
+    pub webhook_loopback: bool,
 }
 
 impl Config {
@@ -76,6 +79,7 @@ impl Config {
         }
         let rate_limiter_enabled = s.flag("RATE_LIMITER_ENABLED", false);
         let api_call_limits = s.flag("API_CALL_LIMITS", true);
+        let webhook_loopback = s.flag("WEBHOOK_LOOPBACK", false);
         let config = Config {
             rate_limiter_enabled,
             queue_url,
@@ -101,6 +105,7 @@ impl Config {
                 .map(|v| v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect())
                 .unwrap_or_default(),
             api_call_limits,
+            webhook_loopback,
         };
         s.finish(|| config)
     }

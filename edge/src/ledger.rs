@@ -1,6 +1,7 @@
 //! The ledger in DynamoDB, as the edge uses it: writing accepted messages, reading one
 //! message or a page of failed ones, moving a failed message back to `queued` exactly
-//! once, and the per-account summary counters. Item layout: `shared::ledger`.
+//! once, the per-account summary counters, and the account's webhook endpoints. Item
+//! layout: `shared::ledger`.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -11,6 +12,7 @@ use shared::campaign::{self, CampaignItem};
 use shared::ledger::machine;
 use shared::ledger::{self, key, n, s, Body, BodyItem, LedgerItem, MessageStatus, Summary, FAILED_INDEX, FAILED_KEY, PK, SK, SUMMARY_SK};
 use shared::queue::{AccountControl, Hold};
+use shared::webhook::{self, Endpoint};
 
 use crate::aws::AwsError;
 use crate::platform::Platform;
@@ -484,6 +486,65 @@ pub async fn mark_failed<P: Platform>(ctx: &Ctx<'_, P>, failed: &LedgerItem, gen
         Err(AwsError::ConditionFailed { .. }) => Ok(true),
         Err(e) => Err(e),
     }
+}
+
+// ---- webhook endpoints (`shared::webhook`): a few small items per account, read whole.
+
+/// Every endpoint of this account, oldest first (their ids are time-ordered).
+pub async fn endpoints<P: Platform>(ctx: &Ctx<'_, P>, creator: &str) -> Result<Vec<Endpoint>, AwsError> {
+    let answer = ctx
+        .dynamodb(
+            "Query",
+            &json!({
+                "TableName": table(ctx),
+                "KeyConditionExpression": "#pk = :c AND begins_with(#sk, :prefix)",
+                "ExpressionAttributeNames": {"#pk": PK, "#sk": SK},
+                "ExpressionAttributeValues": {":c": s(creator), ":prefix": s(webhook::ENDPOINT_SK_PREFIX)},
+                "ConsistentRead": true,
+            }),
+        )
+        .await?;
+    Ok(answer.get("Items").and_then(Value::as_array).into_iter().flatten().filter_map(Endpoint::from_item).collect())
+}
+
+/// One endpoint of this account (another account's is simply not found).
+pub async fn endpoint<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str) -> Result<Option<Endpoint>, AwsError> {
+    let answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": webhook::endpoint_key(creator, id), "ConsistentRead": true})).await?;
+    Ok(answer.get("Item").and_then(Endpoint::from_item))
+}
+
+/// Writes a new endpoint (its id is new: the condition only guards against a clash).
+pub async fn put_endpoint<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, endpoint: &Endpoint) -> Result<(), AwsError> {
+    let item = endpoint.to_item(creator);
+    ctx.dynamodb("PutItem", &PutItem::new(ctx, &item)).await.map(drop)
+}
+
+/// Replaces an endpoint's item with `updated` only while its secret is still `was`'s: of
+/// two rotations at once, one wins and the other is refused (`false`), never mixed.
+pub async fn replace_endpoint<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, was: &Endpoint, updated: &Endpoint) -> Result<bool, AwsError> {
+    let answer = ctx
+        .dynamodb(
+            "PutItem",
+            &json!({
+                "TableName": table(ctx),
+                "Item": updated.to_item(creator),
+                "ConditionExpression": "secret = :was",
+                "ExpressionAttributeValues": {":was": s(was.secret.reveal())},
+            }),
+        )
+        .await;
+    refused(answer).map(|r| !r)
+}
+
+/// Deletes an endpoint; `false` when there was none.
+pub async fn delete_endpoint<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str) -> Result<bool, AwsError> {
+    let answer = ctx
+        .dynamodb(
+            "DeleteItem",
+            &json!({"TableName": table(ctx), "Key": webhook::endpoint_key(creator, id), "ConditionExpression": "attribute_exists(#sk)", "ExpressionAttributeNames": {"#sk": SK}}),
+        )
+        .await;
+    refused(answer).map(|r| !r)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Webhooks as Standard Webhooks 1.0 defines them (standardwebhooks.com): how a
-//! delivery is signed, and which endpoint URLs a tenant may register. Pure rules: the
-//! worker signs and sends, the edge registers.
+//! delivery is signed, which endpoint URLs a tenant may register, and an endpoint as
+//! the ledger keeps it and the API shows it. Pure rules: the worker signs and sends,
+//! the edge registers.
 //!
 //! A delivery carries three headers: `webhook-id` (the event's id, the same on every
 //! attempt, so a receiver can drop repeats), `webhook-timestamp` (Unix seconds of this
@@ -11,7 +12,12 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use sha2::Sha256;
+
+use crate::error::FieldError;
+use crate::ledger;
 
 /// What an endpoint's signing secret starts with, as the spec's libraries expect.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -176,6 +182,188 @@ pub fn public(ip: std::net::IpAddr) -> bool {
     }
 }
 
+/// The events an endpoint may ask for (`POST /webhooks`'s `events`; all of them when
+/// left out).
+pub const EVENTS: [&str; 7] =
+    ["message.sent", "message.failed", "message.canceled", "campaign.completed", "campaign.canceled", "account.paused", "account.resumed"];
+
+/// Endpoints one account may have: each event is signed and sent once per endpoint.
+pub const MAX_ENDPOINTS: usize = 10;
+
+/// How long a rotated-out secret still signs beside the new one (a receiver deploying
+/// the new secret has a day to do it without a delivery failing verification).
+pub const ROTATION_GRACE_MS: u64 = 24 * 3600 * 1000;
+
+/// The sort key prefix of an endpoint's item, in its account's partition of the ledger.
+pub const ENDPOINT_SK_PREFIX: &str = "#webhook#";
+
+/// What an endpoint id starts with (the rest is a UUIDv7: ids sort by creation).
+const ENDPOINT_ID_PREFIX: &str = "ep_";
+
+/// A new endpoint's id.
+pub fn endpoint_id(now_ms: u64, random: [u8; 8]) -> String {
+    format!("{ENDPOINT_ID_PREFIX}{}", crate::id::uuid_v7(now_ms, 0, random))
+}
+
+/// Whether `id` has the shape of an endpoint id (anything else is a 404 before the ledger).
+pub fn is_endpoint_id(id: &str) -> bool {
+    id.strip_prefix(ENDPOINT_ID_PREFIX).is_some_and(crate::id::is_message_id)
+}
+
+/// The ledger key of an endpoint.
+pub fn endpoint_key(account: &str, id: &str) -> Value {
+    ledger::key(account, &format!("{ENDPOINT_SK_PREFIX}{id}"))
+}
+
+/// `POST /webhooks`: the endpoint asked for, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEndpoint {
+    pub url: String,
+    pub events: Vec<String>,
+}
+
+/// Reads `{"url", "events"?}`, naming every bad field: `url` as `endpoint_url` allows it,
+/// `events` a non-empty list of known events without repeats (all of them when left out).
+pub fn validate_endpoint(body: Value, allow_loopback: bool) -> Result<NewEndpoint, Vec<FieldError>> {
+    let Value::Object(mut obj) = body else {
+        return Err(vec![FieldError::new("body", "must be a JSON object")]);
+    };
+    let mut bad: Vec<FieldError> =
+        obj.keys().filter(|k| !["url", "events"].contains(&k.as_str())).map(|k| FieldError::new(k.as_str(), "unknown field")).collect();
+    let url = match obj.remove("url") {
+        Some(Value::String(url)) => match endpoint_url(&url, allow_loopback) {
+            Ok(()) => url,
+            Err(why) => {
+                bad.push(FieldError::new("url", why));
+                String::new()
+            }
+        },
+        Some(_) => {
+            bad.push(FieldError::new("url", "must be a string"));
+            String::new()
+        }
+        None => {
+            bad.push(FieldError::new("url", "is required"));
+            String::new()
+        }
+    };
+    let events = match obj.remove("events") {
+        None => EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+        Some(Value::Array(list)) if !list.is_empty() => {
+            let mut events: Vec<String> = Vec::with_capacity(list.len());
+            for (i, e) in list.into_iter().enumerate() {
+                match e {
+                    Value::String(e) if EVENTS.contains(&e.as_str()) && !events.contains(&e) => events.push(e),
+                    Value::String(e) if events.contains(&e) => bad.push(FieldError::new(format!("events[{i}]"), "is listed twice")),
+                    _ => bad.push(FieldError::new(format!("events[{i}]"), format!("must be one of {}", EVENTS.join(", ")))),
+                }
+            }
+            events
+        }
+        Some(_) => {
+            bad.push(FieldError::new("events", "must be a non-empty list of events (leave it out for all)"));
+            Vec::new()
+        }
+    };
+    if bad.is_empty() {
+        Ok(NewEndpoint { url, events })
+    } else {
+        Err(bad)
+    }
+}
+
+/// A registered endpoint, as the ledger keeps it: its signing secret, and while one is
+/// rotated out, the old one and until when it still signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created_at: String,
+    pub secret: Secret,
+    pub previous: Option<(Secret, u64)>,
+}
+
+impl Endpoint {
+    /// Its ledger item (in its account's partition).
+    pub fn to_item(&self, account: &str) -> Value {
+        let mut item = endpoint_key(account, &self.id);
+        item["url"] = ledger::s(self.url.as_str());
+        item["events"] = json!({"L": self.events.iter().map(|e| ledger::s(e.as_str())).collect::<Vec<_>>()});
+        item["createdAt"] = ledger::s(self.created_at.as_str());
+        item["secret"] = ledger::s(self.secret.reveal());
+        if let Some((old, until)) = &self.previous {
+            item["previousSecret"] = ledger::s(old.reveal());
+            item["previousUntilMs"] = ledger::n(until);
+        }
+        item
+    }
+
+    pub fn from_item(item: &Value) -> Option<Self> {
+        let id = ledger::text(item, ledger::SK)?.strip_prefix(ENDPOINT_SK_PREFIX)?.to_owned();
+        let events = item.get("events")?.get("L")?.as_array()?.iter().filter_map(|e| e.get("S")?.as_str().map(str::to_owned)).collect();
+        let previous = match (ledger::text(item, "previousSecret"), ledger::number(item, "previousUntilMs")) {
+            (Some(old), Some(until)) => Some((Secret::parse(old).ok()?, until)),
+            _ => None,
+        };
+        Some(Endpoint {
+            id,
+            url: ledger::text(item, "url")?.to_owned(),
+            events,
+            created_at: ledger::text(item, "createdAt")?.to_owned(),
+            secret: Secret::parse(ledger::text(item, "secret")?).ok()?,
+            previous,
+        })
+    }
+
+    /// The secrets that sign a delivery now: the current one first, then one rotated out
+    /// less than `ROTATION_GRACE_MS` ago.
+    pub fn signing_secrets(&self, now_ms: u64) -> Vec<&Secret> {
+        let old = self.previous.as_ref().filter(|(_, until)| *until > now_ms).map(|(s, _)| s);
+        std::iter::once(&self.secret).chain(old).collect()
+    }
+
+    /// What the API shows of it (never a secret).
+    pub fn view(&self, now_ms: u64) -> EndpointView {
+        EndpointView {
+            id: self.id.clone(),
+            url: self.url.clone(),
+            events: self.events.clone(),
+            created_at: self.created_at.clone(),
+            previous_secret_expires_at: self.previous.as_ref().filter(|(_, until)| *until > now_ms).map(|(_, until)| crate::time::rfc3339_ms(*until)),
+        }
+    }
+}
+
+/// An endpoint as `GET /webhooks` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointView {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub created_at: String,
+    /// While a rotated-out secret still signs: until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<String>,
+}
+
+/// `POST /webhooks` (201) and `POST /webhooks/{id}/rotate` (200): the endpoint and its
+/// new secret, shown this once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointWithSecret {
+    #[serde(flatten)]
+    pub endpoint: EndpointView,
+    pub secret: String,
+}
+
+/// `GET /webhooks`: every endpoint of the account, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointList {
+    pub endpoints: Vec<EndpointView>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +440,45 @@ mod tests {
         assert_eq!(endpoint_url("http://localhost:9000/hook", true), Ok(()));
         assert!(endpoint_url("http://10.0.0.5/hook", true).is_err(), "loopback only, not any private address");
         assert!(endpoint_url("http://crm.example.com/hook", true).is_err(), "https elsewhere");
+    }
+    #[test]
+    fn an_endpoint_request_is_read_or_every_bad_field_named() {
+        use serde_json::json;
+        let all = validate_endpoint(json!({"url": "https://crm.example.com/hooks"}), false).unwrap();
+        assert_eq!(all.events.len(), EVENTS.len(), "every event when none is named");
+        let some = validate_endpoint(json!({"url": "https://crm.example.com/h", "events": ["message.sent", "account.paused"]}), false).unwrap();
+        assert_eq!(some.events, ["message.sent", "account.paused"]);
+        let bad =
+            validate_endpoint(json!({"url": "https://10.0.0.1/h", "events": ["message.sent", "message.sent", "message.lost"], "x": 1}), false).unwrap_err();
+        let fields: Vec<&str> = bad.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["x", "url", "events[1]", "events[2]"], "{bad:?}");
+        assert_eq!(validate_endpoint(json!({"events": []}), false).unwrap_err().len(), 2, "url required, events not empty");
+        assert!(validate_endpoint(json!({"url": "http://127.0.0.1:9000/h"}), false).is_err());
+        assert!(validate_endpoint(json!({"url": "http://127.0.0.1:9000/h"}), true).is_ok(), "a local run's receiver");
+        assert!(validate_endpoint(json!(["https://crm.example.com/h"]), false).is_err());
+    }
+
+    /// An endpoint reads back from its item; a rotated-out secret signs beside the new
+    /// one until its grace ends, then not.
+    #[test]
+    fn an_endpoint_reads_back_and_a_rotated_secret_signs_until_its_grace_ends() {
+        assert!(is_endpoint_id(&endpoint_id(1_795_586_400_000, [3; 8])));
+        assert!(!is_endpoint_id("ep_nope") && !is_endpoint_id(&crate::id::uuid_v7(1, 0, [0; 8])));
+        let (old, new) = (Secret::from_bytes([1; SECRET_BYTES]), Secret::from_bytes([2; SECRET_BYTES]));
+        let e = Endpoint {
+            id: endpoint_id(1_795_586_400_000, [3; 8]),
+            url: "https://crm.example.com/h".into(),
+            events: vec!["message.sent".into()],
+            created_at: "2026-12-07T12:00:00.000Z".into(),
+            secret: new.clone(),
+            previous: Some((old.clone(), 5_000)),
+        };
+        let item = e.to_item("acct-1");
+        assert_eq!(Endpoint::from_item(&item), Some(e.clone()));
+        assert_eq!(e.signing_secrets(4_999), [&new, &old]);
+        assert_eq!(e.signing_secrets(5_000), [&new]);
+        assert!(e.view(4_999).previous_secret_expires_at.is_some() && e.view(5_000).previous_secret_expires_at.is_none());
+        let shown = serde_json::to_string(&e.view(0)).unwrap();
+        assert!(!shown.contains(&new.reveal()) && !shown.contains(&old.reveal()), "no secret in a view: {shown}");
     }
 }

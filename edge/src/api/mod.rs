@@ -8,6 +8,7 @@ mod message;
 mod retry;
 mod send;
 mod status;
+mod webhooks;
 
 use shared::error::{ErrorCode, FieldError};
 
@@ -108,6 +109,24 @@ async fn route<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: 
                 "DELETE" => campaigns::cancel(&ctx, id, &account).await,
                 _ => campaigns::campaign(&ctx, id, &account).await,
             }
+        }
+        ["webhooks"] => {
+            allow(method, &["GET", "POST"])?;
+            let account = authenticate(&ctx, request, limiter_of(method)).await?;
+            match method {
+                "POST" => webhooks::create(&ctx, request, &account).await,
+                _ => webhooks::list(&ctx, &account).await,
+            }
+        }
+        ["webhooks", id] if !id.is_empty() => {
+            allow(method, &["DELETE"])?;
+            let account = authenticate(&ctx, request, SEND_LIMITER).await?;
+            webhooks::delete(&ctx, id, &account).await
+        }
+        ["webhooks", id, "rotate"] => {
+            allow(method, &["POST"])?;
+            let account = authenticate(&ctx, request, SEND_LIMITER).await?;
+            webhooks::rotate(&ctx, id, &account).await
         }
         [id, "retry"] => {
             allow(method, &["POST"])?;

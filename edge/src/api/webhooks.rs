@@ -1,0 +1,83 @@
+//! `POST /webhooks`, `GET /webhooks`, `DELETE /webhooks/{id}` and
+//! `POST /webhooks/{id}/rotate`: the account's webhook endpoints (`shared::webhook`).
+//! A new secret is shown once, in the answer that made it; a rotated-out secret goes on
+//! signing beside the new one for `ROTATION_GRACE_MS`, so a receiver can move to the
+//! new one without a delivery failing its check.
+
+use shared::error::ErrorCode;
+use shared::webhook::{self, Endpoint, EndpointList, EndpointWithSecret, Secret, MAX_ENDPOINTS, ROTATION_GRACE_MS, SECRET_BYTES};
+
+use super::now_rfc3339;
+use crate::error::ApiError;
+use crate::http::{ApiRequest, ApiResponse};
+use crate::ledger;
+use crate::platform::Platform;
+use crate::services::Ctx;
+
+pub async fn create<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: &str) -> Result<ApiResponse, ApiError> {
+    let (_, body) = super::json_body(ctx, request).await?;
+    let new = webhook::validate_endpoint(body, ctx.config().webhook_loopback).map_err(ApiError::invalid)?;
+    // Counted, then written: two requests at once may make one endpoint more than the
+    // limit, which bounds the work an account makes per event, not a guarantee.
+    if ledger::endpoints(ctx, account).await?.len() >= MAX_ENDPOINTS {
+        return Err(ApiError::new(ErrorCode::WebhookLimitReached)
+            .with_message(format!("This account has {MAX_ENDPOINTS} webhook endpoints, as many as it may: delete one first")));
+    }
+    let now_ms = ctx.p.now_ms();
+    let mut seed = [0u8; 8];
+    ctx.p.fill_random(&mut seed);
+    let endpoint = Endpoint {
+        id: webhook::endpoint_id(now_ms, seed),
+        url: new.url,
+        events: new.events,
+        created_at: now_rfc3339(ctx),
+        secret: new_secret(ctx),
+        previous: None,
+    };
+    ledger::put_endpoint(ctx, account, &endpoint).await?;
+    Ok(ApiResponse::json(201, &EndpointWithSecret { endpoint: endpoint.view(now_ms), secret: endpoint.secret.reveal() }))
+}
+
+pub async fn list<P: Platform>(ctx: &Ctx<'_, P>, account: &str) -> Result<ApiResponse, ApiError> {
+    let now_ms = ctx.p.now_ms();
+    let endpoints = ledger::endpoints(ctx, account).await?.iter().map(|e| e.view(now_ms)).collect();
+    Ok(ApiResponse::json(200, &EndpointList { endpoints }))
+}
+
+pub async fn delete<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Result<ApiResponse, ApiError> {
+    if !ledger::delete_endpoint(ctx, account, endpoint_id(id)?).await? {
+        return Err(ApiError::new(ErrorCode::NotFound));
+    }
+    Ok(ApiResponse::empty(204))
+}
+
+/// A new secret; the current one signs beside it until the grace ends (one rotated out
+/// before is dropped: two rotations within the grace leave the last two secrets).
+pub async fn rotate<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Result<ApiResponse, ApiError> {
+    let id = endpoint_id(id)?;
+    // Two rotations at once: the second is applied on what the first left.
+    for _ in 0..3 {
+        let was = ledger::endpoint(ctx, account, id).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+        let now_ms = ctx.p.now_ms();
+        let updated = Endpoint { secret: new_secret(ctx), previous: Some((was.secret.clone(), now_ms + ROTATION_GRACE_MS)), ..was.clone() };
+        if ledger::replace_endpoint(ctx, account, &was, &updated).await? {
+            return Ok(ApiResponse::json(200, &EndpointWithSecret { endpoint: updated.view(now_ms), secret: updated.secret.reveal() }));
+        }
+    }
+    Err(ApiError { log: Some("webhook secret rotations kept colliding".into()), ..ApiError::new(ErrorCode::UpstreamUnavailable) })
+}
+
+fn new_secret<P: Platform>(ctx: &Ctx<'_, P>) -> Secret {
+    let mut bytes = [0u8; SECRET_BYTES];
+    ctx.p.fill_random(&mut bytes);
+    Secret::from_bytes(bytes)
+}
+
+/// A 404 for ids that cannot be endpoint ids: they never reach the ledger.
+fn endpoint_id(id: &str) -> Result<&str, ApiError> {
+    if webhook::is_endpoint_id(id) {
+        Ok(id)
+    } else {
+        Err(ApiError::new(ErrorCode::NotFound))
+    }
+}
