@@ -290,7 +290,7 @@ class System:
     def edge(self):
         """The edge the tests send through (started on first use; no API-call limit)."""
         if self._edge is None:
-            part, self._edge = start_edge("edge-worker", edge_settings(self.aws, API_CALL_LIMITS="false", MAX_RECIPIENTS="10000"))
+            part, self._edge = start_edge("edge-worker", edge_settings(self.aws, API_CALL_LIMITS="false", MAX_RECIPIENTS="10000", WEBHOOK_LOOPBACK="true"))
             self.parts.append(part)
         return self._edge
 

@@ -519,7 +519,7 @@ def test_wrong_aws_secret_gives_503_and_queues_nothing(aws, emulator):
         assert r.json() == {"error": "The queue or the ledger cannot be reached", "code": "upstream_unavailable"}
         assert aws.secret_access_key[5:] not in r.text and aws.access_key_id not in r.text
         assert bad.call("GET", "/status", token(creator)).status_code == 503
-        sent_by_creator = [m for ms in emulator.queue_messages().values() for m in ms if m["body"]["creatorId"] == creator]
+        sent_by_creator = [m for ms in emulator.queue_messages().values() for m in ms if m["body"].get("creatorId") == creator]
         assert sent_by_creator == [] and emulator.items(creator) == []
     finally:
         part.stop()
@@ -822,7 +822,8 @@ def test_openapi_describes_every_route_and_every_answer_matches_it(edge, emulato
     spec = r.json()
     assert spec["openapi"] == "3.1.0" and spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert set(spec["paths"]) == {"/health", "/test", "/openapi.json", "/send", "/status", "/failed", "/account/pause", "/account/resume",
-                                  "/account/vendor", "/campaigns", "/campaigns/{id}", "/{id}", "/{id}/retry"}
+                                  "/account/vendor", "/campaigns", "/campaigns/{id}", "/{id}", "/{id}/retry",
+                                  "/webhooks", "/webhooks/{id}", "/webhooks/{id}/rotate", "/webhooks/{id}/test"}
 
     def check(response, path, method):
         responses = spec["paths"][path][method]["responses"]
@@ -861,3 +862,12 @@ def test_openapi_describes_every_route_and_every_answer_matches_it(edge, emulato
     assert [d["field"] for d in bad["details"]] == ["vendorAccountId"], bad
     assert check(edge.call("PUT", "/account/vendor", tok, {"vendorAccountId": None}), "/account/vendor", "put") == {"vendorAccountId": None}
     assert "vendorAccountId" not in check(edge.call("GET", "/status", tok), "/status", "get")["account"]
+    hook = check(edge.call("POST", "/webhooks", tok, {"url": "https://crm.example.com/hooks", "events": ["message.sent"]}), "/webhooks", "post")
+    check(edge.call("POST", "/webhooks", tok, {"url": "https://10.0.0.1/hooks"}), "/webhooks", "post")
+    check(edge.call("GET", "/webhooks", tok), "/webhooks", "get")
+    check(edge.call("POST", f"/webhooks/{hook['id']}/rotate", tok), "/webhooks/{id}/rotate", "post")
+    check(edge.call("POST", f"/webhooks/{hook['id']}/test", tok), "/webhooks/{id}/test", "post")
+    check(edge.call("POST", f"/webhooks/{hook['id']}/test", token(other)), "/webhooks/{id}/test", "post")
+    deleted = edge.call("DELETE", f"/webhooks/{hook['id']}", tok)
+    assert deleted.status_code == 204 and not deleted.content and "204" in spec["paths"]["/webhooks/{id}"]["delete"]["responses"]
+    check(edge.call("DELETE", f"/webhooks/{hook['id']}", tok), "/webhooks/{id}", "delete")

@@ -1,12 +1,23 @@
-"""Webhook endpoints through the edge under `wrangler dev` (issue 25: registration; the
-worker's deliveries come next): an account registers, lists, rotates and deletes its
-endpoints; a secret is shown once and never again, nor logged; a URL that would reach
-inside our network is refused naming the field; each account sees only its own."""
+"""Webhooks (issue 25) through the edge under `wrangler dev` and the worker: an account
+registers, lists, rotates and deletes its endpoints; a secret is shown once and never
+again, nor logged; a URL that would reach inside our network is refused naming the
+field; each account sees only its own. A test event reaches a real receiver on
+loopback, where the reference library of Standard Webhooks (`standardwebhooks`, PyPI)
+verifies every delivery: signed with the secret, then during a rotation with both the
+old and the new one; a failed attempt is tried again with the same id after the
+receiver's `Retry-After`; a 410 is not tried again."""
 
 import re
+import threading
+import time
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import LOGS, account, token
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from harness import LOGS, System, account, token, wait_for
+from devstack import stack
 
 SECRET = re.compile(r"^whsec_[A-Za-z0-9+/]+={0,2}$")
 
@@ -86,3 +97,86 @@ def test_an_account_has_at_most_ten_endpoints(edge):
     first = edge.call("GET", "/webhooks", token(creator)).json()["endpoints"][0]["id"]
     assert edge.call("DELETE", f"/webhooks/{first}", token(creator)).status_code == 204
     assert create(edge, creator, {"url": "https://crm.example.com/10"}).status_code == 201, "room again once one is deleted"
+
+
+class Receiver:
+    """A webhook receiver on loopback: answers each delivery with the next scripted
+    status (then 200) and keeps what it got."""
+
+    def __init__(self):
+        self.got, self.script = [], []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.got.append({"at": time.monotonic(), "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                status, extra = receiver.script.pop(0) if receiver.script else (200, {})
+                self.send_response(status)
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", stack.free_port()), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+    def verified(self, delivery, secret):
+        """The reference library's verdict: the payload, or None when it refuses."""
+        try:
+            return Webhook(secret).verify(delivery["body"], delivery["headers"])
+        except WebhookVerificationError:
+            return None
+
+
+@pytest.fixture(scope="module")
+def system():
+    s = System()
+    worker = s.start_workers("webhooks", WEBHOOK_LOOPBACK="true", WEBHOOK_RETRY_COMPRESS="1000")
+    yield s
+    for w in worker:
+        w.stop()
+    s.stop()
+
+
+def test_a_test_event_is_signed_as_the_reference_library_verifies_and_retried(system):
+    edge, creator, receiver = system.edge(), account(), Receiver()
+    made = edge.call("POST", "/webhooks", token(creator), json_body={"url": receiver.url}).json()
+    receiver.script = [(503, {"retry-after": "1"})]
+    r = edge.call("POST", f"/webhooks/{made['id']}/test", token(creator))
+    assert r.status_code == 202, r.text
+    event_id = r.json()["eventId"]
+    wait_for(lambda: len(receiver.got) >= 2, 20, "the test event, tried again after a 503")
+    first, second = receiver.got[:2]
+    assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"] == event_id, "one id on every attempt"
+    assert second["at"] - first["at"] >= 0.95, "the receiver's Retry-After is honoured"
+    payload = receiver.verified(second, made["secret"])
+    assert payload is not None, second
+    assert payload["type"] == "webhook.test" and payload["data"] == {"endpointId": made["id"]}, payload
+    assert receiver.verified(second, "whsec_" + "QUFB" * 8) is None, "another secret does not verify"
+    tampered = {**second, "body": second["body"].replace(b"webhook.test", b"webhook.tost")}
+    assert receiver.verified(tampered, made["secret"]) is None, "nor another body"
+    assert abs(int(second["headers"]["webhook-timestamp"]) - time.time()) < 30
+
+    # A rotation: both secrets sign until the grace ends; the receiver holding either
+    # verifies the delivery.
+    rotated = edge.call("POST", f"/webhooks/{made['id']}/rotate", token(creator)).json()
+    edge.call("POST", f"/webhooks/{made['id']}/test", token(creator))
+    wait_for(lambda: len(receiver.got) >= 3, 20, "the test event after the rotation")
+    third = receiver.got[2]
+    assert len(third["headers"]["webhook-signature"].split(" ")) == 2, third["headers"]
+    assert receiver.verified(third, made["secret"]) is not None and receiver.verified(third, rotated["secret"]) is not None
+
+
+def test_a_receiver_that_says_gone_is_not_tried_again(system):
+    edge, creator, receiver = system.edge(), account(), Receiver()
+    made = edge.call("POST", "/webhooks", token(creator), json_body={"url": receiver.url}).json()
+    receiver.script = [(410, {})]
+    edge.call("POST", f"/webhooks/{made['id']}/test", token(creator))
+    wait_for(lambda: len(receiver.got) >= 1, 20, "the test event")
+    time.sleep(1.0)  # the schedule's steps, compressed: 5 ms, 300 ms, 1.8 s, ...
+    assert len(receiver.got) == 1, "410: the endpoint is gone, not tried again"

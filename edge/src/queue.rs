@@ -79,6 +79,13 @@ pub async fn control<P: Platform>(ctx: &Ctx<'_, P>, control: &AccountControl) ->
     send(ctx, entry_of(serde_json::to_string(control).expect("a control always serializes"), &control.creator_id, 0)).await
 }
 
+/// Asks the worker to send a webhook endpoint its test event.
+pub async fn webhook_test<P: Platform>(ctx: &Ctx<'_, P>, test: &shared::webhook::TestEvent) -> Result<(), AwsError> {
+    let notice = shared::queue::WebhookTestNotice { webhook_test: test.clone() };
+    // Priority 0: ahead of any message, as account controls.
+    send(ctx, entry_of(serde_json::to_string(&notice).expect("a test notice always serializes"), &test.creator_id, 0)).await
+}
+
 async fn send<P: Platform>(ctx: &Ctx<'_, P>, entry: Entry<'_>) -> Result<(), AwsError> {
     ctx.sqs("SendMessage", &Entry { queue_url: Some(&ctx.config().queue_url), ..entry }).await.map(drop)
 }

@@ -1,6 +1,6 @@
 //! What travels in the send queue (SQS), from the edge to the worker: a message, a
-//! campaign's reference (or its cancel), an account's hold or release, and the notice of
-//! a canceled message. The edge cannot reach the schedule in Redis: everything the
+//! campaign's reference (or its cancel), an account's hold or release, the notice of
+//! a canceled message, and a webhook endpoint's test event. The edge cannot reach the schedule in Redis: everything the
 //! worker must apply to it comes this way, in order of each body's own time where it
 //! matters (SQS may hand a body over late, out of order or twice).
 
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::campaign::CampaignRef;
 use crate::message::QueueMessage;
+use crate::webhook::TestEvent;
 
 /// An account's sends held or released (`POST /account/pause` / `resume`), told to the
 /// worker through the send queue, since the edge cannot reach the schedule in Redis.
@@ -44,6 +45,15 @@ pub enum Incoming {
     Control(AccountControl),
     Campaign(CampaignRef),
     Canceled(QueueMessage),
+    /// A test event for one webhook endpoint.
+    WebhookTest(TestEvent),
+}
+
+/// How a test event travels: `{"webhookTest": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookTestNotice {
+    pub webhook_test: TestEvent,
 }
 
 impl Incoming {
@@ -58,6 +68,7 @@ impl Incoming {
                 .map(Incoming::Campaign)
                 .or_else(|_| serde_json::from_str::<AccountControl>(body).map(Incoming::Control))
                 .or_else(|_| serde_json::from_str::<CancelNotice>(body).map(|n| Incoming::Canceled(n.canceled)))
+                .or_else(|_| serde_json::from_str::<WebhookTestNotice>(body).map(|n| Incoming::WebhookTest(n.webhook_test)))
                 .map_err(|_| e),
         }
     }

@@ -364,6 +364,66 @@ pub struct EndpointList {
     pub endpoints: Vec<EndpointView>,
 }
 
+/// The event a tenant asks for to check its receiver (`POST /webhooks/{id}/test`): sent
+/// to that endpoint only, whatever events it asked for.
+pub const TEST_EVENT: &str = "webhook.test";
+
+/// A new event's id (`webhook-id`: the same on every attempt, so a receiver drops
+/// repeats); time-ordered.
+pub fn event_id(now_ms: u64, random: [u8; 8]) -> String {
+    format!("evt_{}", crate::id::uuid_v7(now_ms, 0, random))
+}
+
+/// What a delivery says: `{"type", "timestamp", "data"}` (ids and counts, never content).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Not in the body: it travels as `webhook-id`.
+    #[serde(skip)]
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// When what it tells happened (RFC 3339).
+    pub timestamp: String,
+    pub data: Value,
+}
+
+impl Event {
+    /// The body as sent and signed.
+    pub fn body(&self) -> String {
+        serde_json::to_string(self).expect("an event serializes")
+    }
+}
+
+/// The attempts of a delivery (Standard Webhooks' schedule), each this long after the
+/// one before failed: the first at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h,
+/// 20 h, 24 h; after the tenth it is given up.
+pub const RETRY_SCHEDULE_S: [u64; 10] = [0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400];
+
+/// How long after its `failures`-th failed attempt an event is tried again (`None`:
+/// given up): the schedule's step divided by `compress` (tests run it in seconds), or a
+/// receiver's `Retry-After` when that is longer.
+pub fn retry_delay_ms(failures: u32, compress: u64, retry_after_ms: Option<u64>) -> Option<u64> {
+    let step = RETRY_SCHEDULE_S.get(failures as usize)? * 1000 / compress.max(1);
+    Some(step.max(retry_after_ms.unwrap_or(0)))
+}
+
+/// `POST /webhooks/{id}/test`, as the edge tells the worker through the send queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TestEvent {
+    pub creator_id: String,
+    pub endpoint_id: String,
+    pub event_id: String,
+    pub at_ms: u64,
+}
+
+/// `POST /webhooks/{id}/test`: 202, the test event's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestQueued {
+    pub event_id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,5 +540,16 @@ mod tests {
         assert!(e.view(4_999).previous_secret_expires_at.is_some() && e.view(5_000).previous_secret_expires_at.is_none());
         let shown = serde_json::to_string(&e.view(0)).unwrap();
         assert!(!shown.contains(&new.reveal()) && !shown.contains(&old.reveal()), "no secret in a view: {shown}");
+    }
+    #[test]
+    fn failures_are_tried_again_on_the_specifications_schedule_then_given_up() {
+        assert_eq!(retry_delay_ms(1, 1, None), Some(5_000), "the first attempt went at once; the second 5 s after it failed");
+        assert_eq!(retry_delay_ms(2, 1, None), Some(300_000));
+        assert_eq!(retry_delay_ms(9, 1, None), Some(86_400_000));
+        assert_eq!(retry_delay_ms(10, 1, None), None, "given up after the tenth attempt");
+        assert_eq!(retry_delay_ms(2, 1000, None), Some(300), "compressed for tests");
+        assert_eq!(retry_delay_ms(1, 1, Some(60_000)), Some(60_000), "a longer Retry-After is honoured");
+        let e = Event { id: event_id(1, [0; 8]), kind: TEST_EVENT.into(), timestamp: "2026-12-07T12:00:00.000Z".into(), data: json!({"a": 1}) };
+        assert_eq!(e.body(), r#"{"type":"webhook.test","timestamp":"2026-12-07T12:00:00.000Z","data":{"a":1}}"#);
     }
 }

@@ -81,6 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.ledger_enabled {
         tasks.spawn(crate::recover::rest_campaigns(ledger.clone(), config.campaign_rest_interval, stop.clone()));
     }
+    let webhooks = crate::webhook::Deliverer::new(config.webhook_timeout, config.webhook_loopback, config.webhook_retry_compress)?;
     let ingest_done: Vec<_> = (0..config.ingest_tasks)
         .map(|_| {
             let ingest = Ingest {
@@ -94,6 +95,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 wait_seconds: config.sqs_wait_seconds,
                 stats: ingest_stats.clone(),
                 gate: ingest_gate.clone(),
+                webhooks: webhooks.clone(),
             };
             tokio::spawn(ingest.run(stop.clone()))
         })

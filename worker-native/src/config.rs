@@ -90,6 +90,17 @@ pub const SETTINGS: &[Setting] = &[
         Default::Duration(200),
         "how long before its slot a busy account's message is taken, to claim it in the ledger first (a cancel never races its send): set it above the ledger's claim latency; messages are taken up to twice the recent claims' time ahead when that is longer, at most 1 s. An idle account's message goes as soon as it is claimed (twice the recent claims' time)",
     ),
+    set("WEBHOOK_TIMEOUT", Default::Duration(10_000), "how long a webhook receiver has to answer one delivery"),
+    set(
+        "WEBHOOK_LOOPBACK",
+        Default::Flag(false),
+        "true = webhook endpoints on this machine may be delivered to (local runs only); a private, link-local or metadata address never is",
+    ),
+    set(
+        "WEBHOOK_RETRY_COMPRESS",
+        Default::Number(1),
+        "divides the webhook retry schedule (at once, 5s, 5min, 30min, 2h, 5h, 10h, 14h, 20h, 24h): tests only, 1000 makes hours seconds",
+    ),
     set("LOG_FORMAT", Default::Text("text"), "text or json"),
     set("RUST_LOG", Default::Text("info"), "log filter"),
 ];
@@ -169,6 +180,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub claim_lead: Duration,
     pub json_logs: bool,
+    pub webhook_timeout: Duration,
+    pub webhook_loopback: bool,
+    pub webhook_retry_compress: u64,
 }
 
 /// A limit's margin: a duration, or a percentage of its window; 1% of the window when
@@ -228,6 +242,9 @@ impl Config {
         let campaign_rest_interval = ms(s.duration_of(t, "CAMPAIGN_REST_INTERVAL"));
         let shutdown_grace = ms(s.duration_of(t, "SHUTDOWN_GRACE"));
         let claim_lead = ms(s.duration_of(t, "CLAIM_LEAD"));
+        let webhook_timeout = ms(s.duration_of(t, "WEBHOOK_TIMEOUT"));
+        let webhook_loopback = s.flag_of(t, "WEBHOOK_LOOPBACK");
+        let webhook_retry_compress = s.number_of(t, "WEBHOOK_RETRY_COMPRESS", 1..=1_000_000);
         let margin_ms = margin_of(&mut s, "RATE_LIMIT_MARGIN", rate);
         let burst = s.number_of(t, "RATE_LIMIT_BURST", 1..=1_000_000);
         let gateway_rate = s
@@ -328,6 +345,9 @@ impl Config {
             shutdown_grace,
             claim_lead,
             json_logs,
+            webhook_timeout,
+            webhook_loopback,
+            webhook_retry_compress,
         };
         s.finish(|| config)
     }

@@ -42,6 +42,8 @@ pub struct Ingest {
     pub stats: Arc<IngestStats>,
     /// Shared by the ingest tasks of this process: closed while scheduling fails.
     pub gate: Arc<IngestGate>,
+    /// Sends webhook endpoints their test events.
+    pub webhooks: crate::webhook::Deliverer,
 }
 
 /// Closed while what ingest writes to (Redis, the ledger) does not answer, so that no
@@ -197,6 +199,8 @@ impl Ingest {
                     canceled.push(c);
                     valid_received.push((i.to_string(), m));
                 }
+                // Off the send path: a task of its own reads the endpoint and delivers.
+                Ok(Incoming::WebhookTest(t)) => self.send_test_event(t),
                 Err(reason) => self.dead_letter(m.body().unwrap_or_default(), &reason).await?,
             }
             done.push(DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(handle).build()?);
@@ -238,6 +242,36 @@ impl Ingest {
         }
         self.stats.messages.fetch_add(messages.len() as u64, Ordering::Relaxed);
         Ok(enqueued.added)
+    }
+
+    /// Delivers a test event (`POST /webhooks/{id}/test`) in a task of its own, retried
+    /// on the schedule while this worker lives: a ping, not a record (a worker that
+    /// stops drops it; the tenant asks again).
+    fn send_test_event(&self, test: shared::webhook::TestEvent) {
+        let Some(ledger) = self.ledger.clone() else {
+            tracing::warn!("a webhook test event needs the ledger (LEDGER_ENABLED=false): dropped");
+            return;
+        };
+        let deliverer = self.webhooks.clone();
+        tokio::spawn(async move {
+            let endpoint = match ledger.endpoint(&test.creator_id, &test.endpoint_id).await {
+                Ok(Some(e)) => e,
+                Ok(None) => return tracing::info!(endpoint = %test.endpoint_id, "webhook test event for an endpoint deleted since: dropped"),
+                Err(e) => return tracing::warn!(error = %format!("{e:#}"), "webhook test event dropped: its endpoint could not be read"),
+            };
+            let event = shared::webhook::Event {
+                id: test.event_id.clone(),
+                kind: shared::webhook::TEST_EVENT.into(),
+                timestamp: shared::time::rfc3339_ms(test.at_ms),
+                data: serde_json::json!({"endpointId": test.endpoint_id}),
+            };
+            match deliverer.deliver(&endpoint, &event).await {
+                (crate::webhook::Answer::Delivered, attempts) => {
+                    tracing::info!(event = %event.id, endpoint = %endpoint.id, attempts, "webhook test event delivered")
+                }
+                (answer, attempts) => tracing::warn!(event = %event.id, endpoint = %endpoint.id, attempts, ?answer, "webhook test event not delivered"),
+            }
+        });
     }
 
     /// Holds and releases accounts: in the ledger first (the summary's flag, ordered by

@@ -381,6 +381,11 @@ impl Ledger {
     }
 
     /// One item (consistent read), as stored.
+    /// One webhook endpoint of this account (`None`: there is none, or it was deleted).
+    pub async fn endpoint(&self, creator: &str, id: &str) -> anyhow::Result<Option<shared::webhook::Endpoint>> {
+        Ok(self.get(&shared::webhook::endpoint_key(creator, id)).await?.as_ref().and_then(shared::webhook::Endpoint::from_item))
+    }
+
     async fn get(&self, key: &Value) -> anyhow::Result<Option<Value>> {
         self.count(1);
         let answer =

@@ -27,3 +27,4 @@ pub mod metrics;
 pub mod recover;
 pub mod retry;
 pub mod schedule;
+pub mod webhook;

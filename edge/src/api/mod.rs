@@ -123,10 +123,13 @@ async fn route<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: 
             let account = authenticate(&ctx, request, SEND_LIMITER).await?;
             webhooks::delete(&ctx, id, &account).await
         }
-        ["webhooks", id, "rotate"] => {
+        ["webhooks", id, action @ ("rotate" | "test")] => {
             allow(method, &["POST"])?;
             let account = authenticate(&ctx, request, SEND_LIMITER).await?;
-            webhooks::rotate(&ctx, id, &account).await
+            match *action {
+                "rotate" => webhooks::rotate(&ctx, id, &account).await,
+                _ => webhooks::test(&ctx, id, &account).await,
+            }
         }
         [id, "retry"] => {
             allow(method, &["POST"])?;

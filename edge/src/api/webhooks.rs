@@ -1,17 +1,19 @@
-//! `POST /webhooks`, `GET /webhooks`, `DELETE /webhooks/{id}` and
-//! `POST /webhooks/{id}/rotate`: the account's webhook endpoints (`shared::webhook`).
+//! `POST /webhooks`, `GET /webhooks`, `DELETE /webhooks/{id}`,
+//! `POST /webhooks/{id}/rotate` and `POST /webhooks/{id}/test`: the account's webhook
+//! endpoints (`shared::webhook`).
 //! A new secret is shown once, in the answer that made it; a rotated-out secret goes on
 //! signing beside the new one for `ROTATION_GRACE_MS`, so a receiver can move to the
 //! new one without a delivery failing its check.
 
 use shared::error::ErrorCode;
-use shared::webhook::{self, Endpoint, EndpointList, EndpointWithSecret, Secret, MAX_ENDPOINTS, ROTATION_GRACE_MS, SECRET_BYTES};
+use shared::webhook::{self, Endpoint, EndpointList, EndpointWithSecret, Secret, TestEvent, TestQueued, MAX_ENDPOINTS, ROTATION_GRACE_MS, SECRET_BYTES};
 
 use super::now_rfc3339;
 use crate::error::ApiError;
 use crate::http::{ApiRequest, ApiResponse};
 use crate::ledger;
 use crate::platform::Platform;
+use crate::queue;
 use crate::services::Ctx;
 
 pub async fn create<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account: &str) -> Result<ApiResponse, ApiError> {
@@ -65,6 +67,19 @@ pub async fn rotate<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> R
         }
     }
     Err(ApiError { log: Some("webhook secret rotations kept colliding".into()), ..ApiError::new(ErrorCode::UpstreamUnavailable) })
+}
+
+/// Queues a test event for this endpoint (`webhook.test`, data `{"endpointId"}`): the
+/// worker signs and sends it as any event, so a tenant can check its receiver.
+pub async fn test<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Result<ApiResponse, ApiError> {
+    let id = endpoint_id(id)?;
+    ledger::endpoint(ctx, account, id).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    let now_ms = ctx.p.now_ms();
+    let mut seed = [0u8; 8];
+    ctx.p.fill_random(&mut seed);
+    let test = TestEvent { creator_id: account.to_owned(), endpoint_id: id.to_owned(), event_id: webhook::event_id(now_ms, seed), at_ms: now_ms };
+    queue::webhook_test(ctx, &test).await?;
+    Ok(ApiResponse::json(202, &TestQueued { event_id: test.event_id }))
 }
 
 fn new_secret<P: Platform>(ctx: &Ctx<'_, P>) -> Secret {

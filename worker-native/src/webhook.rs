@@ -1,0 +1,149 @@
+//! Webhook deliveries, signed as Standard Webhooks 1.0 (`shared::webhook`). An attempt
+//! signs the event with every secret its endpoint signs with now (the current one, and
+//! one rotated out within its grace) and POSTs it; the answer decides: 2xx delivered,
+//! 410 the endpoint is gone (nothing more is sent to it), anything else, or no answer,
+//! tried again on the specification's schedule (`shared::webhook::retry_delay_ms`), or
+//! later when the receiver's `Retry-After` says so.
+//!
+//! A tenant's URL never reaches inside our network: the connection goes only to public
+//! addresses (a name is resolved here and one resolving to a private, loopback,
+//! link-local or reserved address is refused; a literal address is judged as at
+//! registration), and redirects are not followed.
+//!
+//! Deliveries run apart from the send path, each in a task of its own: a slow or dead
+//! receiver holds up nothing but its own retries.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use shared::webhook::{self, Endpoint, Event};
+
+use crate::gateway::parse_retry_after;
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Delivered,
+    /// 410: the receiver says the endpoint is gone for good.
+    Gone,
+    /// Tried again later: why (never the URL, which may carry a tenant's token), and
+    /// the receiver's `Retry-After` when it gave one.
+    Failed {
+        reason: String,
+        retry_after_ms: Option<u64>,
+    },
+}
+
+/// Signs and sends events.
+#[derive(Clone)]
+pub struct Deliverer {
+    client: reqwest::Client,
+    allow_loopback: bool,
+    /// The retry schedule divided by this (1 in production; tests compress it).
+    compress: u64,
+}
+
+impl Deliverer {
+    pub fn new(timeout: Duration, allow_loopback: bool, compress: u64) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(PublicOnly { allow_loopback }))
+            .build()?;
+        Ok(Self { client, allow_loopback, compress })
+    }
+
+    /// One attempt.
+    pub async fn attempt(&self, endpoint: &Endpoint, event: &Event) -> Answer {
+        if let Err(why) = webhook::endpoint_url(&endpoint.url, self.allow_loopback) {
+            return Answer::Failed { reason: format!("the endpoint's URL is refused: it {why}"), retry_after_ms: None };
+        }
+        let body = event.body();
+        let now = SystemTime::now();
+        let timestamp = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now_ms = timestamp * 1000;
+        let signature = webhook::signature(&endpoint.signing_secrets(now_ms), &event.id, timestamp, body.as_bytes());
+        let request = self
+            .client
+            .post(&endpoint.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &event.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body);
+        match request.send().await {
+            Ok(r) if r.status().is_success() => Answer::Delivered,
+            Ok(r) if r.status().as_u16() == 410 => Answer::Gone,
+            Ok(r) => {
+                let retry_after_ms =
+                    r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, now)).map(|d| d.as_millis() as u64);
+                Answer::Failed { reason: format!("the receiver answered {}", r.status().as_u16()), retry_after_ms }
+            }
+            // The error's text may carry the URL: say only what kind of failure it was.
+            Err(e) if e.is_timeout() => Answer::Failed { reason: "the receiver did not answer in time".into(), retry_after_ms: None },
+            Err(e) if e.is_connect() => Answer::Failed { reason: "the receiver could not be reached".into(), retry_after_ms: None },
+            Err(_) => Answer::Failed { reason: "the delivery failed".into(), retry_after_ms: None },
+        }
+    }
+
+    /// Attempts until delivered, gone, or given up after the schedule's last step (the
+    /// task sleeps between attempts); the last answer and how many attempts it took.
+    pub async fn deliver(&self, endpoint: &Endpoint, event: &Event) -> (Answer, u32) {
+        let mut attempts = 0;
+        loop {
+            let answer = self.attempt(endpoint, event).await;
+            attempts += 1;
+            let Answer::Failed { reason, retry_after_ms } = &answer else { return (answer, attempts) };
+            let Some(delay) = webhook::retry_delay_ms(attempts, self.compress, *retry_after_ms) else { return (answer, attempts) };
+            tracing::info!(event = %event.id, endpoint = %endpoint.id, attempts, %reason, retry_in_ms = delay, "webhook delivery failed: tried again");
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+    }
+}
+
+/// Resolves names to their public addresses only (and loopback ones in a local run).
+struct PublicOnly {
+    allow_loopback: bool,
+}
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow_loopback = self.allow_loopback;
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found.into_iter().filter(|a| reachable(a.ip(), allow_loopback)).collect();
+            if allowed.is_empty() {
+                return Err(format!("{} resolves to no public address", name.as_str()).into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Whether a delivery may connect to this address.
+fn reachable(ip: IpAddr, allow_loopback: bool) -> bool {
+    webhook::public(ip) || (allow_loopback && ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a name resolves to is judged as a literal address is at registration:
+    /// only public addresses, and loopback in a local run.
+    #[tokio::test]
+    async fn a_name_is_judged_by_the_addresses_it_resolves_to() {
+        let resolve = |allow_loopback| async move {
+            PublicOnly { allow_loopback }.resolve("localhost".parse().unwrap()).await.map(|a| a.map(|s| s.ip()).collect::<Vec<_>>())
+        };
+        assert!(resolve(false).await.is_err(), "localhost resolves to loopback only");
+        assert!(resolve(true).await.unwrap().iter().all(IpAddr::is_loopback));
+        for ip in ["10.0.0.1", "192.168.0.1", "169.254.169.254", "fd00:ec2::254", "127.0.0.1"] {
+            assert!(!reachable(ip.parse().unwrap(), false), "{ip}");
+        }
+        assert!(reachable("8.8.8.8".parse().unwrap(), false) && reachable("127.0.0.1".parse().unwrap(), true));
+        assert!(!reachable("10.0.0.1".parse().unwrap(), true), "loopback only, not any private address");
+    }
+}

@@ -1,0 +1,145 @@
+//! Webhook deliveries (`worker_native::webhook`) against a real HTTP receiver on
+//! loopback: the Standard Webhooks headers and signature, one id on every attempt, each
+//! answer judged (2xx, 410, 5xx with `Retry-After`, a redirect not followed, no answer
+//! in time), and no connection to an address inside the network. (The reference
+//! library's own check of the same deliveries is in `e2e/test_webhooks.py`.)
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+use serde_json::json;
+use shared::webhook::{self, Endpoint, Event, Secret, SECRET_BYTES};
+use worker_native::webhook::{Answer, Deliverer};
+
+/// What the receiver answers, in turn (then 200): a status, a `Retry-After`, a delay.
+type Script = Vec<(u16, Option<&'static str>, Duration)>;
+
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<(Instant, HeaderMap, Bytes)>>>,
+    script: Arc<Mutex<Script>>,
+}
+
+impl Receiver {
+    async fn start(script: Script) -> (Self, String) {
+        let r = Receiver { script: Arc::new(Mutex::new(script)), ..Default::default() };
+        let state = r.clone();
+        let app = Router::new().route(
+            "/hooks",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move {
+                    state.got.lock().unwrap().push((Instant::now(), headers, body));
+                    let next = {
+                        let mut script = state.script.lock().unwrap();
+                        (!script.is_empty()).then(|| script.remove(0))
+                    };
+                    let (status, retry_after, delay) = next.unwrap_or((200, None, Duration::ZERO));
+                    tokio::time::sleep(delay).await;
+                    let mut answer = StatusCode::from_u16(status).unwrap().into_response();
+                    if status == 302 {
+                        answer.headers_mut().insert("location", "http://169.254.169.254/latest/meta-data/".parse().unwrap());
+                    }
+                    if let Some(ra) = retry_after {
+                        answer.headers_mut().insert("retry-after", ra.parse().unwrap());
+                    }
+                    answer
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (r, url)
+    }
+
+    fn got(&self) -> Vec<(Instant, HeaderMap, Bytes)> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+fn endpoint(url: &str, secret: Secret, previous: Option<Secret>) -> Endpoint {
+    Endpoint {
+        id: webhook::endpoint_id(1_795_586_400_000, [1; 8]),
+        url: url.into(),
+        events: vec![webhook::TEST_EVENT.into()],
+        created_at: "2026-12-07T12:00:00.000Z".into(),
+        secret,
+        previous: previous.map(|p| (p, u64::MAX)),
+    }
+}
+
+fn event() -> Event {
+    Event {
+        id: webhook::event_id(1_795_586_400_000, [2; 8]),
+        kind: "message.sent".into(),
+        timestamp: "2026-12-07T12:00:00.000Z".into(),
+        data: json!({"messageId": "m"}),
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+/// Every attempt carries the event's id, this attempt's time and a signature that
+/// verifies with the endpoint's secret (and, during a rotation, with the old one too).
+#[tokio::test]
+async fn a_delivery_is_signed_and_a_failed_one_tried_again_with_the_same_id() {
+    let (receiver, url) = Receiver::start(vec![(500, None, Duration::ZERO), (503, Some("1"), Duration::ZERO)]).await;
+    let (new, old) = (Secret::from_bytes([5; SECRET_BYTES]), Secret::from_bytes([6; SECRET_BYTES]));
+    let deliverer = Deliverer::new(Duration::from_secs(5), true, 1000).unwrap();
+    let e = event();
+    let (answer, attempts) = deliverer.deliver(&endpoint(&url, new.clone(), Some(old.clone())), &e).await;
+    assert_eq!((answer, attempts), (Answer::Delivered, 3));
+    let got = receiver.got();
+    assert!(got[2].0 - got[1].0 >= Duration::from_millis(950), "the receiver's Retry-After (1 s) is honoured over the schedule's 5 ms");
+    for (_, h, body) in &got {
+        assert_eq!(header(h, "webhook-id"), e.id);
+        assert_eq!(header(h, "content-type"), "application/json");
+        let ts: u64 = header(h, "webhook-timestamp").parse().unwrap();
+        assert_eq!(body.as_ref(), e.body().as_bytes());
+        for secret in [&new, &old] {
+            assert!(webhook::verify(secret, header(h, "webhook-signature"), &e.id, ts, body), "{:?}", header(h, "webhook-signature"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_answer_is_judged() {
+    let secret = || Secret::from_bytes([7; SECRET_BYTES]);
+    let deliverer = Deliverer::new(Duration::from_millis(300), true, 1).unwrap();
+    let deliverer = &deliverer;
+    let once = |status: u16, retry_after: Option<&'static str>, delay_ms: u64| async move {
+        let (receiver, url) = Receiver::start(vec![(status, retry_after, Duration::from_millis(delay_ms))]).await;
+        let answer = deliverer.attempt(&endpoint(&url, secret(), None), &event()).await;
+        (answer, receiver.got().len())
+    };
+    assert_eq!(once(204, None, 0).await, (Answer::Delivered, 1));
+    assert_eq!(once(410, None, 0).await, (Answer::Gone, 1));
+    assert_eq!(once(429, Some("7"), 0).await, (Answer::Failed { reason: "the receiver answered 429".into(), retry_after_ms: Some(7_000) }, 1));
+    // A redirect (here to the cloud's metadata service) is an answer, not followed.
+    assert_eq!(once(302, None, 0).await, (Answer::Failed { reason: "the receiver answered 302".into(), retry_after_ms: None }, 1));
+    assert_eq!(once(200, None, 1_000).await, (Answer::Failed { reason: "the receiver did not answer in time".into(), retry_after_ms: None }, 1));
+}
+
+/// Nothing is sent to an address inside the network: not to loopback unless allowed
+/// (a local run), never to a private or link-local one. (A name is judged by what it
+/// resolves to: `webhook::tests`.)
+#[tokio::test]
+async fn nothing_reaches_inside_the_network() {
+    let (receiver, url) = Receiver::start(vec![]).await;
+    let strict = Deliverer::new(Duration::from_secs(2), false, 1).unwrap();
+    let secret = || Secret::from_bytes([8; SECRET_BYTES]);
+    let port = url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/hooks").to_owned();
+    for target in [url.clone(), format!("https://10.1.2.3:{port}/hooks"), "https://169.254.169.254/latest/meta-data/".into()] {
+        let answer = strict.attempt(&endpoint(&target, secret(), None), &event()).await;
+        assert!(matches!(&answer, Answer::Failed { reason, .. } if reason.starts_with("the endpoint's URL is refused")), "{target}: {answer:?}");
+    }
+    assert!(receiver.got().is_empty(), "the receiver on loopback got nothing");
+}
