@@ -823,7 +823,7 @@ def test_openapi_describes_every_route_and_every_answer_matches_it(edge, emulato
     assert spec["openapi"] == "3.1.0" and spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert set(spec["paths"]) == {"/health", "/test", "/openapi.json", "/send", "/status", "/failed", "/account/pause", "/account/resume",
                                   "/account/vendor", "/campaigns", "/campaigns/{id}", "/{id}", "/{id}/retry",
-                                  "/webhooks", "/webhooks/{id}", "/webhooks/{id}/rotate", "/webhooks/{id}/test"}
+                                  "/webhooks", "/webhooks/{id}", "/webhooks/{id}/rotate", "/webhooks/{id}/enable", "/webhooks/{id}/test"}
 
     def check(response, path, method):
         responses = spec["paths"][path][method]["responses"]
@@ -867,6 +867,7 @@ def test_openapi_describes_every_route_and_every_answer_matches_it(edge, emulato
     check(edge.call("GET", "/webhooks", tok), "/webhooks", "get")
     check(edge.call("POST", f"/webhooks/{hook['id']}/rotate", tok), "/webhooks/{id}/rotate", "post")
     check(edge.call("POST", f"/webhooks/{hook['id']}/test", tok), "/webhooks/{id}/test", "post")
+    check(edge.call("POST", f"/webhooks/{hook['id']}/enable", tok), "/webhooks/{id}/enable", "post")
     check(edge.call("POST", f"/webhooks/{hook['id']}/test", token(other)), "/webhooks/{id}/test", "post")
     deleted = edge.call("DELETE", f"/webhooks/{hook['id']}", tok)
     assert deleted.status_code == 204 and not deleted.content and "204" in spec["paths"]["/webhooks/{id}"]["delete"]["responses"]

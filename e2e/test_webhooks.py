@@ -5,7 +5,8 @@ field; each account sees only its own. A test event reaches a real receiver on
 loopback, where the reference library of Standard Webhooks (`standardwebhooks`, PyPI)
 verifies every delivery: signed with the secret, then during a rotation with both the
 old and the new one; a failed attempt is tried again with the same id after the
-receiver's `Retry-After`; a 410 is not tried again."""
+receiver's `Retry-After`; a 410 is not tried again and disables the endpoint until its
+tenant enables it."""
 
 import re
 import threading
@@ -180,3 +181,10 @@ def test_a_receiver_that_says_gone_is_not_tried_again(system):
     wait_for(lambda: len(receiver.got) >= 1, 20, "the test event")
     time.sleep(1.0)  # the schedule's steps, compressed: 5 ms, 300 ms, 1.8 s, ...
     assert len(receiver.got) == 1, "410: the endpoint is gone, not tried again"
+    wait_for(lambda: "disabled" in edge.call("GET", "/webhooks", token(creator)).json()["endpoints"][0], 10, "the endpoint disabled")
+    disabled = edge.call("GET", "/webhooks", token(creator)).json()["endpoints"][0]["disabled"]
+    assert "410" in disabled["reason"] and parse_time(disabled["at"]) <= datetime.now(timezone.utc), disabled
+    enabled = edge.call("POST", f"/webhooks/{made['id']}/enable", token(creator))
+    assert enabled.status_code == 200 and "disabled" not in enabled.json(), enabled.text
+    assert "disabled" not in edge.call("GET", "/webhooks", token(creator)).json()["endpoints"][0]
+    assert edge.call("POST", f"/webhooks/{made['id']}/enable", token(account())).status_code == 404, "another account's"

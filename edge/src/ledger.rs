@@ -536,6 +536,27 @@ pub async fn replace_endpoint<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, was:
     refused(answer).map(|r| !r)
 }
 
+/// Clears an endpoint's `disabled`; the endpoint as it is now (`None`: there is none).
+pub async fn enable_endpoint<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str) -> Result<Option<Endpoint>, AwsError> {
+    let answer = ctx
+        .dynamodb(
+            "UpdateItem",
+            &json!({
+                "TableName": table(ctx),
+                "Key": webhook::endpoint_key(creator, id),
+                "UpdateExpression": webhook::ENABLE,
+                "ConditionExpression": webhook::ENDPOINT_EXISTS,
+                "ReturnValues": "ALL_NEW",
+            }),
+        )
+        .await;
+    match answer {
+        Ok(a) => Ok(a.get("Attributes").and_then(Endpoint::from_item)),
+        Err(AwsError::ConditionFailed { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Deletes an endpoint; `false` when there was none.
 pub async fn delete_endpoint<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str) -> Result<bool, AwsError> {
     let answer = ctx

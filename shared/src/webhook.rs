@@ -273,7 +273,8 @@ pub fn validate_endpoint(body: Value, allow_loopback: bool) -> Result<NewEndpoin
 }
 
 /// A registered endpoint, as the ledger keeps it: its signing secret, and while one is
-/// rotated out, the old one and until when it still signs.
+/// rotated out, the old one and until when it still signs; whether its receiver said
+/// it is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub id: String,
@@ -282,7 +283,26 @@ pub struct Endpoint {
     pub created_at: String,
     pub secret: Secret,
     pub previous: Option<(Secret, u64)>,
+    pub disabled: Option<Disabled>,
 }
+
+/// An endpoint its receiver answered 410 for: no event is delivered to it until its
+/// tenant enables it again (`POST /webhooks/{id}/enable`); a test event still is, so
+/// that the receiver can be checked first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disabled {
+    /// When (RFC 3339).
+    pub at: String,
+    pub reason: String,
+}
+
+/// The update that disables an endpoint (`:at`, `:why`), only while it exists.
+pub const DISABLE: &str = "SET disabledAt = :at, disabledReason = :why";
+/// The update that enables it again.
+pub const ENABLE: &str = "REMOVE disabledAt, disabledReason";
+/// The condition of both: the endpoint is there (not deleted meanwhile).
+pub const ENDPOINT_EXISTS: &str = "attribute_exists(messageId)";
 
 impl Endpoint {
     /// Its ledger item (in its account's partition).
@@ -295,6 +315,10 @@ impl Endpoint {
         if let Some((old, until)) = &self.previous {
             item["previousSecret"] = ledger::s(old.reveal());
             item["previousUntilMs"] = ledger::n(until);
+        }
+        if let Some(d) = &self.disabled {
+            item["disabledAt"] = ledger::s(d.at.as_str());
+            item["disabledReason"] = ledger::s(d.reason.as_str());
         }
         item
     }
@@ -313,6 +337,8 @@ impl Endpoint {
             created_at: ledger::text(item, "createdAt")?.to_owned(),
             secret: Secret::parse(ledger::text(item, "secret")?).ok()?,
             previous,
+            disabled: ledger::text(item, "disabledAt")
+                .map(|at| Disabled { at: at.to_owned(), reason: ledger::text(item, "disabledReason").unwrap_or_default().to_owned() }),
         })
     }
 
@@ -331,6 +357,7 @@ impl Endpoint {
             events: self.events.clone(),
             created_at: self.created_at.clone(),
             previous_secret_expires_at: self.previous.as_ref().filter(|(_, until)| *until > now_ms).map(|(_, until)| crate::time::rfc3339_ms(*until)),
+            disabled: self.disabled.clone(),
         }
     }
 }
@@ -346,6 +373,9 @@ pub struct EndpointView {
     /// While a rotated-out secret still signs: until when.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_secret_expires_at: Option<String>,
+    /// Since its receiver answered 410.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<Disabled>,
 }
 
 /// `POST /webhooks` (201) and `POST /webhooks/{id}/rotate` (200): the endpoint and its
@@ -532,6 +562,7 @@ mod tests {
             created_at: "2026-12-07T12:00:00.000Z".into(),
             secret: new.clone(),
             previous: Some((old.clone(), 5_000)),
+            disabled: Some(Disabled { at: "2026-12-07T12:01:00.000Z".into(), reason: "the receiver answered 410".into() }),
         };
         let item = e.to_item("acct-1");
         assert_eq!(Endpoint::from_item(&item), Some(e.clone()));

@@ -248,6 +248,7 @@ impl Ingest {
     /// on the schedule while this worker lives: a ping, not a record (a worker that
     /// stops drops it; the tenant asks again).
     fn send_test_event(&self, test: shared::webhook::TestEvent) {
+        use crate::webhook::Answer;
         let Some(ledger) = self.ledger.clone() else {
             tracing::warn!("a webhook test event needs the ledger (LEDGER_ENABLED=false): dropped");
             return;
@@ -266,8 +267,12 @@ impl Ingest {
                 data: serde_json::json!({"endpointId": test.endpoint_id}),
             };
             match deliverer.deliver(&endpoint, &event).await {
-                (crate::webhook::Answer::Delivered, attempts) => {
-                    tracing::info!(event = %event.id, endpoint = %endpoint.id, attempts, "webhook test event delivered")
+                (Answer::Delivered, attempts) => tracing::info!(event = %event.id, endpoint = %endpoint.id, attempts, "webhook test event delivered"),
+                (Answer::Gone, _) => {
+                    tracing::warn!(event = %event.id, endpoint = %endpoint.id, "webhook receiver answered 410: endpoint disabled");
+                    if let Err(e) = ledger.disable_endpoint(&test.creator_id, &endpoint.id, "the receiver answered 410 (gone)").await {
+                        tracing::warn!(endpoint = %endpoint.id, error = %format!("{e:#}"), "webhook endpoint not marked disabled");
+                    }
                 }
                 (answer, attempts) => tracing::warn!(event = %event.id, endpoint = %endpoint.id, attempts, ?answer, "webhook test event not delivered"),
             }

@@ -386,6 +386,30 @@ impl Ledger {
         Ok(self.get(&shared::webhook::endpoint_key(creator, id)).await?.as_ref().and_then(shared::webhook::Endpoint::from_item))
     }
 
+    /// Marks an endpoint disabled (its receiver answered 410); nothing when it was
+    /// deleted meanwhile.
+    pub async fn disable_endpoint(&self, creator: &str, id: &str, why: &str) -> anyhow::Result<()> {
+        self.count(1);
+        let at = shared::time::rfc3339_ms(now_ms());
+        let answer = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_map(&shared::webhook::endpoint_key(creator, id))))
+            .update_expression(shared::webhook::DISABLE)
+            .condition_expression(shared::webhook::ENDPOINT_EXISTS)
+            .expression_attribute_values(":at", AttributeValue::S(at))
+            .expression_attribute_values(":why", AttributeValue::S(why.to_owned()))
+            .return_consumed_capacity(METERED)
+            .send()
+            .await;
+        match answer {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn get(&self, key: &Value) -> anyhow::Result<Option<Value>> {
         self.count(1);
         let answer =

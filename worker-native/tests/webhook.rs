@@ -71,6 +71,7 @@ fn endpoint(url: &str, secret: Secret, previous: Option<Secret>) -> Endpoint {
         created_at: "2026-12-07T12:00:00.000Z".into(),
         secret,
         previous: previous.map(|p| (p, u64::MAX)),
+        disabled: None,
     }
 }
 

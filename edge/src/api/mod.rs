@@ -123,11 +123,12 @@ async fn route<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: 
             let account = authenticate(&ctx, request, SEND_LIMITER).await?;
             webhooks::delete(&ctx, id, &account).await
         }
-        ["webhooks", id, action @ ("rotate" | "test")] => {
+        ["webhooks", id, action @ ("rotate" | "enable" | "test")] => {
             allow(method, &["POST"])?;
             let account = authenticate(&ctx, request, SEND_LIMITER).await?;
             match *action {
                 "rotate" => webhooks::rotate(&ctx, id, &account).await,
+                "enable" => webhooks::enable(&ctx, id, &account).await,
                 _ => webhooks::test(&ctx, id, &account).await,
             }
         }

@@ -1,6 +1,6 @@
 //! `POST /webhooks`, `GET /webhooks`, `DELETE /webhooks/{id}`,
-//! `POST /webhooks/{id}/rotate` and `POST /webhooks/{id}/test`: the account's webhook
-//! endpoints (`shared::webhook`).
+//! `POST /webhooks/{id}/rotate`, `POST /webhooks/{id}/enable` and
+//! `POST /webhooks/{id}/test`: the account's webhook endpoints (`shared::webhook`).
 //! A new secret is shown once, in the answer that made it; a rotated-out secret goes on
 //! signing beside the new one for `ROTATION_GRACE_MS`, so a receiver can move to the
 //! new one without a delivery failing its check.
@@ -35,6 +35,7 @@ pub async fn create<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account
         created_at: now_rfc3339(ctx),
         secret: new_secret(ctx),
         previous: None,
+        disabled: None,
     };
     ledger::put_endpoint(ctx, account, &endpoint).await?;
     Ok(ApiResponse::json(201, &EndpointWithSecret { endpoint: endpoint.view(now_ms), secret: endpoint.secret.reveal() }))
@@ -67,6 +68,12 @@ pub async fn rotate<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> R
         }
     }
     Err(ApiError { log: Some("webhook secret rotations kept colliding".into()), ..ApiError::new(ErrorCode::UpstreamUnavailable) })
+}
+
+/// Delivers events to an endpoint its receiver said was gone (a 410) again.
+pub async fn enable<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Result<ApiResponse, ApiError> {
+    let endpoint = ledger::enable_endpoint(ctx, account, endpoint_id(id)?).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    Ok(ApiResponse::json(200, &endpoint.view(ctx.p.now_ms())))
 }
 
 /// Queues a test event for this endpoint (`webhook.test`, data `{"endpointId"}`): the
