@@ -107,7 +107,10 @@ class Run:
         self.parts.append(self.edge)
         self.url = f"http://127.0.0.1:{edge_port}{BASE}"
         env = {**stack.worker_settings(self.aws.worker_env(), self.redis_port, self.gateway, PREFIX), "AWS_ENDPOINT_URL": self.worker_meter.url,
-               "METRICS_ENABLED": "false", "RUST_LOG": stack.worker_log_level("warn"), "HEALTH_PORT": str(health)}
+               "METRICS_ENABLED": "false", "RUST_LOG": stack.worker_log_level("warn"), "HEALTH_PORT": str(health),
+               # The webhook outbox's sweep is a cost per worker and minute (two read
+               # units), not per message: kept out of the cases it would fall in.
+               "WEBHOOK_SWEEP_INTERVAL": "3600s"}
         self.parts.append(stack.start_worker(env, out / "worker.log", health))
         # The worker's first act on a new Redis is a rebuild from the ledger (its reads of
         # the waiting index): done before any case, else the first case pays for it.

@@ -8,7 +8,9 @@ old and the new one; a failed attempt is tried again with the same id after the
 receiver's `Retry-After`; a 410 is not tried again and disables the endpoint until its
 tenant enables it."""
 
+import json
 import re
+import signal
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -112,7 +114,8 @@ class Receiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 receiver.got.append({"at": time.monotonic(), "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
-                status, extra = receiver.script.pop(0) if receiver.script else (200, {})
+                status, extra, *delay = receiver.script.pop(0) if receiver.script else (200, {})
+                time.sleep(delay[0] if delay else 0)
                 self.send_response(status)
                 for k, v in extra.items():
                     self.send_header(k, v)
@@ -134,12 +137,19 @@ class Receiver:
             return None
 
 
+WEBHOOK_WORKER = {"WEBHOOK_LOOPBACK": "true", "WEBHOOK_RETRY_COMPRESS": "1000", "WEBHOOK_SWEEP_INTERVAL": "1s", "WEBHOOK_TIMEOUT": "2s",
+                  "WEBHOOK_ENDPOINTS_REFRESH": "500ms"}
+# The worker learns which accounts have endpoints every WEBHOOK_ENDPOINTS_REFRESH: an
+# account's first endpoint hears of the outcomes recorded from then on.
+REFRESHED = 1.2
+
+
 @pytest.fixture(scope="module")
 def system():
     s = System()
-    worker = s.start_workers("webhooks", WEBHOOK_LOOPBACK="true", WEBHOOK_RETRY_COMPRESS="1000")
+    s.workers = s.start_workers("webhooks", **WEBHOOK_WORKER)
     yield s
-    for w in worker:
+    for w in s.workers:
         w.stop()
     s.stop()
 
@@ -188,3 +198,68 @@ def test_a_receiver_that_says_gone_is_not_tried_again(system):
     assert enabled.status_code == 200 and "disabled" not in enabled.json(), enabled.text
     assert "disabled" not in edge.call("GET", "/webhooks", token(creator)).json()["endpoints"][0]
     assert edge.call("POST", f"/webhooks/{made['id']}/enable", token(account())).status_code == 404, "another account's"
+
+
+def waiting_events(system, creator):
+    """The account's events still waiting for delivery (the outbox items)."""
+    r = system.emulator.ddb.query(TableName=system.aws.table, KeyConditionExpression="creatorId = :c AND begins_with(messageId, :e)",
+                                  ExpressionAttributeValues={":c": {"S": creator}, ":e": {"S": "#event#"}}, ConsistentRead=True)
+    return [i for i in r["Items"] if "waitShard" in i or "endpoints" in i]
+
+
+def events_of(receiver, secret):
+    """What the receiver got, each verified by the reference library: (webhook-id, payload)."""
+    out = []
+    for d in receiver.got:
+        payload = receiver.verified(d, secret)
+        assert payload is not None, d
+        out.append((d["headers"]["webhook-id"], payload))
+    return out
+
+
+def test_each_outcome_is_told_once_to_the_endpoints_that_asked(system):
+    edge, creator, receiver, other = system.edge(), account(), Receiver(), Receiver()
+    hook = edge.call("POST", "/webhooks", token(creator), json_body={"url": receiver.url, "events": ["message.sent", "message.failed"]}).json()
+    only_failed = edge.call("POST", "/webhooks", token(creator), json_body={"url": other.url, "events": ["message.failed"]}).json()
+    time.sleep(REFRESHED)
+    tag = hook["id"][-6:]
+    system.control("POST", "/_control/failures", {"recipientPattern": f"w{tag}-refused", "status": 400})
+    ok = [system.send(creator, [f"w{tag}-fan-{i}"])[0] for i in range(2)]
+    [refused] = system.send(creator, [f"w{tag}-refused"])
+    wait_for(lambda: len(receiver.got) >= 3 and len(other.got) >= 1, 30, "an event per outcome")
+    time.sleep(0.5)
+    got = events_of(receiver, hook["secret"])
+    assert len(got) == 3 and len({i for i, _ in got}) == 3, f"each outcome told once: {got}"
+    by_message = {p["data"]["messageId"]: p for _, p in got}
+    assert set(by_message) == set(ok) | {refused}
+    for m in ok:
+        p = by_message[m]
+        assert p["type"] == "message.sent" and p["data"]["attempts"] >= 1 and parse_time(p["data"]["sentAt"]), p
+    p = by_message[refused]
+    assert p["type"] == "message.failed" and p["data"]["retryable"] is True and "400" in p["data"]["error"], p
+    assert "content" not in json.dumps(p) or "hello" not in json.dumps(p), "ids and counts, never the content"
+    [(_, failed_only)] = events_of(other, only_failed["secret"])
+    assert failed_only["type"] == "message.failed" and failed_only["data"]["messageId"] == refused, "only what it asked for"
+    # Delivered everywhere: none waits any more (each out of the index, expiring).
+    wait_for(lambda: not waiting_events(system, creator), 10, "the delivered events out of the waiting index")
+
+
+def test_an_event_whose_worker_died_is_delivered_by_another_with_the_same_id(system):
+    """The receiver holds the first attempt past WEBHOOK_TIMEOUT; the worker that recorded
+    the outcome is killed (-9) meanwhile; another takes the event over once its lease
+    ran out and delivers it, with the same id."""
+    edge, creator, receiver = system.edge(), account(), Receiver()
+    hook = edge.call("POST", "/webhooks", token(creator), json_body={"url": receiver.url, "events": ["message.sent"]}).json()
+    receiver.script = [(200, {}, 4)]  # answered after the worker gave up waiting (2 s)
+    time.sleep(REFRESHED)
+    [mid] = system.send(creator, [f"w{hook['id'][-6:]}-fan"])
+    wait_for(lambda: len(receiver.got) >= 1, 30, "the first attempt")
+    for w in system.workers:
+        w.stop(signal.SIGKILL)
+    system.workers = system.start_workers("webhooks2", **WEBHOOK_WORKER)
+    # The lease: twice WEBHOOK_TIMEOUT and 5 s (9 s) from the outcome, then a sweep (1 s).
+    wait_for(lambda: len(receiver.got) >= 2, 30, "the event taken over by the new worker")
+    first, second = receiver.got[:2]
+    assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"]
+    assert receiver.verified(second, hook["secret"])["data"]["messageId"] == mid
+    wait_for(lambda: not waiting_events(system, creator), 10, "the delivered event out of the waiting index")

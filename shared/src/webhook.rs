@@ -200,6 +200,11 @@ pub const ENDPOINT_SK_PREFIX: &str = "#webhook#";
 /// What an endpoint id starts with (the rest is a UUIDv7: ids sort by creation).
 const ENDPOINT_ID_PREFIX: &str = "ep_";
 
+/// The waiting index's shard every endpoint is in (its keys only: the index projects
+/// nothing else of it), so that a worker learns which accounts have endpoints with one
+/// query, and asks no account without one for its endpoints.
+pub const ENDPOINTS_SHARD: &str = "h0";
+
 /// A new endpoint's id.
 pub fn endpoint_id(now_ms: u64, random: [u8; 8]) -> String {
     format!("{ENDPOINT_ID_PREFIX}{}", crate::id::uuid_v7(now_ms, 0, random))
@@ -308,6 +313,7 @@ impl Endpoint {
     /// Its ledger item (in its account's partition).
     pub fn to_item(&self, account: &str) -> Value {
         let mut item = endpoint_key(account, &self.id);
+        item[ledger::WAIT_SHARD] = ledger::s(ENDPOINTS_SHARD);
         item["url"] = ledger::s(self.url.as_str());
         item["events"] = json!({"L": self.events.iter().map(|e| ledger::s(e.as_str())).collect::<Vec<_>>()});
         item["createdAt"] = ledger::s(self.created_at.as_str());
@@ -454,6 +460,104 @@ pub struct TestQueued {
     pub event_id: String,
 }
 
+/// The sort key prefix of an event waiting to be delivered (an outbox item), in its
+/// account's partition.
+pub const EVENT_SK_PREFIX: &str = "#event#";
+
+/// The waiting index's shards of events waiting to be delivered (apart from those of
+/// the schedule's rebuild: `shared::ledger::WAIT_SHARDS`). Four: each worker's sweep
+/// reads every one of them (a read unit's half each, found or not), and four index
+/// partitions take thousands of events a second.
+pub const EVENT_SHARDS: [&str; 4] = ["e0", "e1", "e2", "e3"];
+
+/// How long an event nobody could be delivered to stays (past the retry schedule's
+/// three days).
+pub const EVENT_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// The event telling a message's outcome: `message.sent`, or `message.failed` with its
+/// error (a failed message can always be retried: `POST /{id}/retry`). Its id is the
+/// outcome's own (message, generation, kind): recorded twice, it is the same event.
+pub fn message_event(m: &crate::message::QueueMessage, kind: &str, at: &str, attempts: u32, error: Option<&str>) -> Event {
+    let mut data = json!({"messageId": m.id, "recipientId": m.recipient_id, "attempts": attempts});
+    if let Some(c) = &m.campaign_id {
+        data["campaignId"] = json!(c);
+    }
+    match error {
+        Some(e) => {
+            data["error"] = json!(e);
+            data["retryable"] = json!(true);
+        }
+        None => data["sentAt"] = json!(at),
+    }
+    let short = kind.rsplit('.').next().unwrap_or(kind);
+    Event { id: format!("evt_{}.{}.{short}", m.id, m.generation), kind: kind.to_owned(), timestamp: at.to_owned(), data }
+}
+
+/// The endpoints an event of `kind` goes to: those that asked for it and are not
+/// disabled.
+pub fn subscribed<'a>(endpoints: &'a [Endpoint], kind: &str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+    let kind = kind.to_owned();
+    endpoints.iter().filter(move |e| e.disabled.is_none() && e.events.contains(&kind))
+}
+
+/// An event waiting to be delivered (the outbox): written with the outcome it tells
+/// (one transaction: none is lost, none tells of an outcome not recorded), in the
+/// waiting index until every endpoint it is for has it; then it expires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    pub account: String,
+    pub event: Event,
+    /// The endpoints still to be delivered to.
+    pub endpoints: Vec<String>,
+}
+
+impl Pending {
+    pub fn key(&self) -> Value {
+        ledger::key(&self.account, &format!("{EVENT_SK_PREFIX}{}", self.event.id))
+    }
+
+    /// Its item, leased to the worker that writes it until `lease_until_ms`.
+    pub fn to_item(&self, now_ms: u64, lease_until_ms: u64) -> Value {
+        let mut item = self.key();
+        item[LEASE] = ledger::n(lease_until_ms);
+        item["type"] = ledger::s(self.event.kind.as_str());
+        item["timestamp"] = ledger::s(self.event.timestamp.as_str());
+        item["data"] = ledger::s(self.event.data.to_string());
+        item["endpoints"] = json!({"SS": self.endpoints});
+        let shard = EVENT_SHARDS[usize::from(self.event.id.bytes().fold(0u8, |a, b| a.wrapping_add(b))) % EVENT_SHARDS.len()];
+        item[ledger::WAIT_SHARD] = ledger::s(shard);
+        item[ledger::TTL_ATTR] = ledger::n((now_ms + EVENT_TTL_MS) / 1000);
+        item
+    }
+
+    pub fn from_item(item: &Value) -> Option<Self> {
+        let id = ledger::text(item, ledger::SK)?.strip_prefix(EVENT_SK_PREFIX)?.to_owned();
+        let endpoints = item.get("endpoints")?.get("SS")?.as_array()?.iter().filter_map(|e| e.as_str().map(str::to_owned)).collect();
+        Some(Pending {
+            account: ledger::text(item, ledger::PK)?.to_owned(),
+            event: Event {
+                id,
+                kind: ledger::text(item, "type")?.to_owned(),
+                timestamp: ledger::text(item, "timestamp")?.to_owned(),
+                data: serde_json::from_str(ledger::text(item, "data")?).ok()?,
+            },
+            endpoints,
+        })
+    }
+}
+
+/// Until when a worker delivers an event (ms): another takes it over after that.
+pub const LEASE: &str = "leaseUntil";
+
+/// The update that takes one endpoint (`:e`, a string set of its id) off an event once
+/// it has it.
+pub const DELIVERED_TO: &str = "DELETE endpoints :e";
+/// Once every endpoint has it, an event leaves the waiting index (and stays until its
+/// TTL: no delete, which costs the same and would need one more permission).
+pub const DONE: &str = "REMOVE waitShard";
+/// The condition of `DONE`: every endpoint has it.
+pub const DELIVERED_TO_ALL: &str = "attribute_not_exists(endpoints)";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -582,5 +686,24 @@ mod tests {
         assert_eq!(retry_delay_ms(1, 1, Some(60_000)), Some(60_000), "a longer Retry-After is honoured");
         let e = Event { id: event_id(1, [0; 8]), kind: TEST_EVENT.into(), timestamp: "2026-12-07T12:00:00.000Z".into(), data: json!({"a": 1}) };
         assert_eq!(e.body(), r#"{"type":"webhook.test","timestamp":"2026-12-07T12:00:00.000Z","data":{"a":1}}"#);
+    }
+    /// An outcome's event: its id the outcome's own, its data ids and counts (never the
+    /// content), and it reads back from its outbox item.
+    #[test]
+    fn an_outcome_event_is_small_stable_and_reads_back() {
+        let m: crate::message::QueueMessage = serde_json::from_value(json!({
+            "id": "01a2505e-d7f1-77bc-b67e-514e08000000", "creatorId": "acct", "recipientId": "fan-1", "content": "secret words",
+            "priority": 5, "acceptedAt": "2026-12-07T11:59:00.000Z", "campaignId": "01a2505e-d7f1-77bc-b67e-514e08ffffff",
+        }))
+        .unwrap();
+        let sent = message_event(&m, "message.sent", "2026-12-07T12:00:00.000Z", 1, None);
+        assert_eq!(sent.id, message_event(&m, "message.sent", "2026-12-07T12:00:09.000Z", 1, None).id, "the same outcome, the same event");
+        assert_ne!(sent.id, message_event(&crate::message::QueueMessage { generation: 1, ..m.clone() }, "message.sent", "t", 1, None).id);
+        assert!(!sent.body().contains("secret words"));
+        assert_eq!(sent.data["campaignId"], m.campaign_id.clone().unwrap());
+        let failed = message_event(&m, "message.failed", "t", 3, Some("the gateway refused it (400)"));
+        assert_eq!((failed.data["retryable"].as_bool(), failed.data["error"].as_str()), (Some(true), Some("the gateway refused it (400)")));
+        let pending = Pending { account: "acct".into(), event: failed, endpoints: vec!["ep_1".into(), "ep_2".into()] };
+        assert_eq!(Pending::from_item(&pending.to_item(0, 5)), Some(pending));
     }
 }

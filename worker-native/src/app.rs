@@ -48,7 +48,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let aws = aws_config::load_from_env().await;
     let sqs = aws_sdk_sqs::Client::new(&aws);
-    let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&aws), config.ledger_table.clone(), config.ledger_ttl_days);
+    // The events of the outcomes the ledger records go to the outbox (`crate::outbox`),
+    // held by the worker that wrote them for two deliveries' time and 5 s (it renews the
+    // lease before each wait to try again).
+    let event_lease_ms = 2 * config.webhook_timeout.as_millis() as u64 + 5_000;
+    let (events, written_events) = crate::outbox::EventSink::new(event_lease_ms);
+    let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&aws), config.ledger_table.clone(), config.ledger_ttl_days).with_events(events.clone());
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&aws);
     let schedule = schedule(&config)?;
     check_shards(&schedule).await?;
@@ -82,6 +87,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tasks.spawn(crate::recover::rest_campaigns(ledger.clone(), config.campaign_rest_interval, stop.clone()));
     }
     let webhooks = crate::webhook::Deliverer::new(config.webhook_timeout, config.webhook_loopback, config.webhook_retry_compress)?;
+    if config.ledger_enabled {
+        tasks.spawn(crate::outbox::run(
+            ledger.clone(),
+            webhooks.clone(),
+            events.clone(),
+            written_events,
+            config.webhook_sweep_interval,
+            config.webhook_endpoints_refresh,
+            stop.clone(),
+        ));
+    }
     let ingest_done: Vec<_> = (0..config.ingest_tasks)
         .map(|_| {
             let ingest = Ingest {

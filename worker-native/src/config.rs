@@ -97,6 +97,16 @@ pub const SETTINGS: &[Setting] = &[
         "true = webhook endpoints on this machine may be delivered to (local runs only); a private, link-local or metadata address never is",
     ),
     set(
+        "WEBHOOK_SWEEP_INTERVAL",
+        Default::Duration(60_000),
+        "how often a worker looks for webhook events whose worker stopped before delivering them (they are taken over once their lease, twice WEBHOOK_TIMEOUT + 5s, ran out)",
+    ),
+    set(
+        "WEBHOOK_ENDPOINTS_REFRESH",
+        Default::Duration(60_000),
+        "how often a worker reads which accounts have webhook endpoints: an account's first endpoint hears of the outcomes recorded from then on",
+    ),
+    set(
         "WEBHOOK_RETRY_COMPRESS",
         Default::Number(1),
         "divides the webhook retry schedule (at once, 5s, 5min, 30min, 2h, 5h, 10h, 14h, 20h, 24h): tests only, 1000 makes hours seconds",
@@ -183,6 +193,8 @@ pub struct Config {
     pub webhook_timeout: Duration,
     pub webhook_loopback: bool,
     pub webhook_retry_compress: u64,
+    pub webhook_sweep_interval: Duration,
+    pub webhook_endpoints_refresh: Duration,
 }
 
 /// A limit's margin: a duration, or a percentage of its window; 1% of the window when
@@ -245,6 +257,8 @@ impl Config {
         let webhook_timeout = ms(s.duration_of(t, "WEBHOOK_TIMEOUT"));
         let webhook_loopback = s.flag_of(t, "WEBHOOK_LOOPBACK");
         let webhook_retry_compress = s.number_of(t, "WEBHOOK_RETRY_COMPRESS", 1..=1_000_000);
+        let webhook_sweep_interval = ms(s.duration_of(t, "WEBHOOK_SWEEP_INTERVAL"));
+        let webhook_endpoints_refresh = ms(s.duration_of(t, "WEBHOOK_ENDPOINTS_REFRESH"));
         let margin_ms = margin_of(&mut s, "RATE_LIMIT_MARGIN", rate);
         let burst = s.number_of(t, "RATE_LIMIT_BURST", 1..=1_000_000);
         let gateway_rate = s
@@ -348,6 +362,8 @@ impl Config {
             webhook_timeout,
             webhook_loopback,
             webhook_retry_compress,
+            webhook_sweep_interval,
+            webhook_endpoints_refresh,
         };
         s.finish(|| config)
     }

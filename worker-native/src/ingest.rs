@@ -266,7 +266,7 @@ impl Ingest {
                 timestamp: shared::time::rfc3339_ms(test.at_ms),
                 data: serde_json::json!({"endpointId": test.endpoint_id}),
             };
-            match deliverer.deliver(&endpoint, &event).await {
+            match deliverer.deliver(&endpoint, &event, |_| async {}).await {
                 (Answer::Delivered, attempts) => tracing::info!(event = %event.id, endpoint = %endpoint.id, attempts, "webhook test event delivered"),
                 (Answer::Gone, _) => {
                     tracing::warn!(event = %event.id, endpoint = %endpoint.id, "webhook receiver answered 410: endpoint disabled");

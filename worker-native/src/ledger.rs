@@ -118,6 +118,9 @@ pub struct Ledger {
     owner: String,
     /// DynamoDB calls made (for `/stats` and the ingest-cost benchmark).
     calls: Arc<AtomicU64>,
+    /// Where the webhook events of recorded outcomes go (`crate::outbox`); none: no
+    /// events (benchmarks of the ledger alone).
+    events: Option<Arc<crate::outbox::EventSink>>,
 }
 
 /// DynamoDB JSON (as `shared::ledger` writes it) to SDK attribute values.
@@ -127,6 +130,9 @@ pub fn to_attr(v: &Value) -> AttributeValue {
         Value::Object(m) if m.contains_key("N") => AttributeValue::N(m["N"].as_str().unwrap_or_default().to_owned()),
         Value::Object(m) if m.contains_key("BOOL") => AttributeValue::Bool(m["BOOL"].as_bool().unwrap_or_default()),
         Value::Object(m) if m.contains_key("L") => AttributeValue::L(m["L"].as_array().map(|l| l.iter().map(to_attr).collect()).unwrap_or_default()),
+        Value::Object(m) if m.contains_key("SS") => {
+            AttributeValue::Ss(m["SS"].as_array().map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default())
+        }
         _ => AttributeValue::Null(true),
     }
 }
@@ -138,6 +144,7 @@ fn from_attr(v: &AttributeValue) -> Value {
         AttributeValue::N(n) => serde_json::json!({ "N": n }),
         AttributeValue::Bool(b) => serde_json::json!({ "BOOL": b }),
         AttributeValue::L(l) => serde_json::json!({ "L": l.iter().map(from_attr).collect::<Vec<_>>() }),
+        AttributeValue::Ss(l) => serde_json::json!({ "SS": l }),
         _ => Value::Null,
     }
 }
@@ -193,7 +200,13 @@ fn update_of(table: &str, key: HashMap<String, AttributeValue>, w: &Write) -> an
 
 impl Ledger {
     pub fn new(client: Client, table: String, ttl_days: u64) -> Self {
-        Self { client, table, ttl_days, owner: format!("{:016x}", rand::random::<u64>()), calls: Arc::default() }
+        Self { client, table, ttl_days, owner: format!("{:016x}", rand::random::<u64>()), calls: Arc::default(), events: None }
+    }
+
+    /// Records the webhook events of the outcomes it records, for the endpoints that
+    /// asked for them, and hands them to `sink`.
+    pub fn with_events(self, sink: Arc<crate::outbox::EventSink>) -> Self {
+        Self { events: Some(sink), ..self }
     }
 
     /// DynamoDB calls made so far.
@@ -384,6 +397,152 @@ impl Ledger {
     /// One webhook endpoint of this account (`None`: there is none, or it was deleted).
     pub async fn endpoint(&self, creator: &str, id: &str) -> anyhow::Result<Option<shared::webhook::Endpoint>> {
         Ok(self.get(&shared::webhook::endpoint_key(creator, id)).await?.as_ref().and_then(shared::webhook::Endpoint::from_item))
+    }
+
+    /// The account's webhook endpoints (`shared::webhook`): a few small items, one query;
+    /// `consistent` or at half the read units (an endpoint just registered, or deleted,
+    /// may be seen a moment later).
+    pub async fn endpoints(&self, creator: &str, consistent: bool) -> anyhow::Result<Vec<shared::webhook::Endpoint>> {
+        self.count(1);
+        let answer = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", s(creator))
+            .expression_attribute_values(":prefix", s(shared::webhook::ENDPOINT_SK_PREFIX))
+            .consistent_read(consistent)
+            .return_consumed_capacity(METERED)
+            .send()
+            .await?;
+        Ok(answer.items().iter().filter_map(|i| shared::webhook::Endpoint::from_item(&from_attrs(i))).collect())
+    }
+
+    /// A page of the waiting index's `shard` (keys only: its items' account and sort
+    /// key), and where the next page starts: the events waiting for delivery
+    /// (`shared::webhook::EVENT_SHARDS`), or the accounts' endpoints
+    /// (`shared::webhook::ENDPOINTS_SHARD`).
+    pub async fn keys_page(
+        &self,
+        shard: &str,
+        start: Option<HashMap<String, AttributeValue>>,
+    ) -> anyhow::Result<(Vec<(String, String)>, Option<HashMap<String, AttributeValue>>)> {
+        self.count(1);
+        let answer = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ledger::WAITING_INDEX)
+            .key_condition_expression("#ws = :ws")
+            .expression_attribute_names("#ws", ledger::WAIT_SHARD)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":ws", s(shard))
+            .projection_expression("#pk, #sk")
+            .set_exclusive_start_key(start)
+            .return_consumed_capacity(METERED)
+            .send()
+            .await?;
+        let keys = answer
+            .items()
+            .iter()
+            .filter_map(|i| {
+                let item = from_attrs(i);
+                Some((ledger::text(&item, PK)?.to_owned(), ledger::text(&item, SK)?.to_owned()))
+            })
+            .collect();
+        Ok((keys, answer.last_evaluated_key().cloned()))
+    }
+
+    /// Takes an event waiting for delivery until `until_ms`, unless another worker holds
+    /// it (its lease not over at `now_ms`) or it was delivered meanwhile: the event then.
+    pub async fn lease_event(&self, creator: &str, event_id: &str, now_ms: u64, until_ms: u64) -> anyhow::Result<Option<shared::webhook::Pending>> {
+        self.count(1);
+        let key = ledger::key(creator, &format!("{}{event_id}", shared::webhook::EVENT_SK_PREFIX));
+        let answer = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_map(&key)))
+            .update_expression(format!("SET {} = :until", shared::webhook::LEASE))
+            .condition_expression(format!("attribute_exists(endpoints) AND (attribute_not_exists({0}) OR {0} < :now)", shared::webhook::LEASE))
+            .expression_attribute_values(":until", AttributeValue::N(until_ms.to_string()))
+            .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .return_consumed_capacity(METERED)
+            .send()
+            .await;
+        match answer {
+            Ok(a) => Ok(a.attributes().map(from_attrs).as_ref().and_then(shared::webhook::Pending::from_item)),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Holds an event this worker delivers until `until_ms` (it waits to try again).
+    pub async fn renew_event_lease(&self, creator: &str, event_id: &str, until_ms: u64) -> anyhow::Result<()> {
+        self.count(1);
+        let key = ledger::key(creator, &format!("{}{event_id}", shared::webhook::EVENT_SK_PREFIX));
+        let answer = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_map(&key)))
+            .update_expression(format!("SET {} = :until", shared::webhook::LEASE))
+            .condition_expression("attribute_exists(endpoints)")
+            .expression_attribute_values(":until", AttributeValue::N(until_ms.to_string()))
+            .return_consumed_capacity(METERED)
+            .send()
+            .await;
+        match answer {
+            Err(e) if !e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// One endpoint has the event (or never will: gone, given up); with the last, the
+    /// event leaves the waiting index (it expires later).
+    pub async fn event_done_for(&self, creator: &str, event_id: &str, endpoint_id: &str) -> anyhow::Result<()> {
+        self.count(1);
+        let key = item_map(&ledger::key(creator, &format!("{}{event_id}", shared::webhook::EVENT_SK_PREFIX)));
+        let answer = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key.clone()))
+            .update_expression(shared::webhook::DELIVERED_TO)
+            .condition_expression("attribute_exists(endpoints)")
+            .expression_attribute_values(":e", AttributeValue::Ss(vec![endpoint_id.to_owned()]))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .return_consumed_capacity(METERED)
+            .send()
+            .await;
+        let left = match answer {
+            Ok(a) => a.attributes().is_some_and(|item| item.contains_key("endpoints")),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !left {
+            self.count(1);
+            let done = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .update_expression(shared::webhook::DONE)
+                .condition_expression(shared::webhook::DELIVERED_TO_ALL)
+                .return_consumed_capacity(METERED)
+                .send()
+                .await;
+            if let Err(e) = done {
+                if !e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) {
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Marks an endpoint disabled (its receiver answered 410); nothing when it was
@@ -580,6 +739,7 @@ impl Ledger {
                 counts: machine::FAN_OUT,
                 pause: None,
                 guarded: true,
+                event: None,
             });
         }
         let applied = self.apply_by_account(changes).await?;
@@ -718,10 +878,30 @@ impl Ledger {
     /// through. Safe to call again with the same records after an error: what was
     /// applied is refused by its condition the second time, so it is counted once.
     pub async fn record(&self, records: &[Record]) -> anyhow::Result<usize> {
+        /// The webhook event an outcome tells: its kind, time and error.
+        fn told(r: &Record) -> Option<(&'static str, &str, Option<&str>)> {
+            match &r.outcome {
+                Outcome::Sent { at, .. } => Some(("message.sent", at.as_str(), None)),
+                Outcome::Failed { at, error } => Some(("message.failed", at.as_str(), Some(error.as_str()))),
+                _ => None,
+            }
+        }
         let ttl = self.expiry();
         let mut changes = Vec::with_capacity(records.len());
+        let endpoints = match &self.events {
+            Some(sink) => {
+                let accounts: Vec<&str> = records.iter().filter(|r| told(r).is_some()).map(|r| r.message.creator_id.as_str()).collect();
+                sink.endpoints(self, &accounts).await?
+            }
+            None => HashMap::new(),
+        };
         for r in records {
             let m = &r.message;
+            let event = told(r).and_then(|(kind, at, error)| {
+                let to: Vec<String> = shared::webhook::subscribed(endpoints.get(&m.creator_id)?, kind).map(|e| e.id.clone()).collect();
+                let event = shared::webhook::message_event(m, kind, at, r.attempts, error);
+                (!to.is_empty()).then(|| shared::webhook::Pending { account: m.creator_id.clone(), event, endpoints: to })
+            });
             let mut pause = None;
             let write = match &r.outcome {
                 Outcome::Sent { at, gateway_id } => machine::record_sent(m.generation, at, r.attempts, gateway_id.as_deref(), ttl),
@@ -733,7 +913,7 @@ impl Ledger {
                 Outcome::Failed { at, error } => machine::record_failed(&m.id, m.generation, at, error, r.attempts, ttl),
                 Outcome::Released | Outcome::Held { .. } => machine::unclaim(m.generation, &self.owner),
             };
-            changes.push(Change { pause, ..Change::write(m, write) });
+            changes.push(Change { pause, event, ..Change::write(m, write) });
         }
         Ok(self.apply_by_account(changes).await?.applied.len())
     }
@@ -864,11 +1044,14 @@ impl Ledger {
             // Room for the summary and each campaign's counters.
             let mut live: Vec<(usize, Change)> = Vec::new();
             let mut campaigns: Vec<String> = Vec::new();
+            let mut events = 0;
             while let Some((_, next)) = changes.peek() {
                 let new_campaign = next.campaign.as_ref().filter(|c| !campaigns.contains(c));
-                if live.len() + campaigns.len() + usize::from(new_campaign.is_some()) + 1 >= MAX_TRANSACTION_WRITES {
+                let event = usize::from(next.event.is_some());
+                if live.len() + events + event + campaigns.len() + usize::from(new_campaign.is_some()) + 1 >= MAX_TRANSACTION_WRITES {
                     break;
                 }
+                events += event;
                 if let Some(c) = new_campaign {
                     campaigns.push(c.clone());
                 }
@@ -897,17 +1080,36 @@ impl Ledger {
                 if let Some(summary) = self.summary_update(&account, &total, pause)? {
                     items.push(TransactWriteItem::builder().update(summary).build());
                 }
+                // Each outcome's webhook event with it (`crate::outbox`), leased to this
+                // worker, which delivers it once the transaction is in.
+                let events_at = items.len();
+                let with_event: Vec<usize> = live.iter().enumerate().filter(|(_, (_, c))| c.event.is_some()).map(|(k, _)| k).collect();
+                let now = now_ms();
+                let lease_ms = self.events.as_ref().map_or(0, |sink| sink.lease_ms);
+                for (_, c) in live.iter().filter(|(_, c)| c.event.is_some()) {
+                    let item = c.event.as_ref().expect("filtered").to_item(now, now + lease_ms);
+                    items.push(TransactWriteItem::builder().put(put_new(&self.table, &item)?).build());
+                }
                 self.count(1);
                 match self.client.transact_write_items().set_transact_items(Some(items)).return_consumed_capacity(METERED).send().await {
                     Ok(_) => {
                         applied.applied.extend(live.iter().map(|(i, _)| *i));
+                        if let Some(sink) = &self.events {
+                            sink.written(live.into_iter().filter_map(|(_, c)| c.event));
+                        }
                         break;
                     }
                     Err(e) => {
                         let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else { return Err(e.into()) };
                         let reasons = c.cancellation_reasons();
-                        let refused: Vec<usize> =
-                            reasons.iter().enumerate().filter(|(_, r)| r.code() == Some("ConditionalCheckFailed")).map(|(i, _)| i).collect();
+                        // An event refused (written already) stands for its outcome,
+                        // recorded already: both are dropped.
+                        let refused: Vec<usize> = reasons
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                            .map(|(i, _)| if i >= events_at { with_event.get(i - events_at).copied().unwrap_or(i) } else { i })
+                            .collect();
                         if refused.is_empty() {
                             // Nothing was refused: another transaction on the summary
                             // item got in the way (or DynamoDB throttled). Again, shortly.
@@ -1064,6 +1266,8 @@ struct Change {
     pause: Option<u64>,
     /// Applies only while its campaign is not canceled (the campaign's guard).
     guarded: bool,
+    /// The webhook event it tells, written with it.
+    event: Option<shared::webhook::Pending>,
 }
 
 impl Change {
@@ -1076,6 +1280,7 @@ impl Change {
             counts,
             pause: None,
             guarded: false,
+            event: None,
         }
     }
 
@@ -1093,7 +1298,7 @@ impl Change {
 
     /// Whether it needs no other write with it: no counters, no guard, no pause.
     fn stands_alone(&self) -> bool {
-        !self.guarded && !self.counts.moves_summary() && !self.counts.moves_campaign() && self.pause.is_none()
+        !self.guarded && !self.counts.moves_summary() && !self.counts.moves_campaign() && self.pause.is_none() && self.event.is_none()
     }
 
     fn transact_item(&self, table: &str) -> anyhow::Result<TransactWriteItem> {

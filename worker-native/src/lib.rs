@@ -24,6 +24,7 @@ pub mod health;
 pub mod ingest;
 pub mod ledger;
 pub mod metrics;
+pub mod outbox;
 pub mod recover;
 pub mod retry;
 pub mod schedule;

@@ -89,8 +89,14 @@ impl Deliverer {
     }
 
     /// Attempts until delivered, gone, or given up after the schedule's last step (the
-    /// task sleeps between attempts); the last answer and how many attempts it took.
-    pub async fn deliver(&self, endpoint: &Endpoint, event: &Event) -> (Answer, u32) {
+    /// task sleeps between attempts, `before_wait` told how long first); the last answer
+    /// and how many attempts it took.
+    pub async fn deliver<F: std::future::Future<Output = ()>>(
+        &self,
+        endpoint: &Endpoint,
+        event: &Event,
+        mut before_wait: impl FnMut(u64) -> F,
+    ) -> (Answer, u32) {
         let mut attempts = 0;
         loop {
             let answer = self.attempt(endpoint, event).await;
@@ -98,6 +104,7 @@ impl Deliverer {
             let Answer::Failed { reason, retry_after_ms } = &answer else { return (answer, attempts) };
             let Some(delay) = webhook::retry_delay_ms(attempts, self.compress, *retry_after_ms) else { return (answer, attempts) };
             tracing::info!(event = %event.id, endpoint = %endpoint.id, attempts, %reason, retry_in_ms = delay, "webhook delivery failed: tried again");
+            before_wait(delay).await;
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
     }

@@ -96,7 +96,7 @@ async fn a_delivery_is_signed_and_a_failed_one_tried_again_with_the_same_id() {
     let (new, old) = (Secret::from_bytes([5; SECRET_BYTES]), Secret::from_bytes([6; SECRET_BYTES]));
     let deliverer = Deliverer::new(Duration::from_secs(5), true, 1000).unwrap();
     let e = event();
-    let (answer, attempts) = deliverer.deliver(&endpoint(&url, new.clone(), Some(old.clone())), &e).await;
+    let (answer, attempts) = deliverer.deliver(&endpoint(&url, new.clone(), Some(old.clone())), &e, |_| async {}).await;
     assert_eq!((answer, attempts), (Answer::Delivered, 3));
     let got = receiver.got();
     assert!(got[2].0 - got[1].0 >= Duration::from_millis(950), "the receiver's Retry-After (1 s) is honoured over the schedule's 5 ms");

@@ -1,0 +1,236 @@
+//! The outbox of webhook events: an outcome's event is written in the same ledger
+//! transaction as the outcome it tells (`Ledger::record`), for the account's endpoints
+//! that asked for it (which accounts have endpoints is read every
+//! `WEBHOOK_ENDPOINTS_REFRESH`: an account's first endpoint hears of the outcomes
+//! recorded from then on), so that no event is lost when a worker dies or Redis loses its
+//! data, and none tells of an outcome that was not recorded. The worker that wrote it
+//! holds it (a lease on the item) and delivers it at once; each endpoint that has it
+//! (or never will: gone, given up) comes off the item, and with the last the item
+//! leaves the waiting index (it expires with its TTL).
+//! Every `WEBHOOK_SWEEP_INTERVAL` each worker reads the waiting index's event shards (a
+//! fixed cost of two read units a sweep, whatever the traffic) and
+//! takes over the events whose lease ran out: a worker that died, or stopped mid-retry.
+//! So each event reaches each endpoint at least once, with one id on every attempt
+//! (a receiver drops repeats by `webhook-id`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use shared::webhook::{Endpoint, Event, Pending, ENDPOINTS_SHARD, EVENT_SHARDS, EVENT_SK_PREFIX};
+use tokio::sync::{mpsc, watch, OnceCell};
+
+use crate::ledger::Ledger;
+use crate::webhook::{Answer, Deliverer};
+
+/// How long the worker trusts what it read of an account's endpoints (an account with
+/// none costs no read: `EventSink::refresh`): an endpoint changed (events, URL) is seen
+/// by the outcomes recorded this long after.
+const ENDPOINTS_TTL: Duration = Duration::from_secs(60);
+
+/// What the worker read of each account's endpoints, and when: one read at a time per
+/// account (the outcomes recorded meanwhile wait for it, not read again).
+type EndpointCache = HashMap<String, Arc<(Instant, OnceCell<Arc<Vec<Endpoint>>>)>>;
+
+/// Where `Ledger::record` puts the events of the outcomes it records: it asks which
+/// endpoints each account has (cached), and hands the events written to the deliverer.
+pub struct EventSink {
+    tx: mpsc::UnboundedSender<Pending>,
+    /// The accounts with endpoints (`None` until first read: every account may have).
+    hooked: Mutex<Option<HashSet<String>>>,
+    endpoints: Mutex<EndpointCache>,
+    /// How long the writer of an event holds it before another worker may take it.
+    pub lease_ms: u64,
+}
+
+impl EventSink {
+    pub fn new(lease_ms: u64) -> (Arc<Self>, mpsc::UnboundedReceiver<Pending>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Arc::new(Self { tx, hooked: Mutex::default(), endpoints: Mutex::default(), lease_ms }), rx)
+    }
+
+    /// The endpoints of each account that has some, read again when older than
+    /// `ENDPOINTS_TTL`; an account without any costs no read.
+    pub async fn endpoints(&self, ledger: &Ledger, accounts: &[&str]) -> anyhow::Result<HashMap<String, Arc<Vec<Endpoint>>>> {
+        let mut accounts = accounts.to_vec();
+        accounts.sort_unstable();
+        accounts.dedup();
+        if let Some(hooked) = self.hooked.lock().expect("not poisoned").as_ref() {
+            accounts.retain(|a| hooked.contains(*a));
+        }
+        let entries: Vec<_> = {
+            let mut cache = self.endpoints.lock().expect("not poisoned");
+            accounts
+                .iter()
+                .map(|a| {
+                    let entry = cache.entry((*a).to_owned()).or_insert_with(|| Arc::new((Instant::now(), OnceCell::new())));
+                    if entry.0.elapsed() >= ENDPOINTS_TTL {
+                        *entry = Arc::new((Instant::now(), OnceCell::new()));
+                    }
+                    entry.clone()
+                })
+                .collect()
+        };
+        let read =
+            join_all(accounts.iter().zip(&entries).map(|(a, entry)| entry.1.get_or_try_init(|| async { ledger.endpoints(a, false).await.map(Arc::new) })))
+                .await;
+        let mut found = HashMap::new();
+        for (a, endpoints) in accounts.iter().zip(read) {
+            found.insert((*a).to_owned(), endpoints?.clone());
+        }
+        Ok(found)
+    }
+
+    /// Reads which accounts have endpoints (the waiting index's endpoint shard, keys only).
+    async fn refresh(&self, ledger: &Ledger) -> anyhow::Result<usize> {
+        let mut hooked = HashSet::new();
+        let mut start = None;
+        loop {
+            let (keys, next) = ledger.keys_page(ENDPOINTS_SHARD, start).await?;
+            hooked.extend(keys.into_iter().map(|(account, _)| account));
+            match next {
+                Some(key) => start = Some(key),
+                None => break,
+            }
+        }
+        let n = hooked.len();
+        *self.hooked.lock().expect("not poisoned") = Some(hooked);
+        Ok(n)
+    }
+
+    /// Events written with their outcomes: delivered now by this worker.
+    pub fn written(&self, events: impl IntoIterator<Item = Pending>) {
+        for e in events {
+            // The receiver is gone only when the worker stops: the sweep delivers them.
+            let _ = self.tx.send(e);
+        }
+    }
+}
+
+/// Delivers the events this worker wrote as they come, and every `sweep_every` those
+/// whose lease ran out, until `stop`; every `refresh_every` (and at once) it reads
+/// again which accounts have endpoints.
+pub async fn run(
+    ledger: Ledger,
+    deliverer: Deliverer,
+    sink: Arc<EventSink>,
+    mut written: mpsc::UnboundedReceiver<Pending>,
+    sweep_every: Duration,
+    refresh_every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let lease_ms = sink.lease_ms;
+    // The first sweep one interval after the start: what a worker that stopped left is
+    // not due before its lease ends anyway.
+    let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + sweep_every, sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refresh = tokio::time::interval(refresh_every);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = refresh.tick() => {
+                if let Err(e) = sink.refresh(&ledger).await {
+                    tracing::warn!(error = %format!("{e:#}"), "accounts with webhook endpoints not read; again later");
+                }
+            }
+            Some(pending) = written.recv() => {
+                tokio::spawn(deliver(ledger.clone(), deliverer.clone(), pending, lease_ms));
+            }
+            _ = sweep.tick() => {
+                match take_over(&ledger, lease_ms).await {
+                    Ok(taken) => {
+                        if !taken.is_empty() {
+                            tracing::info!(events = taken.len(), "webhook events taken over (their worker stopped or died)");
+                        }
+                        for pending in taken {
+                            tokio::spawn(deliver(ledger.clone(), deliverer.clone(), pending, lease_ms));
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "webhook events not swept; again later"),
+                }
+            }
+        }
+    }
+}
+
+/// The events in the index whose lease ran out, each now leased to this worker.
+async fn take_over(ledger: &Ledger, lease_ms: u64) -> anyhow::Result<Vec<Pending>> {
+    let mut taken = Vec::new();
+    for shard in EVENT_SHARDS {
+        let mut start = None;
+        loop {
+            let (events, next) = ledger.keys_page(shard, start).await?;
+            let now = now_ms();
+            for (account, sort_key) in events {
+                let Some(id) = sort_key.strip_prefix(EVENT_SK_PREFIX) else { continue };
+                taken.extend(ledger.lease_event(&account, id, now, now + lease_ms).await?);
+            }
+            match next {
+                Some(key) => start = Some(key),
+                None => break,
+            }
+        }
+    }
+    Ok(taken)
+}
+
+/// Delivers one event to each endpoint still to have it, all at once, each on its own
+/// retry schedule (the lease renewed before each wait).
+async fn deliver(ledger: Ledger, deliverer: Deliverer, pending: Pending, lease_ms: u64) {
+    // Read consistently: an endpoint the event was written for is there, unless deleted.
+    let endpoints = match ledger.endpoints(&pending.account, true).await {
+        Ok(e) => e,
+        // Its lease runs out and a sweep takes it again.
+        Err(e) => return tracing::warn!(event = %pending.event.id, error = %format!("{e:#}"), "webhook event not delivered: endpoints not read"),
+    };
+    let Pending { account, event, endpoints: to } = pending;
+    join_all(to.into_iter().map(|id| {
+        let endpoint = endpoints.iter().find(|e| e.id == id).cloned();
+        deliver_to(ledger.clone(), deliverer.clone(), account.clone(), event.clone(), id, endpoint, lease_ms)
+    }))
+    .await;
+}
+
+/// Delivers an event to one endpoint (`None`: deleted since), then takes that endpoint
+/// off the event.
+async fn deliver_to(ledger: Ledger, deliverer: Deliverer, account: String, event: Event, id: String, endpoint: Option<Endpoint>, lease_ms: u64) {
+    let outcome = match &endpoint {
+        None => "endpoint deleted",
+        Some(e) if e.disabled.is_some() => "endpoint disabled",
+        Some(e) => {
+            let renew = |delay_ms: u64| {
+                let (ledger, account, event_id) = (ledger.clone(), account.clone(), event.id.clone());
+                async move {
+                    if let Err(err) = ledger.renew_event_lease(&account, &event_id, now_ms() + delay_ms + lease_ms).await {
+                        tracing::warn!(event = %event_id, error = %format!("{err:#}"), "webhook event's lease not renewed: another worker may deliver it too");
+                    }
+                }
+            };
+            match deliverer.deliver(e, &event, renew).await {
+                (Answer::Delivered, _) => "delivered",
+                (Answer::Gone, _) => {
+                    if let Err(err) = ledger.disable_endpoint(&account, &id, "the receiver answered 410 (gone)").await {
+                        tracing::warn!(endpoint = %id, error = %format!("{err:#}"), "webhook endpoint not marked disabled");
+                    }
+                    "endpoint gone (410): disabled"
+                }
+                (Answer::Failed { .. }, _) => "given up after the last attempt",
+            }
+        }
+    };
+    if outcome == "delivered" {
+        tracing::debug!(event = %event.id, endpoint = %id, "webhook event delivered");
+    } else {
+        tracing::warn!(event = %event.id, endpoint = %id, outcome, "webhook event not delivered");
+    }
+    if let Err(err) = ledger.event_done_for(&account, &event.id, &id).await {
+        // Its lease runs out and a sweep delivers it again (the same id).
+        tracing::warn!(event = %event.id, endpoint = %id, error = %format!("{err:#}"), "webhook delivery not recorded");
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
