@@ -519,17 +519,26 @@ pub async fn put_endpoint<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, endpoint
     ctx.dynamodb("PutItem", &PutItem::new(ctx, &item)).await.map(drop)
 }
 
-/// Replaces an endpoint's item with `updated` only while its secret is still `was`'s: of
-/// two rotations at once, one wins and the other is refused (`false`), never mixed.
+/// Replaces an endpoint's item with `updated` only while it is as `was` read it (its
+/// secret, and disabled or not): of two rotations at once one wins and the other is
+/// refused (`false`), and a worker's disabling meanwhile (a 410) is not undone.
 pub async fn replace_endpoint<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, was: &Endpoint, updated: &Endpoint) -> Result<bool, AwsError> {
+    let mut values = json!({":was": s(was.secret.reveal())});
+    let condition = match &was.disabled {
+        Some(d) => {
+            values[":d"] = s(d.at.as_str());
+            "secret = :was AND disabledAt = :d"
+        }
+        None => "secret = :was AND attribute_not_exists(disabledAt)",
+    };
     let answer = ctx
         .dynamodb(
             "PutItem",
             &json!({
                 "TableName": table(ctx),
                 "Item": updated.to_item(creator),
-                "ConditionExpression": "secret = :was",
-                "ExpressionAttributeValues": {":was": s(was.secret.reveal())},
+                "ConditionExpression": condition,
+                "ExpressionAttributeValues": values,
             }),
         )
         .await;

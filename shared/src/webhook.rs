@@ -516,10 +516,11 @@ impl Pending {
         ledger::key(&self.account, &format!("{EVENT_SK_PREFIX}{}", self.event.id))
     }
 
-    /// Its item, leased to the worker that writes it until `lease_until_ms`.
-    pub fn to_item(&self, now_ms: u64, lease_until_ms: u64) -> Value {
+    /// Its item, leased to the worker that writes it (`holder`) until `lease_until_ms`.
+    pub fn to_item(&self, now_ms: u64, holder: &str, lease_until_ms: u64) -> Value {
         let mut item = self.key();
         item[LEASE] = ledger::n(lease_until_ms);
+        item[LEASED_BY] = ledger::s(holder);
         item["type"] = ledger::s(self.event.kind.as_str());
         item["timestamp"] = ledger::s(self.event.timestamp.as_str());
         item["data"] = ledger::s(self.event.data.to_string());
@@ -548,6 +549,8 @@ impl Pending {
 
 /// Until when a worker delivers an event (ms): another takes it over after that.
 pub const LEASE: &str = "leaseUntil";
+/// Which worker holds that lease (only it renews it).
+pub const LEASED_BY: &str = "leasedBy";
 
 /// The update that takes one endpoint (`:e`, a string set of its id) off an event once
 /// it has it.
@@ -555,8 +558,9 @@ pub const DELIVERED_TO: &str = "DELETE endpoints :e";
 /// Once every endpoint has it, an event leaves the waiting index (and stays until its
 /// TTL: no delete, which costs the same and would need one more permission).
 pub const DONE: &str = "REMOVE waitShard";
-/// The condition of `DONE`: every endpoint has it.
-pub const DELIVERED_TO_ALL: &str = "attribute_not_exists(endpoints)";
+/// The condition of `DONE`: every endpoint has it (and it is still there: an update of
+/// an item gone would make one).
+pub const DELIVERED_TO_ALL: &str = "attribute_exists(messageId) AND attribute_not_exists(endpoints)";
 
 #[cfg(test)]
 mod tests {
@@ -704,6 +708,6 @@ mod tests {
         let failed = message_event(&m, "message.failed", "t", 3, Some("the gateway refused it (400)"));
         assert_eq!((failed.data["retryable"].as_bool(), failed.data["error"].as_str()), (Some(true), Some("the gateway refused it (400)")));
         let pending = Pending { account: "acct".into(), event: failed, endpoints: vec!["ep_1".into(), "ep_2".into()] };
-        assert_eq!(Pending::from_item(&pending.to_item(0, 5)), Some(pending));
+        assert_eq!(Pending::from_item(&pending.to_item(0, "w1", 5)), Some(pending));
     }
 }

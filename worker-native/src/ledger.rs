@@ -466,10 +466,11 @@ impl Ledger {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(item_map(&key)))
-            .update_expression(format!("SET {} = :until", shared::webhook::LEASE))
+            .update_expression(format!("SET {} = :until, {} = :me", shared::webhook::LEASE, shared::webhook::LEASED_BY))
             .condition_expression(format!("attribute_exists(endpoints) AND (attribute_not_exists({0}) OR {0} < :now)", shared::webhook::LEASE))
             .expression_attribute_values(":until", AttributeValue::N(until_ms.to_string()))
             .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
+            .expression_attribute_values(":me", s(&self.owner))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .return_consumed_capacity(METERED)
             .send()
@@ -481,7 +482,8 @@ impl Ledger {
         }
     }
 
-    /// Holds an event this worker delivers until `until_ms` (it waits to try again).
+    /// Holds an event this worker delivers until `until_ms` (it waits to try again); an
+    /// error when another worker took it over meanwhile.
     pub async fn renew_event_lease(&self, creator: &str, event_id: &str, until_ms: u64) -> anyhow::Result<()> {
         self.count(1);
         let key = ledger::key(creator, &format!("{}{event_id}", shared::webhook::EVENT_SK_PREFIX));
@@ -491,14 +493,18 @@ impl Ledger {
             .table_name(&self.table)
             .set_key(Some(item_map(&key)))
             .update_expression(format!("SET {} = :until", shared::webhook::LEASE))
-            .condition_expression("attribute_exists(endpoints)")
+            .condition_expression(format!("attribute_exists(endpoints) AND {} = :me", shared::webhook::LEASED_BY))
             .expression_attribute_values(":until", AttributeValue::N(until_ms.to_string()))
+            .expression_attribute_values(":me", s(&self.owner))
             .return_consumed_capacity(METERED)
             .send()
             .await;
         match answer {
-            Err(e) if !e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Err(e.into()),
-            _ => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                anyhow::bail!("the event is another worker's now (or delivered)")
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -1087,7 +1093,7 @@ impl Ledger {
                 let now = now_ms();
                 let lease_ms = self.events.as_ref().map_or(0, |sink| sink.lease_ms);
                 for (_, c) in live.iter().filter(|(_, c)| c.event.is_some()) {
-                    let item = c.event.as_ref().expect("filtered").to_item(now, now + lease_ms);
+                    let item = c.event.as_ref().expect("filtered").to_item(now, &self.owner, now + lease_ms);
                     items.push(TransactWriteItem::builder().put(put_new(&self.table, &item)?).build());
                 }
                 self.count(1);

@@ -7,13 +7,15 @@
 //! holds it (a lease on the item) and delivers it at once; each endpoint that has it
 //! (or never will: gone, given up) comes off the item, and with the last the item
 //! leaves the waiting index (it expires with its TTL).
-//! Every `WEBHOOK_SWEEP_INTERVAL` each worker reads the waiting index's event shards (a
-//! fixed cost of two read units a sweep, whatever the traffic) and
+//! Every `WEBHOOK_SWEEP_INTERVAL` each worker reads the waiting index's event shards (two
+//! read units, and a conditional write per event waiting: many only while receivers
+//! fail) and
 //! takes over the events whose lease ran out: a worker that died, or stopped mid-retry.
 //! So each event reaches each endpoint at least once, with one id on every attempt
 //! (a receiver drops repeats by `webhook-id`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,6 +97,8 @@ impl EventSink {
             }
         }
         let n = hooked.len();
+        // Old reads go (an account's is read again when next needed).
+        self.endpoints.lock().expect("not poisoned").retain(|_, entry| entry.0.elapsed() < ENDPOINTS_TTL);
         *self.hooked.lock().expect("not poisoned") = Some(hooked);
         Ok(n)
     }
@@ -127,6 +131,7 @@ pub async fn run(
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut refresh = tokio::time::interval(refresh_every);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sweeping = Arc::new(AtomicBool::new(false));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -139,25 +144,28 @@ pub async fn run(
                 tokio::spawn(deliver(ledger.clone(), deliverer.clone(), pending, lease_ms));
             }
             _ = sweep.tick() => {
-                match take_over(&ledger, lease_ms).await {
-                    Ok(taken) => {
-                        if !taken.is_empty() {
-                            tracing::info!(events = taken.len(), "webhook events taken over (their worker stopped or died)");
+                // In the background, one at a time: a long sweep holds up neither the
+                // events written meanwhile nor the stop.
+                if !sweeping.swap(true, Ordering::AcqRel) {
+                    let (ledger, deliverer, sweeping) = (ledger.clone(), deliverer.clone(), sweeping.clone());
+                    tokio::spawn(async move {
+                        match take_over(&ledger, &deliverer, lease_ms).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(events = n, "webhook events taken over (their worker stopped or died)"),
+                            Err(e) => tracing::warn!(error = %format!("{e:#}"), "webhook events not swept; again later"),
                         }
-                        for pending in taken {
-                            tokio::spawn(deliver(ledger.clone(), deliverer.clone(), pending, lease_ms));
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "webhook events not swept; again later"),
+                        sweeping.store(false, Ordering::Release);
+                    });
                 }
             }
         }
     }
 }
 
-/// The events in the index whose lease ran out, each now leased to this worker.
-async fn take_over(ledger: &Ledger, lease_ms: u64) -> anyhow::Result<Vec<Pending>> {
-    let mut taken = Vec::new();
+/// Takes over the events in the index whose lease ran out, each delivered as soon as it
+/// is leased to this worker; how many.
+async fn take_over(ledger: &Ledger, deliverer: &Deliverer, lease_ms: u64) -> anyhow::Result<usize> {
+    let mut taken = 0;
     for shard in EVENT_SHARDS {
         let mut start = None;
         loop {
@@ -165,7 +173,10 @@ async fn take_over(ledger: &Ledger, lease_ms: u64) -> anyhow::Result<Vec<Pending
             let now = now_ms();
             for (account, sort_key) in events {
                 let Some(id) = sort_key.strip_prefix(EVENT_SK_PREFIX) else { continue };
-                taken.extend(ledger.lease_event(&account, id, now, now + lease_ms).await?);
+                if let Some(pending) = ledger.lease_event(&account, id, now, now + lease_ms).await? {
+                    taken += 1;
+                    tokio::spawn(deliver(ledger.clone(), deliverer.clone(), pending, lease_ms));
+                }
             }
             match next {
                 Some(key) => start = Some(key),
@@ -196,19 +207,35 @@ async fn deliver(ledger: Ledger, deliverer: Deliverer, pending: Pending, lease_m
 /// Delivers an event to one endpoint (`None`: deleted since), then takes that endpoint
 /// off the event.
 async fn deliver_to(ledger: Ledger, deliverer: Deliverer, account: String, event: Event, id: String, endpoint: Option<Endpoint>, lease_ms: u64) {
-    let outcome = match &endpoint {
+    let outcome = match endpoint {
         None => "endpoint deleted",
         Some(e) if e.disabled.is_some() => "endpoint disabled",
         Some(e) => {
             let renew = |delay_ms: u64| {
                 let (ledger, account, event_id) = (ledger.clone(), account.clone(), event.id.clone());
                 async move {
-                    if let Err(err) = ledger.renew_event_lease(&account, &event_id, now_ms() + delay_ms + lease_ms).await {
-                        tracing::warn!(event = %event_id, error = %format!("{err:#}"), "webhook event's lease not renewed: another worker may deliver it too");
+                    match ledger.renew_event_lease(&account, &event_id, now_ms() + delay_ms + lease_ms).await {
+                        Ok(()) => true,
+                        Err(err) => {
+                            tracing::info!(event = %event_id, error = %format!("{err:#}"), "webhook event's lease not renewed: left to the sweep");
+                            false
+                        }
                     }
                 }
             };
-            match deliverer.deliver(e, &event, renew).await {
+            // As it is now (deleted, disabled, its secret rotated), read before each retry;
+            // a failed read keeps the last one read.
+            let last = std::sync::Mutex::new(e.clone());
+            let current = || {
+                let (ledger, account, id, last) = (ledger.clone(), account.clone(), id.clone(), &last);
+                async move {
+                    match ledger.endpoints(&account, true).await {
+                        Ok(all) => all.into_iter().find(|e| e.id == id),
+                        Err(_) => Some(last.lock().expect("not poisoned").clone()),
+                    }
+                }
+            };
+            match deliverer.deliver(e, &event, renew, current).await {
                 (Answer::Delivered, _) => "delivered",
                 (Answer::Gone, _) => {
                     if let Err(err) = ledger.disable_endpoint(&account, &id, "the receiver answered 410 (gone)").await {
@@ -216,6 +243,10 @@ async fn deliver_to(ledger: Ledger, deliverer: Deliverer, account: String, event
                     }
                     "endpoint gone (410): disabled"
                 }
+                (Answer::Withdrawn, _) => "endpoint deleted or disabled meanwhile",
+                // Another worker delivers it (or will, once the lease this one could not
+                // renew runs out): this one leaves the event as it is.
+                (Answer::Yielded, _) => return,
                 (Answer::Failed { .. }, _) => "given up after the last attempt",
             }
         }

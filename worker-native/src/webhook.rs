@@ -34,6 +34,10 @@ pub enum Answer {
         reason: String,
         retry_after_ms: Option<u64>,
     },
+    /// Not tried again: its endpoint was deleted or disabled meanwhile.
+    Withdrawn,
+    /// Not tried again here: another worker holds the event now (`before_wait`).
+    Yielded,
 }
 
 /// Signs and sends events.
@@ -50,6 +54,9 @@ impl Deliverer {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve the name itself, past the
+            // resolver below.
+            .no_proxy()
             .dns_resolver(Arc::new(PublicOnly { allow_loopback }))
             .build()?;
         Ok(Self { client, allow_loopback, compress })
@@ -88,24 +95,35 @@ impl Deliverer {
         }
     }
 
-    /// Attempts until delivered, gone, or given up after the schedule's last step (the
-    /// task sleeps between attempts, `before_wait` told how long first); the last answer
-    /// and how many attempts it took.
-    pub async fn deliver<F: std::future::Future<Output = ()>>(
+    /// Attempts until delivered, gone, or given up after the schedule's last step. The
+    /// task sleeps between attempts (`before_wait` told how long first: it answers
+    /// whether this task still holds the event), then reads the
+    /// endpoint again (`current`): one deleted or disabled meanwhile is not tried again
+    /// (`Withdrawn`), and a secret rotated meanwhile signs the next attempt. The last
+    /// answer and how many attempts it took.
+    pub async fn deliver<W: std::future::Future<Output = bool>, C: std::future::Future<Output = Option<Endpoint>>>(
         &self,
-        endpoint: &Endpoint,
+        endpoint: Endpoint,
         event: &Event,
-        mut before_wait: impl FnMut(u64) -> F,
+        mut before_wait: impl FnMut(u64) -> W,
+        mut current: impl FnMut() -> C,
     ) -> (Answer, u32) {
+        let mut endpoint = endpoint;
         let mut attempts = 0;
         loop {
-            let answer = self.attempt(endpoint, event).await;
+            let answer = self.attempt(&endpoint, event).await;
             attempts += 1;
             let Answer::Failed { reason, retry_after_ms } = &answer else { return (answer, attempts) };
             let Some(delay) = webhook::retry_delay_ms(attempts, self.compress, *retry_after_ms) else { return (answer, attempts) };
             tracing::info!(event = %event.id, endpoint = %endpoint.id, attempts, %reason, retry_in_ms = delay, "webhook delivery failed: tried again");
-            before_wait(delay).await;
+            if !before_wait(delay).await {
+                return (Answer::Yielded, attempts);
+            }
             tokio::time::sleep(Duration::from_millis(delay)).await;
+            match current().await {
+                Some(now) if now.disabled.is_none() => endpoint = now,
+                _ => return (Answer::Withdrawn, attempts),
+            }
         }
     }
 }

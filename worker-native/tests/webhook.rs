@@ -96,7 +96,8 @@ async fn a_delivery_is_signed_and_a_failed_one_tried_again_with_the_same_id() {
     let (new, old) = (Secret::from_bytes([5; SECRET_BYTES]), Secret::from_bytes([6; SECRET_BYTES]));
     let deliverer = Deliverer::new(Duration::from_secs(5), true, 1000).unwrap();
     let e = event();
-    let (answer, attempts) = deliverer.deliver(&endpoint(&url, new.clone(), Some(old.clone())), &e, |_| async {}).await;
+    let to = endpoint(&url, new.clone(), Some(old.clone()));
+    let (answer, attempts) = deliverer.deliver(to.clone(), &e, |_| async { true }, || std::future::ready(Some(to.clone()))).await;
     assert_eq!((answer, attempts), (Answer::Delivered, 3));
     let got = receiver.got();
     assert!(got[2].0 - got[1].0 >= Duration::from_millis(950), "the receiver's Retry-After (1 s) is honoured over the schedule's 5 ms");
@@ -109,6 +110,33 @@ async fn a_delivery_is_signed_and_a_failed_one_tried_again_with_the_same_id() {
             assert!(webhook::verify(secret, header(h, "webhook-signature"), &e.id, ts, body), "{:?}", header(h, "webhook-signature"));
         }
     }
+}
+
+/// An endpoint deleted or disabled while its delivery waits to be tried again is not
+/// tried again; a secret rotated meanwhile signs the next attempt.
+#[tokio::test]
+async fn a_retry_reads_the_endpoint_again() {
+    let (receiver, url) = Receiver::start(vec![(500, None, Duration::ZERO), (500, None, Duration::ZERO)]).await;
+    let deliverer = Deliverer::new(Duration::from_secs(5), true, 1000).unwrap();
+    let (first, rotated) = (Secret::from_bytes([1; SECRET_BYTES]), Secret::from_bytes([2; SECRET_BYTES]));
+    let e = event();
+    let mut reads = 0;
+    let current = || {
+        reads += 1;
+        let now = match reads {
+            1 => Some(endpoint(&url, rotated.clone(), None)),
+            _ => Some(Endpoint { disabled: Some(webhook::Disabled { at: "t".into(), reason: "410".into() }), ..endpoint(&url, rotated.clone(), None) }),
+        };
+        std::future::ready(now)
+    };
+    let (answer, attempts) = deliverer.deliver(endpoint(&url, first.clone(), None), &e, |_| async { true }, current).await;
+    assert_eq!((answer, attempts), (Answer::Withdrawn, 2), "disabled after the second attempt: not tried a third time");
+    let got = receiver.got();
+    assert_eq!(got.len(), 2);
+    let (_, h, body) = &got[1];
+    let ts: u64 = header(h, "webhook-timestamp").parse().unwrap();
+    assert!(webhook::verify(&rotated, header(h, "webhook-signature"), &e.id, ts, body), "the second attempt signed with the rotated secret");
+    assert!(!webhook::verify(&first, header(h, "webhook-signature"), &e.id, ts, body));
 }
 
 #[tokio::test]
