@@ -149,6 +149,15 @@ fn from_attr(v: &AttributeValue) -> Value {
     }
 }
 
+/// An update's answer; `None` when its condition refused it.
+fn applied<T>(answer: Result<T, aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>>) -> anyhow::Result<Option<T>> {
+    match answer {
+        Ok(a) => Ok(Some(a)),
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn from_attrs(item: &HashMap<String, AttributeValue>) -> Value {
     Value::Object(item.iter().map(|(k, v)| (k.clone(), from_attr(v))).collect())
 }
@@ -399,24 +408,38 @@ impl Ledger {
         Ok(self.get(&shared::webhook::endpoint_key(creator, id)).await?.as_ref().and_then(shared::webhook::Endpoint::from_item))
     }
 
-    /// The account's webhook endpoints (`shared::webhook`): a few small items, one query;
-    /// `consistent` or at half the read units (an endpoint just registered, or deleted,
-    /// may be seen a moment later).
-    pub async fn endpoints(&self, creator: &str, consistent: bool) -> anyhow::Result<Vec<shared::webhook::Endpoint>> {
-        self.count(1);
-        let answer = self
-            .client
+    /// A query of one account's items whose sort key starts with `prefix`.
+    fn prefix_query(&self, account: &str, prefix: &str) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
             .query()
             .table_name(&self.table)
             .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", s(creator))
-            .expression_attribute_values(":prefix", s(shared::webhook::ENDPOINT_SK_PREFIX))
-            .consistent_read(consistent)
+            .expression_attribute_values(":pk", s(account))
+            .expression_attribute_values(":prefix", s(prefix))
             .return_consumed_capacity(METERED)
-            .send()
-            .await?;
+    }
+
+    /// A query of one shard of the waiting index, from `start`.
+    fn shard_query(&self, shard: &str, start: Option<HashMap<String, AttributeValue>>) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(ledger::WAITING_INDEX)
+            .key_condition_expression("#ws = :ws")
+            .expression_attribute_names("#ws", ledger::WAIT_SHARD)
+            .expression_attribute_values(":ws", s(shard))
+            .set_exclusive_start_key(start)
+            .return_consumed_capacity(METERED)
+    }
+
+    /// The account's webhook endpoints (`shared::webhook`): a few small items, one query;
+    /// `consistent` or at half the read units (an endpoint just registered, or deleted,
+    /// may be seen a moment later).
+    pub async fn endpoints(&self, creator: &str, consistent: bool) -> anyhow::Result<Vec<shared::webhook::Endpoint>> {
+        self.count(1);
+        let answer = self.prefix_query(creator, shared::webhook::ENDPOINT_SK_PREFIX).consistent_read(consistent).send().await?;
         Ok(answer.items().iter().filter_map(|i| shared::webhook::Endpoint::from_item(&from_attrs(i))).collect())
     }
 
@@ -431,18 +454,10 @@ impl Ledger {
     ) -> anyhow::Result<(Vec<(String, String)>, Option<HashMap<String, AttributeValue>>)> {
         self.count(1);
         let answer = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(ledger::WAITING_INDEX)
-            .key_condition_expression("#ws = :ws")
-            .expression_attribute_names("#ws", ledger::WAIT_SHARD)
+            .shard_query(shard, start)
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":ws", s(shard))
             .projection_expression("#pk, #sk")
-            .set_exclusive_start_key(start)
-            .return_consumed_capacity(METERED)
             .send()
             .await?;
         let keys = answer
@@ -459,96 +474,62 @@ impl Ledger {
     /// Takes an event waiting for delivery until `until_ms`, unless another worker holds
     /// it (its lease not over at `now_ms`) or it was delivered meanwhile: the event then.
     pub async fn lease_event(&self, creator: &str, event_id: &str, now_ms: u64, until_ms: u64) -> anyhow::Result<Option<shared::webhook::Pending>> {
-        self.count(1);
-        let key = ledger::key(creator, &format!("{}{event_id}", shared::webhook::EVENT_SK_PREFIX));
         let answer = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(item_map(&key)))
+            .event_update(creator, event_id)
             .update_expression(format!("SET {} = :until, {} = :me", shared::webhook::LEASE, shared::webhook::LEASED_BY))
             .condition_expression(format!("attribute_exists(endpoints) AND (attribute_not_exists({0}) OR {0} < :now)", shared::webhook::LEASE))
             .expression_attribute_values(":until", AttributeValue::N(until_ms.to_string()))
             .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
             .expression_attribute_values(":me", s(&self.owner))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .return_consumed_capacity(METERED)
             .send()
             .await;
-        match answer {
-            Ok(a) => Ok(a.attributes().map(from_attrs).as_ref().and_then(shared::webhook::Pending::from_item)),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Ok(applied(answer)?.and_then(|a| a.attributes().map(from_attrs)).as_ref().and_then(shared::webhook::Pending::from_item))
     }
 
     /// Holds an event this worker delivers until `until_ms` (it waits to try again); an
     /// error when another worker took it over meanwhile.
     pub async fn renew_event_lease(&self, creator: &str, event_id: &str, until_ms: u64) -> anyhow::Result<()> {
-        self.count(1);
-        let key = ledger::key(creator, &format!("{}{event_id}", shared::webhook::EVENT_SK_PREFIX));
         let answer = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(item_map(&key)))
+            .event_update(creator, event_id)
             .update_expression(format!("SET {} = :until", shared::webhook::LEASE))
             .condition_expression(format!("attribute_exists(endpoints) AND {} = :me", shared::webhook::LEASED_BY))
             .expression_attribute_values(":until", AttributeValue::N(until_ms.to_string()))
             .expression_attribute_values(":me", s(&self.owner))
-            .return_consumed_capacity(METERED)
             .send()
             .await;
-        match answer {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                anyhow::bail!("the event is another worker's now (or delivered)")
-            }
-            Err(e) => Err(e.into()),
-        }
+        applied(answer)?.map(drop).ok_or_else(|| anyhow::anyhow!("the event is another worker's now (or delivered)"))
     }
 
     /// One endpoint has the event (or never will: gone, given up); with the last, the
     /// event leaves the waiting index (it expires later).
     pub async fn event_done_for(&self, creator: &str, event_id: &str, endpoint_id: &str) -> anyhow::Result<()> {
-        self.count(1);
-        let key = item_map(&ledger::key(creator, &format!("{}{event_id}", shared::webhook::EVENT_SK_PREFIX)));
         let answer = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key.clone()))
+            .event_update(creator, event_id)
             .update_expression(shared::webhook::DELIVERED_TO)
             .condition_expression("attribute_exists(endpoints)")
             .expression_attribute_values(":e", AttributeValue::Ss(vec![endpoint_id.to_owned()]))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .return_consumed_capacity(METERED)
             .send()
             .await;
-        let left = match answer {
-            Ok(a) => a.attributes().is_some_and(|item| item.contains_key("endpoints")),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => false,
-            Err(e) => return Err(e.into()),
-        };
+        let left = applied(answer)?.is_some_and(|a| a.attributes().is_some_and(|item| item.contains_key("endpoints")));
         if !left {
-            self.count(1);
             let done = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key))
+                .event_update(creator, event_id)
                 .update_expression(shared::webhook::DONE)
                 .condition_expression(shared::webhook::DELIVERED_TO_ALL)
-                .return_consumed_capacity(METERED)
                 .send()
                 .await;
-            if let Err(e) = done {
-                if !e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) {
-                    return Err(e.into());
-                }
-            }
+            applied(done)?;
         }
         Ok(())
+    }
+
+    /// An update of one waiting event's item (`shared::webhook::Pending`).
+    fn event_update(&self, creator: &str, event_id: &str) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.count(1);
+        let key = ledger::key(creator, &format!("{}{event_id}", shared::webhook::EVENT_SK_PREFIX));
+        self.client.update_item().table_name(&self.table).set_key(Some(item_map(&key))).return_consumed_capacity(METERED)
     }
 
     /// Marks an endpoint disabled (its receiver answered 410); nothing when it was
@@ -591,18 +572,7 @@ impl Ledger {
         start: Option<HashMap<String, AttributeValue>>,
     ) -> anyhow::Result<(Vec<Waiting>, Option<HashMap<String, AttributeValue>>)> {
         self.count(1);
-        let answer = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(ledger::WAITING_INDEX)
-            .key_condition_expression("#ws = :ws")
-            .expression_attribute_names("#ws", ledger::WAIT_SHARD)
-            .expression_attribute_values(":ws", s(shard))
-            .set_exclusive_start_key(start)
-            .return_consumed_capacity(METERED)
-            .send()
-            .await?;
+        let answer = self.shard_query(shard, start).send().await?;
         let waiting = answer
             .items()
             .iter()
@@ -648,20 +618,7 @@ impl Ledger {
         let mut start = None;
         loop {
             self.count(1);
-            let answer = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(account))
-                .expression_attribute_values(":prefix", s(campaign::messages_prefix(id)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .return_consumed_capacity(METERED)
-                .send()
-                .await?;
+            let answer = self.prefix_query(account, campaign::messages_prefix(id)).consistent_read(true).set_exclusive_start_key(start).send().await?;
             let mut waiting = Vec::new();
             for item in answer.items().iter().map(from_attrs) {
                 let Some(found) = LedgerItem::from_item(&item) else { continue };
