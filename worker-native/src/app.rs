@@ -52,7 +52,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // held by the worker that wrote them for two deliveries' time and 5 s (it renews the
     // lease before each wait to try again).
     let event_lease_ms = 2 * config.webhook_timeout.as_millis() as u64 + 5_000;
-    let (events, written_events) = crate::outbox::EventSink::new(event_lease_ms);
+    let (events, written_events) = crate::events::EventSink::new(event_lease_ms);
     let ledger = Ledger::new(aws_sdk_dynamodb::Client::new(&aws), config.ledger_table.clone(), config.ledger_ttl_days).with_events(events.clone());
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&aws);
     let schedule = schedule(&config)?;

@@ -118,9 +118,9 @@ pub struct Ledger {
     owner: String,
     /// DynamoDB calls made (for `/stats` and the ingest-cost benchmark).
     calls: Arc<AtomicU64>,
-    /// Where the webhook events of recorded outcomes go (`crate::outbox`); none: no
+    /// Where the webhook events of recorded outcomes go (`crate::events`); none: no
     /// events (benchmarks of the ledger alone).
-    events: Option<Arc<crate::outbox::EventSink>>,
+    events: Option<Arc<crate::events::EventSink>>,
 }
 
 /// DynamoDB JSON (as `shared::ledger` writes it) to SDK attribute values.
@@ -214,7 +214,7 @@ impl Ledger {
 
     /// Records the webhook events of the outcomes it records, for the endpoints that
     /// asked for them, and hands them to `sink`.
-    pub fn with_events(self, sink: Arc<crate::outbox::EventSink>) -> Self {
+    pub fn with_events(self, sink: Arc<crate::events::EventSink>) -> Self {
         Self { events: Some(sink), ..self }
     }
 
@@ -854,7 +854,7 @@ impl Ledger {
         let endpoints = match &self.events {
             Some(sink) => {
                 let accounts: Vec<&str> = records.iter().filter(|r| told(r).is_some()).map(|r| r.message.creator_id.as_str()).collect();
-                sink.endpoints(self, &accounts).await?
+                sink.endpoints(&accounts, |a| async move { self.endpoints(&a, false).await }).await?
             }
             None => HashMap::new(),
         };

@@ -19,6 +19,7 @@ pub mod config;
 pub mod connection;
 pub mod credential;
 pub mod dispatch;
+pub mod events;
 pub mod gateway;
 pub mod health;
 pub mod ingest;

@@ -14,103 +14,18 @@
 //! So each event reaches each endpoint at least once, with one id on every attempt
 //! (a receiver drops repeats by `webhook-id`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::join_all;
 use shared::webhook::{Endpoint, Event, Pending, ENDPOINTS_SHARD, EVENT_SHARDS, EVENT_SK_PREFIX};
-use tokio::sync::{mpsc, watch, OnceCell};
+use tokio::sync::{mpsc, watch};
 
+use crate::events::EventSink;
 use crate::ledger::Ledger;
 use crate::webhook::{Answer, Deliverer};
-
-/// How long the worker trusts what it read of an account's endpoints (an account with
-/// none costs no read: `EventSink::refresh`): an endpoint changed (events, URL) is seen
-/// by the outcomes recorded this long after.
-const ENDPOINTS_TTL: Duration = Duration::from_secs(60);
-
-/// What the worker read of each account's endpoints, and when: one read at a time per
-/// account (the outcomes recorded meanwhile wait for it, not read again).
-type EndpointCache = HashMap<String, Arc<(Instant, OnceCell<Arc<Vec<Endpoint>>>)>>;
-
-/// Where `Ledger::record` puts the events of the outcomes it records: it asks which
-/// endpoints each account has (cached), and hands the events written to the deliverer.
-pub struct EventSink {
-    tx: mpsc::UnboundedSender<Pending>,
-    /// The accounts with endpoints (`None` until first read: every account may have).
-    hooked: Mutex<Option<HashSet<String>>>,
-    endpoints: Mutex<EndpointCache>,
-    /// How long the writer of an event holds it before another worker may take it.
-    pub lease_ms: u64,
-}
-
-impl EventSink {
-    pub fn new(lease_ms: u64) -> (Arc<Self>, mpsc::UnboundedReceiver<Pending>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Arc::new(Self { tx, hooked: Mutex::default(), endpoints: Mutex::default(), lease_ms }), rx)
-    }
-
-    /// The endpoints of each account that has some, read again when older than
-    /// `ENDPOINTS_TTL`; an account without any costs no read.
-    pub async fn endpoints(&self, ledger: &Ledger, accounts: &[&str]) -> anyhow::Result<HashMap<String, Arc<Vec<Endpoint>>>> {
-        let mut accounts = accounts.to_vec();
-        accounts.sort_unstable();
-        accounts.dedup();
-        if let Some(hooked) = self.hooked.lock().expect("not poisoned").as_ref() {
-            accounts.retain(|a| hooked.contains(*a));
-        }
-        let entries: Vec<_> = {
-            let mut cache = self.endpoints.lock().expect("not poisoned");
-            accounts
-                .iter()
-                .map(|a| {
-                    let entry = cache.entry((*a).to_owned()).or_insert_with(|| Arc::new((Instant::now(), OnceCell::new())));
-                    if entry.0.elapsed() >= ENDPOINTS_TTL {
-                        *entry = Arc::new((Instant::now(), OnceCell::new()));
-                    }
-                    entry.clone()
-                })
-                .collect()
-        };
-        let read =
-            join_all(accounts.iter().zip(&entries).map(|(a, entry)| entry.1.get_or_try_init(|| async { ledger.endpoints(a, false).await.map(Arc::new) })))
-                .await;
-        let mut found = HashMap::new();
-        for (a, endpoints) in accounts.iter().zip(read) {
-            found.insert((*a).to_owned(), endpoints?.clone());
-        }
-        Ok(found)
-    }
-
-    /// Reads which accounts have endpoints (the waiting index's endpoint shard, keys only).
-    async fn refresh(&self, ledger: &Ledger) -> anyhow::Result<usize> {
-        let mut hooked = HashSet::new();
-        let mut start = None;
-        loop {
-            let (keys, next) = ledger.keys_page(ENDPOINTS_SHARD, start).await?;
-            hooked.extend(keys.into_iter().map(|(account, _)| account));
-            match next {
-                Some(key) => start = Some(key),
-                None => break,
-            }
-        }
-        let n = hooked.len();
-        // Old reads go (an account's is read again when next needed).
-        self.endpoints.lock().expect("not poisoned").retain(|_, entry| entry.0.elapsed() < ENDPOINTS_TTL);
-        *self.hooked.lock().expect("not poisoned") = Some(hooked);
-        Ok(n)
-    }
-
-    /// Events written with their outcomes: delivered now by this worker.
-    pub fn written(&self, events: impl IntoIterator<Item = Pending>) {
-        for e in events {
-            // The receiver is gone only when the worker stops: the sweep delivers them.
-            let _ = self.tx.send(e);
-        }
-    }
-}
 
 /// Delivers the events this worker wrote as they come, and every `sweep_every` those
 /// whose lease ran out, until `stop`; every `refresh_every` (and at once) it reads
@@ -136,7 +51,7 @@ pub async fn run(
         tokio::select! {
             _ = stop.changed() => return,
             _ = refresh.tick() => {
-                if let Err(e) = sink.refresh(&ledger).await {
+                if let Err(e) = refresh_hooked(&ledger, &sink).await {
                     tracing::warn!(error = %format!("{e:#}"), "accounts with webhook endpoints not read; again later");
                 }
             }
@@ -160,6 +75,22 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Reads which accounts have endpoints (the waiting index's endpoint shard, keys only).
+async fn refresh_hooked(ledger: &Ledger, sink: &EventSink) -> anyhow::Result<()> {
+    let mut hooked = HashSet::new();
+    let mut start = None;
+    loop {
+        let (keys, next) = ledger.keys_page(ENDPOINTS_SHARD, start).await?;
+        hooked.extend(keys.into_iter().map(|(account, _)| account));
+        match next {
+            Some(key) => start = Some(key),
+            None => break,
+        }
+    }
+    sink.set_hooked(hooked);
+    Ok(())
 }
 
 /// Takes over the events in the index whose lease ran out, each delivered as soon as it
