@@ -712,14 +712,20 @@ async fn a_campaign_and_its_rebuilt_messages_are_scheduled_once() {
     assert_eq!(s.enqueue_campaign(&second).await.unwrap(), 4);
     let again = s.enqueue_payloads(&payloads(&second, 0..4)).await.unwrap();
     assert_eq!((again.added, again.duplicates()), (0, 4));
+    // All of a campaign on the schedule already: nothing added, no marker left behind.
+    let third = campaign("all-rebuilt", 2);
+    assert_eq!(s.enqueue_payloads(&payloads(&third, 0..2)).await.unwrap().added, 2);
+    assert_eq!(s.enqueue_campaign(&third).await.unwrap(), 0);
+    assert!(!redis.keys().iter().any(|k| k.ends_with(&format!("seen:{}", third.id))), "{:?}", redis.keys());
     // A retry (a later generation) is a message of its own, the campaign there or not.
     let retried = Payload { message: QueueMessage { generation: 1, ..second.message(0) }, attempts: 0, maybe_sent: false };
     assert_eq!(s.enqueue_payloads(&[retried]).await.unwrap().added, 1);
-    let mut ids: Vec<String> = drain(&s, 10).await.into_iter().map(|(_, t)| t.id).collect();
+    let mut ids: Vec<String> = drain(&s, 12).await.into_iter().map(|(_, t)| t.id).collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
     ids.extend(take(&s, 64, 30_000, 0, 0).await.unwrap().taken.into_iter().map(|t| t.id));
     ids.sort();
-    let mut want: Vec<String> = (0..5).map(|i| first.message(i).id).chain((0..4).map(|i| second.message(i).id)).collect();
+    let mut want: Vec<String> =
+        (0..5).map(|i| first.message(i).id).chain((0..4).map(|i| second.message(i).id)).chain((0..2).map(|i| third.message(i).id)).collect();
     want.push(second.message(0).id);
     want.sort();
     assert_eq!(ids, want, "each once (and the retry)");

@@ -20,7 +20,13 @@ for i = first, #ARGV do
   if not (check and redis.call('HEXISTS', bodies, string.match(ARGV[i], '^[^\t]*')) == 1) then entries[#entries + 1] = ARGV[i] end
 end
 local count = #entries
-if count == 0 then return 0 end
+if count == 0 then
+  -- Nothing of it to add: no content and count to keep, and no marker either (its
+  -- last message done would have taken it away; the ledger's `scheduled` flag stops a
+  -- later copy of the campaign).
+  redis.call('DEL', P .. 'seen:' .. cid)
+  return 0
+end
 for i = 1, count, 1000 do
   redis.call('RPUSH', P .. 'cr:' .. cid, unpack(entries, i, math.min(i + 999, count)))
 end
