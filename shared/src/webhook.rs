@@ -351,8 +351,12 @@ impl Endpoint {
     /// The secrets that sign a delivery now: the current one first, then one rotated out
     /// less than `ROTATION_GRACE_MS` ago.
     pub fn signing_secrets(&self, now_ms: u64) -> Vec<&Secret> {
-        let old = self.previous.as_ref().filter(|(_, until)| *until > now_ms).map(|(s, _)| s);
-        std::iter::once(&self.secret).chain(old).collect()
+        std::iter::once(&self.secret).chain(self.still_signing(now_ms).map(|(s, _)| s)).collect()
+    }
+
+    /// The secret rotated out, and until when, while it still signs.
+    fn still_signing(&self, now_ms: u64) -> Option<&(Secret, u64)> {
+        self.previous.as_ref().filter(|(_, until)| *until > now_ms)
     }
 
     /// What the API shows of it (never a secret).
@@ -362,7 +366,7 @@ impl Endpoint {
             url: self.url.clone(),
             events: self.events.clone(),
             created_at: self.created_at.clone(),
-            previous_secret_expires_at: self.previous.as_ref().filter(|(_, until)| *until > now_ms).map(|(_, until)| crate::time::rfc3339_ms(*until)),
+            previous_secret_expires_at: self.still_signing(now_ms).map(|(_, until)| crate::time::rfc3339_ms(*until)),
             disabled: self.disabled.clone(),
         }
     }

@@ -44,6 +44,10 @@ impl EventSink {
         accounts: &[&str],
         read: impl Fn(String) -> F,
     ) -> anyhow::Result<HashMap<String, Arc<Vec<Endpoint>>>> {
+        if accounts.is_empty() {
+            // No outcome of the batch tells an event (claims given back, retries): no work.
+            return Ok(HashMap::new());
+        }
         let mut accounts = accounts.to_vec();
         accounts.sort_unstable();
         accounts.dedup();

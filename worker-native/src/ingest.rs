@@ -249,7 +249,6 @@ impl Ingest {
     /// stops drops it; the tenant asks again).
     fn send_test_event(&self, test: shared::webhook::TestEvent) {
         use crate::webhook::Answer;
-        use shared::webhook::Endpoint;
         let Some(ledger) = self.ledger.clone() else {
             tracing::warn!("a webhook test event needs the ledger (LEDGER_ENABLED=false): dropped");
             return;
@@ -267,24 +266,9 @@ impl Ingest {
                 timestamp: shared::time::rfc3339_ms(test.at_ms),
                 data: serde_json::json!({"endpointId": test.endpoint_id}),
             };
-            let current = || {
-                let (ledger, test) = (ledger.clone(), test.clone());
-                async move { ledger.endpoint(&test.creator_id, &test.endpoint_id).await.ok().flatten() }
-            };
-            // A test event still goes to a disabled endpoint (the receiver is checked before
-            // it is enabled): only one deleted meanwhile stops it.
-            let current = || {
-                let read = current();
-                async move { read.await.map(|e| Endpoint { disabled: None, ..e }) }
-            };
-            match deliverer.deliver(Endpoint { disabled: None, ..endpoint.clone() }, &event, |_| async { true }, current).await {
+            match crate::outbox::deliver_one(&ledger, &deliverer, &test.creator_id, endpoint.clone(), &event, true, |_| async { true }).await {
                 (Answer::Delivered, attempts) => tracing::info!(event = %event.id, endpoint = %endpoint.id, attempts, "webhook test event delivered"),
-                (Answer::Gone, _) => {
-                    tracing::warn!(event = %event.id, endpoint = %endpoint.id, "webhook receiver answered 410: endpoint disabled");
-                    if let Err(e) = ledger.disable_endpoint(&test.creator_id, &endpoint.id, "the receiver answered 410 (gone)").await {
-                        tracing::warn!(endpoint = %endpoint.id, error = %format!("{e:#}"), "webhook endpoint not marked disabled");
-                    }
-                }
+                (Answer::Gone, _) => tracing::warn!(event = %event.id, endpoint = %endpoint.id, "webhook receiver answered 410: endpoint disabled"),
                 (answer, attempts) => tracing::warn!(event = %event.id, endpoint = %endpoint.id, attempts, ?answer, "webhook test event not delivered"),
             }
         });

@@ -549,11 +549,7 @@ impl Ledger {
             .return_consumed_capacity(METERED)
             .send()
             .await;
-        match answer {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        applied(answer).map(drop)
     }
 
     async fn get(&self, key: &Value) -> anyhow::Result<Option<Value>> {
@@ -1046,12 +1042,14 @@ impl Ledger {
                 // Each outcome's webhook event with it (`crate::outbox`), leased to this
                 // worker, which delivers it once the transaction is in.
                 let events_at = items.len();
-                let with_event: Vec<usize> = live.iter().enumerate().filter(|(_, (_, c))| c.event.is_some()).map(|(k, _)| k).collect();
+                let mut with_event: Vec<usize> = Vec::new();
                 let now = now_ms();
                 let lease_ms = self.events.as_ref().map_or(0, |sink| sink.lease_ms);
-                for (_, c) in live.iter().filter(|(_, c)| c.event.is_some()) {
-                    let item = c.event.as_ref().expect("filtered").to_item(now, &self.owner, now + lease_ms);
-                    items.push(TransactWriteItem::builder().put(put_new(&self.table, &item)?).build());
+                for (k, (_, c)) in live.iter().enumerate() {
+                    if let Some(event) = &c.event {
+                        with_event.push(k);
+                        items.push(TransactWriteItem::builder().put(put_new(&self.table, &event.to_item(now, &self.owner, now + lease_ms))?).build());
+                    }
                 }
                 self.count(1);
                 match self.client.transact_write_items().set_transact_items(Some(items)).return_consumed_capacity(METERED).send().await {

@@ -154,26 +154,9 @@ async fn deliver_to(ledger: Ledger, deliverer: Deliverer, account: String, event
                     }
                 }
             };
-            // As it is now (deleted, disabled, its secret rotated), read before each retry;
-            // a failed read keeps the last one read.
-            let last = std::sync::Mutex::new(e.clone());
-            let current = || {
-                let (ledger, account, id, last) = (ledger.clone(), account.clone(), id.clone(), &last);
-                async move {
-                    match ledger.endpoints(&account, true).await {
-                        Ok(all) => all.into_iter().find(|e| e.id == id),
-                        Err(_) => Some(last.lock().expect("not poisoned").clone()),
-                    }
-                }
-            };
-            match deliverer.deliver(e, &event, renew, current).await {
+            match deliver_one(&ledger, &deliverer, &account, e, &event, false, renew).await {
                 (Answer::Delivered, _) => "delivered",
-                (Answer::Gone, _) => {
-                    if let Err(err) = ledger.disable_endpoint(&account, &id, "the receiver answered 410 (gone)").await {
-                        tracing::warn!(endpoint = %id, error = %format!("{err:#}"), "webhook endpoint not marked disabled");
-                    }
-                    "endpoint gone (410): disabled"
-                }
+                (Answer::Gone, _) => "endpoint gone (410): disabled",
                 (Answer::Withdrawn, _) => "endpoint deleted or disabled meanwhile",
                 // Another worker delivers it (or will, once the lease this one could not
                 // renew runs out): this one leaves the event as it is.
@@ -191,6 +174,41 @@ async fn deliver_to(ledger: Ledger, deliverer: Deliverer, account: String, event
         // Its lease runs out and a sweep delivers it again (the same id).
         tracing::warn!(event = %event.id, endpoint = %id, error = %format!("{err:#}"), "webhook delivery not recorded");
     }
+}
+
+/// One endpoint's delivery of one event, retried on the schedule (`before_wait` first:
+/// whether this worker still holds the event) while the endpoint stays: it is read
+/// again before each retry (deleted or disabled: not tried again; a secret rotated
+/// meanwhile signs the next attempt; a failed read keeps the one read first). A 410
+/// disables it. A test event (`test`) goes to a disabled endpoint too: its receiver is
+/// checked before the endpoint is enabled again.
+pub(crate) async fn deliver_one<W: std::future::Future<Output = bool>>(
+    ledger: &Ledger,
+    deliverer: &Deliverer,
+    account: &str,
+    endpoint: Endpoint,
+    event: &Event,
+    test: bool,
+    before_wait: impl FnMut(u64) -> W,
+) -> (Answer, u32) {
+    let enabled = |e: Endpoint| if test { Endpoint { disabled: None, ..e } } else { e };
+    let first = enabled(endpoint);
+    let current = || {
+        let (first, id) = (first.clone(), first.id.clone());
+        async move {
+            match ledger.endpoint(account, &id).await {
+                Ok(now) => now.map(enabled),
+                Err(_) => Some(first),
+            }
+        }
+    };
+    let (answer, attempts) = deliverer.deliver(first.clone(), event, before_wait, current).await;
+    if answer == Answer::Gone {
+        if let Err(err) = ledger.disable_endpoint(account, &first.id, "the receiver answered 410 (gone)").await {
+            tracing::warn!(endpoint = %first.id, error = %format!("{err:#}"), "webhook endpoint not marked disabled");
+        }
+    }
+    (answer, attempts)
 }
 
 fn now_ms() -> u64 {

@@ -26,10 +26,8 @@ pub async fn create<P: Platform>(ctx: &Ctx<'_, P>, request: &ApiRequest, account
             .with_message(format!("This account has {MAX_ENDPOINTS} webhook endpoints, as many as it may: delete one first")));
     }
     let now_ms = ctx.p.now_ms();
-    let mut seed = [0u8; 8];
-    ctx.p.fill_random(&mut seed);
     let endpoint = Endpoint {
-        id: webhook::endpoint_id(now_ms, seed),
+        id: webhook::endpoint_id(now_ms, random(ctx)),
         url: new.url,
         events: new.events,
         created_at: now_rfc3339(ctx),
@@ -82,17 +80,20 @@ pub async fn test<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Res
     let id = endpoint_id(id)?;
     ledger::endpoint(ctx, account, id).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
     let now_ms = ctx.p.now_ms();
-    let mut seed = [0u8; 8];
-    ctx.p.fill_random(&mut seed);
-    let test = TestEvent { creator_id: account.to_owned(), endpoint_id: id.to_owned(), event_id: webhook::event_id(now_ms, seed), at_ms: now_ms };
+    let test = TestEvent { creator_id: account.to_owned(), endpoint_id: id.to_owned(), event_id: webhook::event_id(now_ms, random(ctx)), at_ms: now_ms };
     queue::webhook_test(ctx, &test).await?;
     Ok(ApiResponse::json(202, &TestQueued { event_id: test.event_id }))
 }
 
 fn new_secret<P: Platform>(ctx: &Ctx<'_, P>) -> Secret {
-    let mut bytes = [0u8; SECRET_BYTES];
+    Secret::from_bytes(random::<P, SECRET_BYTES>(ctx))
+}
+
+/// `N` random bytes (a secret, or the random part of an id).
+fn random<P: Platform, const N: usize>(ctx: &Ctx<'_, P>) -> [u8; N] {
+    let mut bytes = [0u8; N];
     ctx.p.fill_random(&mut bytes);
-    Secret::from_bytes(bytes)
+    bytes
 }
 
 /// A 404 for ids that cannot be endpoint ids: they never reach the ledger.
