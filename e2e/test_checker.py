@@ -50,3 +50,13 @@ def test_a_campaign_cancel_answered_503_may_have_canceled_it():
     assert c.campaign_maybe_canceled("c1") and not c.campaign_canceled("c1")
     assert c.campaign_canceled("c2") and not c.campaign_maybe_canceled("c2")
     assert not c.campaign_maybe_canceled("c3")
+
+
+def test_a_marker_in_its_last_millisecond_is_not_a_leak():
+    # CI, seed 1410002757: a worker's last take read with PTTL 0 (it expires within the
+    # millisecond) was reported as left in Redis. A key without expiry (-1) still is.
+    h = History(plan=None, prefix="p:", accounts=[A], started_ms=0, events=[])
+    h.final = {"keys": {"p:took:w1": 0, "p:took:w2": 10_000, "p:took:w3": -1, "p:took:w4": -2}}
+    c = Checker(h)
+    c.keys()
+    assert [v.detail for v in c.v] == ["p:took:w3 left in Redis (ttl -1 ms)"]

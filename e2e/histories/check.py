@@ -350,12 +350,12 @@ class Checker:
             rest = k.split(self.h.prefix, 1)[-1].lstrip("0123456789}:")
             if allowed.search(k) and ":" not in rest.rstrip(":"):
                 continue
-            if rest.startswith("took:") and 0 < ttl <= 10_000:
+            if rest.startswith("took:") and 0 <= ttl <= 10_000:  # PTTL answers 0 in its last millisecond
                 continue
-            if rest.startswith("seen:") and ttl > 0 and any(rest == f"seen:{cid}" for cid in self.h.campaigns if self.campaign_maybe_canceled(cid)
+            if rest.startswith("seen:") and ttl >= 0 and any(rest == f"seen:{cid}" for cid in self.h.campaigns if self.campaign_maybe_canceled(cid)
                                                              or self.campaign_canceled(cid)):
                 continue  # a canceled campaign's marker, until its TTL
-            if rest.startswith("st:") and 0 < ttl <= hs.WINDOW_MS + hs.MARGIN_MS + 1000:
+            if rest.startswith("st:") and 0 <= ttl <= hs.WINDOW_MS + hs.MARGIN_MS + 1000:
                 continue
             self.add("keys", f"{k} left in Redis (ttl {ttl} ms)")
 
