@@ -7,7 +7,9 @@ and fails the requests that match a rule:
 - `delay`: waits `delay` seconds, then forwards (a slow call, e.g. behind the
   Workers' limit of 6 connections);
 - `throttle`: answers 400 `ThrottlingException` without forwarding (AWS throttling);
-- `drop`: closes the connection without an answer, without forwarding.
+- `drop`: closes the connection without an answer, without forwarding;
+- `hang`: holds the connection `delay` seconds without a byte of answer, then closes
+  it, without forwarding (a half-open connection: only a caller's timeout ends the call).
 
 A rule matches when its `match` string is in the request's X-Amz-Target header or
 body; it applies `count` times (None: until removed) or until `until` (monotonic time).
@@ -92,7 +94,9 @@ class FaultProxy:
                     return self._answer(500, FAILED, "application/x-amz-json-1.0")
                 if mode == "throttle":
                     return self._answer(400, THROTTLED, "application/x-amz-json-1.0")
-                if mode == "drop":
+                if mode == "hang":
+                    time.sleep(delay)
+                if mode in ("drop", "hang"):
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
@@ -140,7 +144,7 @@ class FaultProxy:
     def fail(self, match: str, mode: str = "error", count: int | None = None, seconds: float | None = None, delay: float = 0):
         """Fails (or, with mode `delay`, slows) requests containing `match` (see the
         module's doc)."""
-        assert mode in ("error", "lose", "delay", "throttle", "drop")
+        assert mode in ("error", "lose", "delay", "throttle", "drop", "hang")
         until = time.monotonic() + seconds if seconds is not None else None
         with self.lock:
             self.rules.append({"match": match, "mode": mode, "count": count, "until": until, "delay": delay})
