@@ -138,7 +138,7 @@ class Receiver:
 
 
 WEBHOOK_WORKER = {"WEBHOOK_LOOPBACK": "true", "WEBHOOK_RETRY_COMPRESS": "1000", "WEBHOOK_SWEEP_INTERVAL": "1s", "WEBHOOK_TIMEOUT": "2s",
-                  "WEBHOOK_ENDPOINTS_REFRESH": "500ms"}
+                  "WEBHOOK_ENDPOINTS_REFRESH": "500ms", "CAMPAIGN_REST_INTERVAL": "1s"}
 # The worker learns which accounts have endpoints every WEBHOOK_ENDPOINTS_REFRESH: an
 # account's first endpoint hears of the outcomes recorded from then on.
 REFRESHED = 1.2
@@ -263,3 +263,51 @@ def test_an_event_whose_worker_died_is_delivered_by_another_with_the_same_id(sys
     assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"]
     assert receiver.verified(second, hook["secret"])["data"]["messageId"] == mid
     wait_for(lambda: not waiting_events(system, creator), 10, "the delivered event out of the waiting index")
+
+
+def test_pauses_resumes_cancels_and_finished_campaigns_are_told_once(system):
+    """`account.paused` and `account.resumed` for the user's controls, and `account.paused`
+    for a 429 asking for a long wait; `campaign.canceled` and `campaign.completed` once
+    each (every worker sees them done), with counts that add up to the total;
+    `message.canceled` once for a message canceled twice."""
+    edge, creator, receiver = system.edge(), account(), Receiver()
+    tok = token(creator)
+    kinds = ["account.paused", "account.resumed", "campaign.completed", "campaign.canceled", "message.canceled"]
+    hook = create(edge, creator, {"url": receiver.url, "events": kinds}).json()
+    time.sleep(REFRESHED)
+    tag = hook["id"][-6:]
+    assert edge.call("POST", "/account/pause", tok).status_code == 200
+    held = edge.call("POST", "/send", tok, json_body={"recipientIds": [f"w{tag}-held-{i}" for i in range(3)], "content": "held"}).json()["campaignId"]
+    wait_for(lambda: len(system.emulator.items(creator)) >= 3, 20, "the held campaign fanned out")
+    assert edge.call("DELETE", f"/campaigns/{held}", tok).status_code == 200
+    assert edge.call("POST", "/account/resume", tok).status_code == 200
+    done = edge.call("POST", "/send", tok, json_body={"recipientIds": [f"w{tag}-fan-{i}" for i in range(2)], "content": "hi"}).json()["campaignId"]
+    wait_for(lambda: len(receiver.got) >= 4, 30, "the controls and both campaigns told")
+    system.control("POST", "/_control/failures", {"recipientPattern": f"w{tag}-slow", "status": 429, "retryAfter": 120})
+    system.send(creator, [f"w{tag}-slow"])
+    wait_for(lambda: len(receiver.got) >= 5, 30, "the long 429 told")
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    mid = edge.call("POST", "/send", tok, json_body={"recipientId": f"w{tag}-later", "content": "later", "sendAt": later}).json()["messageId"]
+    assert edge.call("DELETE", f"/{mid}", tok).status_code == 200
+    assert edge.call("DELETE", f"/{mid}", tok).status_code == 200, "canceled twice: told once"
+    wait_for(lambda: len(receiver.got) >= 6, 30, "the cancel told (by a worker's sweep)")
+    time.sleep(2.5)  # two more rests and sweeps of each worker: nothing told again
+    got = events_of(receiver, hook["secret"])
+    assert len({i for i, _ in got}) == len(got) == 6, [p for _, p in got]
+    by = {}
+    for _, p in got:
+        by.setdefault(p["type"], []).append(p)
+    [paused_by_user, paused_by_429] = sorted(by["account.paused"], key=lambda p: p["timestamp"])
+    [resumed] = by["account.resumed"]
+    assert paused_by_user["data"] == {"accountId": creator, "reason": "user"}
+    assert resumed["data"] == {"accountId": creator, "reason": "user"}
+    assert parse_time(paused_by_user["timestamp"]) <= parse_time(resumed["timestamp"])
+    assert paused_by_429["data"]["reason"] == "rate_limited", paused_by_429
+    waits = (parse_time(paused_by_429["data"]["until"]) - parse_time(paused_by_429["timestamp"])).total_seconds()
+    assert 100 < waits <= 121, paused_by_429
+    [canceled] = by["campaign.canceled"]
+    assert canceled["data"] == {"campaignId": held, "total": 3, "sent": 0, "failed": 0, "canceled": 3}
+    [completed] = by["campaign.completed"]
+    assert completed["data"] == {"campaignId": done, "total": 2, "sent": 2, "failed": 0, "canceled": 0}
+    [canceled_one] = by["message.canceled"]
+    assert canceled_one["data"]["messageId"] == mid and parse_time(canceled_one["data"]["canceledAt"]), canceled_one

@@ -298,10 +298,17 @@ pub enum CancelRefused {
 /// Canceling a canceled message answers as the first cancel did.
 pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now_ms: u64) -> Result<LedgerItem, CancelRefused> {
     let (now, ttl) = (shared::time::rfc3339_ms(now_ms), ledger::expiry(now_ms, ctx.config().ledger_ttl_days));
+    let hooked = endpoints(ctx, creator).await?;
+    // `message.canceled`, written with the cancel for the endpoints that asked for it;
+    // no worker holds it: a worker's sweep delivers it (`WEBHOOK_SWEEP_INTERVAL`).
+    let told = |m: &shared::message::QueueMessage| {
+        let pending = webhook::Pending::new(creator, webhook::message_event(m, "message.canceled", &now, 0, None), &hooked)?;
+        Some(json!({"Put": {"TableName": table(ctx), "Item": pending.to_item(now_ms, "edge", now_ms), "ConditionExpression": machine::PUT_NEW}}))
+    };
     for _ in 0..5 {
         let answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": key(creator, id), "ConsistentRead": true})).await?;
         let Some(found) = answer.get("Item") else {
-            match cancel_unwritten(ctx, creator, id, &now, ttl).await? {
+            match cancel_unwritten(ctx, creator, id, &now, ttl, told).await? {
                 Some(item) => return Ok(item),
                 None => continue, // the worker wrote it meanwhile
             }
@@ -318,6 +325,7 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now_
         let write = machine::cancel(generation, counted, &now, ttl);
         let mut writes = vec![json!({"Update": write.to_update_item(table(ctx), key(creator, id))})];
         writes.extend(counters(ctx, creator, item.message.campaign_id.as_deref(), &write.counts));
+        writes.extend(told(&item.message));
         match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": writes})).await {
             Ok(_) => {
                 item.status = MessageStatus::Canceled;
@@ -353,7 +361,14 @@ fn counters<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, campaign_id: Option<&s
 
 /// Cancels a message that has no item: one of a campaign the worker has not fanned
 /// out yet (its item is written `canceled`). `None` when the worker wrote it meanwhile.
-async fn cancel_unwritten<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now: &str, ttl: u64) -> Result<Option<LedgerItem>, CancelRefused> {
+async fn cancel_unwritten<P: Platform>(
+    ctx: &Ctx<'_, P>,
+    creator: &str,
+    id: &str,
+    now: &str,
+    ttl: u64,
+    told: impl Fn(&shared::message::QueueMessage) -> Option<Value>,
+) -> Result<Option<LedgerItem>, CancelRefused> {
     let (campaign_id, index) = campaign::campaign_of(id).ok_or(CancelRefused::NotFound)?;
     let found = get_whole_campaign(ctx, creator, &campaign_id).await?.ok_or(CancelRefused::NotFound)?;
     let mut item = found.pending_item(index as usize).ok_or(CancelRefused::NotFound)?;
@@ -367,6 +382,7 @@ async fn cancel_unwritten<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str
     written["countedGen"] = n(0);
     let mut writes = vec![json!({"Put": {"TableName": table(ctx), "Item": written, "ConditionExpression": machine::PUT_NEW}})];
     writes.extend(counters(ctx, creator, Some(&campaign_id), &machine::CANCEL_UNWRITTEN));
+    writes.extend(told(&item.message));
     match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": writes})).await {
         Ok(_) => Ok(Some(item)),
         Err(AwsError::ConditionFailed { .. }) => Ok(None),

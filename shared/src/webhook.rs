@@ -428,6 +428,13 @@ pub struct Event {
 }
 
 impl Event {
+    /// The event telling `what` happened (`kind`), its id `evt_<what>.<kind's last
+    /// word>`: derived from what it tells, so that telling it twice is one event.
+    fn of(what: &str, kind: &str, timestamp: String, data: Value) -> Self {
+        let short = kind.rsplit('.').next().unwrap_or(kind);
+        Event { id: format!("evt_{what}.{short}"), kind: kind.to_owned(), timestamp, data }
+    }
+
     /// The body as sent and signed.
     pub fn body(&self) -> String {
         serde_json::to_string(self).expect("an event serializes")
@@ -478,23 +485,71 @@ pub const EVENT_SHARDS: [&str; 4] = ["e0", "e1", "e2", "e3"];
 /// three days).
 pub const EVENT_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// The event telling a message's outcome: `message.sent`, or `message.failed` with its
-/// error (a failed message can always be retried: `POST /{id}/retry`). Its id is the
+/// The event telling a message's outcome: `message.sent`, `message.canceled`, or
+/// `message.failed` with its error (a failed message can always be retried:
+/// `POST /{id}/retry`); `sentAt`, `canceledAt` or `failedAt` says when. Its id is the
 /// outcome's own (message, generation, kind): recorded twice, it is the same event.
 pub fn message_event(m: &crate::message::QueueMessage, kind: &str, at: &str, attempts: u32, error: Option<&str>) -> Event {
     let mut data = json!({"messageId": m.id, "recipientId": m.recipient_id, "attempts": attempts});
     if let Some(c) = &m.campaign_id {
         data["campaignId"] = json!(c);
     }
-    match error {
-        Some(e) => {
-            data["error"] = json!(e);
-            data["retryable"] = json!(true);
-        }
-        None => data["sentAt"] = json!(at),
-    }
     let short = kind.rsplit('.').next().unwrap_or(kind);
-    Event { id: format!("evt_{}.{}.{short}", m.id, m.generation), kind: kind.to_owned(), timestamp: at.to_owned(), data }
+    data[format!("{short}At")] = json!(at);
+    if let Some(e) = error {
+        data["error"] = json!(e);
+        data["retryable"] = json!(true);
+    }
+    Event::of(&format!("{}.{}", m.id, m.generation), kind, at.to_owned(), data)
+}
+
+/// Why an account was paused (`account.paused`'s `reason`, machine-readable; a resume is
+/// always its user's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseCause<'a> {
+    /// `POST /account/pause` (or `/resume`).
+    User,
+    /// The vendor refused the account's credentials: held until its user resumes it
+    /// (`detail` says what the vendor answered).
+    CredentialsRefused(&'a str),
+    /// A 429 asking for a long wait (at least [`LONG_RATE_LIMIT_MS`]): paused until then.
+    /// `answer` names the attempt that got it (message, generation, attempt): the event
+    /// is that outcome's, the same however often it is recorded.
+    RateLimited { until_ms: u64, answer: &'a str },
+}
+
+/// The event telling that an account was paused or resumed (`account.paused`,
+/// `account.resumed`). Its id is the control's own (account, time, kind), or the 429's
+/// answer's: the same control applied twice is the same event.
+pub fn account_event(account: &str, paused: bool, at_ms: u64, cause: PauseCause) -> Event {
+    let kind = if paused { "account.paused" } else { "account.resumed" };
+    let what = match cause {
+        PauseCause::RateLimited { answer, .. } => format!("{account}.{answer}"),
+        _ => format!("{account}.{at_ms}"),
+    };
+    let data = match cause {
+        PauseCause::User => json!({"accountId": account, "reason": "user"}),
+        PauseCause::CredentialsRefused(detail) => json!({"accountId": account, "reason": "credentials_refused", "detail": detail}),
+        PauseCause::RateLimited { until_ms, .. } => {
+            json!({"accountId": account, "reason": "rate_limited", "until": crate::time::rfc3339_ms(until_ms)})
+        }
+    };
+    Event::of(&what, kind, crate::time::rfc3339_ms(at_ms), data)
+}
+
+/// A 429 whose `Retry-After` holds its account at least this long is told
+/// (`account.paused`, reason `rate_limited`): a shorter one is the limit at work, not news.
+pub const LONG_RATE_LIMIT_MS: u64 = 60_000;
+
+/// The event telling that nothing of a campaign waits any more (`campaign.completed`,
+/// or `campaign.canceled` when it was canceled), with its final counts; told once, when
+/// its head leaves the waiting index (a retry of one of its messages later is told by
+/// that message's own events).
+pub fn campaign_event(head: &crate::campaign::CampaignItem, now_ms: u64) -> Event {
+    let kind = if head.canceled_at.is_some() { "campaign.canceled" } else { "campaign.completed" };
+    let id = &head.campaign.id;
+    let data = json!({"campaignId": id, "total": head.total, "sent": head.sent, "failed": head.failed, "canceled": head.canceled_count()});
+    Event::of(id, kind, crate::time::rfc3339_ms(now_ms), data)
 }
 
 /// The endpoints an event of `kind` goes to: those that asked for it and are not
@@ -516,6 +571,13 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The event for those of its account's `endpoints` that asked for its kind; `None`
+    /// when none did (nothing to write).
+    pub fn new(account: &str, event: Event, endpoints: &[Endpoint]) -> Option<Self> {
+        let to: Vec<String> = subscribed(endpoints, &event.kind).map(|e| e.id.clone()).collect();
+        (!to.is_empty()).then(|| Pending { account: account.to_owned(), event, endpoints: to })
+    }
+
     pub fn key(&self) -> Value {
         ledger::key(&self.account, &format!("{EVENT_SK_PREFIX}{}", self.event.id))
     }
@@ -713,5 +775,44 @@ mod tests {
         assert_eq!((failed.data["retryable"].as_bool(), failed.data["error"].as_str()), (Some(true), Some("the gateway refused it (400)")));
         let pending = Pending { account: "acct".into(), event: failed, endpoints: vec!["ep_1".into(), "ep_2".into()] };
         assert_eq!(Pending::from_item(&pending.to_item(0, "w1", 5)), Some(pending));
+    }
+
+    #[test]
+    fn a_control_and_a_long_429_are_each_one_event() {
+        let user = account_event("acct", true, 1_000, PauseCause::User);
+        assert_eq!((user.id.as_str(), user.kind.as_str()), ("evt_acct.1000.paused", "account.paused"));
+        assert_eq!(user.data, json!({"accountId": "acct", "reason": "user"}));
+        assert_ne!(user.id, account_event("acct", false, 1_000, PauseCause::User).id, "a resume is another event");
+        let answer = |a: &'static str| PauseCause::RateLimited { until_ms: 61_000, answer: a };
+        let long = account_event("acct", true, 2_000, answer("m.0.1"));
+        assert_eq!(long.id, account_event("acct", true, 9_000, answer("m.0.1")).id, "the same answer recorded twice");
+        assert_ne!(long.id, account_event("acct", true, 2_000, answer("m.0.2")).id);
+        assert_eq!(long.data["until"], json!("1970-01-01T00:01:01.000Z"));
+    }
+
+    #[test]
+    fn a_campaign_ends_once_with_counts_that_add_up() {
+        let campaign = crate::campaign::Campaign {
+            id: "cmp".into(),
+            creator_id: "acct".into(),
+            recipients: (0..5).map(|i| format!("fan-{i}")).collect(),
+            content: "Hello".into(),
+            media_urls: vec![],
+            priority: 3,
+            metadata: Default::default(),
+            accepted_at: "2026-12-07T00:00:00.000Z".into(),
+            send_at: None,
+            vendor_media: None,
+        };
+        let mut head = crate::campaign::CampaignItem::new(campaign, 0, 0);
+        (head.sent, head.failed, head.fanned) = (3, 2, 5);
+        let done = campaign_event(&head, 1_000);
+        assert_eq!((done.id.as_str(), done.kind.as_str()), ("evt_cmp.completed", "campaign.completed"));
+        assert_eq!(done.data, json!({"campaignId": "cmp", "total": 5, "sent": 3, "failed": 2, "canceled": 0}));
+        assert_eq!(done.id, campaign_event(&head, 9_000).id, "seen done by two workers: one event");
+        // Canceled after 2 sends with 2 fanned out: what was never written counts as canceled.
+        (head.sent, head.failed, head.fanned, head.canceled_at) = (2, 0, 2, Some("t".into()));
+        let canceled = campaign_event(&head, 1_000);
+        assert_eq!((canceled.id.as_str(), &canceled.data["canceled"]), ("evt_cmp.canceled", &json!(3)));
     }
 }

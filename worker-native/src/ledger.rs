@@ -20,6 +20,7 @@ use shared::ledger::machine::{self, Counts, Write};
 use shared::ledger::{self, Body, BodyItem, LedgerItem, MessageStatus, Summary, PK, SK, SUMMARY_SK};
 use shared::message::QueueMessage;
 use shared::queue::{AccountControl, Hold};
+use shared::webhook::PauseCause;
 
 use crate::schedule::Payload;
 
@@ -648,7 +649,10 @@ impl Ledger {
         if head.queued_count() > 0 {
             return Ok(false);
         }
-        self.update_one(account, &campaign::sort_key(id), &machine::campaign_rested(self.expiry())).await?;
+        // Leaving the index is when it is told (`campaign.completed` or `.canceled`):
+        // once, however many workers see it done.
+        let event = self.pending(account, || shared::webhook::campaign_event(head, now_ms())).await?;
+        self.update_telling(account, &campaign::sort_key(id), &machine::campaign_rested(self.expiry()), event).await?;
         Ok(true)
     }
 
@@ -845,21 +849,24 @@ impl Ledger {
                 _ => None,
             }
         }
+        /// A 429 holding its account long enough to be told (`account.paused`).
+        fn long_wait(r: &Record) -> bool {
+            matches!(r.outcome, Outcome::RateLimited { until_ms, .. } if until_ms.saturating_sub(now_ms()) >= shared::webhook::LONG_RATE_LIMIT_MS)
+        }
         let ttl = self.expiry();
         let mut changes = Vec::with_capacity(records.len());
         let endpoints = match &self.events {
             Some(sink) => {
-                let accounts: Vec<&str> = records.iter().filter(|r| told(r).is_some()).map(|r| r.message.creator_id.as_str()).collect();
+                let accounts: Vec<&str> = records.iter().filter(|r| told(r).is_some() || long_wait(r)).map(|r| r.message.creator_id.as_str()).collect();
                 sink.endpoints(&accounts, |a| async move { self.endpoints(&a, false).await }).await?
             }
             None => HashMap::new(),
         };
         for r in records {
             let m = &r.message;
-            let event = told(r).and_then(|(kind, at, error)| {
-                let to: Vec<String> = shared::webhook::subscribed(endpoints.get(&m.creator_id)?, kind).map(|e| e.id.clone()).collect();
-                let event = shared::webhook::message_event(m, kind, at, r.attempts, error);
-                (!to.is_empty()).then(|| shared::webhook::Pending { account: m.creator_id.clone(), event, endpoints: to })
+            let hooked = endpoints.get(&m.creator_id);
+            let mut event = told(r).and_then(|(kind, at, error)| {
+                shared::webhook::Pending::new(&m.creator_id, shared::webhook::message_event(m, kind, at, r.attempts, error), hooked?)
             });
             let mut pause = None;
             let write = match &r.outcome {
@@ -867,6 +874,14 @@ impl Ledger {
                 Outcome::Retrying { error, maybe_sent } => machine::record_retrying(m.generation, r.attempts, error, *maybe_sent),
                 Outcome::RateLimited { error, until_ms } => {
                     pause = Some(*until_ms);
+                    // A long wait is told; the event's id is this outcome's (recorded
+                    // twice, it is one event), so several at once may tell it each.
+                    if long_wait(r) {
+                        let answer = format!("{}.{}.{}", m.id, m.generation, r.attempts);
+                        let cause = shared::webhook::PauseCause::RateLimited { until_ms: *until_ms, answer: &answer };
+                        let told = shared::webhook::account_event(&m.creator_id, true, now_ms(), cause);
+                        event = hooked.and_then(|h| shared::webhook::Pending::new(&m.creator_id, told, h));
+                    }
                     machine::record_retrying(m.generation, r.attempts, error, false)
                 }
                 Outcome::Failed { at, error } => machine::record_failed(&m.id, m.generation, at, error, r.attempts, ttl),
@@ -881,8 +896,10 @@ impl Ledger {
     /// not overtaken by a newer control, which the schedule then applies.
     pub async fn apply_controls(&self, controls: &[AccountControl]) -> anyhow::Result<Vec<AccountControl>> {
         let writes = controls.iter().map(|c| async move {
-            let w = machine::set_hold(c.control == Hold::Pause, c.at_ms, &c.creator_id, None);
-            Ok::<_, anyhow::Error>(self.update_one(&c.creator_id, SUMMARY_SK, &w).await?.then(|| c.clone()))
+            let paused = c.control == Hold::Pause;
+            let w = machine::set_hold(paused, c.at_ms, &c.creator_id, None);
+            let event = self.pending(&c.creator_id, || shared::webhook::account_event(&c.creator_id, paused, c.at_ms, PauseCause::User)).await?;
+            Ok::<_, anyhow::Error>(self.update_telling(&c.creator_id, SUMMARY_SK, &w, event).await?.then(|| c.clone()))
         });
         Ok(join_all(writes).await.into_iter().collect::<anyhow::Result<Vec<_>>>()?.into_iter().flatten().collect())
     }
@@ -891,12 +908,51 @@ impl Ledger {
     /// its reason), as a pause made at `at_ms`: whether it applied (a newer control,
     /// such as the user's resume, wins).
     pub async fn hold(&self, account: &str, at_ms: u64, reason: &str) -> anyhow::Result<bool> {
-        self.update_one(account, SUMMARY_SK, &machine::set_hold(true, at_ms, account, Some(reason))).await
+        let event = self.pending(account, || shared::webhook::account_event(account, true, at_ms, PauseCause::CredentialsRefused(reason))).await?;
+        self.update_telling(account, SUMMARY_SK, &machine::set_hold(true, at_ms, account, Some(reason)), event).await
     }
 
     /// An account's summary leaves the waiting index once it holds nothing any more.
     pub async fn account_rested(&self, account: &str) -> anyhow::Result<()> {
         self.update_one(account, SUMMARY_SK, &machine::account_rested(now_ms())).await.map(drop)
+    }
+
+    /// The event `tell` makes, for those of the account's endpoints that asked for its
+    /// kind; `None` (and nothing asked of the ledger) for an account without endpoints.
+    async fn pending(&self, account: &str, tell: impl FnOnce() -> shared::webhook::Event) -> anyhow::Result<Option<shared::webhook::Pending>> {
+        let Some(sink) = &self.events else { return Ok(None) };
+        let endpoints = sink.endpoints(&[account], |a| async move { self.endpoints(&a, false).await }).await?;
+        Ok(endpoints.get(account).and_then(|e| shared::webhook::Pending::new(account, tell(), e)))
+    }
+
+    /// One transition of one item with the event that tells it, in one transaction
+    /// (none without the other); without an event, a plain conditional write. Whether
+    /// it applied: the event found written already means this very transition was
+    /// applied and told before (a control applied twice), which counts as applied.
+    async fn update_telling(&self, creator: &str, sort_key: &str, w: &Write, event: Option<shared::webhook::Pending>) -> anyhow::Result<bool> {
+        let (Some(pending), Some(sink)) = (event, &self.events) else { return self.update_one(creator, sort_key, w).await };
+        let now = now_ms();
+        let items = vec![
+            TransactWriteItem::builder().update(update_of(&self.table, key_of(creator, sort_key), w)?).build(),
+            TransactWriteItem::builder().put(put_new(&self.table, &pending.to_item(now, &self.owner, now + sink.lease_ms))?).build(),
+        ];
+        self.count(1);
+        match self.client.transact_write_items().set_transact_items(Some(items)).return_consumed_capacity(METERED).send().await {
+            Ok(_) => {
+                sink.written(std::iter::once(pending));
+                Ok(true)
+            }
+            Err(e) => {
+                let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else { return Err(e.into()) };
+                let refused = |k: usize| c.cancellation_reasons().get(k).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
+                match (refused(0), refused(1)) {
+                    (true, _) => Ok(false),
+                    (false, true) => Ok(true),
+                    // A conflict with another transaction on the item: the caller tries again.
+                    _ => Err(e.into()),
+                }
+            }
+        }
     }
 
     /// One transition of one item, outside a transaction: whether it applied (its
