@@ -823,7 +823,8 @@ def test_openapi_describes_every_route_and_every_answer_matches_it(edge, emulato
     assert spec["openapi"] == "3.1.0" and spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert set(spec["paths"]) == {"/health", "/test", "/openapi.json", "/send", "/status", "/failed", "/account/pause", "/account/resume",
                                   "/account/vendor", "/campaigns", "/campaigns/{id}", "/{id}", "/{id}/retry",
-                                  "/webhooks", "/webhooks/{id}", "/webhooks/{id}/rotate", "/webhooks/{id}/enable", "/webhooks/{id}/test"}
+                                  "/webhooks", "/webhooks/{id}", "/webhooks/{id}/rotate", "/webhooks/{id}/enable", "/webhooks/{id}/test",
+                                  "/webhooks/{id}/deliveries", "/webhooks/{id}/deliveries/{eventId}/redeliver"}
 
     def check(response, path, method):
         responses = spec["paths"][path][method]["responses"]
@@ -869,6 +870,9 @@ def test_openapi_describes_every_route_and_every_answer_matches_it(edge, emulato
     check(edge.call("POST", f"/webhooks/{hook['id']}/test", tok), "/webhooks/{id}/test", "post")
     check(edge.call("POST", f"/webhooks/{hook['id']}/enable", tok), "/webhooks/{id}/enable", "post")
     check(edge.call("POST", f"/webhooks/{hook['id']}/test", token(other)), "/webhooks/{id}/test", "post")
+    assert check(edge.call("GET", f"/webhooks/{hook['id']}/deliveries", tok), "/webhooks/{id}/deliveries", "get") == {"deliveries": []}
+    check(edge.call("GET", f"/webhooks/{hook['id']}/deliveries?limit=0", tok), "/webhooks/{id}/deliveries", "get")
+    check(edge.call("POST", f"/webhooks/{hook['id']}/deliveries/evt_none/redeliver", tok), "/webhooks/{id}/deliveries/{eventId}/redeliver", "post")
     deleted = edge.call("DELETE", f"/webhooks/{hook['id']}", tok)
     assert deleted.status_code == 204 and not deleted.content and "204" in spec["paths"]["/webhooks/{id}"]["delete"]["responses"]
     check(edge.call("DELETE", f"/webhooks/{hook['id']}", tok), "/webhooks/{id}", "delete")

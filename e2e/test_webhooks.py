@@ -311,3 +311,40 @@ def test_pauses_resumes_cancels_and_finished_campaigns_are_told_once(system):
     assert completed["data"] == {"campaignId": done, "total": 2, "sent": 2, "failed": 0, "canceled": 0}
     [canceled_one] = by["message.canceled"]
     assert canceled_one["data"]["messageId"] == mid and parse_time(canceled_one["data"]["canceledAt"]), canceled_one
+
+
+def test_the_delivery_log_shows_each_attempt_and_an_event_is_redelivered(system):
+    """`GET /webhooks/{id}/deliveries`: an event retrying after a 503 (its attempts, last
+    answer and next attempt), then delivered; `POST …/redeliver` sends it again with the
+    same id (a worker's sweep), and the log starts its attempts again; an event the
+    endpoint never had is not found."""
+    edge, creator, receiver = system.edge(), account(), Receiver()
+    tok = token(creator)
+    hook = create(edge, creator, {"url": receiver.url, "events": ["message.sent"]}).json()
+    log = lambda: edge.call("GET", f"/webhooks/{hook['id']}/deliveries", tok).json()["deliveries"]
+    receiver.script = [(503, {"retry-after": "3"})]
+    time.sleep(REFRESHED)
+    [mid] = system.send(creator, [f"w{hook['id'][-6:]}-fan"])
+    wait_for(lambda: log() and log()[0]["state"] == "retrying", 20, "the first attempt failed, logged")
+    [retrying] = log()
+    assert retrying["type"] == "message.sent" and retrying["attempts"] == 1 and "503" in retrying["lastAnswer"], retrying
+    wait = (parse_time(retrying["nextAttemptAt"]) - parse_time(retrying["lastAttemptAt"])).total_seconds()
+    assert 2.9 <= wait <= 3.1, retrying
+    wait_for(lambda: log()[0]["state"] == "delivered", 20, "delivered at the second attempt")
+    [delivered] = log()
+    assert (delivered["eventId"], delivered["attempts"], delivered["lastAnswer"]) == (retrying["eventId"], 2, "delivered"), delivered
+    assert "nextAttemptAt" not in delivered
+    again = edge.call("POST", f"/webhooks/{hook['id']}/deliveries/{delivered['eventId']}/redeliver", tok)
+    assert again.status_code == 202 and again.json() == {"eventId": delivered["eventId"], "state": "redelivering"}, again.text
+    wait_for(lambda: len(receiver.got) >= 3, 20, "sent again by a sweep")
+    wait_for(lambda: log()[0]["state"] == "delivered", 10, "delivered again")
+    assert log()[0]["attempts"] == 1, log()
+    ids = {d["headers"]["webhook-id"] for d in receiver.got}
+    assert ids == {delivered["eventId"]}, "one event, one id, every time"
+    assert events_of(receiver, hook["secret"])[-1][1]["data"]["messageId"] == mid
+    wait_for(lambda: not waiting_events(system, creator), 10, "out of the waiting index again")
+    missing = edge.call("POST", f"/webhooks/{hook['id']}/deliveries/evt_{mid}.0.failed/redeliver", tok)
+    assert missing.status_code == 404 and "evt_" in missing.json()["error"], missing.text
+    other = create(edge, creator, {"url": receiver.url, "events": ["message.sent"]}).json()
+    refused = edge.call("POST", f"/webhooks/{other['id']}/deliveries/{delivered['eventId']}/redeliver", tok)
+    assert refused.status_code == 404, "not an event that endpoint was sent"

@@ -523,6 +523,68 @@ pub async fn endpoints<P: Platform>(ctx: &Ctx<'_, P>, creator: &str) -> Result<V
     Ok(answer.get("Items").and_then(Value::as_array).into_iter().flatten().filter_map(Endpoint::from_item).collect())
 }
 
+/// How many pages (1 MB each) of an account's events a delivery log reads at most.
+const LOG_PAGES: usize = 4;
+
+/// The deliveries to one endpoint among the account's events (each kept
+/// `webhook::EVENT_TTL_MS`; at most `LOG_PAGES` of them read), newest first, at most
+/// `limit`.
+pub async fn deliveries<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, endpoint_id: &str, limit: usize) -> Result<Vec<webhook::DeliveryView>, AwsError> {
+    let mut found = Vec::new();
+    let mut start: Option<Value> = None;
+    for _ in 0..LOG_PAGES {
+        let mut body = json!({
+            "TableName": table(ctx),
+            "KeyConditionExpression": "#pk = :c AND begins_with(#sk, :prefix)",
+            "FilterExpression": "attribute_exists(#log) OR contains(endpoints, :ep)",
+            "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#log": webhook::log_attribute(endpoint_id)},
+            "ExpressionAttributeValues": {":c": s(creator), ":prefix": s(webhook::EVENT_SK_PREFIX), ":ep": s(endpoint_id)},
+        });
+        if let Some(key) = start.take() {
+            body["ExclusiveStartKey"] = key;
+        }
+        let answer = ctx.dynamodb("Query", &body).await?;
+        found.extend(answer.get("Items").and_then(Value::as_array).into_iter().flatten().filter_map(|i| webhook::DeliveryView::from_item(i, endpoint_id)));
+        match answer.get("LastEvaluatedKey") {
+            Some(key) => start = Some(key.clone()),
+            None => break,
+        }
+    }
+    found.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+    found.truncate(limit);
+    Ok(found)
+}
+
+/// Asks for an event again for one endpoint it was for (`webhook::REDELIVER`): `false`
+/// when the account has no such event for it.
+pub async fn redeliver<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, endpoint_id: &str, event_id: &str) -> Result<bool, AwsError> {
+    let log = webhook::Delivery { state: webhook::DeliveryState::Redelivering, attempts: 0, last_attempt_at: None, last_answer: None, next_attempt_at: None };
+    let answer = ctx
+        .dynamodb(
+            "UpdateItem",
+            &json!({
+                "TableName": table(ctx),
+                "Key": key(creator, &format!("{}{event_id}", webhook::EVENT_SK_PREFIX)),
+                "UpdateExpression": webhook::REDELIVER,
+                "ConditionExpression": format!("{} AND (attribute_exists(#log) OR contains(endpoints, :ep))", webhook::EVENT_EXISTS),
+                "ExpressionAttributeNames": {"#log": webhook::log_attribute(endpoint_id)},
+                "ExpressionAttributeValues": {
+                    ":e": {"SS": [endpoint_id]},
+                    ":ep": s(endpoint_id),
+                    ":ws": s(webhook::event_shard(event_id)),
+                    ":zero": n(0),
+                    ":d": log.to_attr(),
+                },
+            }),
+        )
+        .await;
+    match answer {
+        Ok(_) => Ok(true),
+        Err(AwsError::ConditionFailed { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// One endpoint of this account (another account's is simply not found).
 pub async fn endpoint<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str) -> Result<Option<Endpoint>, AwsError> {
     let answer = ctx.dynamodb("GetItem", &json!({"TableName": table(ctx), "Key": webhook::endpoint_key(creator, id), "ConsistentRead": true})).await?;

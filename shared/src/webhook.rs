@@ -591,8 +591,7 @@ impl Pending {
         item["timestamp"] = ledger::s(self.event.timestamp.as_str());
         item["data"] = ledger::s(self.event.data.to_string());
         item["endpoints"] = json!({"SS": self.endpoints});
-        let shard = EVENT_SHARDS[usize::from(self.event.id.bytes().fold(0u8, |a, b| a.wrapping_add(b))) % EVENT_SHARDS.len()];
-        item[ledger::WAIT_SHARD] = ledger::s(shard);
+        item[ledger::WAIT_SHARD] = ledger::s(event_shard(&self.event.id));
         item[ledger::TTL_ATTR] = ledger::n((now_ms + EVENT_TTL_MS) / 1000);
         item
     }
@@ -612,6 +611,132 @@ impl Pending {
         })
     }
 }
+
+/// The waiting index's shard of an event (one of [`EVENT_SHARDS`], from its id).
+pub fn event_shard(event_id: &str) -> &'static str {
+    EVENT_SHARDS[usize::from(event_id.bytes().fold(0u8, |a, b| a.wrapping_add(b))) % EVENT_SHARDS.len()]
+}
+
+/// The delivery log: on an event's item, an attribute per endpoint (`log:<endpoint id>`)
+/// holding its [`Delivery`], written with the lease's renewal before each retry and
+/// with the endpoint's coming off the event: the log costs no write of its own.
+pub fn log_attribute(endpoint_id: &str) -> String {
+    format!("log:{endpoint_id}")
+}
+
+/// Where one endpoint's delivery of one event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Not attempted yet.
+    Pending,
+    /// Failed; tried again at `nextAttemptAt`.
+    Retrying,
+    Delivered,
+    /// Given up (the last attempt of the schedule failed, the receiver answered 410, or
+    /// the endpoint was deleted or disabled meanwhile): `POST /webhooks/{id}/redeliver`.
+    Failed,
+    /// Asked for again (`POST /webhooks/{id}/redeliver`): a worker's next sweep delivers it.
+    Redelivering,
+}
+
+/// One endpoint's delivery of one event, as the delivery log keeps it
+/// (`GET /webhooks/{id}/deliveries`): never a receiver's body, never the URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub state: DeliveryState,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_attempt_at: Option<String>,
+    /// What the last attempt got: `delivered`, a status and its meaning, or why no
+    /// answer came (a timeout, a refused connection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_answer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+}
+
+impl Delivery {
+    /// As stored in the log (a DynamoDB map).
+    pub fn to_attr(&self) -> Value {
+        let mut m = json!({"state": ledger::s(self.state.as_str()), "attempts": ledger::n(u64::from(self.attempts))});
+        for (k, v) in [("lastAttemptAt", &self.last_attempt_at), ("lastAnswer", &self.last_answer), ("nextAttemptAt", &self.next_attempt_at)] {
+            if let Some(v) = v {
+                m[k] = ledger::s(v.as_str());
+            }
+        }
+        json!({"M": m})
+    }
+
+    pub fn from_attr(v: &Value) -> Option<Self> {
+        let m = v.get("M")?;
+        let text = |k: &str| ledger::text(m, k).map(str::to_owned);
+        Some(Delivery {
+            state: serde_json::from_value(json!(ledger::text(m, "state")?)).ok()?,
+            attempts: ledger::number(m, "attempts")? as u32,
+            last_attempt_at: text("lastAttemptAt"),
+            last_answer: text("lastAnswer"),
+            next_attempt_at: text("nextAttemptAt"),
+        })
+    }
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Retrying => "retrying",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Redelivering => "redelivering",
+        }
+    }
+}
+
+/// A line of `GET /webhooks/{id}/deliveries`: the event and its delivery to that endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub timestamp: String,
+    #[serde(flatten)]
+    pub delivery: Delivery,
+}
+
+impl DeliveryView {
+    /// The delivery to `endpoint` of the event stored as `item`, if it was for it.
+    pub fn from_item(item: &Value, endpoint: &str) -> Option<Self> {
+        let pending = Pending::from_item(item).or_else(|| Pending::from_item(&with_endpoints(item)))?;
+        let logged = item.get(log_attribute(endpoint)).and_then(Delivery::from_attr);
+        let delivery = match logged {
+            Some(d) => d,
+            None if pending.endpoints.iter().any(|e| e == endpoint) => {
+                Delivery { state: DeliveryState::Pending, attempts: 0, last_attempt_at: None, last_answer: None, next_attempt_at: None }
+            }
+            None => return None,
+        };
+        Some(DeliveryView { event_id: pending.event.id, kind: pending.event.kind, timestamp: pending.event.timestamp, delivery })
+    }
+}
+
+/// An event item whose endpoints have all had it (the set is gone), read as one with
+/// none left.
+fn with_endpoints(item: &Value) -> Value {
+    let mut item = item.clone();
+    item["endpoints"] = json!({"SS": []});
+    item
+}
+
+/// The update that asks for an event again for one endpoint (`:e`, a string set of its
+/// id; `#log` its [`log_attribute`], `:d` its [`Delivery`] as redelivering; `:ws` the
+/// event's shard): back in the waiting index, its lease over, so that a worker's next
+/// sweep delivers it.
+pub const REDELIVER: &str = "ADD endpoints :e SET waitShard = :ws, leaseUntil = :zero, #log = :d";
+/// Only an event that is there.
+pub const EVENT_EXISTS: &str = "attribute_exists(messageId)";
 
 /// Until when a worker delivers an event (ms): another takes it over after that.
 pub const LEASE: &str = "leaseUntil";

@@ -20,7 +20,7 @@ use shared::ledger::machine::{self, Counts, Write};
 use shared::ledger::{self, Body, BodyItem, LedgerItem, MessageStatus, Summary, PK, SK, SUMMARY_SK};
 use shared::message::QueueMessage;
 use shared::queue::{AccountControl, Hold};
-use shared::webhook::PauseCause;
+use shared::webhook::{Delivery, PauseCause};
 
 use crate::schedule::Payload;
 
@@ -134,6 +134,9 @@ pub fn to_attr(v: &Value) -> AttributeValue {
         Value::Object(m) if m.contains_key("SS") => {
             AttributeValue::Ss(m["SS"].as_array().map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default())
         }
+        Value::Object(m) if m.contains_key("M") => {
+            AttributeValue::M(m["M"].as_object().map(|o| o.iter().map(|(k, v)| (k.clone(), to_attr(v))).collect()).unwrap_or_default())
+        }
         _ => AttributeValue::Null(true),
     }
 }
@@ -146,6 +149,7 @@ fn from_attr(v: &AttributeValue) -> Value {
         AttributeValue::Bool(b) => serde_json::json!({ "BOOL": b }),
         AttributeValue::L(l) => serde_json::json!({ "L": l.iter().map(from_attr).collect::<Vec<_>>() }),
         AttributeValue::Ss(l) => serde_json::json!({ "SS": l }),
+        AttributeValue::M(m) => serde_json::json!({ "M": from_attrs(m) }),
         _ => Value::Null,
     }
 }
@@ -490,13 +494,15 @@ impl Ledger {
 
     /// Holds an event this worker delivers until `until_ms` (it waits to try again); an
     /// error when another worker took it over meanwhile.
-    pub async fn renew_event_lease(&self, creator: &str, event_id: &str, until_ms: u64) -> anyhow::Result<()> {
+    pub async fn renew_event_lease(&self, creator: &str, event_id: &str, until_ms: u64, endpoint_id: &str, log: &Delivery) -> anyhow::Result<()> {
         let answer = self
             .event_update(creator, event_id)
-            .update_expression(format!("SET {} = :until", shared::webhook::LEASE))
+            .update_expression(format!("SET {} = :until, #log = :d", shared::webhook::LEASE))
             .condition_expression(format!("attribute_exists(endpoints) AND {} = :me", shared::webhook::LEASED_BY))
             .expression_attribute_values(":until", AttributeValue::N(until_ms.to_string()))
             .expression_attribute_values(":me", s(&self.owner))
+            .expression_attribute_names("#log", shared::webhook::log_attribute(endpoint_id))
+            .expression_attribute_values(":d", to_attr(&log.to_attr()))
             .send()
             .await;
         applied(answer)?.map(drop).ok_or_else(|| anyhow::anyhow!("the event is another worker's now (or delivered)"))
@@ -504,12 +510,14 @@ impl Ledger {
 
     /// One endpoint has the event (or never will: gone, given up); with the last, the
     /// event leaves the waiting index (it expires later).
-    pub async fn event_done_for(&self, creator: &str, event_id: &str, endpoint_id: &str) -> anyhow::Result<()> {
+    pub async fn event_done_for(&self, creator: &str, event_id: &str, endpoint_id: &str, log: &Delivery) -> anyhow::Result<()> {
         let answer = self
             .event_update(creator, event_id)
-            .update_expression(shared::webhook::DELIVERED_TO)
+            .update_expression(format!("{} SET #log = :d", shared::webhook::DELIVERED_TO))
             .condition_expression("attribute_exists(endpoints)")
             .expression_attribute_values(":e", AttributeValue::Ss(vec![endpoint_id.to_owned()]))
+            .expression_attribute_names("#log", shared::webhook::log_attribute(endpoint_id))
+            .expression_attribute_values(":d", to_attr(&log.to_attr()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;

@@ -20,12 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use shared::webhook::{Endpoint, Event, Pending, ENDPOINTS_SHARD, EVENT_SHARDS, EVENT_SK_PREFIX};
+use shared::time::rfc3339_ms;
+use shared::webhook::{Delivery, DeliveryState, Endpoint, Event, Pending, ENDPOINTS_SHARD, EVENT_SHARDS, EVENT_SK_PREFIX};
 use tokio::sync::{mpsc, watch};
 
 use crate::events::EventSink;
 use crate::ledger::Ledger;
-use crate::webhook::{Answer, Deliverer};
+use crate::webhook::{Answer, Deliverer, Retry};
 
 /// Delivers the events this worker wrote as they come, and every `sweep_every` those
 /// whose lease ran out, until `stop`; every `refresh_every` (and at once) it reads
@@ -136,16 +137,24 @@ async fn deliver(ledger: Ledger, deliverer: Deliverer, pending: Pending, lease_m
 }
 
 /// Delivers an event to one endpoint (`None`: deleted since), then takes that endpoint
-/// off the event.
+/// off the event, with what became of it in the delivery log.
 async fn deliver_to(ledger: Ledger, deliverer: Deliverer, account: String, event: Event, id: String, endpoint: Option<Endpoint>, lease_ms: u64) {
-    let outcome = match endpoint {
-        None => "endpoint deleted",
-        Some(e) if e.disabled.is_some() => "endpoint disabled",
+    let (answer, attempts) = match endpoint {
+        None => (Err("endpoint deleted"), 0),
+        Some(e) if e.disabled.is_some() => (Err("endpoint disabled"), 0),
         Some(e) => {
-            let renew = |delay_ms: u64| {
-                let (ledger, account, event_id) = (ledger.clone(), account.clone(), event.id.clone());
+            let renew = |retry: Retry| {
+                let (ledger, account, event_id, endpoint_id) = (ledger.clone(), account.clone(), event.id.clone(), id.clone());
                 async move {
-                    match ledger.renew_event_lease(&account, &event_id, now_ms() + delay_ms + lease_ms).await {
+                    let now = now_ms();
+                    let log = Delivery {
+                        state: DeliveryState::Retrying,
+                        attempts: retry.attempts,
+                        last_attempt_at: Some(rfc3339_ms(now)),
+                        last_answer: Some(retry.reason),
+                        next_attempt_at: Some(rfc3339_ms(now + retry.delay_ms)),
+                    };
+                    match ledger.renew_event_lease(&account, &event_id, now + retry.delay_ms + lease_ms, &endpoint_id, &log).await {
                         Ok(()) => true,
                         Err(err) => {
                             tracing::info!(event = %event_id, error = %format!("{err:#}"), "webhook event's lease not renewed: left to the sweep");
@@ -154,23 +163,34 @@ async fn deliver_to(ledger: Ledger, deliverer: Deliverer, account: String, event
                     }
                 }
             };
-            match deliver_one(&ledger, &deliverer, &account, e, &event, false, renew).await {
-                (Answer::Delivered, _) => "delivered",
-                (Answer::Gone, _) => "endpoint gone (410): disabled",
-                (Answer::Withdrawn, _) => "endpoint deleted or disabled meanwhile",
+            let (answer, attempts) = deliver_one(&ledger, &deliverer, &account, e, &event, false, renew).await;
+            let answer = match answer {
+                Answer::Delivered => Ok(()),
+                Answer::Gone => Err("endpoint gone (410): disabled"),
+                Answer::Withdrawn => Err("endpoint deleted or disabled meanwhile"),
                 // Another worker delivers it (or will, once the lease this one could not
                 // renew runs out): this one leaves the event as it is.
-                (Answer::Yielded, _) => return,
-                (Answer::Failed { .. }, _) => "given up after the last attempt",
-            }
+                Answer::Yielded => return,
+                Answer::Failed { reason, .. } => {
+                    tracing::warn!(event = %event.id, endpoint = %id, %reason, "webhook event given up after the last attempt");
+                    Err("given up after the last attempt")
+                }
+            };
+            (answer, attempts)
         }
     };
-    if outcome == "delivered" {
-        tracing::debug!(event = %event.id, endpoint = %id, "webhook event delivered");
-    } else {
-        tracing::warn!(event = %event.id, endpoint = %id, outcome, "webhook event not delivered");
+    let log = Delivery {
+        state: if answer.is_ok() { DeliveryState::Delivered } else { DeliveryState::Failed },
+        attempts,
+        last_attempt_at: (attempts > 0).then(|| rfc3339_ms(now_ms())),
+        last_answer: Some(answer.err().unwrap_or("delivered").to_owned()),
+        next_attempt_at: None,
+    };
+    match answer {
+        Ok(()) => tracing::debug!(event = %event.id, endpoint = %id, "webhook event delivered"),
+        Err(outcome) => tracing::warn!(event = %event.id, endpoint = %id, outcome, "webhook event not delivered"),
     }
-    if let Err(err) = ledger.event_done_for(&account, &event.id, &id).await {
+    if let Err(err) = ledger.event_done_for(&account, &event.id, &id, &log).await {
         // Its lease runs out and a sweep delivers it again (the same id).
         tracing::warn!(event = %event.id, endpoint = %id, error = %format!("{err:#}"), "webhook delivery not recorded");
     }
@@ -189,7 +209,7 @@ pub(crate) async fn deliver_one<W: std::future::Future<Output = bool>>(
     endpoint: Endpoint,
     event: &Event,
     test: bool,
-    before_wait: impl FnMut(u64) -> W,
+    before_wait: impl FnMut(Retry) -> W,
 ) -> (Answer, u32) {
     let enabled = |e: Endpoint| if test { Endpoint { disabled: None, ..e } } else { e };
     let first = enabled(endpoint);

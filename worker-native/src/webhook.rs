@@ -40,6 +40,15 @@ pub enum Answer {
     Yielded,
 }
 
+/// A failed attempt about to be tried again: what the delivery log records before the
+/// wait.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub attempts: u32,
+    pub reason: String,
+    pub delay_ms: u64,
+}
+
 /// Signs and sends events.
 #[derive(Clone)]
 pub struct Deliverer {
@@ -105,7 +114,7 @@ impl Deliverer {
         &self,
         endpoint: Endpoint,
         event: &Event,
-        mut before_wait: impl FnMut(u64) -> W,
+        mut before_wait: impl FnMut(Retry) -> W,
         mut current: impl FnMut() -> C,
     ) -> (Answer, u32) {
         let mut endpoint = endpoint;
@@ -116,7 +125,7 @@ impl Deliverer {
             let Answer::Failed { reason, retry_after_ms } = &answer else { return (answer, attempts) };
             let Some(delay) = webhook::retry_delay_ms(attempts, self.compress, *retry_after_ms) else { return (answer, attempts) };
             tracing::info!(event = %event.id, endpoint = %endpoint.id, attempts, %reason, retry_in_ms = delay, "webhook delivery failed: tried again");
-            if !before_wait(delay).await {
+            if !before_wait(Retry { attempts, reason: reason.clone(), delay_ms: delay }).await {
                 return (Answer::Yielded, attempts);
             }
             tokio::time::sleep(Duration::from_millis(delay)).await;

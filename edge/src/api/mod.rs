@@ -123,6 +123,21 @@ async fn route<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: 
             let account = authenticate(&ctx, request, SEND_LIMITER).await?;
             webhooks::delete(&ctx, id, &account).await
         }
+        ["webhooks", id, "deliveries"] => {
+            allow(method, &["GET"])?;
+            let account = authenticate(&ctx, request, READ_LIMITER).await?;
+            let mut bad = Vec::new();
+            let limit = limit_param(request, &mut bad);
+            if !bad.is_empty() {
+                return Err(ApiError::invalid(bad));
+            }
+            webhooks::deliveries(&ctx, id, &account, limit).await
+        }
+        ["webhooks", id, "deliveries", event, "redeliver"] => {
+            allow(method, &["POST"])?;
+            let account = authenticate(&ctx, request, SEND_LIMITER).await?;
+            webhooks::redeliver(&ctx, id, event, &account).await
+        }
         ["webhooks", id, action @ ("rotate" | "enable" | "test")] => {
             allow(method, &["POST"])?;
             let account = authenticate(&ctx, request, SEND_LIMITER).await?;
@@ -225,16 +240,7 @@ const MAX_PAGE: u32 = 100;
 /// checked, every bad one named.
 fn page_params(request: &ApiRequest, account: &str) -> Result<(u32, Option<Cursor>), ApiError> {
     let mut bad = Vec::new();
-    let limit = match request.query_param("limit") {
-        None => DEFAULT_PAGE,
-        Some(v) => match v.parse::<u32>() {
-            Ok(l) if (1..=MAX_PAGE).contains(&l) => l,
-            _ => {
-                bad.push(FieldError::new("limit", format!("must be a whole number from 1 to {MAX_PAGE}")));
-                DEFAULT_PAGE
-            }
-        },
-    };
+    let limit = limit_param(request, &mut bad);
     let cursor = match request.query_param("cursor").filter(|c| !c.is_empty()) {
         None => None,
         Some(c) => Cursor::decode(&c, account).or_else(|| {
@@ -246,6 +252,20 @@ fn page_params(request: &ApiRequest, account: &str) -> Result<(u32, Option<Curso
         Ok((limit, cursor))
     } else {
         Err(ApiError::invalid(bad))
+    }
+}
+
+/// `?limit=`: a page's length (`DEFAULT_PAGE` when left out), or what is wrong with it.
+fn limit_param(request: &ApiRequest, bad: &mut Vec<FieldError>) -> u32 {
+    match request.query_param("limit") {
+        None => DEFAULT_PAGE,
+        Some(v) => match v.parse::<u32>() {
+            Ok(l) if (1..=MAX_PAGE).contains(&l) => l,
+            _ => {
+                bad.push(FieldError::new("limit", format!("must be a whole number from 1 to {MAX_PAGE}")));
+                DEFAULT_PAGE
+            }
+        },
     }
 }
 

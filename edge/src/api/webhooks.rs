@@ -1,6 +1,8 @@
 //! `POST /webhooks`, `GET /webhooks`, `DELETE /webhooks/{id}`,
 //! `POST /webhooks/{id}/rotate`, `POST /webhooks/{id}/enable` and
-//! `POST /webhooks/{id}/test`: the account's webhook endpoints (`shared::webhook`).
+//! `POST /webhooks/{id}/test`: the account's webhook endpoints (`shared::webhook`);
+//! `GET /webhooks/{id}/deliveries` and `POST /webhooks/{id}/deliveries/{eventId}/redeliver`:
+//! what became of the events sent to one (the delivery log), and one sent again.
 //! A new secret is shown once, in the answer that made it; a rotated-out secret goes on
 //! signing beside the new one for `ROTATION_GRACE_MS`, so a receiver can move to the
 //! new one without a delivery failing its check.
@@ -83,6 +85,26 @@ pub async fn test<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str) -> Res
     let test = TestEvent { creator_id: account.to_owned(), endpoint_id: id.to_owned(), event_id: webhook::event_id(now_ms, random(ctx)), at_ms: now_ms };
     queue::webhook_test(ctx, &test).await?;
     Ok(ApiResponse::json(202, &TestQueued { event_id: test.event_id }))
+}
+
+/// The deliveries to this endpoint, newest first: each event's state, attempts, last
+/// answer and next attempt.
+pub async fn deliveries<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str, limit: u32) -> Result<ApiResponse, ApiError> {
+    let id = endpoint_id(id)?;
+    ledger::endpoint(ctx, account, id).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    let deliveries = ledger::deliveries(ctx, account, id, limit as usize).await?;
+    Ok(ApiResponse::json(200, &serde_json::json!({"deliveries": deliveries})))
+}
+
+/// Sends an event to this endpoint again (one it was for: delivered, failed or given
+/// up): a worker's next sweep delivers it, with its id unchanged.
+pub async fn redeliver<P: Platform>(ctx: &Ctx<'_, P>, id: &str, event_id: &str, account: &str) -> Result<ApiResponse, ApiError> {
+    let id = endpoint_id(id)?;
+    ledger::endpoint(ctx, account, id).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    if !ledger::redeliver(ctx, account, id, event_id).await? {
+        return Err(ApiError::new(ErrorCode::NotFound).with_message(format!("No event {event_id} was sent to endpoint {id}")));
+    }
+    Ok(ApiResponse::json(202, &serde_json::json!({"eventId": event_id, "state": webhook::DeliveryState::Redelivering})))
 }
 
 fn new_secret<P: Platform>(ctx: &Ctx<'_, P>) -> Secret {
