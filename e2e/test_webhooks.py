@@ -319,7 +319,7 @@ def test_the_delivery_log_shows_each_attempt_and_an_event_is_redelivered(system)
     same id (a worker's sweep), and the log starts its attempts again; an event the
     endpoint never had is not found."""
     edge, creator, receiver = system.edge(), account(), Receiver()
-    tok = token(creator)
+    tok, started = token(creator), time.time()
     hook = create(edge, creator, {"url": receiver.url, "events": ["message.sent"]}).json()
     log = lambda: edge.call("GET", f"/webhooks/{hook['id']}/deliveries", tok).json()["deliveries"]
     receiver.script = [(503, {"retry-after": "3"})]
@@ -348,3 +348,10 @@ def test_the_delivery_log_shows_each_attempt_and_an_event_is_redelivered(system)
     other = create(edge, creator, {"url": receiver.url, "events": ["message.sent"]}).json()
     refused = edge.call("POST", f"/webhooks/{other['id']}/deliveries/{delivered['eventId']}/redeliver", tok)
     assert refused.status_code == 404, "not an event that endpoint was sent"
+    # The metrics (the module's workers flush each second): the failed attempt, both
+    # deliveries, and the event's age while it waited for its retry.
+    def total(name, stat="Sum"):
+        values = [v for env in ("webhooks", "webhooks2") for v in system.metric(env, name, stat, since=started)]
+        return max(values, default=0) if stat == "Maximum" else sum(values)
+    wait_for(lambda: total("WebhookFailures") >= 1 and total("WebhookDeliveries") >= 2, 10, "the webhook metrics published")
+    assert total("WebhookOldestEventAge", "Maximum") >= 1, "an event waiting for its retry has an age"

@@ -434,7 +434,8 @@ def test_every_metric_is_published_with_its_value(system):
     assert latency["p99"] is not None and latency["p99"] >= delay_ms, f"SendLatency {latency}"
     assert latency["p50"] < delay_ms / 2, f"SendLatency {latency}"
     names = {m["MetricName"] for m in system.cloudwatch.list_metrics(Namespace="Huntaze/OnlyFans", Dimensions=[{"Name": "Environment", "Value": env_name}])["Metrics"]}
-    assert names == {"QueueDepth", "DLQCount", "ScheduledBacklog", "MessagesProcessed", "MessagesFailed", "MessagesRetried", "RateLimitDeferrals", "SendLatency"}
+    assert names == {"QueueDepth", "DLQCount", "ScheduledBacklog", "MessagesProcessed", "MessagesFailed", "MessagesRetried", "RateLimitDeferrals", "SendLatency",
+                     "WebhookDeliveries", "WebhookFailures", "WebhookOldestEventAge"}
 
 
 def test_unreadable_body_goes_to_the_dead_letter_queue(system):

@@ -110,6 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             written_events,
             config.webhook_sweep_interval,
             config.webhook_endpoints_refresh,
+            metrics.clone(),
             stop.clone(),
         ));
     }
@@ -291,6 +292,7 @@ impl MetricsFlush {
             queue_depth: count(self.config.queue_url.clone()).await.unwrap_or(0),
             dlq_count: count(self.config.dlq_url.clone()).await.unwrap_or(0),
             scheduled_backlog: self.schedule.backlog().await.unwrap_or(0),
+            webhook_oldest_age_s: self.metrics.webhook_oldest_age_s(crate::now_ms()),
         }
     }
 

@@ -26,6 +26,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::ledger::{Ledger, Uncounted};
 use crate::metrics::Metrics;
+use crate::now_ms;
 use crate::schedule::Schedule;
 
 pub struct Ingest {
@@ -71,10 +72,6 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 pub struct IngestStats {
     pub sqs_calls: AtomicU64,
     pub messages: AtomicU64,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A queue message's body decoded and checked; why it was refused.

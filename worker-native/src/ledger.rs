@@ -22,6 +22,7 @@ use shared::message::QueueMessage;
 use shared::queue::{AccountControl, Hold};
 use shared::webhook::{Delivery, PauseCause};
 
+use crate::now_ms;
 use crate::schedule::Payload;
 
 /// Every call asks for the capacity it consumed (table and each index): what the
@@ -177,10 +178,6 @@ fn s(v: impl Into<String>) -> AttributeValue {
 
 fn key_of(creator: &str, sort_key: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([(PK.to_owned(), s(creator)), (SK.to_owned(), s(sort_key))])
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A put of a new item, only where none is (`machine::PUT_NEW`).

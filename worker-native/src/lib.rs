@@ -30,3 +30,9 @@ pub mod recover;
 pub mod retry;
 pub mod schedule;
 pub mod webhook;
+
+/// The machine's clock, Unix ms (a schedule's own times come from Redis's clock:
+/// `schedule`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

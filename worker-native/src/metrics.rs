@@ -22,6 +22,9 @@ pub struct Counts {
     /// statistic set: CloudWatch computes no percentile of a set whose minimum and maximum
     /// differ, and the alarm and the dashboard read the p99.
     pub latency: BTreeMap<u64, u64>,
+    /// Webhook events delivered (an endpoint's 2xx), and attempts that failed.
+    pub webhook_deliveries: u64,
+    pub webhook_failures: u64,
 }
 
 /// Gauges read at flush time.
@@ -30,6 +33,8 @@ pub struct Gauges {
     pub queue_depth: u64,
     pub dlq_count: u64,
     pub scheduled_backlog: u64,
+    /// Seconds since the oldest event this worker is delivering (or retrying) happened.
+    pub webhook_oldest_age_s: u64,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +42,9 @@ pub struct Metrics {
     counts: Mutex<Counts>,
     /// Messages sent or failed for good since start (never reset by a flush).
     finished: std::sync::atomic::AtomicU64,
+    /// The webhook deliveries under way here: (event, endpoint) -> when the event
+    /// happened (ms), for the age of the oldest.
+    webhooks: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Metrics {
@@ -66,6 +74,26 @@ impl Metrics {
         self.with(|c| c.deferrals += n);
     }
 
+    /// A webhook attempt's outcome: delivered, or failed (tried again or given up).
+    pub fn webhook_attempt(&self, delivered: bool) {
+        self.with(|c| if delivered { c.webhook_deliveries += 1 } else { c.webhook_failures += 1 });
+    }
+
+    /// A delivery of an event (which happened at `happened_ms`) begins, or (`None`) ends.
+    pub fn webhook_under_way(&self, event: &str, endpoint: &str, happened_ms: Option<u64>) {
+        let mut under_way = self.webhooks.lock().expect("metrics lock");
+        let key = (event.to_owned(), endpoint.to_owned());
+        match happened_ms {
+            Some(at) => under_way.insert(key, at),
+            None => under_way.remove(&key),
+        };
+    }
+
+    /// Seconds since the oldest event still being delivered here happened (0: none).
+    pub fn webhook_oldest_age_s(&self, now_ms: u64) -> u64 {
+        self.webhooks.lock().expect("metrics lock").values().min().map_or(0, |&at| now_ms.saturating_sub(at) / 1000)
+    }
+
     pub fn latency(&self, d: Duration) {
         self.with(|c| *c.latency.entry(rounded_ms(d)).or_default() += 1);
     }
@@ -82,6 +110,8 @@ impl Metrics {
             now.failed += c.failed;
             now.retried += c.retried;
             now.deferrals += c.deferrals;
+            now.webhook_deliveries += c.webhook_deliveries;
+            now.webhook_failures += c.webhook_failures;
             for (ms, n) in c.latency {
                 *now.latency.entry(ms).or_default() += n;
             }
@@ -113,6 +143,9 @@ pub fn data(c: &Counts, g: &Gauges, environment: &str) -> Vec<MetricDatum> {
         datum("MessagesFailed", c.failed as f64, StandardUnit::Count),
         datum("MessagesRetried", c.retried as f64, StandardUnit::Count),
         datum("RateLimitDeferrals", c.deferrals as f64, StandardUnit::Count),
+        datum("WebhookDeliveries", c.webhook_deliveries as f64, StandardUnit::Count),
+        datum("WebhookFailures", c.webhook_failures as f64, StandardUnit::Count),
+        datum("WebhookOldestEventAge", g.webhook_oldest_age_s as f64, StandardUnit::Seconds),
     ];
     let latency: Vec<(u64, u64)> = c.latency.iter().map(|(&ms, &n)| (ms, n)).collect();
     for part in latency.chunks(MAX_VALUES) {
@@ -156,7 +189,7 @@ mod tests {
         let c = m.take();
         assert_eq!(c.latency, BTreeMap::from([(10, 2), (30, 1)]));
         let d = data(&c, &Gauges::default(), "test");
-        assert_eq!(d.len(), 8);
+        assert_eq!(d.len(), 11);
         assert!(d.iter().all(|x| x.dimensions().len() == 1 && x.dimensions()[0].value() == Some("test")));
     }
 

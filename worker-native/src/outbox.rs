@@ -26,11 +26,14 @@ use tokio::sync::{mpsc, watch};
 
 use crate::events::EventSink;
 use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::now_ms;
 use crate::webhook::{Answer, Deliverer, Retry};
 
 /// Delivers the events this worker wrote as they come, and every `sweep_every` those
 /// whose lease ran out, until `stop`; every `refresh_every` (and at once) it reads
 /// again which accounts have endpoints.
+#[allow(clippy::too_many_arguments)] // the outbox's parts and settings, each named at its one call
 pub async fn run(
     ledger: Ledger,
     deliverer: Deliverer,
@@ -38,9 +41,10 @@ pub async fn run(
     mut written: mpsc::UnboundedReceiver<Pending>,
     sweep_every: Duration,
     refresh_every: Duration,
+    metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let lease_ms = sink.lease_ms;
+    let courier = Courier { ledger: ledger.clone(), deliverer, metrics, lease_ms: sink.lease_ms };
     // The first sweep one interval after the start: what a worker that stopped left is
     // not due before its lease ends anyway.
     let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + sweep_every, sweep_every);
@@ -57,15 +61,15 @@ pub async fn run(
                 }
             }
             Some(pending) = written.recv() => {
-                tokio::spawn(deliver(ledger.clone(), deliverer.clone(), pending, lease_ms));
+                tokio::spawn(courier.clone().deliver(pending));
             }
             _ = sweep.tick() => {
                 // In the background, one at a time: a long sweep holds up neither the
                 // events written meanwhile nor the stop.
                 if !sweeping.swap(true, Ordering::AcqRel) {
-                    let (ledger, deliverer, sweeping) = (ledger.clone(), deliverer.clone(), sweeping.clone());
+                    let (courier, sweeping) = (courier.clone(), sweeping.clone());
                     tokio::spawn(async move {
-                        match take_over(&ledger, &deliverer, lease_ms).await {
+                        match courier.take_over().await {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(events = n, "webhook events taken over (their worker stopped or died)"),
                             Err(e) => tracing::warn!(error = %format!("{e:#}"), "webhook events not swept; again later"),
@@ -94,105 +98,127 @@ async fn refresh_hooked(ledger: &Ledger, sink: &EventSink) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Takes over the events in the index whose lease ran out, each delivered as soon as it
-/// is leased to this worker; how many.
-async fn take_over(ledger: &Ledger, deliverer: &Deliverer, lease_ms: u64) -> anyhow::Result<usize> {
-    let mut taken = 0;
-    for shard in EVENT_SHARDS {
-        let mut start = None;
-        loop {
-            let (events, next) = ledger.keys_page(shard, start).await?;
-            let now = now_ms();
-            for (account, sort_key) in events {
-                let Some(id) = sort_key.strip_prefix(EVENT_SK_PREFIX) else { continue };
-                if let Some(pending) = ledger.lease_event(&account, id, now, now + lease_ms).await? {
-                    taken += 1;
-                    tokio::spawn(deliver(ledger.clone(), deliverer.clone(), pending, lease_ms));
-                }
-            }
-            match next {
-                Some(key) => start = Some(key),
-                None => break,
-            }
-        }
-    }
-    Ok(taken)
+/// What a delivery needs, cloned into each delivery's task.
+#[derive(Clone)]
+struct Courier {
+    ledger: Ledger,
+    deliverer: Deliverer,
+    metrics: Arc<Metrics>,
+    /// How long a worker holds an event it delivers (renewed before each wait).
+    lease_ms: u64,
 }
 
-/// Delivers one event to each endpoint still to have it, all at once, each on its own
-/// retry schedule (the lease renewed before each wait).
-async fn deliver(ledger: Ledger, deliverer: Deliverer, pending: Pending, lease_ms: u64) {
-    // Read consistently: an endpoint the event was written for is there, unless deleted.
-    let endpoints = match ledger.endpoints(&pending.account, true).await {
-        Ok(e) => e,
-        // Its lease runs out and a sweep takes it again.
-        Err(e) => return tracing::warn!(event = %pending.event.id, error = %format!("{e:#}"), "webhook event not delivered: endpoints not read"),
-    };
-    let Pending { account, event, endpoints: to } = pending;
-    join_all(to.into_iter().map(|id| {
-        let endpoint = endpoints.iter().find(|e| e.id == id).cloned();
-        deliver_to(ledger.clone(), deliverer.clone(), account.clone(), event.clone(), id, endpoint, lease_ms)
-    }))
-    .await;
-}
-
-/// Delivers an event to one endpoint (`None`: deleted since), then takes that endpoint
-/// off the event, with what became of it in the delivery log.
-async fn deliver_to(ledger: Ledger, deliverer: Deliverer, account: String, event: Event, id: String, endpoint: Option<Endpoint>, lease_ms: u64) {
-    let (answer, attempts) = match endpoint {
-        None => (Err("endpoint deleted"), 0),
-        Some(e) if e.disabled.is_some() => (Err("endpoint disabled"), 0),
-        Some(e) => {
-            let renew = |retry: Retry| {
-                let (ledger, account, event_id, endpoint_id) = (ledger.clone(), account.clone(), event.id.clone(), id.clone());
-                async move {
-                    let now = now_ms();
-                    let log = Delivery {
-                        state: DeliveryState::Retrying,
-                        attempts: retry.attempts,
-                        last_attempt_at: Some(rfc3339_ms(now)),
-                        last_answer: Some(retry.reason),
-                        next_attempt_at: Some(rfc3339_ms(now + retry.delay_ms)),
-                    };
-                    match ledger.renew_event_lease(&account, &event_id, now + retry.delay_ms + lease_ms, &endpoint_id, &log).await {
-                        Ok(()) => true,
-                        Err(err) => {
-                            tracing::info!(event = %event_id, error = %format!("{err:#}"), "webhook event's lease not renewed: left to the sweep");
-                            false
-                        }
+impl Courier {
+    /// Takes over the events in the index whose lease ran out, each delivered as soon as it
+    /// is leased to this worker; how many.
+    async fn take_over(&self) -> anyhow::Result<usize> {
+        let (ledger, lease_ms) = (&self.ledger, self.lease_ms);
+        let mut taken = 0;
+        for shard in EVENT_SHARDS {
+            let mut start = None;
+            loop {
+                let (events, next) = ledger.keys_page(shard, start).await?;
+                let now = now_ms();
+                for (account, sort_key) in events {
+                    let Some(id) = sort_key.strip_prefix(EVENT_SK_PREFIX) else { continue };
+                    if let Some(pending) = ledger.lease_event(&account, id, now, now + lease_ms).await? {
+                        taken += 1;
+                        tokio::spawn(self.clone().deliver(pending));
                     }
                 }
-            };
-            let (answer, attempts) = deliver_one(&ledger, &deliverer, &account, e, &event, false, renew).await;
-            let answer = match answer {
-                Answer::Delivered => Ok(()),
-                Answer::Gone => Err("endpoint gone (410): disabled"),
-                Answer::Withdrawn => Err("endpoint deleted or disabled meanwhile"),
-                // Another worker delivers it (or will, once the lease this one could not
-                // renew runs out): this one leaves the event as it is.
-                Answer::Yielded => return,
-                Answer::Failed { reason, .. } => {
-                    tracing::warn!(event = %event.id, endpoint = %id, %reason, "webhook event given up after the last attempt");
-                    Err("given up after the last attempt")
+                match next {
+                    Some(key) => start = Some(key),
+                    None => break,
                 }
-            };
-            (answer, attempts)
+            }
         }
-    };
-    let log = Delivery {
-        state: if answer.is_ok() { DeliveryState::Delivered } else { DeliveryState::Failed },
-        attempts,
-        last_attempt_at: (attempts > 0).then(|| rfc3339_ms(now_ms())),
-        last_answer: Some(answer.err().unwrap_or("delivered").to_owned()),
-        next_attempt_at: None,
-    };
-    match answer {
-        Ok(()) => tracing::debug!(event = %event.id, endpoint = %id, "webhook event delivered"),
-        Err(outcome) => tracing::warn!(event = %event.id, endpoint = %id, outcome, "webhook event not delivered"),
+        Ok(taken)
     }
-    if let Err(err) = ledger.event_done_for(&account, &event.id, &id, &log).await {
-        // Its lease runs out and a sweep delivers it again (the same id).
-        tracing::warn!(event = %event.id, endpoint = %id, error = %format!("{err:#}"), "webhook delivery not recorded");
+
+    /// Delivers one event to each endpoint still to have it, all at once, each on its own
+    /// retry schedule (the lease renewed before each wait).
+    async fn deliver(self, pending: Pending) {
+        let ledger = &self.ledger;
+        // Read consistently: an endpoint the event was written for is there, unless deleted.
+        let endpoints = match ledger.endpoints(&pending.account, true).await {
+            Ok(e) => e,
+            // Its lease runs out and a sweep takes it again.
+            Err(e) => return tracing::warn!(event = %pending.event.id, error = %format!("{e:#}"), "webhook event not delivered: endpoints not read"),
+        };
+        let Pending { account, event, endpoints: to } = pending;
+        join_all(to.into_iter().map(|id| {
+            let endpoint = endpoints.iter().find(|e| e.id == id).cloned();
+            self.clone().deliver_to(account.clone(), event.clone(), id, endpoint)
+        }))
+        .await;
+    }
+
+    /// Delivers an event to one endpoint (`None`: deleted since), then takes that endpoint
+    /// off the event, with what became of it in the delivery log.
+    async fn deliver_to(self, account: String, event: Event, id: String, endpoint: Option<Endpoint>) {
+        let (ledger, lease_ms, metrics) = (&self.ledger, self.lease_ms, &self.metrics);
+        let happened = shared::time::parse_rfc3339_ms(&event.timestamp).unwrap_or_else(now_ms);
+        metrics.webhook_under_way(&event.id, &id, Some(happened));
+        let (answer, attempts) = match endpoint {
+            None => (Err("endpoint deleted"), 0),
+            Some(e) if e.disabled.is_some() => (Err("endpoint disabled"), 0),
+            Some(e) => {
+                let renew = |retry: Retry| {
+                    let (ledger, metrics, account, event_id, endpoint_id) = (ledger.clone(), metrics.clone(), account.clone(), event.id.clone(), id.clone());
+                    async move {
+                        let now = now_ms();
+                        let log = Delivery {
+                            state: DeliveryState::Retrying,
+                            attempts: retry.attempts,
+                            last_attempt_at: Some(rfc3339_ms(now)),
+                            last_answer: Some(retry.reason),
+                            next_attempt_at: Some(rfc3339_ms(now + retry.delay_ms)),
+                        };
+                        metrics.webhook_attempt(false);
+                        match ledger.renew_event_lease(&account, &event_id, now + retry.delay_ms + lease_ms, &endpoint_id, &log).await {
+                            Ok(()) => true,
+                            Err(err) => {
+                                tracing::info!(event = %event_id, error = %format!("{err:#}"), "webhook event's lease not renewed: left to the sweep");
+                                false
+                            }
+                        }
+                    }
+                };
+                let (answer, attempts) = deliver_one(ledger, &self.deliverer, &account, e, &event, false, renew).await;
+                if matches!(answer, Answer::Delivered | Answer::Gone | Answer::Failed { .. }) {
+                    metrics.webhook_attempt(answer == Answer::Delivered);
+                }
+                let answer = match answer {
+                    Answer::Delivered => Ok(()),
+                    Answer::Gone => Err("endpoint gone (410): disabled"),
+                    Answer::Withdrawn => Err("endpoint deleted or disabled meanwhile"),
+                    // Another worker delivers it (or will, once the lease this one could not
+                    // renew runs out): this one leaves the event as it is.
+                    Answer::Yielded => return metrics.webhook_under_way(&event.id, &id, None),
+                    Answer::Failed { reason, .. } => {
+                        tracing::warn!(event = %event.id, endpoint = %id, %reason, "webhook event given up after the last attempt");
+                        Err("given up after the last attempt")
+                    }
+                };
+                (answer, attempts)
+            }
+        };
+        let log = Delivery {
+            state: if answer.is_ok() { DeliveryState::Delivered } else { DeliveryState::Failed },
+            attempts,
+            last_attempt_at: (attempts > 0).then(|| rfc3339_ms(now_ms())),
+            last_answer: Some(answer.err().unwrap_or("delivered").to_owned()),
+            next_attempt_at: None,
+        };
+        match answer {
+            Ok(()) => tracing::debug!(event = %event.id, endpoint = %id, "webhook event delivered"),
+            Err(outcome) => tracing::warn!(event = %event.id, endpoint = %id, outcome, "webhook event not delivered"),
+        }
+        if let Err(err) = ledger.event_done_for(&account, &event.id, &id, &log).await {
+            // Its lease runs out and a sweep delivers it again (the same id).
+            tracing::warn!(event = %event.id, endpoint = %id, error = %format!("{err:#}"), "webhook delivery not recorded");
+        }
+        metrics.webhook_under_way(&event.id, &id, None);
     }
 }
 
@@ -229,8 +255,4 @@ pub(crate) async fn deliver_one<W: std::future::Future<Output = bool>>(
         }
     }
     (answer, attempts)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -36,6 +36,7 @@ use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::schedule::{Completion, Schedule, MAX_LEAD_MS};
 
+use crate::now_ms;
 pub use complete::outcome_of;
 use deliver::{send_batch, Delivered, RateLimited};
 use leases::InFlight;
@@ -273,10 +274,6 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
         _ = tokio::time::sleep(d) => {}
         _ = shutdown.changed() => {}
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
