@@ -19,6 +19,11 @@ characters of content by default, recipient ids of 20 characters:
   and delivered: the cost from the retry on, per retried message;
 - `cancel`: a campaign of 100 to a paused account, canceled (`DELETE /campaigns/{id}`):
   per canceled message; and single messages canceled (`DELETE /{id}`) the same way.
+- `webhook`: `--singles` single messages of an account with one webhook endpoint
+  (`message.sent`, a receiver on loopback): what a message costs with its event (the
+  event's put in the outcome's transaction, its index entry, its delivery's update),
+  against `single`; and how long after its outcome each event reached the receiver
+  (median and p99: the deliverer's lag, not the receiver's).
 
 For each it prints, per delivered (or canceled) message: DynamoDB write and read units
 (table, indexes; the read units of `BatchGetItem`, which the emulator does not meter,
@@ -34,7 +39,7 @@ size, and each case within its ceiling (`CEILINGS`). The test command runs it on
 debug worker at 100 and 2,000 recipients (`e2e/test_cost.py`).
 
     bench/cost.sh [--sizes 100,1000,10000] [--singles 20] [--content-chars 2000]
-                  [--cases single,campaign,retry,cancel,idle] [--check]
+                  [--cases single,campaign,retry,cancel,webhook,idle] [--check]
 """
 
 import argparse
@@ -43,9 +48,11 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -102,7 +109,7 @@ class Run:
         self.gateway = f"http://127.0.0.1:{gw_port}"
         vars_file = out / "edge.vars"
         stack.write_vars(vars_file, {**self.aws.edge_vars(), "AWS_ENDPOINT_URL": self.edge_meter.url, "JWT_SECRET": SECRET, "RATE_LIMITER_ENABLED": "true",
-                                     "API_CALL_LIMITS": "false", "MAX_RECIPIENTS": str(max(a.sizes + [1000]))})
+                                     "API_CALL_LIMITS": "false", "MAX_RECIPIENTS": str(max(a.sizes + [1000])), "WEBHOOK_LOOPBACK": "true"})
         self.edge = stack.start_edge(edge_port, vars_file, out / "edge.log")
         self.parts.append(self.edge)
         self.url = f"http://127.0.0.1:{edge_port}{BASE}"
@@ -110,7 +117,7 @@ class Run:
                "METRICS_ENABLED": "false", "RUST_LOG": stack.worker_log_level("warn"), "HEALTH_PORT": str(health),
                # The webhook outbox's sweep is a cost per worker and minute (two read
                # units), not per message: kept out of the cases it would fall in.
-               "WEBHOOK_SWEEP_INTERVAL": "3600s"}
+               "WEBHOOK_SWEEP_INTERVAL": "3600s", "WEBHOOK_LOOPBACK": "true", "WEBHOOK_ENDPOINTS_REFRESH": "500ms"}
         self.parts.append(stack.start_worker(env, out / "worker.log", health))
         # The worker's first act on a new Redis is a rebuild from the ledger (its reads of
         # the waiting index): done before any case, else the first case pays for it.
@@ -264,6 +271,9 @@ def main() -> None:
             rows.append(run.row("cancel", 100 + len(singles), before, prices))
             goals.equal("messages of a canceled campaign delivered", len(run.deliveries(account)), 0)
 
+        if "webhook" in a.cases:
+            rows.append(webhook_case(run, a, prices, goals))
+
         if "idle" in a.cases:
             idle = idle_latency(run, a.idle)
         if a.check:
@@ -274,6 +284,43 @@ def main() -> None:
     print(f"==> {out / 'result.json'}")
     print(markdown(rows, idle, prices))
     goals.finish()
+
+
+def webhook_case(run: Run, a, prices: dict, goals: Goals) -> dict:
+    """Single messages of an account with one endpoint: their cost with their events, and
+    each event's lag from its outcome (`sentAt`) to the receiver."""
+    got = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            got.append((time.time(), json.loads(body)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        account = run.account("webhook")
+        run.call("POST", "/webhooks", account, {"url": f"http://127.0.0.1:{server.server_address[1]}/hooks", "events": ["message.sent"]})
+        time.sleep(1.5)  # the worker learns which accounts have endpoints (WEBHOOK_ENDPOINTS_REFRESH)
+        before = run.mark()
+        ids = [run.call("POST", "/send", account, {"recipientId": r, "content": run.content})["messageId"] for r in recipients("w", a.singles)]
+        run.settle(account, "sent", len(ids))
+        run.wait("every event delivered", lambda: len({p["data"]["messageId"] for _, p in got}) >= len(ids), timeout=60)
+        time.sleep(1.5)  # the deliveries' last updates answered
+        row = run.row("webhook", len(ids), before, prices)
+    finally:
+        server.shutdown()
+    check_delivered(goals, "webhook", run.deliveries(account), ids)
+    goals.equal("webhook: messages without their event", len(set(ids) - {p["data"]["messageId"] for _, p in got}), 0)
+    lags = sorted((at - datetime.fromisoformat(p["data"]["sentAt"].replace("Z", "+00:00")).timestamp()) * 1000 for at, p in got)
+    row["eventLagMs"] = {"median": round(statistics.median(lags), 1), "p99": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))], 1)}
+    print(json.dumps({"webhook": row["eventLagMs"]}), flush=True)
+    return row
 
 
 def idle_latency(run: Run, messages: int) -> dict:

@@ -355,3 +355,34 @@ def test_the_delivery_log_shows_each_attempt_and_an_event_is_redelivered(system)
         return max(values, default=0) if stat == "Maximum" else sum(values)
     wait_for(lambda: total("WebhookFailures") >= 1 and total("WebhookDeliveries") >= 2, 10, "the webhook metrics published")
     assert total("WebhookOldestEventAge", "Maximum") >= 1, "an event waiting for its retry has an age"
+
+
+def test_a_redis_loss_and_a_dead_endpoint_lose_no_event_and_delay_no_one_else(system):
+    """Redis loses its data (FLUSHALL) while the events of recorded outcomes are being
+    delivered: each is delivered all the same (events live in the ledger, with their
+    outcome), and none tells of a send that did not happen (the rebuilt schedule sends
+    nothing twice). Meanwhile another account's receiver hangs past WEBHOOK_TIMEOUT:
+    that account's messages are sent on time and the first account's events are not held
+    behind its endpoint."""
+    edge = system.edge()
+    creator, stuck = account(), account()
+    receiver, hanging = Receiver(), Receiver()
+    hook = create(edge, creator, {"url": receiver.url, "events": ["message.sent"]}).json()
+    create(edge, stuck, {"url": hanging.url, "events": ["message.sent"]})
+    hanging.script = [(200, {}, 30)] * 10  # each answer after the worker gave up (2 s)
+    receiver.script = [(503, {"retry-after": "2"})] * 3  # the first attempts fail: the events wait through the loss
+    time.sleep(REFRESHED)
+    tag = hook["id"][-6:]
+    stuck_ids = system.send(stuck, [f"w{tag}-stuck-{i}" for i in range(3)])
+    ids = system.send(creator, [f"w{tag}-fan-{i}" for i in range(3)])
+    wait_for(lambda: len(receiver.got) >= 3, 20, "the first attempts (failed)")
+    system.redis_count("EVAL", "redis.call('FLUSHALL') return 0", "0")
+    wait_for(lambda: {p["data"]["messageId"] for _, p in events_of(receiver, hook["secret"])[3:]} == set(ids), 30,
+             "each event delivered after the loss")
+    system.wait_delivered(stuck_ids, timeout=10)
+    time.sleep(1.5)  # a rebuild's sends, if any, and their events
+    delivered = [d["messageId"] for d in system.deliveries({creator})]
+    assert sorted(delivered) == sorted(ids), "each message sent once, the loss notwithstanding"
+    told = [p["data"]["messageId"] for _, p in events_of(receiver, hook["secret"])]
+    assert set(told) == set(ids), "no event of a send that did not happen"
+    assert len(hanging.got) >= 1, "the hanging receiver was tried"

@@ -752,6 +752,11 @@ pub const DONE: &str = "REMOVE waitShard";
 /// The condition of `DONE`: every endpoint has it (and it is still there: an update of
 /// an item gone would make one).
 pub const DELIVERED_TO_ALL: &str = "attribute_exists(messageId) AND attribute_not_exists(endpoints)";
+/// The one write for an event's only endpoint (`:e` its id): off the event and out of
+/// the waiting index at once (`DELIVERED_TO`, then `DONE`, in one update), while it is
+/// the only one left.
+pub const DELIVERED_TO_LAST: &str = "REMOVE endpoints, waitShard";
+pub const ONLY_ENDPOINT_LEFT: &str = "size(endpoints) = :one AND contains(endpoints, :id)";
 
 #[cfg(test)]
 mod tests {

@@ -506,8 +506,25 @@ impl Ledger {
     }
 
     /// One endpoint has the event (or never will: gone, given up); with the last, the
-    /// event leaves the waiting index (it expires later).
-    pub async fn event_done_for(&self, creator: &str, event_id: &str, endpoint_id: &str, log: &Delivery) -> anyhow::Result<()> {
+    /// event leaves the waiting index (it expires later). `alone`: it was written for
+    /// this endpoint only.
+    pub async fn event_done_for(&self, creator: &str, event_id: &str, endpoint_id: &str, log: &Delivery, alone: bool) -> anyhow::Result<()> {
+        // An event for one endpoint (the common case): one write, not two.
+        if alone {
+            let answer = self
+                .event_update(creator, event_id)
+                .update_expression(format!("{} SET #log = :d", shared::webhook::DELIVERED_TO_LAST))
+                .condition_expression(shared::webhook::ONLY_ENDPOINT_LEFT)
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .expression_attribute_values(":id", s(endpoint_id))
+                .expression_attribute_names("#log", shared::webhook::log_attribute(endpoint_id))
+                .expression_attribute_values(":d", to_attr(&log.to_attr()))
+                .send()
+                .await;
+            if applied(answer)?.is_some() {
+                return Ok(());
+            }
+        }
         let answer = self
             .event_update(creator, event_id)
             .update_expression(format!("{} SET #log = :d", shared::webhook::DELIVERED_TO))

@@ -146,16 +146,17 @@ impl Courier {
             Err(e) => return tracing::warn!(event = %pending.event.id, error = %format!("{e:#}"), "webhook event not delivered: endpoints not read"),
         };
         let Pending { account, event, endpoints: to } = pending;
+        let alone = to.len() == 1;
         join_all(to.into_iter().map(|id| {
             let endpoint = endpoints.iter().find(|e| e.id == id).cloned();
-            self.clone().deliver_to(account.clone(), event.clone(), id, endpoint)
+            self.clone().deliver_to(account.clone(), event.clone(), id, endpoint, alone)
         }))
         .await;
     }
 
     /// Delivers an event to one endpoint (`None`: deleted since), then takes that endpoint
     /// off the event, with what became of it in the delivery log.
-    async fn deliver_to(self, account: String, event: Event, id: String, endpoint: Option<Endpoint>) {
+    async fn deliver_to(self, account: String, event: Event, id: String, endpoint: Option<Endpoint>, alone: bool) {
         let (ledger, lease_ms, metrics) = (&self.ledger, self.lease_ms, &self.metrics);
         let happened = shared::time::parse_rfc3339_ms(&event.timestamp).unwrap_or_else(now_ms);
         metrics.webhook_under_way(&event.id, &id, Some(happened));
@@ -214,7 +215,7 @@ impl Courier {
             Ok(()) => tracing::debug!(event = %event.id, endpoint = %id, "webhook event delivered"),
             Err(outcome) => tracing::warn!(event = %event.id, endpoint = %id, outcome, "webhook event not delivered"),
         }
-        if let Err(err) = ledger.event_done_for(&account, &event.id, &id, &log).await {
+        if let Err(err) = ledger.event_done_for(&account, &event.id, &id, &log, alone).await {
             // Its lease runs out and a sweep delivers it again (the same id).
             tracing::warn!(event = %event.id, endpoint = %id, error = %format!("{err:#}"), "webhook delivery not recorded");
         }
