@@ -301,8 +301,8 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now_
     let hooked = endpoints(ctx, creator).await?;
     // `message.canceled`, written with the cancel for the endpoints that asked for it;
     // no worker holds it: a worker's sweep delivers it (`WEBHOOK_SWEEP_INTERVAL`).
-    let told = |m: &shared::message::QueueMessage| {
-        let pending = webhook::Pending::new(creator, webhook::message_event(m, "message.canceled", &now, 0, None), &hooked)?;
+    let told = |m: &shared::message::QueueMessage, attempts: u32| {
+        let pending = webhook::Pending::new(creator, webhook::message_event(m, "message.canceled", &now, attempts, None), &hooked)?;
         Some(json!({"Put": {"TableName": table(ctx), "Item": pending.to_item(now_ms, "edge", now_ms), "ConditionExpression": machine::PUT_NEW}}))
     };
     for _ in 0..5 {
@@ -325,7 +325,7 @@ pub async fn cancel<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, id: &str, now_
         let write = machine::cancel(generation, counted, &now, ttl);
         let mut writes = vec![json!({"Update": write.to_update_item(table(ctx), key(creator, id))})];
         writes.extend(counters(ctx, creator, item.message.campaign_id.as_deref(), &write.counts));
-        writes.extend(told(&item.message));
+        writes.extend(told(&item.message, item.attempts));
         match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": writes})).await {
             Ok(_) => {
                 item.status = MessageStatus::Canceled;
@@ -367,7 +367,7 @@ async fn cancel_unwritten<P: Platform>(
     id: &str,
     now: &str,
     ttl: u64,
-    told: impl Fn(&shared::message::QueueMessage) -> Option<Value>,
+    told: impl Fn(&shared::message::QueueMessage, u32) -> Option<Value>,
 ) -> Result<Option<LedgerItem>, CancelRefused> {
     let (campaign_id, index) = campaign::campaign_of(id).ok_or(CancelRefused::NotFound)?;
     let found = get_whole_campaign(ctx, creator, &campaign_id).await?.ok_or(CancelRefused::NotFound)?;
@@ -382,7 +382,7 @@ async fn cancel_unwritten<P: Platform>(
     written["countedGen"] = n(0);
     let mut writes = vec![json!({"Put": {"TableName": table(ctx), "Item": written, "ConditionExpression": machine::PUT_NEW}})];
     writes.extend(counters(ctx, creator, Some(&campaign_id), &machine::CANCEL_UNWRITTEN));
-    writes.extend(told(&item.message));
+    writes.extend(told(&item.message, 0));
     match ctx.dynamodb("TransactWriteItems", &json!({"TransactItems": writes})).await {
         Ok(_) => Ok(Some(item)),
         Err(AwsError::ConditionFailed { .. }) => Ok(None),
@@ -557,7 +557,7 @@ pub async fn deliveries<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, endpoint_i
 
 /// Asks for an event again for one endpoint it was for (`webhook::REDELIVER`): `false`
 /// when the account has no such event for it.
-pub async fn redeliver<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, endpoint_id: &str, event_id: &str) -> Result<bool, AwsError> {
+pub async fn redeliver<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, endpoint_id: &str, event_id: &str, now_ms: u64) -> Result<bool, AwsError> {
     let log = webhook::Delivery { state: webhook::DeliveryState::Redelivering, attempts: 0, last_attempt_at: None, last_answer: None, next_attempt_at: None };
     let answer = ctx
         .dynamodb(
@@ -567,8 +567,9 @@ pub async fn redeliver<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, endpoint_id
                 "Key": key(creator, &format!("{}{event_id}", webhook::EVENT_SK_PREFIX)),
                 "UpdateExpression": webhook::REDELIVER,
                 "ConditionExpression": format!("{} AND (attribute_exists(#log) OR contains(endpoints, :ep))", webhook::EVENT_EXISTS),
-                "ExpressionAttributeNames": {"#log": webhook::log_attribute(endpoint_id)},
+                "ExpressionAttributeNames": {"#log": webhook::log_attribute(endpoint_id), "#ttl": ledger::TTL_ATTR},
                 "ExpressionAttributeValues": {
+                    ":ttl": n((now_ms + webhook::EVENT_TTL_MS) / 1000),
                     ":e": {"SS": [endpoint_id]},
                     ":ep": s(endpoint_id),
                     ":ws": s(webhook::event_shard(event_id)),

@@ -732,9 +732,9 @@ fn with_endpoints(item: &Value) -> Value {
 
 /// The update that asks for an event again for one endpoint (`:e`, a string set of its
 /// id; `#log` its [`log_attribute`], `:d` its [`Delivery`] as redelivering; `:ws` the
-/// event's shard): back in the waiting index, its lease over, so that a worker's next
-/// sweep delivers it.
-pub const REDELIVER: &str = "ADD endpoints :e SET waitShard = :ws, leaseUntil = :zero, #log = :d";
+/// event's shard; `#ttl`, `:ttl` its expiry, [`EVENT_TTL_MS`] from now): back in the
+/// waiting index, its lease over, so that a worker's next sweep delivers it.
+pub const REDELIVER: &str = "ADD endpoints :e SET waitShard = :ws, leaseUntil = :zero, #log = :d, #ttl = :ttl";
 /// Only an event that is there.
 pub const EVENT_EXISTS: &str = "attribute_exists(messageId)";
 

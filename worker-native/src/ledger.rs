@@ -899,7 +899,10 @@ impl Ledger {
                     // A long wait is told; the event's id is this outcome's (recorded
                     // twice, it is one event), so several at once may tell it each.
                     if long_wait(r) {
-                        let answer = format!("{}.{}.{}", m.id, m.generation, r.attempts);
+                        // The 429's own time (its `until`): a 429 uses no attempt, so the
+                        // message's next long 429 is another event, the same one recorded
+                        // twice is not.
+                        let answer = format!("{}.{}.{until_ms}", m.id, m.generation);
                         let cause = shared::webhook::PauseCause::RateLimited { until_ms: *until_ms, answer: &answer };
                         let told = shared::webhook::account_event(&m.creator_id, true, now_ms(), cause);
                         event = hooked.and_then(|h| shared::webhook::Pending::new(&m.creator_id, told, h));
@@ -958,23 +961,27 @@ impl Ledger {
             TransactWriteItem::builder().update(update_of(&self.table, key_of(creator, sort_key), w)?).build(),
             TransactWriteItem::builder().put(put_new(&self.table, &pending.to_item(now, &self.owner, now + sink.lease_ms))?).build(),
         ];
-        self.count(1);
-        match self.client.transact_write_items().set_transact_items(Some(items)).return_consumed_capacity(METERED).send().await {
-            Ok(_) => {
-                sink.written(std::iter::once(pending));
-                Ok(true)
-            }
-            Err(e) => {
-                let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else { return Err(e.into()) };
-                let refused = |k: usize| c.cancellation_reasons().get(k).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
-                match (refused(0), refused(1)) {
-                    (true, _) => Ok(false),
-                    (false, true) => Ok(true),
-                    // A conflict with another transaction on the item: the caller tries again.
-                    _ => Err(e.into()),
+        for conflicts in 1..=10u64 {
+            self.count(1);
+            match self.client.transact_write_items().set_transact_items(Some(items.clone())).return_consumed_capacity(METERED).send().await {
+                Ok(_) => {
+                    sink.written(std::iter::once(pending));
+                    return Ok(true);
+                }
+                Err(e) => {
+                    let Some(TransactWriteItemsError::TransactionCanceledException(c)) = e.as_service_error() else { return Err(e.into()) };
+                    let refused = |k: usize| c.cancellation_reasons().get(k).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
+                    match (refused(0), refused(1)) {
+                        (true, _) => return Ok(false),
+                        (false, true) => return Ok(true),
+                        // Another transaction on the item (an outcome's, on the summary) got
+                        // in the way: again, shortly, as `apply_with_summary` does.
+                        _ => tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(10..50) * conflicts)).await,
+                    }
                 }
             }
         }
+        anyhow::bail!("ledger transactions kept conflicting for account {creator}")
     }
 
     /// One transition of one item, outside a transaction: whether it applied (its

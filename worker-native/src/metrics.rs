@@ -33,7 +33,7 @@ pub struct Gauges {
     pub queue_depth: u64,
     pub dlq_count: u64,
     pub scheduled_backlog: u64,
-    /// Seconds since the oldest event this worker is delivering (or retrying) happened.
+    /// Seconds since the oldest delivery this worker is making (or retrying) became due.
     pub webhook_oldest_age_s: u64,
 }
 
@@ -42,9 +42,10 @@ pub struct Metrics {
     counts: Mutex<Counts>,
     /// Messages sent or failed for good since start (never reset by a flush).
     finished: std::sync::atomic::AtomicU64,
-    /// The webhook deliveries under way here: (event, endpoint) -> when the event
-    /// happened (ms), for the age of the oldest.
-    webhooks: Mutex<BTreeMap<(String, String), u64>>,
+    /// The webhook deliveries under way here: a delivery's own number -> when it became
+    /// due (ms), for the age of the oldest.
+    webhooks: Mutex<BTreeMap<u64, u64>>,
+    next_delivery: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -79,17 +80,19 @@ impl Metrics {
         self.with(|c| if delivered { c.webhook_deliveries += 1 } else { c.webhook_failures += 1 });
     }
 
-    /// A delivery of an event (which happened at `happened_ms`) begins, or (`None`) ends.
-    pub fn webhook_under_way(&self, event: &str, endpoint: &str, happened_ms: Option<u64>) {
-        let mut under_way = self.webhooks.lock().expect("metrics lock");
-        let key = (event.to_owned(), endpoint.to_owned());
-        match happened_ms {
-            Some(at) => under_way.insert(key, at),
-            None => under_way.remove(&key),
-        };
+    /// A delivery due since `due_ms` begins: its number, for [`Metrics::webhook_done`].
+    pub fn webhook_begun(&self, due_ms: u64) -> u64 {
+        let n = self.next_delivery.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.webhooks.lock().expect("metrics lock").insert(n, due_ms);
+        n
     }
 
-    /// Seconds since the oldest event still being delivered here happened (0: none).
+    /// That delivery ended (delivered, given up, or left to another worker).
+    pub fn webhook_done(&self, n: u64) {
+        self.webhooks.lock().expect("metrics lock").remove(&n);
+    }
+
+    /// Seconds since the oldest delivery still under way here became due (0: none).
     pub fn webhook_oldest_age_s(&self, now_ms: u64) -> u64 {
         self.webhooks.lock().expect("metrics lock").values().min().map_or(0, |&at| now_ms.saturating_sub(at) / 1000)
     }

@@ -158,8 +158,9 @@ impl Courier {
     /// off the event, with what became of it in the delivery log.
     async fn deliver_to(self, account: String, event: Event, id: String, endpoint: Option<Endpoint>, alone: bool) {
         let (ledger, lease_ms, metrics) = (&self.ledger, self.lease_ms, &self.metrics);
-        let happened = shared::time::parse_rfc3339_ms(&event.timestamp).unwrap_or_else(now_ms);
-        metrics.webhook_under_way(&event.id, &id, Some(happened));
+        // Its age counts from now: an event taken over was due up to a lease and a sweep
+        // earlier; a redelivered one, only now.
+        let under_way = metrics.webhook_begun(now_ms());
         let (answer, attempts) = match endpoint {
             None => (Err("endpoint deleted"), 0),
             Some(e) if e.disabled.is_some() => (Err("endpoint disabled"), 0),
@@ -195,7 +196,7 @@ impl Courier {
                     Answer::Withdrawn => Err("endpoint deleted or disabled meanwhile"),
                     // Another worker delivers it (or will, once the lease this one could not
                     // renew runs out): this one leaves the event as it is.
-                    Answer::Yielded => return metrics.webhook_under_way(&event.id, &id, None),
+                    Answer::Yielded => return metrics.webhook_done(under_way),
                     Answer::Failed { reason, .. } => {
                         tracing::warn!(event = %event.id, endpoint = %id, %reason, "webhook event given up after the last attempt");
                         Err("given up after the last attempt")
@@ -219,7 +220,7 @@ impl Courier {
             // Its lease runs out and a sweep delivers it again (the same id).
             tracing::warn!(event = %event.id, endpoint = %id, error = %format!("{err:#}"), "webhook delivery not recorded");
         }
-        metrics.webhook_under_way(&event.id, &id, None);
+        metrics.webhook_done(under_way);
     }
 }
 

@@ -101,7 +101,7 @@ pub async fn deliveries<P: Platform>(ctx: &Ctx<'_, P>, id: &str, account: &str, 
 pub async fn redeliver<P: Platform>(ctx: &Ctx<'_, P>, id: &str, event_id: &str, account: &str) -> Result<ApiResponse, ApiError> {
     let id = endpoint_id(id)?;
     ledger::endpoint(ctx, account, id).await?.ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
-    if !ledger::redeliver(ctx, account, id, event_id).await? {
+    if !ledger::redeliver(ctx, account, id, event_id, ctx.p.now_ms()).await? {
         return Err(ApiError::new(ErrorCode::NotFound).with_message(format!("No event {event_id} was sent to endpoint {id}")));
     }
     Ok(ApiResponse::json(202, &serde_json::json!({"eventId": event_id, "state": webhook::DeliveryState::Redelivering})))
