@@ -138,18 +138,22 @@ impl Courier {
     /// Delivers one event to each endpoint still to have it, all at once, each on its own
     /// retry schedule (the lease renewed before each wait).
     async fn deliver(self, pending: Pending) {
-        let ledger = &self.ledger;
-        // Read consistently: an endpoint the event was written for is there, unless deleted.
-        let endpoints = match ledger.endpoints(&pending.account, true).await {
-            Ok(e) => e,
-            // Its lease runs out and a sweep takes it again.
-            Err(e) => return tracing::warn!(event = %pending.event.id, error = %format!("{e:#}"), "webhook event not delivered: endpoints not read"),
-        };
         let Pending { account, event, endpoints: to } = pending;
         let alone = to.len() == 1;
         join_all(to.into_iter().map(|id| {
-            let endpoint = endpoints.iter().find(|e| e.id == id).cloned();
-            self.clone().deliver_to(account.clone(), event.clone(), id, endpoint, alone)
+            let (courier, account, event) = (self.clone(), account.clone(), event.clone());
+            async move {
+                // Each endpoint the event was written for, read by its key, consistently
+                // (there unless deleted; its secret as rotated): a read unit, where a
+                // query of the account's endpoints costs the same and reads all of them.
+                match courier.ledger.endpoint(&account, &id).await {
+                    Ok(endpoint) => courier.deliver_to(account, event, id, endpoint, alone).await,
+                    // Its lease runs out and a sweep takes it again.
+                    Err(e) => {
+                        tracing::warn!(event = %event.id, endpoint = %id, error = %format!("{e:#}"), "webhook event not delivered: its endpoint not read")
+                    }
+                }
+            }
         }))
         .await;
     }
