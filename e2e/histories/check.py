@@ -21,7 +21,7 @@ said once it had settled. Each check returns violations, named by kind:
   kept for another time than LEDGER_TTL_DAYS after it finished;
 - `request`: what the gateway received (path, bearer token, content, media, metadata)
   differing from what was sent;
-- `idle`: an account with a message ready to go and no fault, pause or 429 in the way
+- `idle`: an account with a message ready to go and no fault (nor a ledger found slower than a take's lead by a worker), pause or 429 in the way
   that sent nothing for several spacings (a slot given to something that was not sent).
 """
 
@@ -83,6 +83,11 @@ class Checker:
                 self.by_id.setdefault(x["id"], []).append(x)
         self.faults = [e for e in h.of("fault") if not e.get("skipped")]
         self.impaired = self._impaired()
+        # The ledger slower than a take's lead with no fault injected (the emulator on a
+        # busy machine: CI, seeds 1838218566 and 1833763631): what a worker took meanwhile
+        # was given back unsent, as the limit requires; the account may idle until the
+        # ledger answers in time again.
+        self.impaired += [(t - claim_ms - LEAD_MS, t + RECOVERY_MS) for t, claim_ms in self.final.get("slow_claims", [])]
         # What delays a control or an outcome on its way to the schedule: workers down or
         # stopped, SQS and the ledger failing, Redis not answering. A Redis that lost its
         # data delays nothing: what it held must be put back, holds and pauses included.

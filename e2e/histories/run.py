@@ -453,6 +453,7 @@ class Driver:
         final["views"] = views
         final["campaign_views"] = {cid: self.call("GET", f"/campaigns/{cid}", c["account"]) for cid, c in self.h.campaigns.items()}
         final["status"] = {a: self.call("GET", "/status", a) for a in self.h.accounts}
+        final["slow_claims"] = self.sys.slow_claims(self.h.started_ms)
         failed = {}
         for a in self.h.accounts:
             pages, cursor = [], None

@@ -6,10 +6,12 @@ snapshot) or a Redis Cluster, the gateway stub, the edge under `wrangler dev`, a
 history's two worker processes, which the faults kill, stop and restart."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -105,6 +107,27 @@ class HistorySystem:
         if self.cluster:
             env.update(REDIS_URL=self.cluster.urls, REDIS_CLUSTER="true", SCHEDULE_SHARDS="4", REDIS_WAIT_REPLICAS="1")
         return env
+
+    def slow_claims(self, since_ms: float) -> list:
+        """When a worker found the ledger slower than a take's lead (its warning "ledger
+        claim slower than the take's lead", at that time, with `claim_ms`): [(t, claim_ms)]
+        since `since_ms`. Nothing is sent meanwhile, by design (a late claim is given back
+        unsent): the ledger was slow, as under a fault, though none was injected (a busy
+        machine's emulator)."""
+        out = []
+        for log in self.home.glob(f"worker-{self.prefix.rstrip(':')}-*.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if "ledger claim slower than the take's lead" not in line:
+                    continue
+                plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
+                found = re.search(r"claim_ms=(\d+)", plain)
+                try:
+                    t = datetime.fromisoformat(plain.split()[0].replace("Z", "+00:00")).timestamp() * 1000
+                except ValueError:
+                    continue
+                if t >= since_ms and found:
+                    out.append((t, int(found.group(1))))
+        return sorted(out)
 
     def start_worker(self, i: int) -> None:
         log = self.home / f"worker-{self.prefix.rstrip(':')}-{i}.log"
