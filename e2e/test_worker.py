@@ -547,7 +547,7 @@ def test_a_ledger_call_that_never_answers_stalls_nothing(system, proxy):
     try:
         proxy.fail("sentAt", mode="hang", count=1, delay=120)  # the first outcome's write
         ids = system.send(account, fans(account, 3))
-        wait_statuses(system, account, 3, timeout=40)
+        wait_statuses(system, account, 3, timeout=60)  # the attempt's 20 s, then its retry
     finally:
         stop_all(workers)
     assert proxy.hits == [("hang", "sentAt")], "the first outcome's write was held"

@@ -44,11 +44,14 @@ async fn check_shards(schedule: &Schedule) -> anyhow::Result<()> {
 
 /// The SDK sets no timeout of its own: one call hanging on a half-open connection would
 /// stall whatever awaits it for ever (the completion pipeline records one batch at a time,
-/// so every account's outcomes behind it). An attempt gets a few seconds (a DynamoDB or
-/// CloudWatch call takes milliseconds in-region), plus `long_poll_s` for SQS's receive,
-/// which is allowed to wait that long; the SDK's retries then try again, within a bound.
+/// so every account's outcomes behind it). An attempt gets 20 s (plus `long_poll_s` for
+/// SQS's receive, which may wait that long): far past a slow call (DynamoDB answers in
+/// milliseconds in-region; the tests' slowed ledger takes 2.5 s more on a busy machine's
+/// emulator, and an attempt cut short there is retried and slow again, which held a
+/// stopping worker's outcomes past its grace: CI, seed 1410002757), yet an end to a
+/// hung one; the SDK's retries then try again, within a bound.
 fn aws_timeouts(long_poll_s: u64) -> aws_config::timeout::TimeoutConfig {
-    let attempt = Duration::from_secs(5 + long_poll_s);
+    let attempt = Duration::from_secs(20 + long_poll_s);
     aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(3))
         .operation_attempt_timeout(attempt)
