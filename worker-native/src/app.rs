@@ -42,37 +42,20 @@ async fn check_shards(schedule: &Schedule) -> anyhow::Result<()> {
     }
 }
 
-/// The SDK sets no timeout of its own: one call hanging on a half-open connection would
-/// stall whatever awaits it for ever (the completion pipeline records one batch at a time,
-/// so every account's outcomes behind it). An attempt gets 20 s (plus `long_poll_s` for
-/// SQS's receive, which may wait that long): far past a slow call (DynamoDB answers in
-/// milliseconds in-region; the tests' slowed ledger takes 2.5 s more on a busy machine's
-/// emulator, and an attempt cut short there is retried and slow again, which held a
-/// stopping worker's outcomes past its grace: CI, seed 1410002757), yet an end to a
-/// hung one; the SDK's retries then try again, within a bound.
-fn aws_timeouts(long_poll_s: u64) -> aws_config::timeout::TimeoutConfig {
-    let attempt = Duration::from_secs(20 + long_poll_s);
-    aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .operation_attempt_timeout(attempt)
-        .operation_timeout(attempt * 3 + Duration::from_secs(5))
-        .build()
-}
-
 pub async fn run(config: Config) -> anyhow::Result<()> {
     if !config.enabled {
         anyhow::bail!("RATE_LIMITER_ENABLED is not true: refusing to send without the rate limiter");
     }
     let aws = aws_config::load_from_env().await;
-    let sqs = aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(&aws).timeout_config(aws_timeouts(config.sqs_wait_seconds as u64)).build());
+    let sqs = aws_sdk_sqs::Client::new(&aws);
     // The events of the outcomes the ledger records go to the outbox (`crate::outbox`),
     // held by the worker that wrote them for two deliveries' time and 5 s (it renews the
     // lease before each wait to try again).
     let event_lease_ms = 2 * config.webhook_timeout.as_millis() as u64 + 5_000;
     let (events, written_events) = crate::events::EventSink::new(event_lease_ms);
-    let dynamodb = aws_sdk_dynamodb::Client::from_conf(aws_sdk_dynamodb::config::Builder::from(&aws).timeout_config(aws_timeouts(0)).build());
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
     let ledger = Ledger::new(dynamodb, config.ledger_table.clone(), config.ledger_ttl_days).with_events(events.clone());
-    let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(aws_sdk_cloudwatch::config::Builder::from(&aws).timeout_config(aws_timeouts(0)).build());
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&aws);
     let schedule = schedule(&config)?;
     check_shards(&schedule).await?;
     let metrics = Arc::new(Metrics::default());
