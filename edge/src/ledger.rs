@@ -536,7 +536,7 @@ pub async fn deliveries<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, endpoint_i
         let mut body = json!({
             "TableName": table(ctx),
             "KeyConditionExpression": "#pk = :c AND begins_with(#sk, :prefix)",
-            "FilterExpression": "attribute_exists(#log) OR contains(endpoints, :ep)",
+            "FilterExpression": webhook::SENT_TO,
             "ExpressionAttributeNames": {"#pk": PK, "#sk": SK, "#log": webhook::log_attribute(endpoint_id)},
             "ExpressionAttributeValues": {":c": s(creator), ":prefix": s(webhook::EVENT_SK_PREFIX), ":ep": s(endpoint_id)},
         });
@@ -566,7 +566,7 @@ pub async fn redeliver<P: Platform>(ctx: &Ctx<'_, P>, creator: &str, endpoint_id
                 "TableName": table(ctx),
                 "Key": key(creator, &format!("{}{event_id}", webhook::EVENT_SK_PREFIX)),
                 "UpdateExpression": webhook::REDELIVER,
-                "ConditionExpression": format!("{} AND (attribute_exists(#log) OR contains(endpoints, :ep))", webhook::EVENT_EXISTS),
+                "ConditionExpression": format!("{} AND {}", webhook::EVENT_EXISTS, webhook::SENT_TO),
                 "ExpressionAttributeNames": {"#log": webhook::log_attribute(endpoint_id), "#ttl": ledger::TTL_ATTR},
                 "ExpressionAttributeValues": {
                     ":ttl": n((now_ms + webhook::EVENT_TTL_MS) / 1000),

@@ -660,7 +660,8 @@ pub struct Delivery {
 impl Delivery {
     /// As stored in the log (a DynamoDB map).
     pub fn to_attr(&self) -> Value {
-        let mut m = json!({"state": ledger::s(self.state.as_str()), "attempts": ledger::n(u64::from(self.attempts))});
+        // The state's name as the API spells it (serde's), stored as a string.
+        let mut m = json!({"state": {"S": self.state}, "attempts": ledger::n(u64::from(self.attempts))});
         for (k, v) in [("lastAttemptAt", &self.last_attempt_at), ("lastAnswer", &self.last_answer), ("nextAttemptAt", &self.next_attempt_at)] {
             if let Some(v) = v {
                 m[k] = ledger::s(v.as_str());
@@ -679,18 +680,6 @@ impl Delivery {
             last_answer: text("lastAnswer"),
             next_attempt_at: text("nextAttemptAt"),
         })
-    }
-}
-
-impl DeliveryState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Pending => "pending",
-            DeliveryState::Retrying => "retrying",
-            DeliveryState::Delivered => "delivered",
-            DeliveryState::Failed => "failed",
-            DeliveryState::Redelivering => "redelivering",
-        }
     }
 }
 
@@ -737,6 +726,9 @@ fn with_endpoints(item: &Value) -> Value {
 pub const REDELIVER: &str = "ADD endpoints :e SET waitShard = :ws, leaseUntil = :zero, #log = :d, #ttl = :ttl";
 /// Only an event that is there.
 pub const EVENT_EXISTS: &str = "attribute_exists(messageId)";
+/// An event that was sent to an endpoint (`#log` its [`log_attribute`], `:ep` its id):
+/// logged for it, or still to be delivered to it.
+pub const SENT_TO: &str = "(attribute_exists(#log) OR contains(endpoints, :ep))";
 
 /// Until when a worker delivers an event (ms): another takes it over after that.
 pub const LEASE: &str = "leaseUntil";

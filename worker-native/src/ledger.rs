@@ -976,7 +976,7 @@ impl Ledger {
                         (false, true) => return Ok(true),
                         // Another transaction on the item (an outcome's, on the summary) got
                         // in the way: again, shortly, as `apply_with_summary` does.
-                        _ => tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(10..50) * conflicts)).await,
+                        _ => conflict_pause(conflicts).await,
                     }
                 }
             }
@@ -1161,7 +1161,7 @@ impl Ledger {
                             // item got in the way (or DynamoDB throttled). Again, shortly.
                             conflicts += 1;
                             anyhow::ensure!(conflicts <= 10, "ledger transactions kept conflicting for account {account}");
-                            tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(10..50) * u64::from(conflicts))).await;
+                            conflict_pause(u64::from(conflicts)).await;
                         }
                         // A refused campaign guard: that campaign was canceled.
                         let canceled: Vec<String> = refused
@@ -1256,6 +1256,13 @@ impl Ledger {
         }
         Ok(Some(u.build()?))
     }
+}
+
+/// A pause before a transaction is tried again after conflicting with another on the
+/// same item (a summary every outcome of the account updates): longer each time, and
+/// jittered, so that two workers do not meet again.
+async fn conflict_pause(conflicts: u64) {
+    tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(10..50) * conflicts)).await;
 }
 
 /// What a refused claim means, from the item as it was.
