@@ -87,7 +87,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.ledger_enabled {
         tasks.spawn(crate::recover::rest_campaigns(ledger.clone(), config.campaign_rest_interval, stop.clone()));
     }
-    let webhooks = crate::webhook::Deliverer::new(config.webhook_timeout, config.webhook_loopback, config.webhook_retry_compress)?;
+    let webhooks =
+        crate::webhook::Deliverer::new(config.webhook_timeout, config.webhook_loopback, config.webhook_retry_compress, config.webhook_endpoint_concurrency)?;
     if config.ledger_enabled {
         tasks.spawn(crate::outbox::run(
             ledger.clone(),

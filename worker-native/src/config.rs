@@ -107,6 +107,11 @@ pub const SETTINGS: &[Setting] = &[
         "how often a worker reads which accounts have webhook endpoints: an account's first endpoint hears of the outcomes recorded from then on",
     ),
     set(
+        "WEBHOOK_ENDPOINT_CONCURRENCY",
+        Default::Number(8),
+        "the most deliveries a worker has in flight to one webhook endpoint: the rest wait their turn (a sweep after a receiver's outage takes over its whole backlog at once)",
+    ),
+    set(
         "WEBHOOK_RETRY_COMPRESS",
         Default::Number(1),
         "divides the webhook retry schedule (at once, 5s, 5min, 30min, 2h, 5h, 10h, 14h, 20h, 24h): tests only, 1000 makes hours seconds",
@@ -193,6 +198,7 @@ pub struct Config {
     pub webhook_timeout: Duration,
     pub webhook_loopback: bool,
     pub webhook_retry_compress: u64,
+    pub webhook_endpoint_concurrency: usize,
     pub webhook_sweep_interval: Duration,
     pub webhook_endpoints_refresh: Duration,
 }
@@ -257,6 +263,7 @@ impl Config {
         let webhook_timeout = ms(s.duration_of(t, "WEBHOOK_TIMEOUT"));
         let webhook_loopback = s.flag_of(t, "WEBHOOK_LOOPBACK");
         let webhook_retry_compress = s.number_of(t, "WEBHOOK_RETRY_COMPRESS", 1..=1_000_000);
+        let webhook_endpoint_concurrency = s.number_of(t, "WEBHOOK_ENDPOINT_CONCURRENCY", 1..=10_000) as usize;
         let webhook_sweep_interval = ms(s.duration_of(t, "WEBHOOK_SWEEP_INTERVAL"));
         let webhook_endpoints_refresh = ms(s.duration_of(t, "WEBHOOK_ENDPOINTS_REFRESH"));
         let margin_ms = margin_of(&mut s, "RATE_LIMIT_MARGIN", rate);
@@ -362,6 +369,7 @@ impl Config {
             webhook_timeout,
             webhook_loopback,
             webhook_retry_compress,
+            webhook_endpoint_concurrency,
             webhook_sweep_interval,
             webhook_endpoints_refresh,
         };

@@ -11,14 +11,20 @@
 //! registration), and redirects are not followed.
 //!
 //! Deliveries run apart from the send path, each in a task of its own: a slow or dead
-//! receiver holds up nothing but its own retries.
+//! receiver holds up nothing but its own retries. At most `WEBHOOK_ENDPOINT_CONCURRENCY`
+//! attempts are in flight to one endpoint from a worker, the rest waiting their turn:
+//! a sweep that takes over an endpoint's whole backlog after its receiver's outage does
+//! not open thousands of connections to it at once, and another endpoint's turns are
+//! its own.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use shared::webhook::{self, Endpoint, Event};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::gateway::parse_retry_after;
 
@@ -56,10 +62,11 @@ pub struct Deliverer {
     allow_loopback: bool,
     /// The retry schedule divided by this (1 in production; tests compress it).
     compress: u64,
+    turns: Turns,
 }
 
 impl Deliverer {
-    pub fn new(timeout: Duration, allow_loopback: bool, compress: u64) -> anyhow::Result<Self> {
+    pub fn new(timeout: Duration, allow_loopback: bool, compress: u64, per_endpoint: usize) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -68,14 +75,15 @@ impl Deliverer {
             .no_proxy()
             .dns_resolver(Arc::new(PublicOnly { allow_loopback }))
             .build()?;
-        Ok(Self { client, allow_loopback, compress })
+        Ok(Self { client, allow_loopback, compress, turns: Turns::new(per_endpoint) })
     }
 
-    /// One attempt.
+    /// One attempt, once the endpoint has room for it.
     pub async fn attempt(&self, endpoint: &Endpoint, event: &Event) -> Answer {
         if let Err(why) = webhook::endpoint_url(&endpoint.url, self.allow_loopback) {
             return Answer::Failed { reason: format!("the endpoint's URL is refused: it {why}"), retry_after_ms: None };
         }
+        let _turn = self.turns.take(&endpoint.id).await;
         let body = event.body();
         let now = SystemTime::now();
         let timestamp = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -133,6 +141,47 @@ impl Deliverer {
                 Some(now) if now.disabled.is_none() => endpoint = now,
                 _ => return (Answer::Withdrawn, attempts),
             }
+        }
+    }
+}
+
+/// Each endpoint's attempts in flight, at most `per_endpoint` at once. An endpoint's
+/// semaphore lives while someone holds or awaits it, and leaves the map with the last.
+#[derive(Clone)]
+struct Turns {
+    per_endpoint: usize,
+    endpoints: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+/// One attempt's room at its endpoint, given back when dropped.
+struct Turn {
+    permit: Option<OwnedSemaphorePermit>,
+    endpoint: String,
+    turns: Turns,
+}
+
+impl Turns {
+    fn new(per_endpoint: usize) -> Self {
+        Self { per_endpoint: per_endpoint.max(1), endpoints: Arc::default() }
+    }
+
+    async fn take(&self, endpoint: &str) -> Turn {
+        let semaphore = {
+            let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+            endpoints.entry(endpoint.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(self.per_endpoint))).clone()
+        };
+        let permit = semaphore.acquire_owned().await.expect("a turn's semaphore is never closed");
+        Turn { permit: Some(permit), endpoint: endpoint.to_owned(), turns: self.clone() }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        let mut endpoints = self.turns.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map holds it: nobody in flight or waiting.
+        if endpoints.get(&self.endpoint).is_some_and(|s| Arc::strong_count(s) == 1) {
+            endpoints.remove(&self.endpoint);
         }
     }
 }

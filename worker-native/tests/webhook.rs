@@ -4,6 +4,7 @@
 //! in time), and no connection to an address inside the network. (The reference
 //! library's own check of the same deliveries is in `e2e/test_webhooks.py`.)
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,9 @@ type Script = Vec<(u16, Option<&'static str>, Duration)>;
 struct Receiver {
     got: Arc<Mutex<Vec<(Instant, HeaderMap, Bytes)>>>,
     script: Arc<Mutex<Script>>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
 }
 
 impl Receiver {
@@ -34,6 +38,8 @@ impl Receiver {
             post(move |headers: HeaderMap, body: Bytes| {
                 let state = state.clone();
                 async move {
+                    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    state.most.fetch_max(now, Ordering::SeqCst);
                     state.got.lock().unwrap().push((Instant::now(), headers, body));
                     let next = {
                         let mut script = state.script.lock().unwrap();
@@ -48,6 +54,7 @@ impl Receiver {
                     if let Some(ra) = retry_after {
                         answer.headers_mut().insert("retry-after", ra.parse().unwrap());
                     }
+                    state.in_flight.fetch_sub(1, Ordering::SeqCst);
                     answer
                 }
             }),
@@ -76,8 +83,12 @@ fn endpoint(url: &str, secret: Secret, previous: Option<Secret>) -> Endpoint {
 }
 
 fn event() -> Event {
+    event_n(2)
+}
+
+fn event_n(n: u8) -> Event {
     Event {
-        id: webhook::event_id(1_795_586_400_000, [2; 8]),
+        id: webhook::event_id(1_795_586_400_000, [n; 8]),
         kind: "message.sent".into(),
         timestamp: "2026-12-07T12:00:00.000Z".into(),
         data: json!({"messageId": "m"}),
@@ -94,7 +105,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
 async fn a_delivery_is_signed_and_a_failed_one_tried_again_with_the_same_id() {
     let (receiver, url) = Receiver::start(vec![(500, None, Duration::ZERO), (503, Some("1"), Duration::ZERO)]).await;
     let (new, old) = (Secret::from_bytes([5; SECRET_BYTES]), Secret::from_bytes([6; SECRET_BYTES]));
-    let deliverer = Deliverer::new(Duration::from_secs(5), true, 1000).unwrap();
+    let deliverer = Deliverer::new(Duration::from_secs(5), true, 1000, 8).unwrap();
     let e = event();
     let to = endpoint(&url, new.clone(), Some(old.clone()));
     let (answer, attempts) = deliverer.deliver(to.clone(), &e, |_| async { true }, || std::future::ready(Some(to.clone()))).await;
@@ -117,7 +128,7 @@ async fn a_delivery_is_signed_and_a_failed_one_tried_again_with_the_same_id() {
 #[tokio::test]
 async fn a_retry_reads_the_endpoint_again() {
     let (receiver, url) = Receiver::start(vec![(500, None, Duration::ZERO), (500, None, Duration::ZERO)]).await;
-    let deliverer = Deliverer::new(Duration::from_secs(5), true, 1000).unwrap();
+    let deliverer = Deliverer::new(Duration::from_secs(5), true, 1000, 8).unwrap();
     let (first, rotated) = (Secret::from_bytes([1; SECRET_BYTES]), Secret::from_bytes([2; SECRET_BYTES]));
     let e = event();
     let mut reads = 0;
@@ -139,10 +150,30 @@ async fn a_retry_reads_the_endpoint_again() {
     assert!(!webhook::verify(&first, header(h, "webhook-signature"), &e.id, ts, body));
 }
 
+/// An endpoint's backlog (a sweep's take-over) goes to it at most `per_endpoint` at a
+/// time, every event delivered; another endpoint does not wait behind it.
+#[tokio::test]
+async fn an_endpoint_has_at_most_its_share_of_attempts_in_flight() {
+    let slow = (200, None, Duration::from_millis(300));
+    let (receiver, url) = Receiver::start(vec![slow; 11]).await;
+    let deliverer = Deliverer::new(Duration::from_secs(5), true, 1, 2).unwrap();
+    let busy = endpoint(&url, Secret::from_bytes([3; SECRET_BYTES]), None);
+    let other = Endpoint { id: webhook::endpoint_id(1_795_586_400_000, [9; 8]), ..busy.clone() };
+    let backlog: Vec<Event> = (10..20).map(event_n).collect();
+    let lone = event_n(30);
+    let answers = futures::future::join_all(backlog.iter().map(|e| deliverer.attempt(&busy, e)).chain([deliverer.attempt(&other, &lone)])).await;
+    assert!(answers.iter().all(|a| *a == Answer::Delivered), "{answers:?}");
+    assert_eq!(receiver.got().len(), 11, "each event delivered once");
+    assert_eq!(receiver.most.load(Ordering::SeqCst), 3, "two of the busy endpoint's at once, and the other's beside them");
+    let order: Vec<String> = receiver.got().iter().map(|(_, h, _)| header(h, "webhook-id").to_owned()).collect();
+    let at = order.iter().position(|id| *id == lone.id).unwrap();
+    assert!(at < 3, "the other endpoint's event went at once, not behind the backlog (arrived {}th)", at + 1);
+}
+
 #[tokio::test]
 async fn each_answer_is_judged() {
     let secret = || Secret::from_bytes([7; SECRET_BYTES]);
-    let deliverer = Deliverer::new(Duration::from_millis(300), true, 1).unwrap();
+    let deliverer = Deliverer::new(Duration::from_millis(300), true, 1, 8).unwrap();
     let deliverer = &deliverer;
     let once = |status: u16, retry_after: Option<&'static str>, delay_ms: u64| async move {
         let (receiver, url) = Receiver::start(vec![(status, retry_after, Duration::from_millis(delay_ms))]).await;
@@ -163,7 +194,7 @@ async fn each_answer_is_judged() {
 #[tokio::test]
 async fn nothing_reaches_inside_the_network() {
     let (receiver, url) = Receiver::start(vec![]).await;
-    let strict = Deliverer::new(Duration::from_secs(2), false, 1).unwrap();
+    let strict = Deliverer::new(Duration::from_secs(2), false, 1, 8).unwrap();
     let secret = || Secret::from_bytes([8; SECRET_BYTES]);
     let port = url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/hooks").to_owned();
     for target in [url.clone(), format!("https://10.1.2.3:{port}/hooks"), "https://169.254.169.254/latest/meta-data/".into()] {
