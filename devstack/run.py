@@ -49,6 +49,9 @@ def print_usage(system: LocalSystem, account: str, token: str, limit: str) -> No
     api, p = system.api, system.ports
     print(f"""
 Ready. Per-account limit: {limit}.
+  Console:        {api}/console/#token={token}
+                  (the operators' page, signed in as {account!r}: the token stays in the
+                  fragment, which the browser never sends, and then in that tab only)
   API:            {api}
   Gateway stub:   {system.gateway}/deliveries  (what was delivered{"; OnlyFansAPI.com's protocol" if system.vendor else ""})
   Worker health:  http://127.0.0.1:{p.worker_health}/readyz

@@ -7,7 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 out="$root/edge/build/index_bg.wasm"
 if [ -f "$out" ] && [ -f "$root/edge/build/index.js" ]; then
-  if [ "${EDGE_SKIP_BUILD:-}" = 1 ] || [ -z "$(cd "$root" && find edge/src edge/js shared/src edge/Cargo.toml shared/Cargo.toml Cargo.toml Cargo.lock -newer "$out" -print -quit)" ]; then
+  if [ "${EDGE_SKIP_BUILD:-}" = 1 ] || [ -z "$(cd "$root" && find edge/src edge/js edge/openapi.json console shared/src edge/Cargo.toml shared/Cargo.toml Cargo.toml Cargo.lock -newer "$out" -print -quit)" ]; then
     exit 0
   fi
 fi

@@ -10,8 +10,11 @@ source "$(dirname "$0")/lib.sh"
 step() { printf '==> %s\n' "$*" >&2; }
 
 # Debian packages: Redis (the schedule); umoci (checks the worker's OCI image, which
-# deploy/image.py builds without Docker); ca-certificates (copied into that image).
+# deploy/image.py builds without Docker); ca-certificates (copied into that image);
+# Chromium (the console's tests drive it headless with playwright-core, which would
+# otherwise download a browser of its own from a host this machine cannot reach).
 missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v umoci >/dev/null 2>&1 || missing+=(umoci)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
@@ -59,7 +62,7 @@ if [ ! -f "$PYTHON_VENV/.complete" ]; then
 fi
 
 if [ ! -x "$root/node_modules/.bin/wrangler" ] || [ "$root/package-lock.json" -nt "$root/node_modules/.package-lock.json" ]; then
-  step "installing npm packages (wrangler, binaryen)"
+  step "installing npm packages (wrangler, binaryen, playwright-core, axe-core)"
   (cd "$root" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 step "tools ready"

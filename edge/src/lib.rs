@@ -6,6 +6,7 @@
 //! - [`api`]: routing and one module per route;
 //! - [`auth`]: JWT verification and JWKS keys;
 //! - [`config`]: settings from the environment;
+//! - [`console`]: the operators' page, served beside the API;
 //! - [`sigv4`] and [`aws`]: signed AWS JSON-protocol calls with retries;
 //! - [`queue`] (SQS), [`ledger`] (DynamoDB), [`position`] (queue positions),
 //!   [`idempotency`];
@@ -16,6 +17,7 @@ pub mod api;
 pub mod auth;
 pub mod aws;
 pub mod config;
+pub mod console;
 pub mod cors;
 pub mod error;
 pub mod http;

@@ -54,8 +54,11 @@ async fn route<P: Platform>(p: &P, edge: Result<&Edge, &[FieldError]>, request: 
     let Some(rest) = request.path.strip_prefix(BASE_PATH).and_then(|r| r.strip_prefix('/')) else {
         return Err(ApiError::new(ErrorCode::NotFound));
     };
-    let rest = rest.trim_end_matches('/');
     let method = request.method.as_str();
+    if let Some(page) = crate::console::asset(rest, method) {
+        return Ok(page);
+    }
+    let rest = rest.trim_end_matches('/');
     if rest == "openapi.json" {
         allow(method, &["GET", "HEAD"])?;
         return Ok(ApiResponse::raw_json(200, OPENAPI.to_owned()));
