@@ -174,13 +174,16 @@ impl Courier {
                     async move {
                         let now = now_ms();
                         let log = Delivery {
-                            state: DeliveryState::Retrying,
+                            state: if retry.waiting && retry.attempts == 0 { DeliveryState::Pending } else { DeliveryState::Retrying },
                             attempts: retry.attempts,
-                            last_attempt_at: Some(rfc3339_ms(now)),
+                            // (A wait for the endpoint's turn is not an attempt.)
+                            last_attempt_at: (!retry.waiting).then(|| rfc3339_ms(now)),
                             last_answer: Some(retry.reason),
                             next_attempt_at: Some(rfc3339_ms(now + retry.delay_ms)),
                         };
-                        metrics.webhook_attempt(false);
+                        if !retry.waiting {
+                            metrics.webhook_attempt(false);
+                        }
                         match ledger.renew_event_lease(&account, &event_id, now + retry.delay_ms + lease_ms, &endpoint_id, &log).await {
                             Ok(()) => true,
                             Err(err) => {

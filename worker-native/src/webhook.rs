@@ -46,13 +46,15 @@ pub enum Answer {
     Yielded,
 }
 
-/// A failed attempt about to be tried again: what the delivery log records before the
-/// wait.
+/// A failed attempt about to be tried again, or an attempt waiting for its endpoint's
+/// turn (`waiting`): what the delivery log records before the wait, when the event's
+/// lease is renewed past it.
 #[derive(Debug, Clone)]
 pub struct Retry {
     pub attempts: u32,
     pub reason: String,
     pub delay_ms: u64,
+    pub waiting: bool,
 }
 
 /// Signs and sends events.
@@ -63,6 +65,9 @@ pub struct Deliverer {
     /// The retry schedule divided by this (1 in production; tests compress it).
     compress: u64,
     turns: Turns,
+    /// How often an attempt waiting for its endpoint's turn says so (`before_wait`: the
+    /// event's lease, twice the timeout and 5 s, renewed), half the receiver's timeout.
+    hold_every: Duration,
 }
 
 impl Deliverer {
@@ -75,15 +80,40 @@ impl Deliverer {
             .no_proxy()
             .dns_resolver(Arc::new(PublicOnly { allow_loopback }))
             .build()?;
-        Ok(Self { client, allow_loopback, compress, turns: Turns::new(per_endpoint) })
+        Ok(Self { client, allow_loopback, compress, turns: Turns::new(per_endpoint), hold_every: timeout / 2 })
     }
 
     /// One attempt, once the endpoint has room for it.
     pub async fn attempt(&self, endpoint: &Endpoint, event: &Event) -> Answer {
+        let _turn = self.turns.take(&endpoint.id).await;
+        self.send(endpoint, event).await
+    }
+
+    /// The endpoint's turn for one attempt. While it waits, `before_wait` hears of it every
+    /// `hold_every` (so that the event's lease outlasts the wait: a backlog taken over after
+    /// an outage waits here), and `None` when it answers that this task no longer holds the
+    /// event. The wait keeps its place in the endpoint's line.
+    async fn turn<W: std::future::Future<Output = bool>>(&self, endpoint: &str, attempts: u32, before_wait: &mut impl FnMut(Retry) -> W) -> Option<Turn> {
+        let take = self.turns.take(endpoint);
+        tokio::pin!(take);
+        loop {
+            tokio::select! {
+                turn = &mut take => return Some(turn),
+                _ = tokio::time::sleep(self.hold_every) => {
+                    let reason = "waiting for its turn: WEBHOOK_ENDPOINT_CONCURRENCY deliveries to this endpoint in flight".to_owned();
+                    if !before_wait(Retry { attempts, reason, delay_ms: self.hold_every.as_millis() as u64, waiting: true }).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt, its turn taken.
+    async fn send(&self, endpoint: &Endpoint, event: &Event) -> Answer {
         if let Err(why) = webhook::endpoint_url(&endpoint.url, self.allow_loopback) {
             return Answer::Failed { reason: format!("the endpoint's URL is refused: it {why}"), retry_after_ms: None };
         }
-        let _turn = self.turns.take(&endpoint.id).await;
         let body = event.body();
         let now = SystemTime::now();
         let timestamp = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -128,12 +158,14 @@ impl Deliverer {
         let mut endpoint = endpoint;
         let mut attempts = 0;
         loop {
-            let answer = self.attempt(&endpoint, event).await;
+            let Some(turn) = self.turn(&endpoint.id, attempts, &mut before_wait).await else { return (Answer::Yielded, attempts) };
+            let answer = self.send(&endpoint, event).await;
+            drop(turn);
             attempts += 1;
             let Answer::Failed { reason, retry_after_ms } = &answer else { return (answer, attempts) };
             let Some(delay) = webhook::retry_delay_ms(attempts, self.compress, *retry_after_ms) else { return (answer, attempts) };
             tracing::info!(event = %event.id, endpoint = %endpoint.id, attempts, %reason, retry_in_ms = delay, "webhook delivery failed: tried again");
-            if !before_wait(Retry { attempts, reason: reason.clone(), delay_ms: delay }).await {
+            if !before_wait(Retry { attempts, reason: reason.clone(), delay_ms: delay, waiting: false }).await {
                 return (Answer::Yielded, attempts);
             }
             tokio::time::sleep(Duration::from_millis(delay)).await;

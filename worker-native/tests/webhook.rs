@@ -170,6 +170,43 @@ async fn an_endpoint_has_at_most_its_share_of_attempts_in_flight() {
     assert!(at < 3, "the other endpoint's event went at once, not behind the backlog (arrived {}th)", at + 1);
 }
 
+/// A delivery waiting for its endpoint's turn says so every half timeout (its event's
+/// lease renewed: a backlog's wait would otherwise outlast it, and a sweep take the
+/// event again), and gives up its place when it no longer holds the event.
+#[tokio::test]
+async fn a_delivery_waiting_for_its_turn_holds_its_event() {
+    let (receiver, url) = Receiver::start(vec![(200, None, Duration::from_millis(1_300))]).await;
+    // Timeout 2 s: told every second. One attempt at a time.
+    let deliverer = Deliverer::new(Duration::from_secs(2), true, 1, 1).unwrap();
+    let to = endpoint(&url, Secret::from_bytes([4; SECRET_BYTES]), None);
+    let current = || std::future::ready(Some(to.clone()));
+    let told = Mutex::new(Vec::new());
+    let holding = |retry: worker_native::webhook::Retry| {
+        told.lock().unwrap().push(retry);
+        async { true }
+    };
+    let (first, second) = (event_n(40), event_n(41));
+    let (a, b) = tokio::join!(deliverer.deliver(to.clone(), &first, |_| async { true }, current), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        deliverer.deliver(to.clone(), &second, holding, current).await
+    });
+    assert_eq!((a, b), ((Answer::Delivered, 1), (Answer::Delivered, 1)));
+    let told = told.into_inner().unwrap();
+    assert!(!told.is_empty() && told.iter().all(|r| r.waiting && r.attempts == 0), "told of its wait while the first held the turn: {told:?}");
+
+    // One that no longer holds its event leaves the line without an attempt.
+    let (receiver2, url2) = Receiver::start(vec![(200, None, Duration::from_millis(1_300))]).await;
+    let to = endpoint(&url2, Secret::from_bytes([4; SECRET_BYTES]), None);
+    let current = || std::future::ready(Some(to.clone()));
+    let (a, b) = tokio::join!(deliverer.deliver(to.clone(), &first, |_| async { true }, current), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        deliverer.deliver(to.clone(), &second, |_| async { false }, current).await
+    });
+    assert_eq!((a, b), ((Answer::Delivered, 1), (Answer::Yielded, 0)));
+    assert_eq!(receiver2.got().len(), 1, "the yielded one never sent");
+    assert_eq!(receiver.got().len(), 2);
+}
+
 #[tokio::test]
 async fn each_answer_is_judged() {
     let secret = || Secret::from_bytes([7; SECRET_BYTES]);
