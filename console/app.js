@@ -12,19 +12,24 @@ let token = null;
 let failedCursor = null; // the failed list's page: null is the first
 let failedNext = null;
 let refreshing = false;
+// One key per message composed: a second click, or a send again after the API did not
+// answer, is the same request to the API (`Idempotency-Key`), not a second campaign.
+let composing = null;
 
 // --- the API
 
 class Refused extends Error {}
 
-async function api(method, path, body) {
+async function api(method, path, body, headers = {}) {
   let r;
   try {
     r = await fetch(API + path, {
       method,
-      headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+      headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}), ...headers },
       body: body ? JSON.stringify(body) : undefined,
       cache: "no-store",
+      // A request that hangs says so as one that fails, and the refresh goes on.
+      signal: AbortSignal.timeout(15_000),
     });
   } catch {
     banner("The API is unreachable: trying again every few seconds.");
@@ -58,6 +63,10 @@ function accountOf(jwt) {
 function signOut(why) {
   token = null;
   sessionStorage.removeItem(TOKEN_KEY);
+  // Nothing of the last account stays for the next (its failed list's cursor is its own).
+  failedCursor = failedNext = composing = null;
+  for (const id of ["campaign-list", "failed-rows", "compose-answer", "lookup-answer"]) $(id).replaceChildren();
+  for (const id of ["account-note", "failed-note", "failed-total"]) $(id).textContent = "";
   $("app").hidden = true;
   $("who").hidden = true;
   $("sign-in").hidden = false;
@@ -146,11 +155,24 @@ function campaignCard(c) {
   return card;
 }
 
+// A list rebuilt by the refresh keeps the keyboard's place: the button that had the
+// focus has it again in its row's new copy.
+function replaceKeepingFocus(list, rows, key) {
+  const focused = document.activeElement;
+  const row = list.contains(focused) ? focused.closest(`[${key}]`) : null;
+  const was = row && [row.getAttribute(key), focused.textContent];
+  list.replaceChildren(...rows);
+  if (was) {
+    const again = [...list.querySelectorAll(`[${key}] button`)].find((b) => b.closest(`[${key}]`).getAttribute(key) === was[0] && b.textContent === was[1]);
+    again?.focus();
+  }
+}
+
 async function refreshCampaigns() {
   const { ok, data } = await api("GET", "campaigns?limit=20");
   if (!ok) return;
   $("campaigns-empty").hidden = data.campaigns.length > 0;
-  $("campaign-list").replaceChildren(...data.campaigns.map(campaignCard));
+  replaceKeepingFocus($("campaign-list"), data.campaigns.map(campaignCard), "data-campaign");
 }
 
 async function refreshFailed() {
@@ -161,10 +183,10 @@ async function refreshFailed() {
   $("retry-all").disabled = data.failedMessages.length === 0;
   $("failed-next").hidden = !failedNext;
   $("failed-first").hidden = !failedCursor;
-  $("failed-rows").replaceChildren(...data.failedMessages.map((m) =>
+  replaceKeepingFocus($("failed-rows"), data.failedMessages.map((m) =>
     el("tr", { "data-message": m.id },
       el("td", {}, m.recipientId), el("td", {}, when(m.failedAt)), el("td", {}, m.error || "—"), el("td", {}, String(m.attempts)),
-      el("td", {}, el("button", { type: "button", class: "secondary", "aria-label": `Retry the message to ${m.recipientId}`, onclick: () => retry([m.id]) }, "Retry")))));
+      el("td", {}, el("button", { type: "button", class: "secondary", "aria-label": `Retry the message to ${m.recipientId}`, onclick: () => retry([m.id]) }, "Retry")))), "data-message");
 }
 
 async function refresh() {
@@ -242,11 +264,16 @@ async function compose(event) {
   if (media.length) body.mediaUrls = media;
   if ($("send-at").value) body.sendAt = new Date($("send-at").value).toISOString();
   if ($("priority").value) body.priority = Number($("priority").value);
+  composing ??= crypto.randomUUID();
+  const submit = $("compose-form").querySelector("button[type=submit]");
+  submit.disabled = true;
   let answer;
   try {
-    answer = await api("POST", "send", body);
+    answer = await api("POST", "send", body, { "idempotency-key": composing });
   } catch {
     return;
+  } finally {
+    submit.disabled = false;
   }
   const { ok, data } = answer;
   if (!ok) {
@@ -261,6 +288,7 @@ async function compose(event) {
   } else {
     out.replaceChildren(el("p", {}, `Message `, el("code", {}, data.messageId), ` accepted (${data.status}): position ${data.queuePosition}, about ${when(data.estimatedSendTime)}.`));
   }
+  composing = null;
   $("compose-form").reset();
   refresh();
 }
@@ -292,6 +320,7 @@ $("retry-all").addEventListener("click", () => retry([...document.querySelectorA
 $("failed-next").addEventListener("click", () => { failedCursor = failedNext; refresh(); });
 $("failed-first").addEventListener("click", () => { failedCursor = null; refresh(); });
 $("compose-form").addEventListener("submit", compose);
+$("compose-form").addEventListener("input", () => { composing = null; });
 $("lookup-form").addEventListener("submit", lookup);
 $("recipients-file").addEventListener("change", async (e) => {
   const file = e.target.files[0];

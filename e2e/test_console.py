@@ -54,6 +54,9 @@ def test_the_console_is_served_beside_the_api_under_a_strict_policy(system):
 @pytest.mark.parametrize("scenario", ["campaign", "cancel", "retry", "pause", "tokens", "accessibility"])
 def test_an_operator_in_a_real_browser(system, scenario):
     account = f"console-{scenario}-{uuid.uuid4().hex[:6]}"
+    if scenario == "cancel":
+        # 1 a second: still sending when the page sees a few sent and Cancel lands.
+        system.redis_count("HSET", "console:limits", account, "10 10000 1")
     SHOTS.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
