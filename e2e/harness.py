@@ -434,6 +434,21 @@ class System:
         self.redis.stop()
 
 
+def given_back(workers):
+    """What the workers gave back unsent because they themselves were late (their logs):
+    the ids of sends woken past their deadline (the process stalled), and how many
+    claims came back from the ledger after their slot. Each costs its account a slot:
+    the limit requires it, so a test of idle slots excuses it, as the history checker
+    does."""
+    ansi = re.compile(r"\x1b\[[0-9;]*m")
+    ids, late = set(), 0
+    for w in workers:
+        text = ansi.sub("", w.log.read_text(errors="replace"))
+        ids.update(re.findall(r"woken past the send deadline.* id=(\S+)", text))
+        late += sum(int(n) for n in re.findall(r"claim slower than the take's lead.* late=(\d+)", text))
+    return ids, late
+
+
 def stop_all(workers, sig=signal.SIGTERM):
     for w in workers:
         w.stop(sig)
