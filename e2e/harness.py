@@ -434,17 +434,21 @@ class System:
         self.redis.stop()
 
 
-def given_back(workers):
-    """What the workers gave back unsent because they themselves were late (their logs):
-    the ids of sends woken past their deadline (the process stalled), and how many
-    claims came back from the ledger after their slot. Each costs its account a slot:
-    the limit requires it, so a test of idle slots excuses it, as the history checker
-    does."""
-    ansi = re.compile(r"\x1b\[[0-9;]*m")
-    ids, late = set(), 0
-    for w in workers:
-        text = ansi.sub("", w.log.read_text(errors="replace"))
-        ids.update(re.findall(r"woken past the send deadline.* id=(\S+)", text))
+def plain(log_text):
+    """A worker's log without its colours, for its fields to be read (`key=value`)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", log_text)
+
+
+def given_back(logs):
+    """What the workers of these logs gave back unsent because they themselves were
+    late: the ids of sends woken past their deadline (the process stalled), one per
+    time, and how many claims came back from the ledger after their slot. Each costs its
+    account a slot: the limit requires it, so a test of idle slots excuses it, as the
+    history checker does."""
+    ids, late = [], 0
+    for log in logs:
+        text = plain(log.read_text(errors="replace"))
+        ids += re.findall(r"woken past the send deadline.* id=(\S+)", text)
         late += sum(int(n) for n in re.findall(r"claim slower than the take's lead.* late=(\d+)", text))
     return ids, late
 
@@ -457,9 +461,8 @@ def stop_all(workers, sig=signal.SIGTERM):
 def rebuilds(prefix, workers):
     """The rebuilds the workers started with `prefix` logged: "rebuilt from the ledger
     messages=45 added=45 pages=16 ms=53" (less the log's colours), as dicts."""
-    logs = "".join((LOGS / f"worker-{prefix}-{i}.log").read_text() for i in range(workers))
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", logs)
-    return [{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)} for line in plain.splitlines() if "rebuilt from the ledger" in line]
+    logs = plain("".join((LOGS / f"worker-{prefix}-{i}.log").read_text() for i in range(workers)))
+    return [{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)} for line in logs.splitlines() if "rebuilt from the ledger" in line]
 
 
 def summary(system, account):

@@ -18,7 +18,7 @@ import uuid
 import pytest
 import requests
 
-from harness import LOGS, MAX, System, WINDOW_MS, account, edge_settings, fans, figure, max_in_window, ms, start_edge, stop_all, summary, token, wait_for as wait_until, wait_statuses
+from harness import LOGS, MAX, System, WINDOW_MS, account, edge_settings, fans, figure, given_back, plain, max_in_window, ms, start_edge, stop_all, summary, token, wait_for as wait_until, wait_statuses
 from devstack import stack
 from devstack.faultproxy import FaultProxy
 
@@ -277,9 +277,9 @@ def test_a_worker_stopped_past_its_lease_then_resumed(system):
     # Woken up, it gives back unsent what it took: each message waiting for its slot
     # (past its deadline now), or a whole batch whose claim was under way (its answer
     # came after the lead, or the claim was refused: the other worker sent it meanwhile).
-    log = re.sub(r"\x1b\[[0-9;]*m", "", (LOGS / "worker-stopw-0.log").read_text())  # no colours
-    gave_back = (log.count("woken past the send deadline") + sum(int(n) for n in re.findall(r"claim slower than the take's lead.* late=(\d+)", log))
-                 + sum(int(n) for n in re.findall(r"canceled or finished messages left unsent count=(\d+)", log)))
+    log = LOGS / "worker-stopw-0.log"
+    stalled, late = given_back([log])
+    gave_back = len(stalled) + late + sum(int(n) for n in re.findall(r"canceled or finished messages left unsent count=(\d+)", plain(log.read_text())))
     duplicates = outcome(system, accounts, ids, "sigstop", leases_at_stop=held, in_flight_at_stop=len(in_flight), given_back_on_resume=gave_back)
     # Each lease the stopped worker held ends one way: sent again by the other worker
     # after the lease (it was in flight: it reached the gateway, unanswered), given back

@@ -67,7 +67,7 @@ def test_exact_limit_across_three_workers(system):
     # slower than its lead: logged) leaves its slot idle, as the limit requires: its
     # account's span may be a slot and a margin longer for each (CI: 1.1057 after a
     # stall on a loaded machine). Late claims name no account: each excuses them all.
-    stalled, late = given_back(workers)
+    stalled, late = given_back(w.log for w in workers)
     worst, spans = 0, []
     for a in accounts:
         times = sorted(ms(d["receivedAt"]) for d in got if d["accountId"] == a)

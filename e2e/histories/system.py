@@ -20,7 +20,7 @@ from devstack import provision as prov
 from devstack import stack
 from devstack.cluster import Cluster
 from devstack.faultproxy import FaultProxy
-from harness import LOGS, abandon_waiting, edge_settings, start_edge
+from harness import LOGS, abandon_waiting, edge_settings, plain, start_edge
 
 # The compressed limit of every history: 10 per 2 s, as the worker suite.
 MAX = 10
@@ -119,10 +119,10 @@ class HistorySystem:
             for line in log.read_text(errors="replace").splitlines():
                 if "ledger claim slower than the take's lead" not in line:
                     continue
-                plain = re.sub(r"\x1b\[[0-9;]*m", "", line)
-                found = re.search(r"claim_ms=(\d+)", plain)
+                line = plain(line)
+                found = re.search(r"claim_ms=(\d+)", line)
                 try:
-                    t = datetime.fromisoformat(plain.split()[0].replace("Z", "+00:00")).timestamp() * 1000
+                    t = datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp() * 1000
                 except ValueError:
                     continue
                 if t >= since_ms and found:
