@@ -12,6 +12,10 @@ let token = null;
 let failedCursor = null; // the failed list's page: null is the first
 let failedNext = null;
 let refreshing = false;
+// A refresh asked for while one runs (after an action) runs once that one ends.
+let refreshAgain = false;
+// Retrying what the failed list shows (Retry all is held meanwhile).
+let retrying = false;
 // One key per message composed: a second click, or a send again after the API did not
 // answer, is the same request to the API (`Idempotency-Key`), not a second campaign.
 let composing = null;
@@ -127,8 +131,9 @@ async function refreshAccount() {
   if (!ok) return;
   const a = data.account;
   const reason = a.pausedReason ? ` (${a.pausedReason})` : " (by you)";
-  $("acct-state").textContent = a.paused ? `Paused${reason}` : "Sending";
-  $("acct-state").className = a.paused ? "paused" : "running";
+  const waiting = a.rateLimitedUntil ? ` (the gateway asked to wait until ${when(a.rateLimitedUntil)})` : "";
+  $("acct-state").textContent = a.paused ? `Paused${reason}` : `Sending${waiting}`;
+  $("acct-state").className = a.paused || waiting ? "paused" : "running";
   $("acct-backlog").textContent = a.backlog;
   $("acct-eta").textContent = a.backlog ? duration(data.processing.estimatedTimeSeconds) : "empty";
   $("acct-sent").textContent = a.sent;
@@ -137,6 +142,35 @@ async function refreshAccount() {
   $("acct-last").textContent = when(data.processing.lastProcessedAt);
   $("pause").disabled = a.paused;
   $("resume").disabled = !a.paused;
+  showWindow(a.window, Date.parse(data.timestamp));
+}
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  return e;
+}
+
+// The window meter and the timeline of the last sends, on the API's clock (its
+// `timestamp`), not this computer's.
+function showWindow(w, now) {
+  const meter = $("acct-window");
+  meter.textContent = `${w.sentInWindow} / ${w.limit} in the last ${duration(Math.round(w.windowMs / 1000))}`;
+  meter.dataset.count = w.sentInWindow;
+  meter.dataset.limit = w.limit;
+  meter.className = w.sentInWindow >= w.limit ? "paused" : "";
+  const next = Date.parse(w.nextSendAt);
+  $("acct-next").textContent = next <= now ? "now" : `in ${duration(Math.ceil((next - now) / 1000))}`;
+  const span = 2 * w.windowMs, x = (t) => (600 * (t - (now - span))) / span;
+  const ticks = w.recentSends.map(Date.parse).filter((t) => t > now - span && t <= now);
+  $("timeline").replaceChildren(
+    svg("rect", { class: "window", x: x(now - w.windowMs), y: 0, width: 600 - x(now - w.windowMs), height: 44 }),
+    svg("line", { class: "axis", x1: 0, y1: 40, x2: 600, y2: 40 }),
+    ...ticks.map((t) => svg("line", { class: "tick", x1: x(t), y1: 6, x2: x(t), y2: 40, "data-at": new Date(t).toISOString() })));
+  $("timeline-caption").textContent =
+    `Last sends: ${ticks.length} in the last two windows, ${w.sentInWindow} in the shaded one, the rolling window ending now (at most ${w.limit}).`;
 }
 
 function campaignCard(c) {
@@ -180,17 +214,23 @@ async function refreshFailed() {
   if (!ok) return;
   failedNext = data.nextCursor;
   $("failed-total").textContent = `${data.total} failed for good.`;
-  $("retry-all").disabled = data.failedMessages.length === 0;
+  $("retry-all").disabled = retrying || data.failedMessages.length === 0;
   $("failed-next").hidden = !failedNext;
   $("failed-first").hidden = !failedCursor;
   replaceKeepingFocus($("failed-rows"), data.failedMessages.map((m) =>
     el("tr", { "data-message": m.id },
-      el("td", {}, m.recipientId), el("td", {}, when(m.failedAt)), el("td", {}, m.error || "—"), el("td", {}, String(m.attempts)),
+      // Each cell names its column (`data-label`): narrow screens show it, the table's head hidden.
+      el("td", { "data-label": "Recipient" }, m.recipientId), el("td", { "data-label": "Failed at" }, when(m.failedAt)),
+      el("td", { "data-label": "Reason" }, m.error || "—"), el("td", { "data-label": "Attempts" }, String(m.attempts)),
       el("td", {}, el("button", { type: "button", class: "secondary", "aria-label": `Retry the message to ${m.recipientId}`, onclick: () => retry([m.id]) }, "Retry")))), "data-message");
 }
 
 async function refresh() {
-  if (!token || refreshing) return;
+  if (!token) return;
+  if (refreshing) {
+    refreshAgain = true;
+    return;
+  }
   refreshing = true;
   try {
     await Promise.all([refreshAccount(), refreshCampaigns(), refreshFailed()]);
@@ -198,6 +238,10 @@ async function refresh() {
     // Said by the banner or the sign-in form.
   } finally {
     refreshing = false;
+    if (refreshAgain) {
+      refreshAgain = false;
+      refresh();
+    }
   }
 }
 
@@ -216,12 +260,18 @@ async function cancelCampaign(id) {
 }
 
 async function retry(ids) {
+  // Held while it goes: a second click would retry the same messages again (answered
+  // 409, but a long list would go twice through the API's limit).
+  retrying = true;
+  $("retry-all").disabled = true;
   let done = 0;
   for (const id of ids) {
+    $("failed-note").textContent = `Retrying ${done + 1} of ${ids.length}…`;
     const { ok } = await api("POST", `${encodeURIComponent(id)}/retry`).catch(() => ({ ok: false }));
     if (ok) done += 1;
   }
   $("failed-note").textContent = `${done} of ${ids.length} sent again.`;
+  retrying = false;
   refresh();
 }
 
@@ -324,9 +374,15 @@ $("compose-form").addEventListener("input", () => { composing = null; });
 $("lookup-form").addEventListener("submit", lookup);
 $("recipients-file").addEventListener("change", async (e) => {
   const file = e.target.files[0];
-  if (file) $("recipients").value = [$("recipients").value.trim(), (await file.text()).trim()].filter(Boolean).join("\n");
+  if (!file) return;
+  // A spreadsheet's export starts with its column's name: not a recipient.
+  const lines = (await file.text()).trim().split(/\r?\n/);
+  if (/^\W*(recipient|fan|user|chat)[a-z _]*\W*$/i.test(lines[0] || "")) lines.shift();
+  $("recipients").value = [$("recipients").value.trim(), lines.join("\n").trim()].filter(Boolean).join("\n");
 });
-setInterval(refresh, REFRESH_MS);
+// Every few seconds while the tab is seen; at once when it is seen again.
+setInterval(() => { if (document.visibilityState === "visible") refresh(); }, REFRESH_MS);
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") refresh(); });
 
 // A link's token (`#token=…`), taken out of the address at once; also when the link is
 // followed in a tab already open on the console (only its fragment changes).

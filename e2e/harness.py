@@ -293,7 +293,10 @@ class System:
     def edge(self):
         """The edge the tests send through (started on first use; no API-call limit)."""
         if self._edge is None:
-            part, self._edge = start_edge("edge-worker", edge_settings(self.aws, API_CALL_LIMITS="false", MAX_RECIPIENTS="10000", WEBHOOK_LOOPBACK="true"))
+            # The workers' limit (`worker_env`), so that its estimates and its window
+            # meter (`GET /status`) speak of the limit kept.
+            limit = {"RATE_LIMIT_MAX": str(MAX), "RATE_LIMIT_WINDOW": f"{WINDOW_MS}ms"}
+            part, self._edge = start_edge("edge-worker", edge_settings(self.aws, API_CALL_LIMITS="false", MAX_RECIPIENTS="10000", WEBHOOK_LOOPBACK="true", **limit))
             self.parts.append(part)
         return self._edge
 

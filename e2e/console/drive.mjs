@@ -76,14 +76,26 @@ const scenarios = {
     await page.locator("#compose-answer").filter({ hasText: "Campaign" }).waitFor(WAIT);
     const card = await campaignOf(await text("#compose-answer"));
     await card.waitFor(WAIT);
-    let seen = 0;
+    let seen = 0, peak = 0, ticks = 0, shown = false;
+    const meter = page.locator("#acct-window");
     for (const started = Date.now(); Date.now() - started < 60_000; await page.waitForTimeout(500)) {
       const c = await counts(card);
       assert.equal(c.sent + c.failed + c.canceled + c.waiting, c.total, `the counts add up: ${JSON.stringify(c)}`);
+      // The window meter never shows more sends in the window than the limit.
+      const [count, limit] = [Number(await meter.getAttribute("data-count")), Number(await meter.getAttribute("data-limit"))];
+      assert.ok(count <= limit, `the window meter: ${await meter.innerText()}`);
+      peak = Math.max(peak, count);
+      ticks = Math.max(ticks, await page.locator("#timeline line.tick").count());
+      if (!shown && count > 0) {
+        await shot("account-sending");
+        shown = true;
+      }
       seen = c.sent;
       if (c.sent === 30) break;
     }
     assert.equal(seen, 30, "every message of the campaign sent");
+    assert.ok(peak > 0 && ticks > 0, `the meter and the timeline saw the sends (peak ${peak}, ticks ${ticks})`);
+    console.log(JSON.stringify({ window_meter_peak: peak, timeline_ticks_peak: ticks }));
     await card.locator('[role=progressbar][aria-valuenow="30"]').waitFor(WAIT);
     await card.locator("strong", { hasText: "Completed" }).waitFor(WAIT);
     assert.equal((await deliveries()).length, 30, "the gateway got each message once");

@@ -87,6 +87,27 @@ pub struct AccountState {
     /// Its id at the delivery vendor (`PUT /account/vendor`), when not the account id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendor_account_id: Option<String>,
+    /// Until when the gateway asked it to wait (a 429's `Retry-After`), while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limited_until: Option<String>,
+    /// Its rolling window now: the sends in it against the limit, and the last sends.
+    pub window: SendWindow,
+}
+
+/// An account's rolling window (`GET /status`), from the sends its outcomes recorded
+/// (sent, or failed for good: each reached the gateway).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendWindow {
+    /// At most this many sends in any rolling window of `window_ms`.
+    pub limit: u32,
+    pub window_ms: u64,
+    /// Sends in the window ending now.
+    pub sent_in_window: u64,
+    /// When the next send may go by the limit (now, or later).
+    pub next_send_at: String,
+    /// The times of the last sends, oldest first (a window's worth and two more).
+    pub recent_sends: Vec<String>,
 }
 
 /// `PUT /account/vendor`: 200, the account's id at the vendor now (`null`: the account

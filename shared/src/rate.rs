@@ -57,6 +57,51 @@ impl RateLimit {
     pub fn drain_seconds(&self, backlog: u64) -> u64 {
         self.offset_ms(backlog, self.default_margin_ms()).div_ceil(1000)
     }
+
+    /// How many of an account's last sends its summary keeps (`GET /status`'s window
+    /// meter): a window's worth and two more, so that the sends of any window are all
+    /// there, at most [`RECENT_SENDS_KEPT_MAX`] (a larger limit's meter sees that many).
+    pub fn recent_sends_kept(&self) -> u64 {
+        (u64::from(self.max) + 2).min(RECENT_SENDS_KEPT_MAX)
+    }
+
+    /// Where the send taken for `slot_ms` is kept among them: its slot's number in
+    /// spacings, modulo how many are kept. Two slots of an account are at least a
+    /// spacing apart (evenly spaced sends, `RATE_LIMIT_BURST` 1), so the sends of the
+    /// last [`Self::recent_sends_kept`] spacings have keys of their own, and a key is
+    /// reused only by a send a window and two spacings later: no write has to read
+    /// which one is oldest. (Bursts put two sends on one slot: the meter counts one.)
+    pub fn recent_send_key(&self, slot_ms: u64) -> u64 {
+        (slot_ms / self.spacing_ms().max(1)) % self.recent_sends_kept()
+    }
+
+    /// The window meter from the times of the last sends (ms, any order): how many fall
+    /// in the rolling window ending `now_ms`, and when the next send may go by the rule
+    /// (a spacing after the last; with the window full, a window and the margin after
+    /// its first send), not before now.
+    pub fn meter(&self, recent: &[u64], now_ms: u64, margin_ms: u64) -> Meter {
+        let mut in_window: Vec<u64> = recent.iter().copied().filter(|&t| t <= now_ms && now_ms - t < self.window_ms).collect();
+        in_window.sort_unstable();
+        let after_last = recent.iter().max().map_or(now_ms, |last| last + self.spacing_ms());
+        let window_full = match in_window.len() as u64 >= u64::from(self.max) {
+            true => in_window[in_window.len() - self.max as usize] + self.window_ms + margin_ms,
+            false => 0,
+        };
+        Meter { in_window: in_window.len() as u64, next_send_ms: after_last.max(window_full).max(now_ms) }
+    }
+}
+
+/// The most sends an account's summary keeps for the window meter (each ~11 bytes of
+/// the summary, which every outcome writes: it stays well under 1 KB).
+pub const RECENT_SENDS_KEPT_MAX: u64 = 32;
+
+/// What the window meter shows (see [`RateLimit::meter`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meter {
+    /// Sends in the rolling window ending now.
+    pub in_window: u64,
+    /// When the next send may go (ms), by the rule.
+    pub next_send_ms: u64,
 }
 
 #[cfg(test)]
@@ -79,6 +124,30 @@ mod tests {
         assert_eq!(r.drain_seconds(25), 152);
         assert_eq!(r.estimated_send_ms(11, None, 0), 10 * 6000 + 600, "the eleventh waits the margin once");
         assert_eq!(RateLimit { max: 10, window_ms: 2000 }.describe(), "10 messages/2 seconds");
+    }
+
+    /// Evenly spaced slots have keys of their own across a window and two spacings, and
+    /// the meter counts the window's sends only.
+    #[test]
+    fn the_last_sends_and_the_window_meter() {
+        let r = RateLimit::DEFAULT;
+        assert_eq!(r.recent_sends_kept(), 12);
+        assert_eq!(RateLimit { max: 1000, window_ms: 1000 }.recent_sends_kept(), RECENT_SENDS_KEPT_MAX);
+        // Slots a spacing apart or more (here a little late each), never on one key
+        // within twelve of them.
+        let slots: Vec<u64> = (0..12).map(|i| 1_000_000 + i * 6000 + i * 37).collect();
+        let keys: std::collections::BTreeSet<u64> = slots.iter().map(|&s| r.recent_send_key(s)).collect();
+        assert_eq!(keys.len(), 12);
+        // Seven sends 6 s apart, the last 1 s ago: all seven in the window, the next 5 s away.
+        let now = 100_000;
+        let sends: Vec<u64> = (0..7).map(|i| now - 1000 - i * 6000).collect();
+        assert_eq!(r.meter(&sends, now, 600), Meter { in_window: 7, next_send_ms: now + 5000 });
+        // Ten in the window: the next waits for the first to leave it, and the margin.
+        let full: Vec<u64> = (0..10).map(|i| now - 1000 - i * 5000).collect();
+        assert_eq!(r.meter(&full, now, 600), Meter { in_window: 10, next_send_ms: now - 1000 - 45_000 + 60_000 + 600 });
+        // Old sends count for nothing, and the next may go now.
+        assert_eq!(r.meter(&[now - 60_000, now - 90_000], now, 600), Meter { in_window: 0, next_send_ms: now });
+        assert_eq!(r.meter(&[], now, 600), Meter { in_window: 0, next_send_ms: now });
     }
 }
 

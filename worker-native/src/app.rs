@@ -54,7 +54,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let event_lease_ms = 2 * config.webhook_timeout.as_millis() as u64 + 5_000;
     let (events, written_events) = crate::events::EventSink::new(event_lease_ms);
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
-    let ledger = Ledger::new(dynamodb, config.ledger_table.clone(), config.ledger_ttl_days).with_events(events.clone());
+    let ledger = Ledger::new(dynamodb, config.ledger_table.clone(), config.ledger_ttl_days, config.rate).with_events(events.clone());
     let cloudwatch = aws_sdk_cloudwatch::Client::new(&aws);
     let schedule = schedule(&config)?;
     check_shards(&schedule).await?;

@@ -20,6 +20,7 @@ use shared::ledger::machine::{self, Counts, Write};
 use shared::ledger::{self, Body, BodyItem, LedgerItem, MessageStatus, Summary, PK, SK, SUMMARY_SK};
 use shared::message::QueueMessage;
 use shared::queue::{AccountControl, Hold};
+use shared::rate::RateLimit;
 use shared::webhook::{Delivery, PauseCause};
 
 use crate::now_ms;
@@ -65,6 +66,10 @@ pub struct Record {
     pub message: QueueMessage,
     pub attempts: u32,
     pub outcome: Outcome,
+    /// When it went to the gateway, if it did: the slot it was taken for and when it
+    /// went (Redis time, ms), kept among its account's last sends (the slot says where:
+    /// `RateLimit::recent_send_key`).
+    pub went: Option<(u64, u64)>,
 }
 
 /// What a claim came to for one message.
@@ -123,6 +128,8 @@ pub struct Ledger {
     /// Where the webhook events of recorded outcomes go (`crate::events`); none: no
     /// events (benchmarks of the ledger alone).
     events: Option<Arc<crate::events::EventSink>>,
+    /// The per-account limit, for where a send is kept among its account's last sends.
+    rate: RateLimit,
 }
 
 /// DynamoDB JSON (as `shared::ledger` writes it) to SDK attribute values.
@@ -210,8 +217,8 @@ fn update_of(table: &str, key: HashMap<String, AttributeValue>, w: &Write) -> an
 }
 
 impl Ledger {
-    pub fn new(client: Client, table: String, ttl_days: u64) -> Self {
-        Self { client, table, ttl_days, owner: format!("{:016x}", rand::random::<u64>()), calls: Arc::default(), events: None }
+    pub fn new(client: Client, table: String, ttl_days: u64, rate: RateLimit) -> Self {
+        Self { client, table, ttl_days, owner: format!("{:016x}", rand::random::<u64>()), calls: Arc::default(), events: None, rate }
     }
 
     /// Records the webhook events of the outcomes it records, for the endpoints that
@@ -725,6 +732,7 @@ impl Ledger {
                 pause: None,
                 guarded: true,
                 event: None,
+                send: None,
             });
         }
         let applied = self.apply_by_account(changes).await?;
@@ -912,7 +920,13 @@ impl Ledger {
                 Outcome::Failed { at, error } => machine::record_failed(&m.id, m.generation, at, error, r.attempts, ttl),
                 Outcome::Released | Outcome::Held { .. } => machine::unclaim(m.generation, &self.owner),
             };
-            changes.push(Change { pause, event, ..Change::write(m, write) });
+            // A send that reached the gateway (sent, or failed for good) is kept among
+            // its account's last sends, for the window meter.
+            let send = match (&r.outcome, r.went) {
+                (Outcome::Sent { .. } | Outcome::Failed { .. }, Some((slot_ms, at_ms))) => Some((self.rate.recent_send_key(slot_ms), at_ms)),
+                _ => None,
+            };
+            changes.push(Change { pause, event, send, ..Change::write(m, write) });
         }
         Ok(self.apply_by_account(changes).await?.applied.len())
     }
@@ -1121,7 +1135,8 @@ impl Ledger {
                     let guard = theirs().any(|(_, o)| o.guarded);
                     items.extend(self.campaign_update(&account, id, &counts, guard)?);
                 }
-                if let Some(summary) = self.summary_update(&account, &total, pause)? {
+                let sends: Vec<(u64, u64)> = live.iter().filter_map(|(_, c)| c.send).collect();
+                if let Some(summary) = self.summary_update(&account, &total, pause, &sends)? {
                     items.push(TransactWriteItem::builder().update(summary).build());
                 }
                 // Each outcome's webhook event with it (`crate::outbox`), leased to this
@@ -1239,17 +1254,24 @@ impl Ledger {
 
     /// The account's summary update: its counters, and a 429's pause (kept where a
     /// rebuild of the schedule finds it).
-    fn summary_update(&self, account: &str, counts: &Counts, pause_until_ms: Option<u64>) -> anyhow::Result<Option<Update>> {
-        if !counts.moves_summary() && pause_until_ms.is_none() {
+    fn summary_update(&self, account: &str, counts: &Counts, pause_until_ms: Option<u64>, sends: &[(u64, u64)]) -> anyhow::Result<Option<Update>> {
+        if !counts.moves_summary() && pause_until_ms.is_none() && sends.is_empty() {
             return Ok(None);
         }
-        let (mut update, mut values) = counts.summary_update();
+        let (mut update, values) = counts.summary_update();
+        let mut values: Vec<(String, Value)> = values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let mut set = |(sets, more): (String, Vec<(String, Value)>)| {
+            if !sets.is_empty() {
+                update.push_str(if update.contains(" SET ") { ", " } else { " SET " });
+                update.push_str(&sets);
+                values.extend(more);
+            }
+        };
         if let Some(until) = pause_until_ms {
             let (sets, more) = machine::rate_limited(account, until);
-            update.push_str(if update.contains(" SET ") { ", " } else { " SET " });
-            update.push_str(&sets);
-            values.extend(more);
+            set((sets, more.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()));
         }
+        set(machine::recorded_sends(sends));
         let mut u = Update::builder().table_name(&self.table).set_key(Some(key_of(account, SUMMARY_SK))).update_expression(update);
         for (k, v) in values {
             u = u.expression_attribute_values(k, to_attr(&v));
@@ -1321,6 +1343,8 @@ struct Change {
     guarded: bool,
     /// The webhook event it tells, written with it.
     event: Option<shared::webhook::Pending>,
+    /// The send it records, for its account's last sends: its key and time (ms).
+    send: Option<(u64, u64)>,
 }
 
 impl Change {
@@ -1334,6 +1358,7 @@ impl Change {
             pause: None,
             guarded: false,
             event: None,
+            send: None,
         }
     }
 
@@ -1351,7 +1376,7 @@ impl Change {
 
     /// Whether it needs no other write with it: no counters, no guard, no pause.
     fn stands_alone(&self) -> bool {
-        !self.guarded && !self.counts.moves_summary() && !self.counts.moves_campaign() && self.pause.is_none() && self.event.is_none()
+        !self.guarded && !self.counts.moves_summary() && !self.counts.moves_campaign() && self.pause.is_none() && self.event.is_none() && self.send.is_none()
     }
 
     fn transact_item(&self, table: &str) -> anyhow::Result<TransactWriteItem> {

@@ -1,7 +1,7 @@
 //! `GET /status`: the queue as a whole and this account's own backlog.
 
 use futures_util::future::join;
-use shared::api::{AccountState, Health, HealthStatus, Processing, StatusReport};
+use shared::api::{AccountState, Health, HealthStatus, Processing, SendWindow, StatusReport};
 
 use super::now_rfc3339;
 use crate::error::ApiError;
@@ -21,6 +21,17 @@ pub async fn status<P: Platform>(ctx: &Ctx<'_, P>, account: &str) -> Result<ApiR
     } else {
         Health { status: HealthStatus::Healthy, message: "queue and ledger reachable".into() }
     };
+    let now_ms = ctx.p.now_ms();
+    let meter = config.rate.meter(&summary.recent_sends, now_ms, config.rate.default_margin_ms());
+    let mut recent_sends = summary.recent_sends.clone();
+    recent_sends.sort_unstable();
+    let window = SendWindow {
+        limit: config.rate.max,
+        window_ms: config.rate.window_ms,
+        sent_in_window: meter.in_window,
+        next_send_at: shared::time::rfc3339_ms(meter.next_send_ms),
+        recent_sends: recent_sends.into_iter().map(shared::time::rfc3339_ms).collect(),
+    };
     let report = StatusReport {
         queue,
         processing: Processing {
@@ -35,6 +46,8 @@ pub async fn status<P: Platform>(ctx: &Ctx<'_, P>, account: &str) -> Result<ApiR
             paused: summary.paused,
             paused_reason: summary.hold_reason.filter(|_| summary.paused),
             vendor_account_id: summary.vendor_account_id,
+            rate_limited_until: summary.rate_limited_until_ms.filter(|&until| until > now_ms).map(shared::time::rfc3339_ms),
+            window,
         },
         health,
         timestamp: now_rfc3339(ctx),

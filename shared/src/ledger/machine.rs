@@ -468,6 +468,25 @@ pub fn rate_limited(account: &str, until_ms: u64) -> (String, Vec<(&'static str,
     (format!("pauseUntilMs = :pu, {WAIT_SHARD} = :ws"), vec![(":pu", n(until_ms)), (":ws", s(super::account_wait_shard(account)))])
 }
 
+/// What the sends an outcome records add to its account's summary update: each send's
+/// time (ms) under its key (`RateLimit::recent_send_key`, from its slot), for the
+/// window meter of `GET /status`. Top-level attributes ([`RECENT_SEND_PREFIX`] and the
+/// key), not a map: a map's entry cannot be set in the same write that would create
+/// the map. Moved only with the outcome it belongs to, like the counters. Two sends
+/// on one key (a burst) keep the later: one write may not set a path twice.
+pub fn recorded_sends(sends: &[(u64, u64)]) -> (String, Vec<(String, Value)>) {
+    let mut latest = std::collections::BTreeMap::new();
+    for &(key, at) in sends {
+        let kept = latest.entry(key).or_insert(at);
+        *kept = (*kept).max(at);
+    }
+    let sets: Vec<String> = latest.keys().map(|key| format!("{RECENT_SEND_PREFIX}{key} = :{RECENT_SEND_PREFIX}{key}")).collect();
+    (sets.join(", "), latest.iter().map(|(key, at)| (format!(":{RECENT_SEND_PREFIX}{key}"), n(at))).collect())
+}
+
+/// The summary's attributes holding its last sends (`recent7`: the send under key 7).
+pub const RECENT_SEND_PREFIX: &str = "recent";
+
 /// A summary found in the waiting index that holds nothing any more (released, its 429
 /// pause over) leaves it.
 pub fn account_rested(now_ms: u64) -> Write {

@@ -432,6 +432,8 @@ pub struct Summary {
     pub hold_reason: Option<String>,
     /// The account's id at the delivery vendor, when it is not the account id itself.
     pub vendor_account_id: Option<String>,
+    /// The times (ms) of its last sends, in no order (`machine::recorded_sends`).
+    pub recent_sends: Vec<u64>,
 }
 
 impl Summary {
@@ -450,6 +452,13 @@ impl Summary {
             rate_limited_until_ms: num("pauseUntilMs").map(|v| v.max(0) as u64),
             hold_reason: text(item, machine::HOLD_REASON).map(str::to_owned),
             vendor_account_id: text(item, machine::VENDOR_ACCOUNT).map(str::to_owned),
+            recent_sends: item
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| name.strip_prefix(machine::RECENT_SEND_PREFIX).is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())))
+                .filter_map(|(name, _)| num(name).map(|v| v.max(0) as u64))
+                .collect(),
         }
     }
 }
@@ -555,5 +564,19 @@ mod tests {
         let item = json!({"queued": {"N": "-1"}, "sent": {"N": "7"}, "lastSentAtMs": {"N": "1000"}, "paused": {"BOOL": true}});
         assert_eq!(Summary::from_item(Some(&item)), Summary { queued: 0, sent: 7, failed: 0, last_sent_at_ms: Some(1000), paused: true, ..Summary::default() });
         assert_eq!(Summary::from_item(None), Summary::default());
+    }
+
+    /// The sends an outcome records are read back, and nothing else named like them.
+    #[test]
+    fn summary_reads_the_sends_its_outcomes_recorded() {
+        let (update, values) = machine::recorded_sends(&[(4, 6000), (3, 1000), (4, 7000)]);
+        assert_eq!(update, "recent3 = :recent3, recent4 = :recent4");
+        let mut item = json!({"recentish": {"N": "5"}, "recent": {"N": "6"}});
+        for (name, value) in values {
+            item[&name[1..]] = value;
+        }
+        let mut sends = Summary::from_item(Some(&item)).recent_sends;
+        sends.sort_unstable();
+        assert_eq!(sends, [1000, 7000]);
     }
 }

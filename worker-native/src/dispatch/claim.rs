@@ -90,7 +90,7 @@ pub(super) async fn claim<G>(state: &DispatchState<G>, taken: Vec<Taken>, redis_
             "ledger claim slower than the take's lead: messages given back unsent"
         );
         let released: Vec<Record> =
-            late.iter().map(|t| Record { message: t.payload.message.clone(), attempts: t.payload.attempts, outcome: Outcome::Released }).collect();
+            late.iter().map(|t| Record { message: t.payload.message.clone(), attempts: t.payload.attempts, outcome: Outcome::Released, went: None }).collect();
         // Unclaimed, so that a cancel finds them `queued`; should the ledger fail now,
         // their claim lapses at its lease and the next take claims them again.
         if let Err(e) = ledger.record(&released).await {

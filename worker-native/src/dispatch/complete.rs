@@ -33,12 +33,12 @@ pub(super) async fn run(
         let mut completions = Vec::with_capacity(batch.len());
         let mut records = Vec::with_capacity(batch.len());
         let mut counts = OutcomeCounts::default();
-        for Delivered { taken, delivery, at_ms } in batch.drain(..) {
+        for Delivered { taken, delivery, began_ms, at_ms } in batch.drain(..) {
             let (completion, record) = match delivery {
-                Some(delivery) => outcome_of(taken, delivery, at_ms, &config),
+                Some(delivery) => outcome_of(taken, delivery, began_ms, at_ms, &config),
                 // Claimed, then given back unsent: unclaimed, so that a cancel finds it `queued`.
                 None => {
-                    let record = Record { message: taken.payload.message.clone(), attempts: taken.payload.attempts, outcome: Outcome::Released };
+                    let record = Record { message: taken.payload.message.clone(), attempts: taken.payload.attempts, outcome: Outcome::Released, went: None };
                     (Completion::Release(taken), record)
                 }
             };
@@ -124,11 +124,13 @@ impl OutcomeCounts {
 /// What a delivery means for the schedule and the ledger: sent; a passing failure tried
 /// again after a jittered backoff while attempts remain (one without an answer marks the
 /// message as maybe sent: it is no longer cancelable); a 429 pausing the account for its
-/// `Retry-After` without using an attempt; failed for good.
-pub fn outcome_of(mut taken: Taken, delivery: Delivery, at_ms: u64, config: &DispatchConfig) -> (Completion, Record) {
+/// `Retry-After` without using an attempt; failed for good. It went to the gateway at
+/// `began_ms` (Redis time) and was answered at `at_ms`.
+pub fn outcome_of(mut taken: Taken, delivery: Delivery, began_ms: u64, at_ms: u64, config: &DispatchConfig) -> (Completion, Record) {
     let mut attempts = taken.payload.attempts + 1;
     let at = shared::time::rfc3339_ms(at_ms);
     let message = taken.payload.message.clone();
+    let went = Some((taken.slot_ms, began_ms));
     let (completion, outcome) = match delivery {
         Delivery::Sent { gateway_id } => (Completion::Done(taken), Outcome::Sent { at, gateway_id }),
         // A rate limit is the account's state, not the message's fault: the account
@@ -163,7 +165,7 @@ pub fn outcome_of(mut taken: Taken, delivery: Delivery, at_ms: u64, config: &Dis
             (Completion::Release(taken), Outcome::Held { reason })
         }
     };
-    (completion, Record { message, attempts, outcome })
+    (completion, Record { message, attempts, outcome, went })
 }
 
 #[cfg(test)]
@@ -198,12 +200,12 @@ mod tests {
     #[test]
     fn a_429_pauses_the_account_and_uses_up_no_attempt() {
         let limited = Delivery::RateLimited { reason: "429".into(), retry_after: Some(Duration::from_secs(2)) };
-        let (completion, record) = outcome_of(taken(2), limited, 1000, &config());
+        let (completion, record) = outcome_of(taken(2), limited, 0, 1000, &config());
         assert!(matches!(completion, Completion::Pause { delay_ms: 2000, ref taken } if taken.payload.attempts == 2), "{completion:?}");
         assert!(matches!(record.outcome, Outcome::RateLimited { until_ms: 3000, .. }) && record.attempts == 2, "{record:?}");
         // A passing failure on the last attempt still gives up.
         let busy = Delivery::Retry { reason: "503".into() };
-        let (completion, record) = outcome_of(taken(2), busy, 0, &config());
+        let (completion, record) = outcome_of(taken(2), busy, 0, 0, &config());
         assert!(matches!(completion, Completion::Done(_)) && matches!(record.outcome, Outcome::Failed { .. }) && record.attempts == 3);
     }
 
@@ -211,10 +213,10 @@ mod tests {
     /// payload and its ledger item say so: it is no longer cancelable).
     #[test]
     fn no_answer_makes_a_message_maybe_sent() {
-        let (completion, record) = outcome_of(taken(0), Delivery::Unknown { reason: "timed out".into() }, 0, &config());
+        let (completion, record) = outcome_of(taken(0), Delivery::Unknown { reason: "timed out".into() }, 0, 0, &config());
         assert!(matches!(completion, Completion::Retry { ref taken, .. } if taken.payload.maybe_sent && taken.payload.attempts == 1), "{completion:?}");
         assert!(matches!(record.outcome, Outcome::Retrying { maybe_sent: true, .. }));
-        let (completion, _) = outcome_of(taken(0), Delivery::Retry { reason: "503".into() }, 0, &config());
+        let (completion, _) = outcome_of(taken(0), Delivery::Retry { reason: "503".into() }, 0, 0, &config());
         assert!(matches!(completion, Completion::Retry { ref taken, .. } if !taken.payload.maybe_sent));
     }
 }

@@ -21,6 +21,9 @@ use crate::schedule::Taken;
 pub(super) struct Delivered {
     pub taken: Taken,
     pub delivery: Option<Delivery>,
+    /// When it went to the gateway (Redis time, as its slot), or was given back.
+    pub began_ms: u64,
+    /// When the gateway answered (this machine's clock: the ledger's `sentAt`).
     pub at_ms: u64,
 }
 
@@ -105,7 +108,7 @@ pub(super) async fn send_batch<G: Gateway>(
                 }
                 Some(delivery)
             };
-            let _ = tx.send(Delivered { taken, delivery, at_ms: now_ms() }).await;
+            let _ = tx.send(Delivered { taken, delivery, began_ms: now, at_ms: now_ms() }).await;
             drop(permit);
         }
     });
