@@ -12,10 +12,11 @@ let token = null;
 let failedCursor = null; // the failed list's page: null is the first
 let failedNext = null;
 let refreshing = false;
-// A refresh asked for while one runs (after an action) runs once that one ends.
+// A refresh an action asked for while one runs runs once that one ends (the timer's
+// own ticks are dropped meanwhile: a slow API is not asked again without a pause).
 let refreshAgain = false;
-// Retrying what the failed list shows (Retry all is held meanwhile).
-let retrying = false;
+// Retries under way (Retry all is held meanwhile).
+let retrying = 0;
 // One key per message composed: a second click, or a send again after the API did not
 // answer, is the same request to the API (`Idempotency-Key`), not a second campaign.
 let composing = null;
@@ -70,7 +71,7 @@ function signOut(why) {
   // Nothing of the last account stays for the next (its failed list's cursor is its own).
   failedCursor = failedNext = composing = null;
   for (const id of ["campaign-list", "failed-rows", "compose-answer", "lookup-answer"]) $(id).replaceChildren();
-  for (const id of ["account-note", "failed-note", "failed-total"]) $(id).textContent = "";
+  for (const id of ["account-note", "failed-note", "failed-total", "recipients-note"]) $(id).textContent = "";
   $("app").hidden = true;
   $("who").hidden = true;
   $("sign-in").hidden = false;
@@ -161,10 +162,11 @@ function showWindow(w, now) {
   meter.dataset.count = w.sentInWindow;
   meter.dataset.limit = w.limit;
   meter.className = w.sentInWindow >= w.limit ? "paused" : "";
-  const next = Date.parse(w.nextSendAt);
-  $("acct-next").textContent = next <= now ? "now" : `in ${duration(Math.ceil((next - now) / 1000))}`;
+  const next = w.nextSendAt && Date.parse(w.nextSendAt);
+  $("acct-next").textContent = !w.nextSendAt ? "when resumed" : next <= now ? "now" : `in ${duration(Math.ceil((next - now) / 1000))}`;
   const span = 2 * w.windowMs, x = (t) => (600 * (t - (now - span))) / span;
-  const ticks = w.recentSends.map(Date.parse).filter((t) => t > now - span && t <= now);
+  // A send stamped a little after the API's now (the schedule's clock) is drawn at now.
+  const ticks = w.recentSends.map(Date.parse).filter((t) => t > now - span).map((t) => Math.min(t, now));
   $("timeline").replaceChildren(
     svg("rect", { class: "window", x: x(now - w.windowMs), y: 0, width: 600 - x(now - w.windowMs), height: 44 }),
     svg("line", { class: "axis", x1: 0, y1: 40, x2: 600, y2: 40 }),
@@ -214,7 +216,7 @@ async function refreshFailed() {
   if (!ok) return;
   failedNext = data.nextCursor;
   $("failed-total").textContent = `${data.total} failed for good.`;
-  $("retry-all").disabled = retrying || data.failedMessages.length === 0;
+  $("retry-all").disabled = retrying > 0 || data.failedMessages.length === 0;
   $("failed-next").hidden = !failedNext;
   $("failed-first").hidden = !failedCursor;
   replaceKeepingFocus($("failed-rows"), data.failedMessages.map((m) =>
@@ -225,10 +227,10 @@ async function refreshFailed() {
       el("td", {}, el("button", { type: "button", class: "secondary", "aria-label": `Retry the message to ${m.recipientId}`, onclick: () => retry([m.id]) }, "Retry")))), "data-message");
 }
 
-async function refresh() {
+async function refresh({ queued = true } = {}) {
   if (!token) return;
   if (refreshing) {
-    refreshAgain = true;
+    refreshAgain ||= queued;
     return;
   }
   refreshing = true;
@@ -262,16 +264,16 @@ async function cancelCampaign(id) {
 async function retry(ids) {
   // Held while it goes: a second click would retry the same messages again (answered
   // 409, but a long list would go twice through the API's limit).
-  retrying = true;
+  retrying += 1;
   $("retry-all").disabled = true;
   let done = 0;
+  if (ids.length > 1) $("failed-note").textContent = `Retrying ${ids.length} messages…`;
   for (const id of ids) {
-    $("failed-note").textContent = `Retrying ${done + 1} of ${ids.length}…`;
     const { ok } = await api("POST", `${encodeURIComponent(id)}/retry`).catch(() => ({ ok: false }));
     if (ok) done += 1;
   }
   $("failed-note").textContent = `${done} of ${ids.length} sent again.`;
-  retrying = false;
+  retrying -= 1;
   refresh();
 }
 
@@ -375,13 +377,14 @@ $("lookup-form").addEventListener("submit", lookup);
 $("recipients-file").addEventListener("change", async (e) => {
   const file = e.target.files[0];
   if (!file) return;
-  // A spreadsheet's export starts with its column's name: not a recipient.
+  // A spreadsheet's export starts with its column's name: not a recipient (and said).
   const lines = (await file.text()).trim().split(/\r?\n/);
-  if (/^\W*(recipient|fan|user|chat)[a-z _]*\W*$/i.test(lines[0] || "")) lines.shift();
+  const header = lines.length > 1 && /^\s*"?(recipient|fan|user|chat)[ _-]?(ids?|names?)?"?\s*$/i.test(lines[0]) ? lines.shift() : null;
+  $("recipients-note").textContent = header ? `The file's first line, "${header.trim()}", was read as its column's name, not a recipient.` : "";
   $("recipients").value = [$("recipients").value.trim(), lines.join("\n").trim()].filter(Boolean).join("\n");
 });
 // Every few seconds while the tab is seen; at once when it is seen again.
-setInterval(() => { if (document.visibilityState === "visible") refresh(); }, REFRESH_MS);
+setInterval(() => { if (document.visibilityState === "visible") refresh({ queued: false }); }, REFRESH_MS);
 document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") refresh(); });
 
 // A link's token (`#token=…`), taken out of the address at once; also when the link is

@@ -95,7 +95,7 @@ pub struct AccountState {
 }
 
 /// An account's rolling window (`GET /status`), from the sends its outcomes recorded
-/// (sent, or failed for good: each reached the gateway).
+/// (sent, or failed for good after reaching the gateway), on the schedule's clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SendWindow {
@@ -104,9 +104,10 @@ pub struct SendWindow {
     pub window_ms: u64,
     /// Sends in the window ending now.
     pub sent_in_window: u64,
-    /// When the next send may go by the limit (now, or later).
-    pub next_send_at: String,
-    /// The times of the last sends, oldest first (a window's worth and two more).
+    /// When the next send may go by the limit and a 429's wait (now, or later); `None`
+    /// while the account is paused (nothing goes until it is resumed).
+    pub next_send_at: Option<String>,
+    /// The times of the last sends, oldest first (two windows' worth and two more).
     pub recent_sends: Vec<String>,
 }
 

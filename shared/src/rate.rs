@@ -59,35 +59,40 @@ impl RateLimit {
     }
 
     /// How many of an account's last sends its summary keeps (`GET /status`'s window
-    /// meter): a window's worth and two more, so that the sends of any window are all
-    /// there, at most [`RECENT_SENDS_KEPT_MAX`] (a larger limit's meter sees that many).
+    /// meter and the console's timeline of the last two windows): two windows' worth and
+    /// two more, so that the sends of the last two windows are all there, at most
+    /// [`RECENT_SENDS_KEPT_MAX`] (above 15 sends a window the timeline sees that many,
+    /// above 31 the meter too).
     pub fn recent_sends_kept(&self) -> u64 {
-        (u64::from(self.max) + 2).min(RECENT_SENDS_KEPT_MAX)
+        (2 * u64::from(self.max) + 2).min(RECENT_SENDS_KEPT_MAX)
     }
 
     /// Where the send taken for `slot_ms` is kept among them: its slot's number in
     /// spacings, modulo how many are kept. Two slots of an account are at least a
     /// spacing apart (evenly spaced sends, `RATE_LIMIT_BURST` 1), so the sends of the
     /// last [`Self::recent_sends_kept`] spacings have keys of their own, and a key is
-    /// reused only by a send a window and two spacings later: no write has to read
-    /// which one is oldest. (Bursts put two sends on one slot: the meter counts one.)
+    /// reused only by a send two windows and two spacings later: no write has to read
+    /// which one is oldest. (Bursts put two sends on one slot, and an account given a
+    /// faster limit of its own sends closer than this spacing: the meter counts fewer.)
     pub fn recent_send_key(&self, slot_ms: u64) -> u64 {
         (slot_ms / self.spacing_ms().max(1)) % self.recent_sends_kept()
     }
 
     /// The window meter from the times of the last sends (ms, any order): how many fall
-    /// in the rolling window ending `now_ms`, and when the next send may go by the rule
-    /// (a spacing after the last; with the window full, a window and the margin after
-    /// its first send), not before now.
+    /// in the rolling window ending `now_ms` (a send stamped later than now counts: the
+    /// times are the schedule's clock, which may run a little ahead of the reader's), and
+    /// when the next send may go by the rule (a spacing after the last; with `max` sends
+    /// kept, a window and the margin after the `max`-th latest), not before now.
     pub fn meter(&self, recent: &[u64], now_ms: u64, margin_ms: u64) -> Meter {
-        let mut in_window: Vec<u64> = recent.iter().copied().filter(|&t| t <= now_ms && now_ms - t < self.window_ms).collect();
-        in_window.sort_unstable();
-        let after_last = recent.iter().max().map_or(now_ms, |last| last + self.spacing_ms());
-        let window_full = match in_window.len() as u64 >= u64::from(self.max) {
-            true => in_window[in_window.len() - self.max as usize] + self.window_ms + margin_ms,
-            false => 0,
+        let mut sends = recent.to_vec();
+        sends.sort_unstable();
+        let in_window = sends.iter().filter(|&&t| t + self.window_ms > now_ms).count() as u64;
+        let after_last = sends.last().map_or(0, |last| last + self.spacing_ms());
+        let window_full = match sends.len().checked_sub(self.max as usize) {
+            Some(i) if self.max > 0 => sends[i] + self.window_ms + margin_ms,
+            _ => 0,
         };
-        Meter { in_window: in_window.len() as u64, next_send_ms: after_last.max(window_full).max(now_ms) }
+        Meter { in_window, next_send_ms: after_last.max(window_full).max(now_ms) }
     }
 }
 
@@ -131,13 +136,14 @@ mod tests {
     #[test]
     fn the_last_sends_and_the_window_meter() {
         let r = RateLimit::DEFAULT;
-        assert_eq!(r.recent_sends_kept(), 12);
+        assert_eq!(r.recent_sends_kept(), 22);
         assert_eq!(RateLimit { max: 1000, window_ms: 1000 }.recent_sends_kept(), RECENT_SENDS_KEPT_MAX);
-        // Slots a spacing apart or more (here a little late each), never on one key
-        // within twelve of them.
-        let slots: Vec<u64> = (0..12).map(|i| 1_000_000 + i * 6000 + i * 37).collect();
+        // Slots a spacing apart or more (here a little late each, and the margin after
+        // every tenth), never on one key within two windows.
+        let slots: Vec<u64> = (0..21).map(|i| 1_000_000 + i * 6000 + i * 37 + i / 10 * 600).collect();
+        assert!(slots[20] - slots[0] < 2 * r.window_ms + 2 * r.spacing_ms());
         let keys: std::collections::BTreeSet<u64> = slots.iter().map(|&s| r.recent_send_key(s)).collect();
-        assert_eq!(keys.len(), 12);
+        assert_eq!(keys.len(), 21);
         // Seven sends 6 s apart, the last 1 s ago: all seven in the window, the next 5 s away.
         let now = 100_000;
         let sends: Vec<u64> = (0..7).map(|i| now - 1000 - i * 6000).collect();
@@ -145,6 +151,11 @@ mod tests {
         // Ten in the window: the next waits for the first to leave it, and the margin.
         let full: Vec<u64> = (0..10).map(|i| now - 1000 - i * 5000).collect();
         assert_eq!(r.meter(&full, now, 600), Meter { in_window: 10, next_send_ms: now - 1000 - 45_000 + 60_000 + 600 });
+        // Ten kept, the first just out of the window: the next still waits for the margin.
+        let first_out: Vec<u64> = (0..10).map(|i| now - 60_100 + i * 6000).collect();
+        assert_eq!(r.meter(&first_out, now, 600), Meter { in_window: 9, next_send_ms: now + 500 });
+        // A send stamped a little ahead of the reader's clock counts.
+        assert_eq!(r.meter(&[now + 5], now, 600).in_window, 1);
         // Old sends count for nothing, and the next may go now.
         assert_eq!(r.meter(&[now - 60_000, now - 90_000], now, 600), Meter { in_window: 0, next_send_ms: now });
         assert_eq!(r.meter(&[], now, 600), Meter { in_window: 0, next_send_ms: now });

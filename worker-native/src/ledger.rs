@@ -242,29 +242,39 @@ impl Ledger {
     }
 
     /// Writes the bodies of single messages the edge accepted but whose body is missing
-    /// (the edge writes a body and its item apart; either write may have failed): one
-    /// consistent `BatchGetItem` of up to 100 bodies (a read unit each: the only read a
-    /// single message costs the worker), then a conditional put of each one missing.
+    /// (the edge writes a body and its item apart; either write may have failed). The
+    /// bodies are looked for with an eventually consistent `BatchGetItem` of up to 100
+    /// (half a read unit each: the only read a single message costs the worker), and
+    /// those it does not see again with a consistent one (a body written a moment ago
+    /// may not have reached every replica yet: only the consistent read's "absent" is
+    /// believed), then each one missing is put, conditionally.
     /// A campaign's messages share their campaign's body, written before it. Their
     /// items are [`Ledger::count_scheduled`]'s to find missing.
     pub async fn ensure_bodies(&self, messages: &[QueueMessage]) -> anyhow::Result<()> {
         let singles: Vec<&QueueMessage> = messages.iter().filter(|m| m.campaign_id.is_none()).collect();
         for chunk in singles.chunks(100) {
-            let mut keys = KeysAndAttributes::builder()
-                .projection_expression("#pk, #sk")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .consistent_read(true);
-            for m in chunk {
-                keys = keys.keys(key_of(&m.creator_id, &ledger::body_sort_key(&m.id)));
-            }
-            let mut present = HashSet::new();
-            for item in self.batch_get(keys.build()?).await? {
-                if let (Some(AttributeValue::S(c)), Some(AttributeValue::S(sk))) = (item.get(PK), item.get(SK)) {
-                    present.insert((c.clone(), sk.clone()));
+            let mut missing: Vec<&QueueMessage> = chunk.to_vec();
+            for consistent in [false, true] {
+                if missing.is_empty() {
+                    break;
                 }
+                let mut keys = KeysAndAttributes::builder()
+                    .projection_expression("#pk, #sk")
+                    .expression_attribute_names("#pk", PK)
+                    .expression_attribute_names("#sk", SK)
+                    .consistent_read(consistent);
+                for m in &missing {
+                    keys = keys.keys(key_of(&m.creator_id, &ledger::body_sort_key(&m.id)));
+                }
+                let mut present = HashSet::new();
+                for item in self.batch_get(keys.build()?).await? {
+                    if let (Some(AttributeValue::S(c)), Some(AttributeValue::S(sk))) = (item.get(PK), item.get(SK)) {
+                        present.insert((c.clone(), sk.clone()));
+                    }
+                }
+                missing.retain(|m| !present.contains(&(m.creator_id.clone(), ledger::body_sort_key(&m.id))));
             }
-            let puts = chunk.iter().filter(|m| !present.contains(&(m.creator_id.clone(), ledger::body_sort_key(&m.id)))).map(|m| async move {
+            let puts = missing.iter().map(|m| async move {
                 let start = m.send_at_ms().unwrap_or(0).max(now_ms());
                 let body = BodyItem::of(m, ledger::single_body_expiry(start, self.ttl_days)).to_item();
                 self.write_one(&Op::Put(put_new(&self.table, &body)?)).await

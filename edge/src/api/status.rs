@@ -29,7 +29,7 @@ pub async fn status<P: Platform>(ctx: &Ctx<'_, P>, account: &str) -> Result<ApiR
         limit: config.rate.max,
         window_ms: config.rate.window_ms,
         sent_in_window: meter.in_window,
-        next_send_at: shared::time::rfc3339_ms(meter.next_send_ms),
+        next_send_at: (!summary.paused).then(|| shared::time::rfc3339_ms(meter.next_send_ms.max(summary.rate_limited_until_ms.unwrap_or(0)))),
         recent_sends: recent_sends.into_iter().map(shared::time::rfc3339_ms).collect(),
     };
     let report = StatusReport {

@@ -125,12 +125,12 @@ impl OutcomeCounts {
 /// again after a jittered backoff while attempts remain (one without an answer marks the
 /// message as maybe sent: it is no longer cancelable); a 429 pausing the account for its
 /// `Retry-After` without using an attempt; failed for good. It went to the gateway at
-/// `began_ms` (Redis time) and was answered at `at_ms`.
-pub fn outcome_of(mut taken: Taken, delivery: Delivery, began_ms: u64, at_ms: u64, config: &DispatchConfig) -> (Completion, Record) {
+/// `began_ms` (Redis time; `None`: it failed before) and was answered at `at_ms`.
+pub fn outcome_of(mut taken: Taken, delivery: Delivery, began_ms: Option<u64>, at_ms: u64, config: &DispatchConfig) -> (Completion, Record) {
     let mut attempts = taken.payload.attempts + 1;
     let at = shared::time::rfc3339_ms(at_ms);
     let message = taken.payload.message.clone();
-    let went = Some((taken.slot_ms, began_ms));
+    let went = began_ms.map(|began| (taken.slot_ms, began));
     let (completion, outcome) = match delivery {
         Delivery::Sent { gateway_id } => (Completion::Done(taken), Outcome::Sent { at, gateway_id }),
         // A rate limit is the account's state, not the message's fault: the account
@@ -200,12 +200,12 @@ mod tests {
     #[test]
     fn a_429_pauses_the_account_and_uses_up_no_attempt() {
         let limited = Delivery::RateLimited { reason: "429".into(), retry_after: Some(Duration::from_secs(2)) };
-        let (completion, record) = outcome_of(taken(2), limited, 0, 1000, &config());
+        let (completion, record) = outcome_of(taken(2), limited, Some(0), 1000, &config());
         assert!(matches!(completion, Completion::Pause { delay_ms: 2000, ref taken } if taken.payload.attempts == 2), "{completion:?}");
         assert!(matches!(record.outcome, Outcome::RateLimited { until_ms: 3000, .. }) && record.attempts == 2, "{record:?}");
         // A passing failure on the last attempt still gives up.
         let busy = Delivery::Retry { reason: "503".into() };
-        let (completion, record) = outcome_of(taken(2), busy, 0, 0, &config());
+        let (completion, record) = outcome_of(taken(2), busy, Some(0), 0, &config());
         assert!(matches!(completion, Completion::Done(_)) && matches!(record.outcome, Outcome::Failed { .. }) && record.attempts == 3);
     }
 
@@ -213,10 +213,10 @@ mod tests {
     /// payload and its ledger item say so: it is no longer cancelable).
     #[test]
     fn no_answer_makes_a_message_maybe_sent() {
-        let (completion, record) = outcome_of(taken(0), Delivery::Unknown { reason: "timed out".into() }, 0, 0, &config());
+        let (completion, record) = outcome_of(taken(0), Delivery::Unknown { reason: "timed out".into() }, Some(0), 0, &config());
         assert!(matches!(completion, Completion::Retry { ref taken, .. } if taken.payload.maybe_sent && taken.payload.attempts == 1), "{completion:?}");
         assert!(matches!(record.outcome, Outcome::Retrying { maybe_sent: true, .. }));
-        let (completion, _) = outcome_of(taken(0), Delivery::Retry { reason: "503".into() }, 0, 0, &config());
+        let (completion, _) = outcome_of(taken(0), Delivery::Retry { reason: "503".into() }, Some(0), 0, &config());
         assert!(matches!(completion, Completion::Retry { ref taken, .. } if !taken.payload.maybe_sent));
     }
 }

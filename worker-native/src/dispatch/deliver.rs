@@ -21,8 +21,9 @@ use crate::schedule::Taken;
 pub(super) struct Delivered {
     pub taken: Taken,
     pub delivery: Option<Delivery>,
-    /// When it went to the gateway (Redis time, as its slot), or was given back.
-    pub began_ms: u64,
+    /// When it went to the gateway (Redis time, as its slot); `None`: it did not (given
+    /// back, or failed before: its content expired).
+    pub began_ms: Option<u64>,
     /// When the gateway answered (this machine's clock: the ledger's `sentAt`).
     pub at_ms: u64,
 }
@@ -87,7 +88,9 @@ pub(super) async fn send_batch<G: Gateway>(
             if stalled {
                 tracing::warn!(id = %taken.id, late_ms = now - taken.deadline_ms, "woken past the send deadline (the process stalled): given back unsent");
             }
-            let delivery = if stopped || stalled || prepared.is_err() || shared.rate_limited.is(&taken.account) {
+            let given_back = stopped || stalled || prepared.is_err() || shared.rate_limited.is(&taken.account);
+            let went = !given_back && !taken.payload.message.content.is_empty();
+            let delivery = if given_back {
                 None
             } else if taken.payload.message.content.is_empty() {
                 // Its campaign's content expired before it could go (`recover.rs`).
@@ -108,7 +111,7 @@ pub(super) async fn send_batch<G: Gateway>(
                 }
                 Some(delivery)
             };
-            let _ = tx.send(Delivered { taken, delivery, began_ms: now, at_ms: now_ms() }).await;
+            let _ = tx.send(Delivered { taken, delivery, began_ms: went.then_some(now), at_ms: now_ms() }).await;
             drop(permit);
         }
     });
