@@ -438,6 +438,12 @@ class System:
         self.redis.stop()
 
 
+def account_counts(status):
+    """`GET /status`'s account without its rolling window (`window`: times that move
+    with the clock), for an assertion of its counters and state as a whole."""
+    return {k: v for k, v in status["account"].items() if k != "window"}
+
+
 def plain(log_text):
     """A worker's log without its colours, for its fields to be read (`key=value`)."""
     return re.sub(r"\x1b\[[0-9;]*m", "", log_text)

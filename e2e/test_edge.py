@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from harness import BASE, ORIGIN, account, edge_settings, start_edge, token, wait_for
+from harness import BASE, ORIGIN, account, account_counts, edge_settings, start_edge, token, wait_for
 from devstack.faultproxy import FaultProxy
 
 
@@ -381,13 +381,16 @@ def test_concurrent_retries_queue_exactly_once(edge, backend, emulator):
 
 def test_status_reports_queue_and_account_backlog(edge, backend, emulator):
     fresh = edge.call("GET", "/status", token(account())).json()
-    assert fresh["account"] == {"backlog": 0, "sent": 0, "failed": 0, "paused": False} and fresh["processing"]["lastProcessedAt"] is None
+    assert account_counts(fresh) == {"backlog": 0, "sent": 0, "failed": 0, "paused": False} and fresh["processing"]["lastProcessedAt"] is None
     creator = held_backlog(edge, backend, emulator, 5)
     for _ in range(3):
         send(edge, creator)  # in the queue, not yet scheduled
     s = edge.call("GET", "/status", token(creator)).json()
     assert s["queue"]["depth"] >= 3 and s["queue"]["total"] >= s["queue"]["depth"]
-    assert s["account"] == {"backlog": 4, "sent": 1, "failed": 0, "paused": False}
+    assert account_counts(s) == {"backlog": 4, "sent": 1, "failed": 0, "paused": False}
+    # The window speaks of the edge's limit (10 a minute here), and holds the one send.
+    w = s["account"]["window"]
+    assert (w["limit"], w["windowMs"], w["sentInWindow"], len(w["recentSends"])) == (10, 60_000, 1, 1), w
     assert s["processing"]["rateLimit"] == "10 messages/minute"
     assert s["processing"]["estimatedTimeSeconds"] == 24
     [delivery] = backend.delivered(creator)
@@ -616,7 +619,7 @@ def test_a_retry_whose_queue_answer_was_lost_goes_back_to_failed_and_its_copy_is
         time.sleep(1)  # what it would do with it, it does now
     item = emulator.item(creator, mid)
     assert (item["status"]["S"], item["generation"]["N"], item["attempts"]["N"]) == ("failed", "1", "1"), item
-    assert edge.call("GET", "/status", token(creator)).json()["account"] == {"backlog": 0, "sent": 0, "failed": 1, "paused": False}
+    assert account_counts(edge.call("GET", "/status", token(creator)).json()) == {"backlog": 0, "sent": 0, "failed": 1, "paused": False}
     assert [m["id"] for m in edge.call("GET", "/failed", token(creator)).json()["failedMessages"]] == [mid], "still listed, retryable"
     assert edge.call("POST", f"/{mid}/retry", token(creator)).status_code == 200
 
@@ -658,7 +661,7 @@ def test_a_retry_whose_queue_answer_was_lost_but_a_worker_took_it_is_accepted(fa
         wait_for(lambda: queue_drained(emulator) and emulator.item(creator, mid)["status"]["S"] == "failed", 20, "the retried generation failed again")
     item = emulator.item(creator, mid)
     assert (item["status"]["S"], item["generation"]["N"]) == ("failed", "1"), item
-    assert edge.call("GET", "/status", token(creator)).json()["account"] == {"backlog": 0, "sent": 0, "failed": 1, "paused": False}
+    assert account_counts(edge.call("GET", "/status", token(creator)).json()) == {"backlog": 0, "sent": 0, "failed": 1, "paused": False}
 
 
 def test_a_message_whose_item_write_failed_is_written_and_counted_once_by_the_worker(faulty, backend, emulator):
@@ -677,7 +680,7 @@ def test_a_message_whose_item_write_failed_is_written_and_counted_once_by_the_wo
         mid = r.json()["messageId"]
         wait_for(lambda: (emulator.item(creator, mid) or {}).get("status", {}).get("S") == "sent", 20, "the message sent")
     assert emulator.item(creator, mid)["countedGen"]["N"] == "0"
-    assert edge.call("GET", "/status", token(creator)).json()["account"] == {"backlog": 0, "sent": 1, "failed": 0, "paused": False}
+    assert account_counts(edge.call("GET", "/status", token(creator)).json()) == {"backlog": 0, "sent": 1, "failed": 0, "paused": False}
 
 
 def test_a_message_whose_body_write_failed_gets_it_from_the_worker(faulty, backend, emulator):
