@@ -241,6 +241,8 @@ WINDOW_MS = 2000
 MAX = 10
 MARGIN_MS = 100  # against delivery jitter on a loaded 2-core machine (5% of the compressed window)
 SPACING_MS = WINDOW_MS / MAX  # the margin is added once per MAX sends, not to each spacing
+# The limit as the edge and the workers are given it (each its own settings).
+RATE_LIMIT = {"RATE_LIMIT_MAX": str(MAX), "RATE_LIMIT_WINDOW": f"{WINDOW_MS}ms"}
 CLAIM_LEAD_MS = 200  # the worker's default: a message is taken this long before its slot
 MAX_LEAD_MS = 1000  # the longest a message is taken before its slot (worker-native/src/schedule.rs)
 JITTER_MS = 300  # how late a delivery may reach the gateway after its slot on a loaded machine
@@ -296,8 +298,7 @@ class System:
         if self._edge is None:
             # The workers' limit (`worker_env`), so that its estimates and its window
             # meter (`GET /status`) speak of the limit kept.
-            limit = {"RATE_LIMIT_MAX": str(MAX), "RATE_LIMIT_WINDOW": f"{WINDOW_MS}ms"}
-            part, self._edge = start_edge("edge-worker", edge_settings(self.aws, API_CALL_LIMITS="false", MAX_RECIPIENTS="10000", WEBHOOK_LOOPBACK="true", **limit))
+            part, self._edge = start_edge("edge-worker", edge_settings(self.aws, API_CALL_LIMITS="false", MAX_RECIPIENTS="10000", WEBHOOK_LOOPBACK="true", **RATE_LIMIT))
             self.parts.append(part)
         return self._edge
 
@@ -355,8 +356,7 @@ class System:
         return {
             **stack.worker_settings(self.aws.worker_env(), self.redis_port, self.gw, prefix),
             "GATEWAY_TIMEOUT": "2s",
-            "RATE_LIMIT_MAX": str(MAX),
-            "RATE_LIMIT_WINDOW": f"{WINDOW_MS}ms",
+            **RATE_LIMIT,
             "RATE_LIMIT_MARGIN": f"{MARGIN_MS}ms",
             "RETRY_BASE_DELAY": "100ms",
             "RETRY_MAX_DELAY": "400ms",

@@ -4,12 +4,11 @@ one native worker, Redis, the AWS emulator and the stand-in gateway."""
 
 import concurrent.futures
 import time
-from datetime import datetime
 
 import pytest
 import requests
 
-from harness import JITTER_MS, LOGS, figure, max_in_window, wait_for
+from harness import JITTER_MS, LOGS, figure, max_in_window, ms, wait_for
 from devstack.mint_jwt import mint
 from devstack.system import LocalSystem, Ports
 
@@ -36,10 +35,6 @@ class Client:
 
     def get(self, path, **kw):
         return requests.get(self.api + path, headers=self.h, timeout=30, **kw)
-
-
-def ms(ts):
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() * 1000
 
 
 def deliveries(system, account):

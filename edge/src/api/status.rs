@@ -23,14 +23,12 @@ pub async fn status<P: Platform>(ctx: &Ctx<'_, P>, account: &str) -> Result<ApiR
     };
     let now_ms = ctx.p.now_ms();
     let meter = config.rate.meter(&summary.recent_sends, now_ms, config.rate.default_margin_ms());
-    let mut recent_sends = summary.recent_sends.clone();
-    recent_sends.sort_unstable();
     let window = SendWindow {
         limit: config.rate.max,
         window_ms: config.rate.window_ms,
         sent_in_window: meter.in_window,
         next_send_at: (!summary.paused).then(|| shared::time::rfc3339_ms(meter.next_send_ms.max(summary.rate_limited_until_ms.unwrap_or(0)))),
-        recent_sends: recent_sends.into_iter().map(shared::time::rfc3339_ms).collect(),
+        recent_sends: summary.recent_sends.iter().copied().map(shared::time::rfc3339_ms).collect(),
     };
     let report = StatusReport {
         queue,

@@ -432,7 +432,7 @@ pub struct Summary {
     pub hold_reason: Option<String>,
     /// The account's id at the delivery vendor, when it is not the account id itself.
     pub vendor_account_id: Option<String>,
-    /// The times (ms) of its last sends, in no order (`machine::recorded_sends`).
+    /// The times (ms) of its last sends, oldest first (`machine::recorded_sends`).
     pub recent_sends: Vec<u64>,
 }
 
@@ -452,15 +452,22 @@ impl Summary {
             rate_limited_until_ms: num("pauseUntilMs").map(|v| v.max(0) as u64),
             hold_reason: text(item, machine::HOLD_REASON).map(str::to_owned),
             vendor_account_id: text(item, machine::VENDOR_ACCOUNT).map(str::to_owned),
-            recent_sends: item
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(name, _)| name.strip_prefix(machine::RECENT_SEND_PREFIX).is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())))
-                .filter_map(|(name, _)| num(name).map(|v| v.max(0) as u64))
-                .collect(),
+            recent_sends: recent_sends(item),
         }
     }
+}
+
+/// A summary's last sends (`recent<k>` attributes: [`machine::recorded_sends`]), oldest first.
+fn recent_sends(item: &Value) -> Vec<u64> {
+    let mut sends: Vec<u64> = item
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| name.strip_prefix(machine::RECENT_SEND_PREFIX).is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|(_, value)| value.get("N")?.as_str()?.parse::<u64>().ok())
+        .collect();
+    sends.sort_unstable();
+    sends
 }
 
 #[cfg(test)]

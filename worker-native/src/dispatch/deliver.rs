@@ -88,13 +88,12 @@ pub(super) async fn send_batch<G: Gateway>(
             if stalled {
                 tracing::warn!(id = %taken.id, late_ms = now - taken.deadline_ms, "woken past the send deadline (the process stalled): given back unsent");
             }
-            let given_back = stopped || stalled || prepared.is_err() || shared.rate_limited.is(&taken.account);
-            let went = !given_back && !taken.payload.message.content.is_empty();
-            let delivery = if given_back {
-                None
+            // What came of it, and when it went to the gateway if it did.
+            let (delivery, began_ms) = if stopped || stalled || prepared.is_err() || shared.rate_limited.is(&taken.account) {
+                (None, None)
             } else if taken.payload.message.content.is_empty() {
                 // Its campaign's content expired before it could go (`recover.rs`).
-                Some(Delivery::Failed { reason: "its campaign's content expired before it could be sent".into() })
+                (Some(Delivery::Failed { reason: "its campaign's content expired before it could be sent".into() }), None)
             } else {
                 let started = Instant::now();
                 tracing::debug!(id = %taken.id, account = %taken.account, slot_ms = taken.slot_ms, late_ms = now as i64 - taken.slot_ms as i64, "sending");
@@ -109,9 +108,9 @@ pub(super) async fn send_batch<G: Gateway>(
                     Delivery::AccountRefused { .. } => shared.rate_limited.until(&taken.account, Instant::now() + Duration::from_secs(10)),
                     _ => {}
                 }
-                Some(delivery)
+                (Some(delivery), Some(now))
             };
-            let _ = tx.send(Delivered { taken, delivery, began_ms: went.then_some(now), at_ms: now_ms() }).await;
+            let _ = tx.send(Delivered { taken, delivery, began_ms, at_ms: now_ms() }).await;
             drop(permit);
         }
     });
