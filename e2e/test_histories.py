@@ -24,7 +24,6 @@ SEEDS = [
     (265746574, False, "a Redis restarted from an older snapshot, rebuilt from the ledger with a campaign's waiting messages one by one; the campaign canceled then: those messages left on the schedule, each taken, refused and its slot given back, the account idle 1.5 s with messages ready"),
     (752570085, False, "a worker killed while a campaign's message hung at the gateway; the campaign canceled; the claim taken over once it lapsed came too late for its slot and was given back as never tried, and the next claim canceled a message the gateway had received (sent and canceled); the killed worker's leases holding its accounts' slots"),
     (1838218566, False, "a retry whose ledger write landed with every answer lost (the edge answered 503): the message `queued` in the ledger with no queue copy, for ever, and its counters still counting it failed"),
-    (1316929665, False, "a resume landing after a 429's outcome took the account's summary out of the waiting index; two FLUSHALLs later the rebuild had no pause, and a send reached the gateway inside the Retry-After"),
     (195537539, True, "on a cluster: a message claimed then given back stuck `sending`"),
     (1800176231, True, "on a cluster: a 429 met between a FLUSHALL and the rebuild's clearing of the shard forgotten (a send during its Retry-After)"),
     (813478255, True, "on a cluster: a worker killed mid-rebuild held its shard back for the rebuild lock's 30 s"),
