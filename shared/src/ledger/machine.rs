@@ -429,8 +429,7 @@ pub const UNDONE_GEN: &str = "undoneGen";
 /// ordered by the control's time (`holdAtMs`): an older control never overrides a newer
 /// one, and the same one written twice (by the edge once it is queued, by the worker
 /// when it applies it) passes. A held account is in the waiting index, so that a
-/// rebuild of the schedule holds it again; a release leaves it there (a 429 may still
-/// hold it) for a rebuild to take out once nothing holds it. A hold the worker makes itself (the
+/// rebuild of the schedule holds it again. A hold the worker makes itself (the
 /// vendor refused the account's credentials) says why (`holdReason`, shown by
 /// `GET /status`); a user's pause or resume clears it.
 pub fn set_hold(paused: bool, at_ms: u64, account: &str, reason: Option<&str>) -> Write {
@@ -442,10 +441,7 @@ pub fn set_hold(paused: bool, at_ms: u64, account: &str, reason: Option<&str>) -
         (true, None) => {
             (format!("SET paused = :p, holdAtMs = :at, {WAIT_SHARD} = :ws REMOVE {HOLD_REASON}"), vec![(":ws", s(super::account_wait_shard(account)))])
         }
-        // Still in the waiting index: a 429's pause may hold the account yet (set with
-        // the outcome that met it, in the same index entry), and a rebuild must find it.
-        // The rebuild takes out a summary that holds nothing any more ([`account_rested`]).
-        (false, _) => (format!("SET paused = :p, holdAtMs = :at REMOVE {HOLD_REASON}"), vec![]),
+        (false, _) => (format!("SET paused = :p, holdAtMs = :at REMOVE {WAIT_SHARD}, {HOLD_REASON}"), vec![]),
     };
     values.extend([(":p", json!({"BOOL": paused})), (":at", n(at_ms))]);
     write("attribute_not_exists(holdAtMs) OR holdAtMs <= :at", update, values, Counts::default())
